@@ -1,0 +1,11 @@
+#!/usr/bin/env python3
+"""Compare source and destination and fix the ledger so missing objects move again (see README)."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from s5jtransfer import commands  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(commands.repair())

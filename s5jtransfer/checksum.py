@@ -1,0 +1,114 @@
+"""MD5 and multipart ETags of a local file in one pass, and comparison with an S3 ETag."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+
+MIB = 1024 * 1024
+# Part sizes S3 clients commonly use (aws cli/boto3 8 MiB, s5cmd 50 MiB, Snowball tools 5-100 MiB).
+COMMON_PART_SIZES = tuple(n * MIB for n in (8, 5, 16, 50, 64, 100, 10, 15, 25, 32, 128, 256, 512))
+_MD5 = re.compile(r"^[0-9a-f]{32}$")
+_MULTI = re.compile(r"^([0-9a-f]{32})-(\d+)$")
+CHUNK = MIB
+
+MD5, MULTIPART, SIZE = "md5", "multipart", "size"
+
+
+def etag_kind(etag: str) -> str:
+    """'md5', 'multipart', or 'size' when the ETag is not a checksum of the bytes (SSE-KMS...)."""
+    etag = etag.strip('"').lower()
+    if _MD5.match(etag):
+        return MD5
+    if _MULTI.match(etag):
+        return MULTIPART
+    return SIZE
+
+
+def parts_of(etag: str) -> int:
+    m = _MULTI.match(etag.strip('"').lower())
+    return int(m.group(2)) if m else 0
+
+
+class _Multipart:
+    def __init__(self, part_size: int) -> None:
+        self.part_size = part_size
+        self.digests: list[bytes] = []
+        self.cur = hashlib.md5()
+        self.filled = 0
+
+    def update(self, data: memoryview) -> None:
+        while data:
+            room = self.part_size - self.filled
+            piece = data[:room]
+            self.cur.update(piece)
+            self.filled += len(piece)
+            data = data[len(piece):]
+            if self.filled == self.part_size:
+                self.digests.append(self.cur.digest())
+                self.cur, self.filled = hashlib.md5(), 0
+
+    def etag(self) -> str:
+        digests = self.digests + ([self.cur.digest()] if self.filled or not self.digests else [])
+        return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+
+
+def hash_file(path: str, part_sizes: tuple[int, ...] = ()) -> tuple[str, int, dict[int, str]]:
+    """(md5 hex, bytes read, {part_size: multipart etag}) in a single read of the file."""
+    whole = hashlib.md5()
+    multis = [_Multipart(ps) for ps in dict.fromkeys(part_sizes) if ps > 0]
+    total = 0
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while True:
+            n = fh.readinto(buf)
+            if not n:
+                break
+            chunk = view[:n]
+            whole.update(chunk)
+            for m in multis:
+                m.update(chunk)
+            total += n
+    return whole.hexdigest(), total, {m.part_size: m.etag() for m in multis}
+
+
+def candidate_part_sizes(size: int, parts: int, hint: int | None = None) -> tuple[int, ...]:
+    """Part sizes that split `size` bytes into exactly `parts` parts, the hint first."""
+    out = [ps for ps in ((hint,) if hint else ()) + COMMON_PART_SIZES if ps and math.ceil(size / ps) == parts]
+    if parts > 0 and size > 0 and not out:
+        # Many tools round the part size up to a whole MiB: try the smallest such size.
+        ps = math.ceil(math.ceil(size / parts) / MIB) * MIB
+        if math.ceil(size / ps) == parts:
+            out.append(ps)
+    return tuple(dict.fromkeys(out))
+
+
+def upload_etag(md5: str, size: int, part_size: int, multi: dict[int, str]) -> str:
+    """The ETag an upload with this part size produces (single PUT below the part size)."""
+    if size < part_size or size == 0:
+        return md5
+    return multi[part_size]
+
+
+def check(path: str, size: int, etag: str, part_hint: int | None = None,
+          extra_part_sizes: tuple[int, ...] = ()) -> tuple[str | None, str, dict[int, str]]:
+    """Verify a local file against an S3 object's size and ETag in one read.
+
+    Returns (level, md5, multipart etags computed): level is 'md5', 'multipart' or 'size'
+    when the file matches, None when it does not.
+    """
+    kind = etag_kind(etag)
+    etag = etag.strip('"').lower()
+    sizes = tuple(extra_part_sizes)
+    if kind == MULTIPART:
+        sizes = candidate_part_sizes(size, parts_of(etag), part_hint) + sizes
+    md5, nbytes, multi = hash_file(path, sizes)
+    if nbytes != size:
+        return None, md5, multi
+    if kind == MD5:
+        return (MD5 if md5 == etag else None), md5, multi
+    if kind == MULTIPART:
+        return (MULTIPART if etag in multi.values() else None), md5, multi
+    return SIZE, md5, multi

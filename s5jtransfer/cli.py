@@ -1,0 +1,86 @@
+"""Command-line plumbing: arguments, logging, config, locks, signals, exception -> exit code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Callable
+
+from . import config as config_mod
+from .errors import S5jError
+from .ledger import ProcessLock
+
+log = logging.getLogger("s5jtransfer")
+
+# Exit codes (README "Exit codes").
+OK, FAILED, CONFIG, LOCKED = 0, 1, 2, 3
+
+LOCKS = {
+    "src": (".src_sync_mvol.lock", "src_sync_mvol.py"),
+    "dest": (".dest_sync_mvol.lock", "dest_sync_mvol.py"),
+    "sync": (".sync_mvol.lock", "sync_mvol.py"),
+    "repair": (".repair_ledger.lock", "repair_ledger.py"),
+}
+
+
+def setup_logging(log_file: str | None = None, debug: bool = False) -> None:
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    root = logging.getLogger()
+    root.handlers.clear()
+    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(fmt)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def parser(description: str, once: bool = False, dry_run: bool = False) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    if once:
+        p.add_argument("--once", action="store_true", help="exit 0 when the work is done instead of polling forever")
+    if dry_run:
+        p.add_argument("--dry-run", action="store_true", help="print what would move and change nothing")
+    p.add_argument("--log-file", help="append log lines to this file instead of standard error")
+    p.add_argument("--debug", action="store_true", help="per-object detail and tracebacks in the log")
+    return p
+
+
+def load_config() -> config_mod.Config:
+    cfg = config_mod.load(config_mod.CONFIG_NAME)
+    for w in cfg.warnings:
+        log.warning("%s", w)
+    return cfg
+
+
+def run(body: Callable[[argparse.Namespace], int], args: argparse.Namespace, lock: str | None = None) -> int:
+    """Run a command body; map S5jError to one line and its exit code, no traceback."""
+    setup_logging(getattr(args, "log_file", None), getattr(args, "debug", False))
+    held = None
+    try:
+        if lock and not getattr(args, "dry_run", False):
+            path, what = LOCKS[lock]
+            held = ProcessLock(path, what).acquire()
+        return body(args)
+    except S5jError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    except FileNotFoundError as exc:
+        log.error("%s", exc)
+        return FAILED
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback only with --debug
+        log.error("unexpected error: %s: %s (run with --debug for the traceback)", type(exc).__name__, exc,
+                  exc_info=getattr(args, "debug", False))
+        return FAILED
+    finally:
+        if held:
+            held.release()
+
+
+def script_dir() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

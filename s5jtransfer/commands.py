@@ -1,0 +1,130 @@
+"""The bodies of the top-level scripts; each script only calls one of these."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from . import cli, s3
+from .errors import LockHeld
+from .ledger import DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, holder_pid, is_locked
+from .runtime import Stopper
+
+log = logging.getLogger("s5jtransfer")
+
+
+def src_sync(argv: list[str] | None = None) -> int:
+    from . import src_sync as mod
+
+    args = cli.parser("Copy the source bucket to the staging volumes, verified and ledgered.", once=True,
+                      dry_run=True).parse_args(argv)
+
+    def body(a) -> int:
+        cfg = cli.load_config()
+        return mod.run(cfg, a.once, Stopper().install(), dry_run=a.dry_run)
+
+    return cli.run(body, args, lock="src")
+
+
+def dest_sync(argv: list[str] | None = None) -> int:
+    from . import dest_sync as mod
+
+    args = cli.parser("Upload staged, ledgered objects to the destination, confirm, ledger and free them.",
+                      once=True, dry_run=True).parse_args(argv)
+
+    def body(a) -> int:
+        cfg = cli.load_config()
+        return mod.run(cfg, a.once, Stopper().install(), dry_run=a.dry_run)
+
+    return cli.run(body, args, lock="dest")
+
+
+def sync(argv: list[str] | None = None) -> int:
+    from . import supervisor
+
+    args = cli.parser("Run both sides as child processes, restarting one that dies.", once=True,
+                      dry_run=True).parse_args(argv)
+
+    def body(a) -> int:
+        cli.load_config()  # fail fast, with one line, before starting anything
+        return supervisor.run(a.once, a.dry_run, a.log_file, a.debug, Stopper().install())
+
+    return cli.run(body, args, lock="sync")
+
+
+def repair(argv: list[str] | None = None) -> int:
+    from . import verify
+
+    p = cli.parser("Compare source and destination; drop from the ledger what is not really there.")
+    p.add_argument("--missing-file", default=verify.MISSING_FILE, help="where to write the keys still to move")
+    args = p.parse_args(argv)
+
+    def body(a) -> int:
+        cfg = cli.load_config()
+        return verify.repair(cfg, a.missing_file)
+
+    return cli.run(body, args, lock="repair")
+
+
+def reset(argv: list[str] | None = None) -> int:
+    from .volumes import clear_staging, discover_roots
+
+    args = cli.parser("Start over: remove ledgers and run files, empty the staging areas.").parse_args(argv)
+
+    def body(a) -> int:
+        cfg = cli.load_config()
+        for path, what in cli.LOCKS.values():
+            if is_locked(path):
+                pid = holder_pid(path)
+                raise LockHeld(f"{what} is running in this folder (PID {pid or 'unknown'}); stop it before reset.py "
+                               f"(kill {pid or '<pid>'}), then run reset.py again")
+        for name in ("src_commands.txt", "dest_commands.txt", SRC_LEDGER, DEST_LEDGER,
+                     "src_commands.txt.tmp", "dest_commands.txt.tmp"):
+            try:
+                os.remove(name)
+                log.info("removed %s", name)
+            except FileNotFoundError:
+                pass
+        Ledger(SRC_LEDGER, SRC_COLUMNS).ensure()
+        log.info("wrote an empty %s", SRC_LEDGER)
+        os.makedirs(cfg.directory, exist_ok=True)
+        for root in discover_roots(cfg.volumes, cfg.directory):
+            if os.path.isdir(root):
+                clear_staging(root)
+                log.info("emptied the staging area of %s", root)
+        return cli.OK
+
+    return cli.run(body, args)
+
+
+def connect_test(side_name: str, argv: list[str] | None = None) -> int:
+    p = cli.parser(f"List the {side_name} bucket and print the object count and total size.")
+    p.add_argument("--quiet", action="store_true", help="print only the totals, not every object")
+    args = p.parse_args(argv)
+
+    def body(a) -> int:
+        cfg = cli.load_config()
+        side = cfg.source if side_name == "source" else cfg.destination
+        endpoints = side.endpoints or (None,)
+        count = total = 0
+        for i, ep in enumerate(endpoints):
+            client = s3.client(side, cfg.settings, index=i)
+            try:
+                count = total = 0
+                out = sys.stdout
+                for o in s3.iter_objects(side, client):
+                    count += 1
+                    total += o.size
+                    if not a.quiet:
+                        out.write(f"{o.key!r}: {o.size}\n")
+            except Exception as exc:  # noqa: BLE001
+                print(f"FAILED: {s3.describe_error(exc, side)}", file=sys.stderr)
+                return cli.FAILED
+            where = ep or f"AWS {side.region}"
+            print(f"Endpoint: {where} OK")
+        print(f"Total Number of Objects: {count}")
+        print(f"Total Size of Objects (bytes): {total}")
+        return cli.OK
+
+    return cli.run(body, args)

@@ -1,0 +1,340 @@
+"""Load and validate config.yaml into frozen dataclasses; every error names the file, key and fix."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import stat
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+CONFIG_NAME = "config.yaml"
+NO_ENDPOINT = "no_endpoint"
+SNOW = "snow"
+MIB = 1024 * 1024
+
+
+class Secret:
+    """A credential: prints as **** so it never reaches a log, report or traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str = "") -> None:
+        self._value = value
+
+    def __repr__(self) -> str:
+        return "Secret('****')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return "****" if self._value else ""
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def reveal(self) -> str:
+        return self._value
+
+
+@dataclass(frozen=True)
+class Side:
+    """One bucket side (source or destination)."""
+
+    name: str  # "source" or "destination"
+    bucket: str
+    prefix: str
+    region: str
+    access_key: Secret
+    secret_key: Secret
+    endpoints: tuple[str, ...]  # empty: the default AWS endpoint for the region
+
+    @property
+    def is_snow(self) -> bool:
+        return self.region == SNOW
+
+    @property
+    def endpoint(self) -> str | None:
+        return self.endpoints[0] if self.endpoints else None
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.access_key)
+
+    def url(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{self.prefix}{key}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_src2l: int
+    max_l2dest: int | None
+    src_use_native_s3: bool
+    s5cmd_path: str | None
+    src_workers: int
+    dest_workers: int
+    part_size: int
+    retries: int
+    volume_reserve: int
+    poll_interval: float
+    max_poll_interval: float
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    source: Side
+    destination: Side
+    directory: str
+    volumes: tuple[str, ...]
+    delete_staging_data: bool
+    settings: Settings
+    warnings: tuple[str, ...] = field(default=())
+
+
+# --- schema -----------------------------------------------------------------------------
+# key -> (required, kind, default). Kinds are checked by _value() below.
+_SIDE_KEYS = {
+    "bucket_name": (True, "str", None),
+    "bucket_prefix": (True, "prefix", None),
+    "region": (True, "str", None),
+    "access_key": (False, "secret", ""),
+    "secret_access_key": (False, "secret", ""),
+}
+_SCHEMA: dict[str, dict[str, tuple[bool, str, Any]]] = {
+    "source": dict(_SIDE_KEYS),
+    "local": {
+        "directory": (True, "str", None),
+        "volumes": (False, "strlist", []),
+    },
+    "destination": dict(_SIDE_KEYS, delete_staging_data=(False, "bool", True)),
+    "transfer_settings": {
+        "max_size_to_transfer_src2l": (True, "size", None),
+        "max_size_to_transfer_l2dest": (False, "size_or_none", None),
+        "dest_endpoint_url": (True, "endpoint", None),
+        "src_endpoint_url": (True, "endpoint", None),
+        "src_use_native_s3": (False, "bool", False),
+        "s5cmd_path": (False, "str_or_none", None),
+        "src_workers": (False, "posint", 64),
+        "dest_workers": (False, "posint", 64),
+        "part_size_mb": (False, "posint", 50),
+        "retries": (False, "posint", 10),
+        "volume_reserve_bytes": (False, "size", 256 * MIB),
+        "poll_interval_seconds": (False, "posnum", 1.0),
+        "max_poll_interval_seconds": (False, "posnum", 30.0),
+    },
+}
+
+
+def _fail(path: str, key: str, problem: str, fix: str) -> ConfigError:
+    return ConfigError(f"{path}: {key}: {problem}; {fix}")
+
+
+def _value(path: str, dotted: str, kind: str, raw: Any) -> Any:
+    def bad(problem: str, fix: str) -> ConfigError:
+        return _fail(path, dotted, problem, fix)
+
+    if kind in ("str", "prefix"):
+        if raw is None:
+            raw = ""
+        if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+            raise bad(f"expected text, got {type(raw).__name__}", "write a plain string")
+        raw = str(raw).strip() if kind == "str" else str(raw)
+        if kind == "prefix" and raw:
+            if raw.startswith("/"):
+                raise bad(f"{raw!r} starts with '/'", f"write it without the leading slash, e.g. {raw.lstrip('/')!r}")
+            if not raw.endswith("/"):
+                raise bad(f"{raw!r} does not end with '/'", f"add the trailing slash: {raw + '/'!r} (or '' for the whole bucket)")
+        return raw
+    if kind == "secret":
+        if raw is None:
+            return Secret("")
+        if not isinstance(raw, (str, int)) or isinstance(raw, bool):
+            raise bad("expected text", "quote the credential")
+        return Secret(str(raw).strip())
+    if kind == "str_or_none":
+        if raw in (None, ""):
+            return None
+        return _value(path, dotted, "str", raw)
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in ("true", "false", "yes", "no"):
+            return raw.strip().lower() in ("true", "yes")
+        raise bad(f"expected true or false, got {raw!r}", "write true or false")
+    if kind in ("size", "size_or_none", "posint"):
+        if kind == "size_or_none" and raw in (None, ""):
+            return None
+        num = _number(raw)
+        if num is None or num != int(num) or num < 0 or (kind == "posint" and num < 1):
+            want = "a positive whole number" if kind == "posint" else "a number of bytes"
+            raise bad(f"{raw!r} is not {want}", f"write {want}, e.g. {'64' if kind == 'posint' else '500000000000'}")
+        return int(num)
+    if kind == "posnum":
+        num = _number(raw)
+        if num is None or num <= 0:
+            raise bad(f"{raw!r} is not a positive number", "write a number of seconds, e.g. 1")
+        return float(num)
+    if kind == "strlist":
+        if raw in (None, ""):
+            return []
+        if isinstance(raw, str):
+            raw = [raw]
+        if not isinstance(raw, list) or not all(isinstance(v, str) and v.strip() for v in raw):
+            raise bad("expected a list of folder paths", "write e.g. [/data/vol1, /data/vol2], or [] to discover /tmp/volume-NN")
+        return [v.strip() for v in raw]
+    if kind == "endpoint":
+        items = raw if isinstance(raw, list) else [raw]
+        out = []
+        for item in items:
+            if not isinstance(item, str) or not item.strip():
+                raise bad(f"{raw!r} is not an endpoint", f"write {NO_ENDPOINT} or a URL such as http://192.0.2.10:8080")
+            item = item.strip()
+            if item == NO_ENDPOINT:
+                if len(items) > 1:
+                    raise bad(f"{NO_ENDPOINT} cannot be part of a list", "list only URLs")
+                return []
+            if not (item.startswith("http://") or item.startswith("https://")) or len(item.split("://", 1)[1]) == 0:
+                raise bad(f"{item!r} is not a URL", f"write {NO_ENDPOINT} or a URL starting with http:// or https://")
+            out.append(item.rstrip("/"))
+        if not out:
+            raise bad("the endpoint list is empty", f"write {NO_ENDPOINT} or at least one URL")
+        return out
+    raise AssertionError(kind)
+
+
+def _number(raw: Any) -> float | None:
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, (int, float)):
+        return raw
+    if isinstance(raw, str):
+        try:
+            return float(raw.replace("_", "").strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _section(path: str, doc: dict, name: str) -> dict[str, Any]:
+    raw = doc.get(name)
+    if raw is None:
+        raise _fail(path, name, "section is missing", f"add a '{name}:' section (see the shipped config.yaml)")
+    if not isinstance(raw, dict):
+        raise _fail(path, name, "is not a section of keys", f"indent its keys under '{name}:'")
+    schema = _SCHEMA[name]
+    for key in raw:
+        if key not in schema:
+            close = difflib.get_close_matches(str(key), list(schema), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(schema)}"
+            raise _fail(path, f"{name}.{key}", "unknown key", hint)
+    out = {}
+    for key, (required, kind, default) in schema.items():
+        dotted = f"{name}.{key}"
+        if key not in raw:
+            if required:
+                raise _fail(path, dotted, "is missing", f"add '{key}:' under '{name}:'")
+            out[key] = default
+            continue
+        out[key] = _value(path, dotted, kind, raw[key])
+    return out
+
+
+def _side(path: str, name: str, sec: dict, endpoints: list[str]) -> Side:
+    if not sec["bucket_name"]:
+        raise _fail(path, f"{name}.bucket_name", "is empty", "write the bucket name")
+    if not sec["region"]:
+        raise _fail(path, f"{name}.region", "is empty", "write the region, e.g. us-east-1 (or snow for a Snowball source)")
+    if bool(sec["access_key"]) != bool(sec["secret_access_key"]):
+        raise _fail(path, f"{name}.access_key", "only one of access_key and secret_access_key is set",
+                    "set both, or leave both empty to use the standard AWS credential chain")
+    if sec["region"] == SNOW and not endpoints:
+        which = "src_endpoint_url" if name == "source" else "dest_endpoint_url"
+        raise _fail(path, f"transfer_settings.{which}", "region snow needs the Snowball endpoint",
+                    "write its URL, e.g. http://192.0.2.10:8080 or https://192.0.2.10")
+    return Side(name=name, bucket=sec["bucket_name"], prefix=sec["bucket_prefix"], region=sec["region"],
+                access_key=sec["access_key"], secret_key=sec["secret_access_key"], endpoints=tuple(endpoints))
+
+
+def load(path: str = CONFIG_NAME) -> Config:
+    """Read and validate a config file; raise ConfigError with a one-line message."""
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found in {os.getcwd()}; run the scripts from the folder that holds "
+                          f"config.yaml (copy the shipped one and fill it in)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror}); check its permissions") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "somewhere"
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: {where}: not valid YAML ({problem}); fix the indentation or quoting there") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: is empty or not a mapping of sections; start from the shipped config.yaml")
+    for key in doc:
+        if key not in _SCHEMA:
+            close = difflib.get_close_matches(str(key), list(_SCHEMA), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid sections: {', '.join(_SCHEMA)}"
+            raise _fail(path, str(key), "unknown section", hint)
+    src = _section(path, doc, "source")
+    local = _section(path, doc, "local")
+    dst = _section(path, doc, "destination")
+    ts = _section(path, doc, "transfer_settings")
+    source = _side(path, "source", src, ts["src_endpoint_url"])
+    destination = _side(path, "destination", dst, ts["dest_endpoint_url"])
+    if destination.is_snow:
+        raise _fail(path, "destination.region", "a Snowball (snow) cannot be the destination",
+                    "set the destination bucket's AWS region, e.g. us-east-1")
+    if source.bucket == destination.bucket and source.endpoints == destination.endpoints and (
+            source.prefix.startswith(destination.prefix) or destination.prefix.startswith(source.prefix)):
+        raise _fail(path, "destination.bucket_prefix", "overlaps the source prefix in the same bucket",
+                    "use separate buckets or non-overlapping prefixes")
+    if not local["directory"]:
+        raise _fail(path, "local.directory", "is empty", "write a staging folder, e.g. /tmp/s5jtransfer")
+    if ts["max_poll_interval_seconds"] < ts["poll_interval_seconds"]:
+        raise _fail(path, "transfer_settings.max_poll_interval_seconds", "is below poll_interval_seconds",
+                    "make it at least as large")
+    settings = Settings(
+        max_src2l=ts["max_size_to_transfer_src2l"], max_l2dest=ts["max_size_to_transfer_l2dest"],
+        src_use_native_s3=ts["src_use_native_s3"], s5cmd_path=ts["s5cmd_path"],
+        src_workers=ts["src_workers"], dest_workers=ts["dest_workers"],
+        part_size=max(5, ts["part_size_mb"]) * MIB, retries=ts["retries"],
+        volume_reserve=ts["volume_reserve_bytes"], poll_interval=ts["poll_interval_seconds"],
+        max_poll_interval=ts["max_poll_interval_seconds"])
+    if settings.max_src2l < 1:
+        raise _fail(path, "transfer_settings.max_size_to_transfer_src2l", "must be above 0", "write a number of bytes, e.g. 500000000000")
+    warnings = []
+    try:
+        mode = os.stat(path).st_mode
+        if (source.has_credentials or destination.has_credentials) and mode & (stat.S_IRGRP | stat.S_IROTH):
+            warnings.append(f"{path} holds access keys and is readable by other users; run: chmod 600 {path}")
+    except OSError:
+        pass
+    return Config(path=os.path.abspath(path), source=source, destination=destination,
+                  directory=local["directory"], volumes=tuple(local["volumes"]),
+                  delete_staging_data=dst["delete_staging_data"], settings=settings, warnings=tuple(warnings))
+
+
+if __name__ == "__main__":  # pragma: no cover - handy check: python -m s5jtransfer.config
+    try:
+        print(load())
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,393 @@
+"""Destination side: upload staged, ledgered objects, confirm each at the destination, ledger, free."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from boto3.s3.transfer import TransferConfig
+
+from . import checksum, plan, s3, s5cmd
+from .config import Config
+from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger
+from .runtime import Appender, Stopper, die_with_parent, fmt_bytes, remove_quietly
+from .volumes import Volume, discover, staged_name
+
+log = logging.getLogger("s5jtransfer.dest")
+RUN_FILE = "dest_commands.txt"
+
+
+@dataclass
+class Pending:
+    row: tuple  # source ledger row: (size, etag, verified, md5)
+    name: str  # staged file name
+
+
+@dataclass
+class Candidate:
+    key: str
+    pending: Pending
+    path: str
+    ident: tuple[int, int]  # (inode, mtime) of the staged file when picked
+
+
+@dataclass
+class DestStats:
+    ledgered: int = 0
+    uploaded_total: int = 0
+    uploaded_bytes_total: int = 0
+    pending: int = 0
+    staged: int = 0
+    uploaded: int = 0
+    uploaded_bytes: int = 0
+    failed: int = 0
+    mismatched: int = 0
+    lost: int = 0
+    source_total: int | None = None
+    source_missing: int | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.source_missing == 0
+
+
+def dest_done(src_row: tuple, dest_row: tuple | None) -> bool:
+    """The destination holds this version: same size, uploaded from the same source ETag."""
+    return dest_row is not None and dest_row[0] == src_row[0] and dest_row[3] == src_row[1]
+
+
+class DestSync:
+    def __init__(self, cfg: Config, stopper: Stopper | None = None, dry_run: bool = False) -> None:
+        self.cfg = cfg
+        self.side = cfg.destination
+        self.settings = cfg.settings
+        self.stopper = stopper or Stopper()
+        self.dry_run = dry_run
+        self.volumes: list[Volume] = discover(cfg, create=not dry_run)
+        self.src_ledger = Ledger(SRC_LEDGER, SRC_COLUMNS)
+        self.dest_ledger = Ledger(DEST_LEDGER, DEST_COLUMNS)
+        self.src_rows: dict[str, tuple] = {}
+        self.dest_rows: dict[str, tuple] = {}
+        self.pending: dict[str, Pending] = {}
+        self.client = s3.client(self.side, self.settings, pool=self.settings.dest_workers)
+        self._src_client = None
+        self.binary = s5cmd.find_binary(self.settings.s5cmd_path)
+        self._loaded = False
+        self._missing_staged: set[str] = set()
+        self.mismatches = 0
+
+    # -- state ---------------------------------------------------------------------------
+    def _recompute_pending(self) -> None:
+        get = self.dest_rows.get
+        self.pending = {k: Pending(r, staged_name(k)) for k, r in self.src_rows.items() if not dest_done(r, get(k))}
+
+    def refresh(self) -> None:
+        if not self._loaded:
+            if not self.dry_run:
+                self.dest_ledger.ensure()
+            self.dest_rows = self.dest_ledger.load()
+            self.src_rows = self.src_ledger.load()
+            self._recompute_pending()
+            self._loaded = True
+            if not self.dry_run:
+                self._free_uploaded()
+            return
+        replaced_s, keys = self.src_ledger.tail(self.src_rows)
+        replaced_d, _ = self.dest_ledger.tail(self.dest_rows)
+        if replaced_s or replaced_d:
+            self._recompute_pending()
+            return
+        for k in keys:
+            r = self.src_rows[k]
+            if not dest_done(r, self.dest_rows.get(k)):
+                self.pending[k] = Pending(r, staged_name(k))
+            else:
+                self.pending.pop(k, None)
+
+    def _free_uploaded(self) -> None:
+        """Staged copies of objects already confirmed at the destination (a stop between the
+        ledger append and the delete) are removed at start-up."""
+        if not self.cfg.delete_staging_data:
+            return
+        staged = self._scan()
+        if not staged:
+            return
+        names = {staged_name(k): k for k, r in self.src_rows.items() if dest_done(r, self.dest_rows.get(k))}
+        freed = 0
+        for name, (vol, _size) in staged.items():
+            if name in names:
+                remove_quietly(vol.staged_path(name))
+                freed += 1
+        if freed:
+            log.info("removed %d staged copies already confirmed at the destination", freed)
+
+    def _scan(self) -> dict[str, tuple[Volume, int]]:
+        out: dict[str, tuple[Volume, int]] = {}
+        for v in self.volumes:
+            for name, size in v.scan_staged().items():
+                out[name] = (v, size)
+        return out
+
+    # -- one cycle -----------------------------------------------------------------------
+    def cycle(self, check_source: bool) -> DestStats:
+        st = DestStats()
+        self.refresh()
+        staged = self._scan()
+        cands: list[Candidate] = []
+        lost = []
+        for key, p in self.pending.items():
+            hit = staged.get(p.name)
+            if hit is None:
+                lost.append(key)
+                continue
+            vol, size = hit
+            if size != p.row[0]:
+                continue  # being replaced by a newer version; its ledger row will follow
+            path = vol.staged_path(p.name)
+            try:
+                sst = os.stat(path)
+            except FileNotFoundError:
+                continue
+            cands.append(Candidate(key, p, path, (sst.st_ino, sst.st_mtime_ns)))
+        st.staged = len(cands)
+        self._heal_lost(lost, st)
+        if self.settings.max_l2dest:
+            cands.sort(key=lambda c: -c.pending.row[0])
+            kept, total = [], 0
+            for c in cands:
+                if kept and total + c.pending.row[0] > self.settings.max_l2dest:
+                    continue
+                kept.append(c)
+                total += c.pending.row[0]
+            cands = kept
+        if self.dry_run:
+            ep = self.side.endpoint or f"AWS {self.side.region}"
+            for c in cands:
+                print(f"would upload {c.path} ({c.pending.row[0]} bytes) to {self.side.url(c.key)!r} at {ep}")
+            print(f"dry run: {len(cands)} staged objects ({sum(c.pending.row[0] for c in cands)} bytes) would be "
+                  f"uploaded; {len(self.pending) - len(cands)} ledgered objects are not staged here; nothing was changed")
+            return st
+        if cands:
+            self._upload(cands, st)
+        st.pending = len(self.pending)
+        st.ledgered = len(self.src_rows)
+        st.uploaded_total = sum(1 for k, r in self.src_rows.items() if k not in self.pending)
+        if check_source and not self.pending:
+            self._check_source(st)
+        return st
+
+    def _heal_lost(self, lost: list[str], st: DestStats) -> None:
+        """Ledgered objects whose staged copy vanished (a volume wiped or replaced) are taken out of
+        the source ledger, so the source side fetches them again, instead of waiting forever.
+
+        A ledgered object is always staged first (rename, then ledger append), so a key missing
+        on two scans in a row is really gone."""
+        confirmed = [k for k in lost if k in self._missing_staged]
+        self._missing_staged = set(lost) - set(confirmed)
+        if not confirmed or self.dry_run:
+            return
+        st.lost = len(confirmed)
+        log.warning("%d ledgered objects have no staged copy on any volume (e.g. %r); removing them from "
+                    "%s so the source side fetches them again", len(confirmed), confirmed[0], SRC_LEDGER)
+        from .ledger import file_lock
+
+        with file_lock(self.src_ledger.lock_path):
+            rows = self.src_ledger.load()
+            for k in confirmed:
+                rows.pop(k, None)
+            self.src_ledger._write_new((k, *v) for k, v in rows.items())
+        for k in confirmed:
+            self.pending.pop(k, None)
+        self.src_ledger.tail(self.src_rows)
+
+    def _source_client(self):
+        if self._src_client is None:
+            self._src_client = s3.client(self.cfg.source, self.settings)
+        return self._src_client
+
+    def _check_source(self, st: DestStats) -> None:
+        """Completion: every source object is confirmed at the destination (one source listing)."""
+        total = missing = 0
+        for o in s3.iter_objects(self.cfg.source, self._source_client()):
+            total += 1
+            r = self.dest_rows.get(o.key)
+            if not dest_done((o.size, o.etag), r) and not (r and r[0] == o.size and not o.etag):
+                missing += 1
+        st.source_total, st.source_missing = total, missing
+
+    # -- uploading -----------------------------------------------------------------------
+    def _upload(self, cands: list[Candidate], st: DestStats) -> None:
+        started = time.monotonic()
+        lock = threading.Lock()
+        by_path = {c.path: c for c in cands}
+        uploaded: list[Candidate] = []
+
+        def after_flush(rows: list[tuple]) -> None:
+            # Only now, with the destination ledger on disk, may the staged copies go.
+            for row in rows:
+                c = done_by_key.pop(row[0], None)
+                if c is None:
+                    continue
+                self.pending.pop(c.key, None)
+                if self.cfg.delete_staging_data:
+                    try:
+                        sst = os.stat(c.path)
+                        if (sst.st_ino, sst.st_mtime_ns) == c.ident:  # not replaced by a newer version
+                            remove_quietly(c.path)
+                    except FileNotFoundError:
+                        pass
+
+        done_by_key: dict[str, Candidate] = {}
+        appender = Appender(self.dest_ledger, after_flush=after_flush)
+
+        def confirm(path: str, ok: bool, error: str = "") -> None:
+            c = by_path[path]
+            row = self._confirm(c) if ok else None
+            with lock:
+                if row is None:
+                    if ok:
+                        st.mismatched += 1
+                    else:
+                        st.failed += 1
+                        log.warning("upload of %r failed: %s (retried next cycle)", c.key, error or "unknown error")
+                    return
+                st.uploaded += 1
+                st.uploaded_bytes += c.pending.row[0]
+                self.dest_rows[c.key] = row[1:]
+                done_by_key[c.key] = c
+                uploaded.append(c)
+            appender.add(row)
+
+        via_api = [c.path for c in cands if not s5cmd.run_file_safe(c.key)]
+        via_s5cmd = [c.path for c in cands if s5cmd.run_file_safe(c.key)]
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            api_thread = None
+            if via_api:
+                api_thread = threading.Thread(target=self._upload_api, args=(via_api, by_path, pool, confirm), daemon=True)
+                api_thread.start()
+            if via_s5cmd:
+                self._upload_s5cmd(via_s5cmd, by_path, lambda p, ok, err: pool.submit(confirm, p, ok, err))
+            if api_thread:
+                api_thread.join()
+        appender.flush()
+        secs = time.monotonic() - started
+        log.info("uploaded and confirmed %d objects (%s) in %.1fs (%s/s); %d failed, %d mismatches",
+                 st.uploaded, fmt_bytes(st.uploaded_bytes), secs, fmt_bytes(st.uploaded_bytes / max(secs, 1e-6)),
+                 st.failed, st.mismatched)
+
+    def _confirm(self, c: Candidate) -> tuple | None:
+        """HeadObject the uploaded key: size, then ETag against the staged bytes."""
+        size, src_etag, _verified, md5 = c.pending.row[:4]
+        try:
+            head = self.client.head_object(Bucket=self.side.bucket, Key=self.side.prefix + c.key)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("cannot confirm %r at the destination: %s", c.key, s3.describe_error(exc, self.side))
+            return None
+        got_size = int(head.get("ContentLength", -1))
+        etag = str(head.get("ETag", "")).strip('"')
+        if got_size != size:
+            self.mismatches += 1
+            log.warning("destination size of %r is %d, expected %d: uploading again", c.key, got_size, size)
+            return None
+        kind = checksum.etag_kind(etag)
+        level = checksum.SIZE
+        try:
+            if kind == checksum.MD5:
+                if not md5:
+                    md5 = checksum.hash_file(c.path)[0]
+                level = checksum.MD5 if md5 == etag.lower() else None
+            elif kind == checksum.MULTIPART:
+                level = checksum.check(c.path, size, etag, self.settings.part_size)[0]
+        except OSError as exc:
+            log.warning("cannot read staged copy of %r to confirm it: %s", c.key, exc)
+            return None
+        if level is None:
+            self.mismatches += 1
+            log.warning("destination ETag of %r (%s) does not match the staged bytes: uploading again", c.key, etag)
+            return None
+        return (c.key, size, etag, level, src_etag)
+
+    def _upload_s5cmd(self, paths: list[str], by_path, report) -> None:
+        flags = ["-p", str(self.settings.part_size // (1024 * 1024))]
+        lines = [s5cmd.cp_line(p, self.side.url(by_path[p].key), flags) for p in paths]
+        tmp = RUN_FILE + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+        os.replace(tmp, RUN_FILE)
+        seen: set[str] = set()
+        local_paths = set(paths)
+
+        def on_result(res: s5cmd.Result) -> None:
+            if res.local is None or res.local in seen:
+                if not res.ok:
+                    log.warning("s5cmd: %s", res.error)
+                return
+            seen.add(res.local)
+            report(res.local, res.ok, res.error)
+
+        rc = s5cmd.run(self.binary, s5cmd.global_args(self.side, self.settings.dest_workers, self.settings.retries),
+                       RUN_FILE, s3.child_env(self.side), local_paths, on_result,
+                       on_start=self.stopper.track, preexec=die_with_parent())
+        for p in paths:
+            if p not in seen:
+                report(p, False, f"s5cmd exited {rc} without a result for it")
+
+    def _upload_api(self, paths: list[str], by_path, pool, confirm) -> None:
+        tcfg = TransferConfig(max_concurrency=4, multipart_chunksize=self.settings.part_size,
+                              multipart_threshold=self.settings.part_size)
+
+        def one(path: str) -> None:
+            c = by_path[path]
+            try:
+                self.client.upload_file(path, self.side.bucket, self.side.prefix + c.key, Config=tcfg)
+            except Exception as exc:  # noqa: BLE001
+                confirm(path, False, s3.describe_error(exc, self.side))
+                return
+            confirm(path, True)
+
+        with ThreadPoolExecutor(max_workers=8) as api_pool:
+            list(api_pool.map(one, paths))
+
+
+def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int:
+    sync = DestSync(cfg, stopper, dry_run)
+    log.info("destination side: %d staging volume(s) -> %s via %s", len(sync.volumes), cfg.destination.url(),
+             cfg.destination.endpoint or f"AWS {cfg.destination.region}")
+    delay = cfg.settings.poll_interval
+    while not stopper.stopped:
+        started = time.monotonic()
+        try:
+            st = sync.cycle(check_source=once)
+        except Exception as exc:  # noqa: BLE001 - a failed cycle is logged and retried
+            if stopper.stopped:
+                break
+            log.error("cycle failed: %s (retrying in %.0fs)", s3.describe_error(exc, cfg.destination), delay)
+            log.debug("cycle failure", exc_info=True)
+            if stopper.sleep(delay):
+                break
+            delay = min(delay * 2, cfg.settings.max_poll_interval)
+            continue
+        if dry_run:
+            return 0
+        if st.uploaded or st.failed or st.mismatched or st.source_missing:
+            msg = (f"destination: {st.uploaded_total}/{st.ledgered} ledgered objects confirmed; this cycle: "
+                   f"{st.uploaded} uploaded ({fmt_bytes(st.uploaded_bytes)}), {st.failed} failed, "
+                   f"{st.mismatched} mismatched; {st.pending} pending ({time.monotonic() - started:.1f}s)")
+            if st.source_total is not None:
+                msg += f"; {st.source_missing} of {st.source_total} source objects not yet at the destination"
+            log.info(msg)
+        if once and st.complete:
+            log.info("destination: all %d source objects are confirmed at the destination; done", st.source_total)
+            return 0
+        if st.uploaded or st.staged or st.pending:
+            delay = cfg.settings.poll_interval  # work is arriving: stay close behind the source side
+        else:  # idle: back off, but a --once run keeps checking for the source side's last objects
+            cap = cfg.settings.poll_interval * 4 if once else cfg.settings.max_poll_interval
+            delay = min(delay * 2, max(cap, cfg.settings.poll_interval))
+        if stopper.sleep(delay):
+            break
+    return stopper.exit_code()

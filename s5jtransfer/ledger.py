@@ -1,0 +1,242 @@
+"""Append-only CSV ledgers: load, tail, append (flush+fsync), rewrite atomically, and locks."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import fcntl
+import io
+import os
+import urllib.parse
+from contextlib import contextmanager
+from typing import Iterable, Iterator
+
+from .errors import LockHeld
+
+SRC_LEDGER = "src_ledger.csv"
+DEST_LEDGER = "dest_ledger.csv"
+SRC_COLUMNS = ("Key", "Size", "ETag", "Verified", "MD5")
+DEST_COLUMNS = ("Key", "Size", "ETag", "Verified", "SourceETag")
+_ENC = "urlenc:"
+
+
+def encode_key(key: str) -> str:
+    """One ledger line per object, always: keys holding CR/LF are stored percent-encoded.
+
+    That keeps `wc -l src_ledger.csv` equal to the object count plus one. A literal key that
+    happens to start with the marker is encoded too, so decoding is never ambiguous.
+    """
+    if "\n" in key or "\r" in key or key.startswith(_ENC):
+        return _ENC + urllib.parse.quote(key, safe="", errors="surrogateescape")
+    return key
+
+
+def decode_key(field: str) -> str:
+    if field.startswith(_ENC):
+        return urllib.parse.unquote(field[len(_ENC):], errors="surrogateescape")
+    return field
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def file_lock(path: str, blocking: bool = True) -> Iterator[None]:
+    """An advisory flock on path (created if needed); released on exit or process death."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        yield
+    finally:
+        os.close(fd)
+
+
+class ProcessLock:
+    """Held for a process's lifetime: one copy of each sync per folder. The file holds the PID."""
+
+    def __init__(self, path: str, what: str) -> None:
+        self.path = path
+        self.what = what
+        self.fd: int | None = None
+
+    def acquire(self) -> "ProcessLock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            pid = holder_pid(self.path)
+            raise LockHeld(f"{self.what} is already running in {os.getcwd()} (PID {pid or 'unknown'}, lock "
+                           f"{self.path}); stop it first (kill {pid or '<pid>'}) or run from another folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def holder_pid(path: str) -> int | None:
+    try:
+        with open(path) as fh:
+            return int(fh.read().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
+
+def is_locked(path: str) -> bool:
+    """True while some process holds the flock on path."""
+    if not os.path.exists(path):
+        return False
+    try:
+        with file_lock(path, blocking=False):
+            return False
+    except OSError:
+        return True
+
+
+def _row_line(row: Iterable[object]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(row)
+    return buf.getvalue()
+
+
+class Ledger:
+    """A CSV ledger whose first two columns are Key,Size. The last row for a key wins."""
+
+    def __init__(self, path: str, columns: tuple[str, ...]) -> None:
+        self.path = path
+        self.columns = columns
+        self.lock_path = os.path.join(os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".lock")
+        self._offset = 0
+        self._ino: int | None = None
+
+    # -- reading -------------------------------------------------------------------------
+    def _parse(self, text: str, rows: dict[str, tuple], skip_header: bool) -> list[str]:
+        """Parse complete lines into rows; returns the keys read, in order."""
+        keys = []
+        ncol = len(self.columns)
+        for rec in csv.reader(text.splitlines()):
+            if skip_header:
+                skip_header = False
+                if rec and rec[0] == "Key":
+                    continue
+            if len(rec) < 2:
+                continue
+            rec += [""] * (ncol - len(rec))
+            try:
+                size = int(rec[1])
+            except ValueError:
+                continue
+            key = decode_key(rec[0])
+            rows[key] = (size, *rec[2:ncol])
+            keys.append(key)
+        return keys
+
+    def exists(self) -> bool:
+        return os.path.exists(self.path)
+
+    def load(self) -> dict[str, tuple]:
+        """All rows: key -> (size, *other columns). Remembers where it stopped for tail()."""
+        rows: dict[str, tuple] = {}
+        self._offset, self._ino = 0, None
+        self.tail(rows)
+        return rows
+
+    def tail(self, rows: dict[str, tuple]) -> tuple[bool, list[str]]:
+        """Add rows appended since the last load/tail into rows.
+
+        Returns (replaced, keys read). replaced is True when the file was rewritten (by repair or
+        reset) since: rows then holds a full reload.
+        """
+        try:
+            fh = open(self.path, "rb")
+        except FileNotFoundError:
+            replaced = self._ino is not None
+            self._offset, self._ino = 0, None
+            if replaced:
+                rows.clear()
+            return replaced, []
+        with fh:
+            st = os.fstat(fh.fileno())
+            replaced = self._ino is not None and (st.st_ino != self._ino or st.st_size < self._offset)
+            if replaced:
+                rows.clear()
+                self._offset = 0
+            self._ino = st.st_ino
+            fh.seek(self._offset)
+            data = fh.read()
+        end = data.rfind(b"\n")
+        if end < 0:
+            return replaced, []
+        first = self._offset == 0
+        self._offset += end + 1
+        keys = self._parse(data[: end + 1].decode("utf-8", "surrogateescape"), rows, first)
+        return replaced, keys
+
+    # -- writing -------------------------------------------------------------------------
+    def ensure(self) -> None:
+        """Create with a header if missing; cut a torn last line left by a power cut."""
+        with file_lock(self.lock_path):
+            if not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
+                self._write_new([])
+                return
+            with open(self.path, "rb+") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - 65536))
+                tailbytes = fh.read()
+                if tailbytes.endswith(b"\n"):
+                    return
+                cut = tailbytes.rfind(b"\n")
+                keep = size - len(tailbytes) + cut + 1 if cut >= 0 else 0
+                if keep == 0:  # not even a whole header: start the file again
+                    fh.truncate(0)
+                    fh.write(_row_line(self.columns).encode())
+                else:
+                    fh.truncate(keep)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    def append(self, rows: list[tuple]) -> None:
+        """Append rows durably (written, flushed and fsynced before returning)."""
+        if not rows:
+            return
+        data = "".join(_row_line((encode_key(r[0]), *r[1:])) for r in rows).encode("utf-8", "surrogateescape")
+        with file_lock(self.lock_path):
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                if os.fstat(fd).st_size == 0:
+                    data = _row_line(self.columns).encode() + data
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _write_new(self, rows: Iterable[tuple]) -> None:
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(self.columns)
+            for r in rows:
+                w.writerow((encode_key(r[0]), *r[1:]))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        _fsync_dir(self.path)
+
+    def rewrite(self, rows: dict[str, tuple]) -> None:
+        """Replace the ledger atomically (temp file, fsync, rename) under its lock."""
+        with file_lock(self.lock_path):
+            self._write_new((k, *v) for k, v in rows.items())
+

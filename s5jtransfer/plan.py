@@ -1,0 +1,79 @@
+"""Pure planning: what still has to move, and onto which volume (no I/O at all)."""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Iterable, Mapping, NamedTuple
+
+
+class Item(NamedTuple):
+    key: str
+    size: int
+    etag: str
+
+
+def is_done(size: int, etag: str, row: tuple | None) -> bool:
+    """A ledger row (size, etag, ...) covers an object when size and ETag still match.
+
+    Rows of the original ledger have no ETag: their size alone decides.
+    """
+    if row is None or row[0] != size:
+        return False
+    return not row[1] or not etag or row[1] == etag
+
+
+def todo(listing: Iterable[Item], ledger: Mapping[str, tuple]) -> list[Item]:
+    """Objects not yet ledgered (or changed since), largest first. O(n) dict lookups."""
+    get = ledger.get
+    out = [o for o in listing if not is_done(o.size, o.etag, get(o.key))]
+    out.sort(key=lambda o: (-o.size, o.key))
+    return out
+
+
+@dataclass(frozen=True)
+class VolumeSlot:
+    index: int
+    device: int
+    budget: int  # bytes this volume may take in this batch (max_size_to_transfer_src2l)
+
+
+class Assignment(NamedTuple):
+    item: Item
+    volume: int
+
+
+def assign(items: list[Item], slots: list[VolumeSlot], device_free: Mapping[int, int]) -> tuple[list[Assignment], list[Item]]:
+    """Spread items over volumes, balancing bytes, within each volume's batch budget and each
+    device's free space (volumes on one file system share it).
+
+    A volume that has taken nothing yet in this batch accepts one object larger than its
+    batch budget when the device has room, so no object is ever too big to move. Items that fit
+    nowhere are returned to wait for the next cycle.
+    """
+    free = dict(device_free)
+    heap = [(0, s.index, s) for s in slots]  # (bytes assigned, index, slot)
+    heapq.heapify(heap)
+    out: list[Assignment] = []
+    waiting: list[Item] = []
+    for n, item in enumerate(items):
+        if all(used >= s.budget or free.get(s.device, 0) <= 0 for used, _, s in heap):
+            waiting.extend(items[n:])  # every volume is full for this batch
+            break
+        tried = []
+        placed = False
+        while heap:
+            used, idx, slot = heapq.heappop(heap)
+            tried.append((used, idx, slot))
+            fits_batch = used + item.size <= slot.budget or used == 0
+            if fits_batch and item.size <= free.get(slot.device, 0):
+                free[slot.device] -= item.size
+                out.append(Assignment(item, slot.index))
+                tried[-1] = (used + item.size, idx, slot)
+                placed = True
+                break
+        for t in tried:
+            heapq.heappush(heap, t)
+        if not placed:
+            waiting.append(item)
+    return out, waiting

@@ -1,0 +1,131 @@
+"""Process plumbing shared by the sync loops: stop signals, child processes, batched durable appends."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+try:
+    _libc = ctypes.CDLL(None, use_errno=True)
+except OSError:  # pragma: no cover - non-glibc
+    _libc = None
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
+    """preexec_fn: the child gets `sig` when its parent dies (a power cut of the parent must
+    not leave an orphaned s5cmd writing into the staging area)."""
+
+    def _set() -> None:
+        if _libc is not None:
+            _libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+    return _set
+
+
+class Stopper:
+    """Turns SIGINT/SIGTERM into a flag and stops the current child process."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self._children: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+
+    def install(self) -> "Stopper":
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+        self.event.set()
+        with self._lock:
+            for proc in list(self._children):
+                if proc.poll() is None:
+                    try:
+                        proc.terminate()
+                    except OSError:
+                        pass
+
+    @property
+    def stopped(self) -> bool:
+        return self.event.is_set()
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep unless stopped; True when a stop was asked for."""
+        return self.event.wait(seconds)
+
+    def track(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._children = {p for p in self._children if p.poll() is None}
+            self._children.add(proc)
+            if self.event.is_set():
+                proc.terminate()
+
+    def untrack(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._children.discard(proc)
+
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)
+
+
+class Appender:
+    """Collects ledger rows from worker threads and appends them durably in batches.
+
+    after_flush runs with the rows once they are on disk (the destination deletes staged
+    copies only then).
+    """
+
+    def __init__(self, ledger, after_flush: Callable[[list[tuple]], None] | None = None,
+                 max_rows: int = 500, max_age: float = 0.5) -> None:
+        self.ledger = ledger
+        self.after_flush = after_flush
+        self.max_rows = max_rows
+        self.max_age = max_age
+        self._rows: list[tuple] = []
+        self._lock = threading.Lock()
+        self._since = time.monotonic()
+        self.flushed = 0
+
+    def add(self, row: tuple) -> None:
+        with self._lock:
+            self._rows.append(row)
+            due = len(self._rows) >= self.max_rows or time.monotonic() - self._since >= self.max_age
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            rows, self._rows = self._rows, []
+            self._since = time.monotonic()
+            if not rows:
+                return
+            self.ledger.append(rows)
+            self.flushed += len(rows)
+        if self.after_flush:
+            self.after_flush(rows)
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass

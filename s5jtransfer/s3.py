@@ -1,0 +1,136 @@
+"""boto3 clients for a side (endpoint, TLS, credentials, retries), streamed listings, error naming."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Iterator, NamedTuple
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from .config import Side, Settings
+from .errors import ConnectError
+
+# Custom endpoints (Snowballs) use self-signed certificates; the original did not verify them
+# either. Silence the per-request urllib3 warning so it does not bury the log.
+warnings.filterwarnings("ignore", message="Unverified HTTPS request")
+
+
+class Obj(NamedTuple):
+    key: str  # relative to the side's prefix
+    size: int
+    etag: str  # without quotes
+
+
+def api_endpoint(side: Side, index: int = 0) -> str | None:
+    """The endpoint boto3 talks to: Transfer Acceleration is listed through the regional one."""
+    if not side.endpoints:
+        return None
+    ep = side.endpoints[index % len(side.endpoints)]
+    return None if "s3-accelerate" in ep else ep
+
+
+def client(side: Side, settings: Settings | None = None, index: int = 0, pool: int = 10):
+    """A boto3 S3 client for one side, with its own credentials (never os.environ writes)."""
+    if side.has_credentials:
+        session = boto3.session.Session(aws_access_key_id=side.access_key.reveal(),
+                                        aws_secret_access_key=side.secret_key.reveal(),
+                                        region_name=side.region)
+    else:
+        session = boto3.session.Session(region_name=side.region)
+    endpoint = api_endpoint(side, index)
+    retries = settings.retries if settings else 10
+    cfg = botocore.config.Config(
+        retries={"mode": "standard", "max_attempts": retries},
+        connect_timeout=10, read_timeout=120, max_pool_connections=max(10, pool),
+        s3={"addressing_style": "path"} if endpoint else {},
+        # Only checksum when the service requires it: Snowballs and most S3-compatible stores
+        # reject or mangle the newer flexible checksums.
+        request_checksum_calculation="when_required", response_checksum_validation="when_required",
+    )
+    return session.client("s3", endpoint_url=endpoint, verify=False if endpoint else None, config=cfg)
+
+
+def iter_objects(side: Side, s3client) -> Iterator[Obj]:
+    """Stream every object under the side's prefix (prefix stripped); folder markers skipped.
+
+    A Snowball (region snow) is listed with ListObjects (v1), which every Snowball supports.
+    A zero-byte key ending in '/' is a folder marker and is skipped, as the original did; a
+    key ending in '/' that holds data is a real object and is kept.
+    """
+    op = "list_objects" if side.is_snow else "list_objects_v2"
+    paginator = s3client.get_paginator(op)
+    plen = len(side.prefix)
+    kwargs = {"Bucket": side.bucket, "Prefix": side.prefix}
+    if side.is_snow:
+        kwargs["PaginationConfig"] = {"PageSize": 1000}
+    for page in paginator.paginate(**kwargs):
+        for item in page.get("Contents", ()):
+            key = item["Key"]
+            size = int(item["Size"])
+            if key.endswith("/") and size == 0:
+                continue
+            rel = key[plen:]
+            if not rel:
+                continue
+            yield Obj(rel, size, item.get("ETag", "").strip('"'))
+
+
+def list_dict(side: Side, s3client) -> dict[str, Obj]:
+    return {o.key: o for o in iter_objects(side, s3client)}
+
+
+def describe_error(exc: BaseException, side: Side) -> str:
+    """One line saying whether the endpoint, TLS, credentials or bucket failed, and the fix."""
+    where = side.endpoint or f"AWS {side.region}"
+    name = type(exc).__name__
+    if isinstance(exc, botocore.exceptions.SSLError):
+        return f"TLS failed talking to {where}: {exc}; check the URL scheme (http/https) and the certificate"
+    if isinstance(exc, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
+                        botocore.exceptions.ConnectionClosedError, botocore.exceptions.ReadTimeoutError)):
+        return f"endpoint {where} did not answer ({name}); check the address, port and network link"
+    if isinstance(exc, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError)):
+        return f"credentials for the {side.name} are missing; set {side.name}.access_key and secret_access_key in config.yaml or configure the AWS credential chain"
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("NoSuchBucket",) or status == 404:
+            return f"bucket {side.bucket!r} does not exist at {where}; check {side.name}.bucket_name"
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken",
+                    "ExpiredToken", "AuthorizationHeaderMalformed", "InvalidClientTokenId") or status == 403:
+            return f"credentials rejected by {where} ({code or status}); check {side.name}.access_key, secret_access_key and region"
+        return f"{side.name} bucket {side.bucket!r} at {where} failed: {code or status}"
+    if isinstance(exc, botocore.exceptions.BotoCoreError):
+        return f"{side.name} at {where} failed: {exc}"
+    return f"{side.name} at {where} failed: {name}: {exc}"
+
+
+def connect_error(exc: BaseException, side: Side) -> ConnectError:
+    return ConnectError(describe_error(exc, side))
+
+
+# Names s5cmd (Go) and boto3 read from the environment that an operator may legitimately set;
+# everything else is left out of a child's environment on purpose.
+_PASS_ENV = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR",
+             "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy",
+             "AWS_CA_BUNDLE")
+_CHAIN_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+              "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+              "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+              "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_EC2_METADATA_DISABLED")
+
+
+def child_env(side: Side, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The whole environment of an s5cmd child for one side: its credentials and region only."""
+    base = os.environ if base is None else base
+    env = {k: base[k] for k in _PASS_ENV if k in base}
+    if side.has_credentials:
+        env["AWS_ACCESS_KEY_ID"] = side.access_key.reveal()
+        env["AWS_SECRET_ACCESS_KEY"] = side.secret_key.reveal()
+    else:
+        env.update({k: base[k] for k in _CHAIN_ENV if k in base})
+    env["AWS_REGION"] = side.region
+    env["AWS_DEFAULT_REGION"] = side.region
+    return env

@@ -1,0 +1,319 @@
+"""Source side: list the source, plan, copy to the staging volumes, verify, then ledger."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from boto3.s3.transfer import TransferConfig
+
+from . import checksum, plan, s3, s5cmd
+from .config import Config
+from .ledger import SRC_COLUMNS, SRC_LEDGER, Ledger
+from .runtime import Appender, Stopper, die_with_parent, fmt_bytes, remove_quietly
+from .volumes import Volume, device_budgets, discover, staged_name
+
+log = logging.getLogger("s5jtransfer.src")
+RUN_FILE = "src_commands.txt"
+
+
+@dataclass
+class CycleStats:
+    listed: int = 0
+    listed_bytes: int = 0
+    done: int = 0
+    done_bytes: int = 0
+    todo: int = 0
+    planned: int = 0
+    waiting: int = 0
+    moved: int = 0
+    moved_bytes: int = 0
+    adopted: int = 0
+    adopted_bytes: int = 0
+    failed: int = 0
+    mismatched: int = 0
+    failed_keys: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.done == self.listed
+
+
+class SourceSync:
+    def __init__(self, cfg: Config, stopper: Stopper | None = None, dry_run: bool = False) -> None:
+        self.cfg = cfg
+        self.side = cfg.source
+        self.settings = cfg.settings
+        self.stopper = stopper or Stopper()
+        self.dry_run = dry_run
+        self.volumes: list[Volume] = discover(cfg, create=not dry_run)
+        self.ledger = Ledger(SRC_LEDGER, SRC_COLUMNS)
+        self.rows: dict[str, tuple] = {}
+        self.client = s3.client(self.side, self.settings, pool=self.settings.src_workers)
+        self.native = self.settings.src_use_native_s3
+        self.binary = None if self.native else s5cmd.find_binary(self.settings.s5cmd_path)
+        self.part_hints: dict[str, int] = {}
+        self.mismatches = 0
+        self._loaded = False
+
+    # -- state ---------------------------------------------------------------------------
+    def load_ledger(self) -> None:
+        if not self._loaded:
+            if not self.dry_run:
+                self.ledger.ensure()
+            self.rows = self.ledger.load()
+            self._loaded = True
+        else:
+            self.ledger.tail(self.rows)
+
+    # -- one cycle -----------------------------------------------------------------------
+    def cycle(self) -> CycleStats:
+        st = CycleStats()
+        self.load_ledger()
+        items = [plan.Item(o.key, o.size, o.etag) for o in s3.iter_objects(self.side, self.client)]
+        st.listed = len(items)
+        st.listed_bytes = sum(i.size for i in items)
+        todo = plan.todo(items, self.rows)
+        del items
+        st.todo = len(todo)
+        st.done = st.listed - st.todo
+        st.done_bytes = st.listed_bytes - sum(i.size for i in todo)
+        if not todo:
+            return st
+        if not self.dry_run:
+            self._clear_partials()
+            todo = self._adopt_staged(todo, st)
+        slots = [plan.VolumeSlot(i, v.device(), self.settings.max_src2l) for i, v in enumerate(self.volumes)]
+        budgets = device_budgets(self.volumes, self.settings.volume_reserve)
+        assigned, waiting = plan.assign(todo, slots, budgets)
+        st.planned, st.waiting = len(assigned), len(waiting)
+        if self.dry_run:
+            self._print_plan(assigned, waiting)
+            return st
+        if waiting:
+            log.info("%d objects (%s) wait for space on the staging volumes", len(waiting),
+                     fmt_bytes(sum(i.size for i in waiting)))
+        if assigned:
+            self._copy(assigned, st)
+        st.done += st.moved + st.adopted
+        st.done_bytes += st.moved_bytes + st.adopted_bytes
+        return st
+
+    def _print_plan(self, assigned: list[plan.Assignment], waiting: list[plan.Item]) -> None:
+        ep = self.side.endpoint or f"AWS {self.side.region}"
+        for a in assigned:
+            print(f"would copy {self.side.url(a.item.key)!r} ({a.item.size} bytes) from {ep} to {self.volumes[a.volume].root}")
+        for i in waiting:
+            print(f"would wait for space: {self.side.url(i.key)!r} ({i.size} bytes)")
+        print(f"dry run: {len(assigned)} objects ({sum(a.item.size for a in assigned)} bytes) would be copied, "
+              f"{len(waiting)} would wait for space; nothing was changed")
+
+    def _clear_partials(self) -> None:
+        # Nothing is in flight between cycles (this process holds the source lock), so anything
+        # in a partial folder is left from an interrupted copy and cannot be trusted.
+        for v in self.volumes:
+            for path in v.scan_partial():
+                remove_quietly(path)
+
+    def _adopt_staged(self, todo: list[plan.Item], st: CycleStats) -> list[plan.Item]:
+        """Staged copies left by an interrupted run are verified and ledgered, not fetched again."""
+        staged: dict[str, Volume] = {}
+        for v in self.volumes:
+            for name in v.scan_staged():
+                staged[name] = v
+        if not staged:
+            return todo
+        appender = Appender(self.ledger)
+        rest = []
+        for item in todo:
+            name = staged_name(item.key)
+            vol = staged.get(name)
+            if vol is None:
+                rest.append(item)
+                continue
+            path = vol.staged_path(name)
+            row = self._verify(item, path)
+            if row is None:
+                remove_quietly(path)
+                rest.append(item)
+                continue
+            appender.add(row)
+            self.rows[item.key] = row[1:]
+            st.adopted += 1
+            st.adopted_bytes += item.size
+        appender.flush()
+        if st.adopted:
+            log.info("adopted %d verified staged copies left by an earlier run", st.adopted)
+        return rest
+
+    def _verify(self, item: plan.Item, path: str) -> tuple | None:
+        """Check a local copy against the listed size and ETag; a ledger row when it matches."""
+        try:
+            level, md5, _ = checksum.check(path, item.size, item.etag, self.part_hints.get(item.key))
+            if level is None and checksum.etag_kind(item.etag) == checksum.MULTIPART:
+                hint = self._part_size(item.key)
+                if hint:
+                    level, md5, _ = checksum.check(path, item.size, item.etag, hint)
+        except OSError as exc:
+            log.warning("cannot read staged copy of %r: %s", item.key, exc)
+            return None
+        if level is None:
+            self.mismatches += 1
+            log.warning("checksum mismatch for %r (size %d, ETag %s): discarded, will fetch again",
+                        item.key, item.size, item.etag)
+            return None
+        if level == checksum.SIZE:
+            log.debug("%r: ETag %r is not an MD5 (SSE-KMS or an S3-compatible store): verified by size only",
+                      item.key, item.etag)
+        return (item.key, item.size, item.etag, level, md5)
+
+    def _part_size(self, key: str) -> int | None:
+        """The source's part size for a multipart object: HeadObject of part 1."""
+        try:
+            head = self.client.head_object(Bucket=self.side.bucket, Key=self.side.prefix + key, PartNumber=1)
+            size = int(head.get("ContentLength", 0))
+            self.part_hints[key] = size
+            return size or None
+        except Exception as exc:  # noqa: BLE001 - a missing hint only narrows the guesses
+            log.debug("part size of %r unknown: %s", key, exc)
+            return None
+
+    # -- copying -------------------------------------------------------------------------
+    def _copy(self, assigned: list[plan.Assignment], st: CycleStats) -> None:
+        started = time.monotonic()
+        appender = Appender(self.ledger)
+        lock = threading.Lock()
+        by_local: dict[str, tuple[plan.Item, Volume, str]] = {}
+        via_s5cmd, via_api = [], []
+        for a in assigned:
+            vol = self.volumes[a.volume]
+            name = staged_name(a.item.key)
+            partial = vol.partial_path(name)
+            by_local[partial] = (a.item, vol, name)
+            if self.native or not s5cmd.run_file_safe(a.item.key):
+                via_api.append(partial)
+            else:
+                via_s5cmd.append(partial)
+
+        def finish(partial: str, ok: bool, error: str = "") -> None:
+            item, vol, name = by_local[partial]
+            row = self._verify(item, partial) if ok else None
+            if row is not None:
+                dest = vol.staged_path(name)
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                os.replace(partial, dest)
+                appender.add(row)
+                with lock:
+                    self.rows[item.key] = row[1:]
+                    st.moved += 1
+                    st.moved_bytes += item.size
+                return
+            remove_quietly(partial)
+            with lock:
+                if ok:
+                    st.mismatched += 1
+                else:
+                    st.failed += 1
+                    st.failed_keys.append(item.key)
+            if not ok:
+                log.warning("copy of %r failed: %s (retried next cycle)", item.key, error or "unknown error")
+
+        with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as verify_pool:
+            api_thread = None
+            if via_api:
+                api_thread = threading.Thread(target=self._copy_api, args=(via_api, by_local, finish), daemon=True)
+                api_thread.start()
+            if via_s5cmd:
+                self._copy_s5cmd(via_s5cmd, by_local, lambda p, ok, err: verify_pool.submit(finish, p, ok, err))
+            if api_thread:
+                api_thread.join()
+        appender.flush()
+        secs = time.monotonic() - started
+        log.info("copied %d objects (%s) to staging in %.1fs (%s/s); %d failed, %d checksum mismatches",
+                 st.moved, fmt_bytes(st.moved_bytes), secs, fmt_bytes(st.moved_bytes / max(secs, 1e-6)),
+                 st.failed, st.mismatched)
+
+    def _copy_s5cmd(self, partials: list[str], by_local, report) -> None:
+        lines = [s5cmd.cp_line(self.side.url(by_local[p][0].key), p) for p in partials]
+        tmp = RUN_FILE + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+        os.replace(tmp, RUN_FILE)
+        seen: set[str] = set()
+        local_paths = set(partials)
+
+        def on_result(res: s5cmd.Result) -> None:
+            if res.local is None or res.local in seen:
+                if not res.ok:
+                    log.warning("s5cmd: %s", res.error)
+                return
+            seen.add(res.local)
+            report(res.local, res.ok, res.error)
+
+        rc = s5cmd.run(self.binary, s5cmd.global_args(self.side, self.settings.src_workers, self.settings.retries),
+                       RUN_FILE, s3.child_env(self.side), local_paths, on_result,
+                       on_start=self.stopper.track, preexec=die_with_parent())
+        for p in partials:
+            if p not in seen:
+                report(p, False, f"s5cmd exited {rc} without a result for it")
+
+    def _copy_api(self, partials: list[str], by_local, finish) -> None:
+        """boto3's transfer manager, in-process: native mode, and keys s5cmd cannot take."""
+        tcfg = TransferConfig(max_concurrency=4, multipart_chunksize=self.settings.part_size,
+                              multipart_threshold=self.settings.part_size)
+
+        def one(partial: str) -> None:
+            if self.stopper.stopped:
+                finish(partial, False, "stopped")
+                return
+            item = by_local[partial][0]
+            try:
+                self.client.download_file(self.side.bucket, self.side.prefix + item.key, partial, Config=tcfg)
+            except Exception as exc:  # noqa: BLE001 - every failure is retried next cycle
+                finish(partial, False, s3.describe_error(exc, self.side))
+                return
+            finish(partial, True)
+
+        with ThreadPoolExecutor(max_workers=self.settings.src_workers) as pool:
+            list(pool.map(one, partials))
+
+
+def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int:
+    sync = SourceSync(cfg, stopper, dry_run)
+    log.info("source side: %s via %s -> %d staging volume(s): %s", cfg.source.url(),
+             cfg.source.endpoint or f"AWS {cfg.source.region}", len(sync.volumes),
+             ", ".join(v.root for v in sync.volumes))
+    delay = cfg.settings.poll_interval
+    while not stopper.stopped:
+        started = time.monotonic()
+        try:
+            st = sync.cycle()
+        except Exception as exc:  # noqa: BLE001 - a failed cycle is logged and retried
+            if stopper.stopped:
+                break
+            log.error("cycle failed: %s (retrying in %.0fs)", s3.describe_error(exc, cfg.source), delay)
+            log.debug("cycle failure", exc_info=True)
+            if stopper.sleep(delay):
+                break
+            delay = min(delay * 2, cfg.settings.max_poll_interval)
+            continue
+        if dry_run:
+            return 0
+        pct = 100.0 * st.done / st.listed if st.listed else 100.0
+        log.info("source: %d/%d objects ledgered (%.1f%%), %s of %s; this cycle: %d copied, %d adopted, "
+                 "%d failed, %d waiting for space (%.1fs)", st.done, st.listed, pct, fmt_bytes(st.done_bytes),
+                 fmt_bytes(st.listed_bytes), st.moved, st.adopted, st.failed, st.waiting, time.monotonic() - started)
+        if st.complete and once:
+            log.info("source: every source object is ledgered; done")
+            return 0
+        if st.moved or st.adopted or st.waiting:
+            delay = cfg.settings.poll_interval
+        else:
+            delay = min(delay * 2, cfg.settings.max_poll_interval)
+        if stopper.sleep(delay if not st.complete else max(delay, cfg.settings.poll_interval)):
+            break
+    return stopper.exit_code()

@@ -1,0 +1,120 @@
+"""Source vs destination: sort every source object into moved / pending / missing / differ, and repair."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+from . import checksum, s3
+from .config import Config
+from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, encode_key, file_lock
+from .plan import is_done
+from .volumes import discover, staged_name
+
+log = logging.getLogger("s5jtransfer.repair")
+MISSING_FILE = "missing_keys.txt"
+MOVED, PENDING, MISSING, DIFFER = "moved", "pending", "missing", "differ"
+
+
+@dataclass
+class Report:
+    categories: dict[str, str] = field(default_factory=dict)  # key -> category
+    sizes: dict[str, int] = field(default_factory=dict)
+    extra_at_destination: int = 0
+
+    def counts(self) -> Counter:
+        return Counter(self.categories.values())
+
+    def keys(self, *cats: str) -> list[str]:
+        return sorted(k for k, c in self.categories.items() if c in cats)
+
+    @property
+    def complete(self) -> bool:
+        return all(c == MOVED for c in self.categories.values())
+
+
+def classify(src: dict[str, s3.Obj], dst: dict[str, s3.Obj], src_rows: dict[str, tuple],
+             dest_rows: dict[str, tuple], staged: dict[str, int]) -> Report:
+    """Pure: the category of every source object (staged: staged file name -> size)."""
+    rep = Report()
+    for key, o in src.items():
+        rep.sizes[key] = o.size
+        d = dst.get(key)
+        cat = None
+        if d is not None:
+            if d.size != o.size:
+                cat = DIFFER
+            else:
+                row = dest_rows.get(key)
+                confirmed = row is not None and row[0] == o.size and row[3] == o.etag and row[1] == d.etag
+                same = d.etag == o.etag
+                comparable = checksum.etag_kind(o.etag) == checksum.etag_kind(d.etag) == checksum.MD5
+                if confirmed or same or not comparable:
+                    cat = MOVED
+                else:
+                    cat = DIFFER
+        if cat != MOVED:
+            if is_done(o.size, o.etag, src_rows.get(key)) and staged.get(staged_name(key)) == o.size:
+                cat = PENDING  # the current version is staged and ledgered: on its way
+            elif cat is None:
+                cat = MISSING
+        rep.categories[key] = cat
+    rep.extra_at_destination = sum(1 for k in dst if k not in src)
+    return rep
+
+
+def repair(cfg: Config, missing_file: str = MISSING_FILE) -> int:
+    src_client = s3.client(cfg.source, cfg.settings)
+    dst_client = s3.client(cfg.destination, cfg.settings)
+    log.info("listing the source %s", cfg.source.url())
+    src = s3.list_dict(cfg.source, src_client)
+    log.info("listing the destination %s", cfg.destination.url())
+    dst = s3.list_dict(cfg.destination, dst_client)
+    src_ledger = Ledger(SRC_LEDGER, SRC_COLUMNS)
+    dest_ledger = Ledger(DEST_LEDGER, DEST_COLUMNS)
+    volumes = discover(cfg, create=False)
+    # Both ledgers are locked while they are read and rewritten: a running sync waits for
+    # the few milliseconds this takes, then reloads the new files.
+    with file_lock(src_ledger.lock_path), file_lock(dest_ledger.lock_path):
+        src_rows = src_ledger.load()
+        dest_rows = dest_ledger.load()
+        staged: dict[str, int] = {}
+        for v in volumes:
+            staged.update(v.scan_staged())
+        rep = classify(src, dst, src_rows, dest_rows, staged)
+        keep_src = {}
+        for key, cat in rep.categories.items():
+            if cat == PENDING:
+                keep_src[key] = src_rows[key]
+            elif cat == MOVED:
+                o = src[key]
+                row = src_rows.get(key)
+                keep_src[key] = row if is_done(o.size, o.etag, row) else (o.size, o.etag, "destination", "")
+        keep_dest = {k: r for k, r in dest_rows.items() if rep.categories.get(k) == MOVED}
+        changed_src = keep_src.keys() != src_rows.keys() or any(keep_src[k] != src_rows[k] for k in keep_src)
+        if changed_src or src_ledger.exists() is False:
+            src_ledger._write_new((k, *v) for k, v in keep_src.items())
+        if keep_dest.keys() != dest_rows.keys():
+            dest_ledger._write_new((k, *v) for k, v in keep_dest.items())
+    counts = rep.counts()
+    todo = rep.keys(MISSING, DIFFER)
+    tmp = missing_file + ".tmp"
+    with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as fh:
+        for k in todo:
+            fh.write(encode_key(k) + "\n")
+    os.replace(tmp, missing_file)
+    print(f"Source objects:       {len(src)}")
+    print(f"Moved (verified):     {counts[MOVED]}")
+    print(f"Pending (staged):     {counts[PENDING]}")
+    print(f"Missing:              {counts[MISSING]}")
+    print(f"Differ:               {counts[DIFFER]}")
+    print(f"Only at destination:  {rep.extra_at_destination}")
+    print(f"Keys to move again written to {missing_file}: {len(todo)}")
+    if rep.complete:
+        print("COMPLETE: every source object is at the destination.")
+        return 0
+    print(f"INCOMPLETE: {SRC_LEDGER} now lists {len(keep_src)} objects; run src_sync_mvol.py and "
+          f"dest_sync_mvol.py (or sync_mvol.py --once) again, then repair_ledger.py.")
+    return 1

@@ -1,0 +1,108 @@
+"""Staging volumes: discovery, the on-disk layout of staged objects, free space per device."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+
+from .config import Config
+from .errors import ConfigError
+
+DATA_DIR = "s5jtransfer"  # everything this suite writes on a volume lives under this folder
+PARTIAL = "partial"  # downloads in flight; never uploaded, discarded at start-up
+STAGED = "staged"  # verified copies, named by key hash, waiting for upload
+VOLUME_GLOB_BASE = "/tmp"
+
+
+def staged_name(key: str) -> str:
+    """The file name of an object on a volume: a hash, so any valid S3 key stages safely.
+
+    Keys such as '../../x', 'a' beside 'a/b', 300-byte segments or control characters are not
+    valid or safe local paths; the hash is. The key itself is kept in the ledger.
+    """
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class Volume:
+    root: str
+
+    @property
+    def data(self) -> str:
+        return os.path.join(self.root, DATA_DIR)
+
+    def partial_path(self, name: str) -> str:
+        return os.path.join(self.root, DATA_DIR, PARTIAL, name)
+
+    def staged_path(self, name: str) -> str:
+        return os.path.join(self.root, DATA_DIR, STAGED, name[:2], name)
+
+    def ensure(self) -> None:
+        os.makedirs(os.path.join(self.data, PARTIAL), exist_ok=True)
+        os.makedirs(os.path.join(self.data, STAGED), exist_ok=True)
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
+    def device(self) -> int:
+        return os.stat(self.root).st_dev
+
+    def scan_staged(self) -> dict[str, int]:
+        """Staged file name -> size."""
+        out: dict[str, int] = {}
+        base = os.path.join(self.data, STAGED)
+        try:
+            subdirs = list(os.scandir(base))
+        except FileNotFoundError:
+            return out
+        for sub in subdirs:
+            if not sub.is_dir(follow_symlinks=False):
+                continue
+            for entry in os.scandir(sub.path):
+                if entry.is_file(follow_symlinks=False):
+                    out[entry.name] = entry.stat(follow_symlinks=False).st_size
+        return out
+
+    def scan_partial(self) -> list[str]:
+        try:
+            return [e.path for e in os.scandir(os.path.join(self.data, PARTIAL))]
+        except FileNotFoundError:
+            return []
+
+
+def discover_roots(volumes: tuple[str, ...] | list[str], directory: str, base: str = VOLUME_GLOB_BASE) -> list[str]:
+    """local.volumes if set; else every existing base/volume-NN; else local.directory."""
+    if volumes:
+        return [os.path.abspath(v) for v in volumes]
+    found = [os.path.join(base, f"volume-{n:02d}") for n in range(1, 100)]
+    found = [p for p in found if os.path.isdir(p)]
+    return found or [os.path.abspath(directory)]
+
+
+def discover(cfg: Config, base: str = VOLUME_GLOB_BASE, create: bool = True) -> list[Volume]:
+    roots = discover_roots(cfg.volumes, cfg.directory, base)
+    out = []
+    for root in roots:
+        if cfg.volumes and not os.path.isdir(root):
+            raise ConfigError(f"{cfg.path}: local.volumes: {root} does not exist; create or mount it, or remove it from the list")
+        if create:
+            os.makedirs(root, exist_ok=True)
+            Volume(root).ensure()
+        out.append(Volume(root))
+    return out
+
+
+def device_budgets(volumes: list[Volume], reserve: int) -> dict[int, int]:
+    """Free bytes (less the reserve) per file system; volumes on one device share it."""
+    out: dict[int, int] = {}
+    for v in volumes:
+        out.setdefault(v.device(), max(0, v.free_bytes() - reserve))
+    return out
+
+
+def clear_staging(root: str) -> None:
+    """Remove what this suite keeps on a volume (reset); other files on it are not touched."""
+    shutil.rmtree(os.path.join(root, DATA_DIR), ignore_errors=True)

@@ -1,0 +1,11 @@
+#!/usr/bin/env python3
+"""List the source bucket: every object, the object count and the total size (see README)."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from s5jtransfer import commands  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(commands.connect_test("source"))
