@@ -140,6 +140,19 @@ class Work:
     def put(self, key: str, data: bytes, bucket: str | None = None, prefix: str = "data/") -> None:
         self.server.client().put_object(Bucket=bucket or self.src, Key=prefix + key, Body=data)
 
+    def put_multipart(self, key: str, data: bytes, part_size: int = 5 * 1024 * 1024, prefix: str = "data/") -> str:
+        """Upload in parts, as the AWS CLI or a Snowball client would: the ETag ends in -N."""
+        import io
+
+        from boto3.s3.transfer import TransferConfig
+
+        c = self.server.client()
+        c.upload_fileobj(io.BytesIO(data), self.src, prefix + key,
+                         Config=TransferConfig(multipart_threshold=part_size, multipart_chunksize=part_size))
+        etag = c.head_object(Bucket=self.src, Key=prefix + key)["ETag"].strip('"')
+        assert "-" in etag, etag
+        return etag
+
     def listing(self, bucket: str, prefix: str) -> dict[str, bytes]:
         c = self.server.client()
         out = {}

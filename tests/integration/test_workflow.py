@@ -1,0 +1,198 @@
+"""The operator's workflow end to end: real scripts, real s5cmd, real S3 server on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+from conftest import wait_for
+
+MIB = 1024 * 1024
+
+
+def seed(work, n_small: int = 30, big: bool = True) -> dict[str, bytes]:
+    data = {f"dir{i % 3}/file{i}.bin": os.urandom(100 + 37 * i) for i in range(n_small)}
+    data["empty.txt"] = b""
+    data["odd name 'q' $(echo x) *[x].txt"] = b"odd"
+    for k, v in data.items():
+        work.put(k, v)
+    if big:
+        data["big/multipart.bin"] = os.urandom(11 * MIB)
+        work.put_multipart("big/multipart.bin", data["big/multipart.bin"])
+    return data
+
+
+def assert_all_moved(work, data: dict[str, bytes]) -> None:
+    listing = work.listing(work.dst, "copy/")
+    assert set(listing) == set(data)
+    for k, v in data.items():
+        assert work.dest_bytes(k) == v, k
+    assert work.staged_files() == []
+
+
+def test_once_moves_everything_verified_and_ledger_counts(work):
+    data = seed(work)
+    r = work.run("sync_mvol.py", "--once")
+    assert r.returncode == 0, r.stderr
+    assert_all_moved(work, data)
+    # README promise: wc -l src_ledger.csv == object count + 1
+    assert work.ledger_lines() == len(data) + 1
+    header = (work.path / "src_ledger.csv").read_text().splitlines()[0]
+    assert header.startswith("Key,Size")
+    assert work.ledger_lines("dest_ledger.csv") == len(data) + 1
+    # every row records the check it passed: md5 for single part, multipart for the big one
+    text = (work.path / "src_ledger.csv").read_text()
+    assert ",multipart," in text and ",md5," in text
+    assert (work.path / "src_commands.txt").exists() and (work.path / "dest_commands.txt").exists()
+
+
+def test_second_run_moves_nothing(work):
+    data = seed(work, n_small=5, big=False)
+    assert work.run("sync_mvol.py", "--once").returncode == 0
+    before = (work.path / "src_ledger.csv").read_bytes(), (work.path / "dest_ledger.csv").read_bytes()
+    for name in ("src_commands.txt", "dest_commands.txt"):
+        (work.path / name).unlink()
+    r = work.run("sync_mvol.py", "--once")
+    assert r.returncode == 0, r.stderr
+    after = (work.path / "src_ledger.csv").read_bytes(), (work.path / "dest_ledger.csv").read_bytes()
+    assert after == before
+    # no copy ran at all: no run file was written
+    assert not (work.path / "src_commands.txt").exists()
+    assert not (work.path / "dest_commands.txt").exists()
+    assert_all_moved(work, data)
+
+
+def test_tldr_workflow_background_syncs_then_repair(work):
+    """README TLDR: start both syncs in the background, watch wc -l, stop them, repair."""
+    data = seed(work, n_small=20)
+    src = work.start("src_sync_mvol.py")
+    dest = work.start("dest_sync_mvol.py")
+    try:
+        wait_for(lambda: work.ledger_lines() == len(data) + 1, 60, "src_ledger.csv to reach count + 1")
+        wait_for(lambda: work.ledger_lines("dest_ledger.csv") == len(data) + 1, 60, "every object confirmed")
+        wait_for(lambda: work.staged_files() == [], 30, "staged copies to be freed")
+    finally:
+        for p in (src, dest):
+            p.send_signal(signal.SIGTERM)
+        for p in (src, dest):
+            p.wait(timeout=30)
+    assert src.returncode == 128 + signal.SIGTERM and dest.returncode == 128 + signal.SIGTERM
+    r = work.run("repair_ledger.py")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Moved (verified):     %d" % len(data) in r.stdout
+    assert_all_moved(work, data)
+
+
+def test_source_once_ledgers_everything_then_destination_once(work):
+    data = seed(work, n_small=8, big=False)
+    r = work.run("src_sync_mvol.py", "--once")
+    assert r.returncode == 0, r.stderr
+    assert work.ledger_lines() == len(data) + 1
+    assert work.listing(work.dst, "copy/") == {}
+    assert len(work.staged_files()) == len(data)
+    r = work.run("dest_sync_mvol.py", "--once")
+    assert r.returncode == 0, r.stderr
+    assert_all_moved(work, data)
+
+
+def test_native_mode_moves_through_boto3_without_s5cmd_for_the_source(work):
+    data = seed(work, n_small=10)
+    work.cfg["transfer_settings"]["src_use_native_s3"] = True
+    work.write_config()
+    r = work.run("sync_mvol.py", "--once")
+    assert r.returncode == 0, r.stderr
+    assert_all_moved(work, data)
+    assert not (work.path / "src_commands.txt").exists()  # the source side never ran s5cmd
+
+
+def test_snow_region_with_http_ip_port_endpoint(work):
+    data = seed(work, n_small=6, big=False)
+    work.cfg["source"]["region"] = "snow"
+    work.write_config()
+    r = work.run("src_connect_test.py", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert f"Total Number of Objects: {len(data)}" in r.stdout
+    r = work.run("sync_mvol.py", "--once")
+    assert r.returncode == 0, r.stderr
+    assert_all_moved(work, data)
+
+
+def test_objects_that_do_not_fit_wait_for_the_next_batch(work):
+    """A small per-volume batch budget splits the work; nothing is ledgered before it is copied."""
+    data = {f"f{i}.bin": os.urandom(40_000) for i in range(12)}
+    for k, v in data.items():
+        work.put(k, v)
+    work.cfg["transfer_settings"]["max_size_to_transfer_src2l"] = 100_000  # ~2 objects per volume per batch
+    work.write_config()
+    r = work.run("src_sync_mvol.py", "--once")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("copied ") >= 3  # several batches were needed
+    assert work.ledger_lines() == len(data) + 1
+    r = work.run("dest_sync_mvol.py", "--once")
+    assert r.returncode == 0
+    assert_all_moved(work, data)
+
+
+def test_object_larger_than_the_batch_budget_still_moves(work):
+    data = {"huge.bin": os.urandom(300_000)}
+    work.put("huge.bin", data["huge.bin"])
+    work.cfg["transfer_settings"]["max_size_to_transfer_src2l"] = 1000
+    work.write_config()
+    assert work.run("sync_mvol.py", "--once").returncode == 0
+    assert_all_moved(work, data)
+
+
+def test_keep_staging_data_when_configured(work):
+    data = seed(work, n_small=3, big=False)
+    work.cfg["destination"]["delete_staging_data"] = False
+    work.write_config()
+    assert work.run("sync_mvol.py", "--once").returncode == 0
+    assert len(work.staged_files()) == len(data)
+    assert work.listing(work.dst, "copy/").keys() == data.keys()
+
+
+def test_scripts_run_by_path_from_any_folder_and_under_nohup(work):
+    data = seed(work, n_small=3, big=False)
+    r = subprocess.run(["nohup", *work.argv("sync_mvol.py", "--once")], cwd=work.path, capture_output=True,
+                       timeout=120, env={"PATH": os.environ["PATH"], "HOME": str(work.path)})
+    assert r.returncode == 0
+    assert_all_moved(work, data)
+
+
+def test_sync_mvol_restarts_a_child_that_dies(work):
+    data = seed(work, n_small=3, big=False)
+    sup = work.start("sync_mvol.py", log_name="sync.log")
+    try:
+        log = work.path / "sync.log"
+        wait_for(lambda: b"started dest_sync_mvol.py (PID" in log.read_bytes(), 30, "dest child to start")
+        wait_for(lambda: work.ledger_lines("dest_ledger.csv") == len(data) + 1, 60, "first objects confirmed")
+        pid = int(log.read_bytes().split(b"started dest_sync_mvol.py (PID ")[1].split(b")")[0])
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: b"dest_sync_mvol.py exited with code -9; restarting" in log.read_bytes(), 30,
+                 "the supervisor to notice")
+        wait_for(lambda: log.read_bytes().count(b"started dest_sync_mvol.py") == 2, 30, "the restart")
+        work.put("late.txt", b"after restart")
+        wait_for(lambda: "late.txt" in work.listing(work.dst, "copy/"), 60, "a new object to move after the restart")
+    finally:
+        sup.send_signal(signal.SIGTERM)
+        sup.wait(timeout=40)
+    assert sup.returncode == 128 + signal.SIGTERM
+    # the children were stopped with it
+    assert b"Traceback" not in (work.path / "sync.log").read_bytes()
+
+
+def test_second_copy_of_a_sync_refuses_and_names_the_pid(work):
+    seed(work, n_small=1, big=False)
+    first = work.start("src_sync_mvol.py")
+    try:
+        lock = work.path / ".src_sync_mvol.lock"
+        wait_for(lambda: lock.exists() and lock.read_text().strip() == str(first.pid), 30, "the lock")
+        r = work.run("src_sync_mvol.py", "--once")
+        assert r.returncode == 3
+        assert f"PID {first.pid}" in r.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=30)
