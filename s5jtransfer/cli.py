@@ -55,15 +55,18 @@ def load_config() -> config_mod.Config:
     return cfg
 
 
-def run(body: Callable[[argparse.Namespace], int], args: argparse.Namespace, lock: str | None = None) -> int:
-    """Run a command body; map S5jError to one line and its exit code, no traceback."""
+def run(body: Callable[[argparse.Namespace, config_mod.Config], int], args: argparse.Namespace,
+        lock: str | None = None) -> int:
+    """Load config.yaml, take the command's lock, run its body; map S5jError to one line and
+    its exit code, without a traceback. Nothing is written before the config is valid."""
     setup_logging(getattr(args, "log_file", None), getattr(args, "debug", False))
     held = None
     try:
+        cfg = load_config()
         if lock and not getattr(args, "dry_run", False):
             path, what = LOCKS[lock]
             held = ProcessLock(path, what).acquire()
-        return body(args)
+        return body(args, cfg)
     except S5jError as exc:
         log.error("%s", exc)
         return exc.exit_code

@@ -20,8 +20,7 @@ def src_sync(argv: list[str] | None = None) -> int:
     args = cli.parser("Copy the source bucket to the staging volumes, verified and ledgered.", once=True,
                       dry_run=True).parse_args(argv)
 
-    def body(a) -> int:
-        cfg = cli.load_config()
+    def body(a, cfg) -> int:
         return mod.run(cfg, a.once, Stopper().install(), dry_run=a.dry_run)
 
     return cli.run(body, args, lock="src")
@@ -33,8 +32,7 @@ def dest_sync(argv: list[str] | None = None) -> int:
     args = cli.parser("Upload staged, ledgered objects to the destination, confirm, ledger and free them.",
                       once=True, dry_run=True).parse_args(argv)
 
-    def body(a) -> int:
-        cfg = cli.load_config()
+    def body(a, cfg) -> int:
         return mod.run(cfg, a.once, Stopper().install(), dry_run=a.dry_run)
 
     return cli.run(body, args, lock="dest")
@@ -46,8 +44,7 @@ def sync(argv: list[str] | None = None) -> int:
     args = cli.parser("Run both sides as child processes, restarting one that dies.", once=True,
                       dry_run=True).parse_args(argv)
 
-    def body(a) -> int:
-        cli.load_config()  # fail fast, with one line, before starting anything
+    def body(a, cfg) -> int:
         return supervisor.run(a.once, a.dry_run, a.log_file, a.debug, Stopper().install())
 
     return cli.run(body, args, lock="sync")
@@ -60,8 +57,7 @@ def repair(argv: list[str] | None = None) -> int:
     p.add_argument("--missing-file", default=verify.MISSING_FILE, help="where to write the keys still to move")
     args = p.parse_args(argv)
 
-    def body(a) -> int:
-        cfg = cli.load_config()
+    def body(a, cfg) -> int:
         return verify.repair(cfg, a.missing_file)
 
     return cli.run(body, args, lock="repair")
@@ -72,8 +68,7 @@ def reset(argv: list[str] | None = None) -> int:
 
     args = cli.parser("Start over: remove ledgers and run files, empty the staging areas.").parse_args(argv)
 
-    def body(a) -> int:
-        cfg = cli.load_config()
+    def body(a, cfg) -> int:
         for path, what in cli.LOCKS.values():
             if is_locked(path):
                 pid = holder_pid(path)
@@ -103,8 +98,7 @@ def connect_test(side_name: str, argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="print only the totals, not every object")
     args = p.parse_args(argv)
 
-    def body(a) -> int:
-        cfg = cli.load_config()
+    def body(a, cfg) -> int:
         side = cfg.source if side_name == "source" else cfg.destination
         endpoints = side.endpoints or (None,)
         count = total = 0

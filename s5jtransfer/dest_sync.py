@@ -13,7 +13,7 @@ from boto3.s3.transfer import TransferConfig
 
 from . import checksum, plan, s3, s5cmd
 from .config import Config
-from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger
+from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, file_lock
 from .runtime import Appender, Stopper, die_with_parent, fmt_bytes, remove_quietly
 from .volumes import Volume, discover, staged_name
 
@@ -181,28 +181,60 @@ class DestSync:
         return st
 
     def _heal_lost(self, lost: list[str], st: DestStats) -> None:
-        """Ledgered objects whose staged copy vanished (a volume wiped or replaced) are taken out of
-        the source ledger, so the source side fetches them again, instead of waiting forever.
+        """Ledgered objects with no staged copy: already at the destination (a ledger from the
+        original scripts, or a stop between upload and ledger) they are confirmed there and
+        ledgered; otherwise (a volume wiped or replaced) they are taken out of the source ledger
+        so the source side fetches them again, instead of waiting forever.
 
         A ledgered object is always staged first (rename, then ledger append), so a key missing
-        on two scans in a row is really gone."""
+        on two scans in a row is really gone from the volumes."""
         confirmed = [k for k in lost if k in self._missing_staged]
         self._missing_staged = set(lost) - set(confirmed)
         if not confirmed or self.dry_run:
             return
-        st.lost = len(confirmed)
-        log.warning("%d ledgered objects have no staged copy on any volume (e.g. %r); removing them from "
-                    "%s so the source side fetches them again", len(confirmed), confirmed[0], SRC_LEDGER)
-        from .ledger import file_lock
-
-        with file_lock(self.src_ledger.lock_path):
-            rows = self.src_ledger.load()
-            for k in confirmed:
-                rows.pop(k, None)
-            self.src_ledger._write_new((k, *v) for k, v in rows.items())
+        rows = []
+        drop = []
         for k in confirmed:
+            row = self._confirm_existing(k, self.pending[k].row)
+            (rows.append(row) if row else drop.append(k))
+        if rows:
+            self.dest_ledger.append(rows)
+            for row in rows:
+                self.dest_rows[row[0]] = row[1:]
+                self.pending.pop(row[0], None)
+            log.info("%d ledgered objects without a staged copy are already at the destination; ledgered them",
+                     len(rows))
+        if not drop:
+            return
+        st.lost = len(drop)
+        log.warning("%d ledgered objects have no staged copy on any volume and are not at the destination (e.g. "
+                    "%r); removing them from %s so the source side fetches them again", len(drop), drop[0], SRC_LEDGER)
+        with file_lock(self.src_ledger.lock_path):
+            src_rows = self.src_ledger.load()
+            for k in drop:
+                src_rows.pop(k, None)
+            self.src_ledger.write_locked(src_rows)
+        for k in drop:
             self.pending.pop(k, None)
         self.src_ledger.tail(self.src_rows)
+
+    def _confirm_existing(self, key: str, src_row: tuple) -> tuple | None:
+        """A dest ledger row when the destination already holds this object (same size, and the
+        same MD5 where both sides have one); None otherwise."""
+        size, src_etag, _verified, md5 = src_row[:4]
+        try:
+            head = self.client.head_object(Bucket=self.side.bucket, Key=self.side.prefix + key)
+        except Exception:  # noqa: BLE001 - not there (or not readable): fetch it again
+            return None
+        etag = str(head.get("ETag", "")).strip('"').lower()
+        if int(head.get("ContentLength", -1)) != size:
+            return None
+        level = checksum.SIZE
+        if checksum.etag_kind(etag) == checksum.MD5 and (md5 or checksum.etag_kind(src_etag) == checksum.MD5):
+            if etag not in (md5, src_etag):
+                return None
+            level = checksum.MD5
+        return (key, size, etag, level, src_etag)
 
     def _source_client(self):
         if self._src_client is None:

@@ -238,5 +238,9 @@ class Ledger:
     def rewrite(self, rows: dict[str, tuple]) -> None:
         """Replace the ledger atomically (temp file, fsync, rename) under its lock."""
         with file_lock(self.lock_path):
-            self._write_new((k, *v) for k, v in rows.items())
+            self.write_locked(rows)
+
+    def write_locked(self, rows: dict[str, tuple]) -> None:
+        """rewrite() for a caller that already holds the ledger lock."""
+        self._write_new((k, *v) for k, v in rows.items())
 

@@ -95,9 +95,9 @@ def repair(cfg: Config, missing_file: str = MISSING_FILE) -> int:
         keep_dest = {k: r for k, r in dest_rows.items() if rep.categories.get(k) == MOVED}
         changed_src = keep_src.keys() != src_rows.keys() or any(keep_src[k] != src_rows[k] for k in keep_src)
         if changed_src or src_ledger.exists() is False:
-            src_ledger._write_new((k, *v) for k, v in keep_src.items())
+            src_ledger.write_locked(keep_src)
         if keep_dest.keys() != dest_rows.keys():
-            dest_ledger._write_new((k, *v) for k, v in keep_dest.items())
+            dest_ledger.write_locked(keep_dest)
     counts = rep.counts()
     todo = rep.keys(MISSING, DIFFER)
     tmp = missing_file + ".tmp"

@@ -1,0 +1,58 @@
+# s5jtransfer developer tasks. `make help` lists them. Needs GNU make and python3 (3.11).
+
+PY ?= python3
+VENV = .venv
+PYTHON = $(VENV)/bin/python
+STAMP = $(VENV)/.installed
+PYTEST = $(PYTHON) -m pytest -q -p no:cacheprovider
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test unit demo bench clean distclean
+
+help:
+	@echo "Targets:"
+	@echo "  venv       create $(VENV) and install requirements-dev.txt (no-op when up to date)"
+	@echo "  test       run the whole test suite (unit + integration)"
+	@echo "  unit       run only tests/unit"
+	@echo "  demo       run a complete transfer against a local moto S3 server in demo/"
+	@echo "  bench      run tools/bench.py (once it exists)"
+	@echo "  clean      remove demo/ and Python/pytest caches (keeps $(VENV))"
+	@echo "  distclean  clean, and remove $(VENV) too"
+	@echo "Variables: PY=$(PY) (the interpreter that creates $(VENV))"
+
+venv: $(STAMP)
+
+$(PYTHON):
+	$(PY) -m venv $(VENV)
+
+# Reinstall only when a requirements file changes; the venv itself is order-only.
+$(STAMP): requirements.txt requirements-dev.txt | $(PYTHON)
+	$(VENV)/bin/pip install --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+test: venv
+	$(PYTEST) tests
+
+unit: venv
+	$(PYTEST) tests/unit
+
+demo: venv
+	$(PYTHON) tools/demo.py
+
+# The benchmark is written separately; only build the venv when there is something to run.
+bench: $(if $(wildcard tools/bench.py),venv)
+	@if [ -f tools/bench.py ]; then \
+		$(PYTHON) tools/bench.py; \
+	else \
+		echo "bench: tools/bench.py is not built yet" >&2; \
+		exit 1; \
+	fi
+
+clean:
+	rm -rf demo .pytest_cache
+	find . -path ./$(VENV) -prune -o -path ./.git -prune -o \
+		-type d -name __pycache__ -prune -exec rm -rf {} + -o \
+		-type f -name '*.py[co]' -exec rm -f {} +
+
+distclean: clean
+	rm -rf $(VENV)

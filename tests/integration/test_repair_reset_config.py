@@ -1,0 +1,193 @@
+"""repair_ledger.py, reset.py, bad configs and the connect tests, as an operator runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from conftest import wait_for
+
+
+def seed(work, n: int = 10) -> dict[str, bytes]:
+    data = {f"k{i:03d}.bin": os.urandom(500 + i) for i in range(n)}
+    for k, v in data.items():
+        work.put(k, v)
+    return data
+
+
+def test_repair_after_objects_deleted_at_destination(work):
+    data = seed(work)
+    assert work.run("sync_mvol.py", "--once").returncode == 0
+    c = work.server.client()
+    gone = ["k001.bin", "k005.bin", "k009.bin"]
+    for k in gone:
+        c.delete_object(Bucket=work.dst, Key="copy/" + k)
+    r = work.run("repair_ledger.py")
+    assert r.returncode == 1
+    assert "Missing:              3" in r.stdout
+    assert "Moved (verified):     7" in r.stdout
+    missing = (work.path / "missing_keys.txt").read_text().split("\n")[:-1]
+    assert sorted(missing) == gone
+    # the ledger no longer lists them, so the next run moves them again
+    assert work.ledger_lines() == len(data) - len(gone) + 1
+    assert not any(k in (work.path / "src_ledger.csv").read_text() for k in gone)
+    assert work.run("sync_mvol.py", "--once").returncode == 0
+    r = work.run("repair_ledger.py")
+    assert r.returncode == 0, r.stdout
+    for k in gone:
+        assert work.dest_bytes(k) == data[k]
+    assert work.ledger_lines() == len(data) + 1
+
+
+def test_repair_counts_staged_objects_as_pending_not_missing(work):
+    data = seed(work, 6)
+    assert work.run("src_sync_mvol.py", "--once").returncode == 0  # staged and ledgered, not uploaded
+    r = work.run("repair_ledger.py")
+    assert r.returncode == 1
+    assert "Pending (staged):     6" in r.stdout and "Missing:              0" in r.stdout
+    assert work.ledger_lines() == len(data) + 1  # pending keys stay in the ledger
+    assert work.run("dest_sync_mvol.py", "--once").returncode == 0
+    assert work.run("repair_ledger.py").returncode == 0
+
+
+def test_repair_flags_a_changed_destination_object_as_differ(work):
+    data = seed(work, 4)
+    assert work.run("sync_mvol.py", "--once").returncode == 0
+    work.server.client().put_object(Bucket=work.dst, Key="copy/k002.bin", Body=b"tampered")
+    r = work.run("repair_ledger.py")
+    assert r.returncode == 1 and "Differ:               1" in r.stdout
+    assert work.run("sync_mvol.py", "--once").returncode == 0
+    assert work.dest_bytes("k002.bin") == data["k002.bin"]
+    assert work.run("repair_ledger.py").returncode == 0
+
+
+def test_reset_starts_over(work):
+    seed(work, 3)
+    work.cfg["destination"]["delete_staging_data"] = False
+    work.write_config()
+    assert work.run("sync_mvol.py", "--once").returncode == 0
+    other = work.volumes[0] / "operator-notes.txt"
+    other.write_text("keep me")
+    (work.volumes[0] / "lost+found").mkdir()
+    assert work.staged_files()
+    r = work.run("reset.py")
+    assert r.returncode == 0, r.stderr
+    assert (work.path / "src_ledger.csv").read_text() == "Key,Size,ETag,Verified,MD5\n"
+    for name in ("dest_ledger.csv", "src_commands.txt", "dest_commands.txt"):
+        assert not (work.path / name).exists()
+    assert work.staged_files() == []
+    assert other.read_text() == "keep me" and (work.volumes[0] / "lost+found").is_dir()
+    assert (work.path / "staging").is_dir()  # local.directory recreated
+    # and everything moves again
+    assert work.run("sync_mvol.py", "--once").returncode == 0
+    assert work.ledger_lines() == 4
+
+
+def test_reset_refuses_while_a_sync_runs_in_the_folder(work):
+    seed(work, 2)
+    proc = work.start("dest_sync_mvol.py")
+    try:
+        lock = work.path / ".dest_sync_mvol.lock"
+        wait_for(lambda: lock.exists() and lock.read_text().strip() == str(proc.pid), 30, "the sync's lock")
+        (work.path / "src_commands.txt").write_text("keep me\n")
+        r = work.run("reset.py")
+        assert r.returncode == 3
+        assert "dest_sync_mvol.py is running" in r.stderr and str(proc.pid) in r.stderr
+        assert (work.path / "src_commands.txt").read_text() == "keep me\n"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+BAD_CONFIGS = [
+    (lambda c: c["source"].pop("bucket_name"), "source.bucket_name"),
+    (lambda c: c["source"].update(bucket_prefx="x/"), "did you mean 'bucket_prefix'"),
+    (lambda c: c["source"].update(bucket_prefix="/data/"), "source.bucket_prefix"),
+    (lambda c: c["destination"].update(bucket_prefix="copy"), "trailing slash"),
+    (lambda c: c["destination"].update(region="snow"), "destination.region"),
+    (lambda c: c["transfer_settings"].update(max_size_to_transfer_src2l="lots"), "max_size_to_transfer_src2l"),
+    (lambda c: c["transfer_settings"].update(src_endpoint_url="192.0.2.1:8080"), "src_endpoint_url"),
+    (lambda c: c.pop("local"), "local"),
+]
+
+
+# Every rule through sync_mvol.py; every other script with two of them.
+CASES = [("sync_mvol.py", m, e) for m, e in BAD_CONFIGS] + [
+    (script, m, e) for script in ("src_sync_mvol.py", "dest_sync_mvol.py", "repair_ledger.py", "reset.py",
+                                  "src_connect_test.py", "dest_connect_test.py") for m, e in BAD_CONFIGS[:4:3]]
+
+
+@pytest.mark.parametrize("script,mutate,expected", CASES, ids=[f"{s}-{e}" for s, _, e in CASES])
+def test_bad_config_one_line_exit_2_nothing_touched(work, script, mutate, expected):
+    mutate(work.cfg)
+    work.write_config()
+    before = sorted(p.name for p in work.path.rglob("*"))
+    r = work.run(script)
+    assert r.returncode == 2
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, r.stderr
+    assert "config.yaml" in lines[0] and expected in lines[0]
+    assert "Traceback" not in r.stderr
+    assert sorted(p.name for p in work.path.rglob("*")) == before
+
+
+def test_unreadable_yaml_names_the_line(work):
+    (work.path / "config.yaml").write_text("source:\n  bucket_name: a\n    region: x\n")
+    r = work.run("src_sync_mvol.py")
+    assert r.returncode == 2
+    assert "config.yaml: line 3" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_config_says_where_to_run(work):
+    (work.path / "config.yaml").unlink()
+    r = work.run("sync_mvol.py", "--once")
+    assert r.returncode == 2 and "config.yaml: not found in" in r.stderr
+
+
+def test_world_readable_config_with_keys_warns(work):
+    (work.path / "config.yaml").chmod(0o644)
+    r = work.run("src_connect_test.py", "--quiet")
+    assert r.returncode == 0
+    assert "chmod 600 config.yaml" in r.stderr
+
+
+def test_connect_tests_print_listing_and_totals(work):
+    data = seed(work, 4)
+    r = work.run("src_connect_test.py")
+    assert r.returncode == 0, r.stderr
+    assert f"Total Number of Objects: {len(data)}" in r.stdout
+    assert f"Total Size of Objects (bytes): {sum(map(len, data.values()))}" in r.stdout
+    assert "'k000.bin': 500" in r.stdout
+    r = work.run("dest_connect_test.py")
+    assert r.returncode == 0 and "Total Number of Objects: 0" in r.stdout
+
+
+@pytest.mark.parametrize("change,word", [
+    (lambda w: w.cfg["transfer_settings"].update(src_endpoint_url="http://127.0.0.1:9"), "endpoint"),
+    (lambda w: w.cfg["transfer_settings"].update(src_endpoint_url=w.server.url.replace("http:", "https:")), "TLS"),
+    (lambda w: w.cfg["source"].update(bucket_name="no-such-bucket-s5j"), "bucket"),
+], ids=["endpoint", "tls", "bucket"])
+def test_connect_test_failure_names_what_failed(work, change, word):
+    change(work)
+    work.cfg["transfer_settings"]["retries"] = 1
+    work.write_config()
+    r = work.run("src_connect_test.py", timeout=90)
+    assert r.returncode == 1
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and word in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_secrets_never_reach_logs_or_run_files(work):
+    secret = "SUPERSECRETKEY123456"
+    work.cfg["source"]["secret_access_key"] = secret
+    work.cfg["destination"]["secret_access_key"] = secret
+    work.write_config()
+    seed(work, 3)
+    r = work.run("sync_mvol.py", "--once", "--debug")
+    assert r.returncode == 0
+    for name in ("src_commands.txt", "dest_commands.txt", "src_ledger.csv", "dest_ledger.csv"):
+        assert secret not in (work.path / name).read_text()
+    assert secret not in r.stdout + r.stderr

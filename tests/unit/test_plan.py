@@ -1,0 +1,213 @@
+"""Unit tests for s5jtransfer.plan: what still has to move (todo) and where it goes (assign)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from s5jtransfer.plan import Assignment, Item, VolumeSlot, assign, is_done, todo
+
+
+def keys(items):
+    return [i.key for i in items]
+
+
+def by_volume(assignments):
+    out = defaultdict(list)
+    for a in assignments:
+        out[a.volume].append(a.item)
+    return out
+
+
+def volume_bytes(assignments):
+    out = defaultdict(int)
+    for a in assignments:
+        out[a.volume] += a.item.size
+    return out
+
+
+# --- todo --------------------------------------------------------------------------------------
+
+def test_todo_skips_objects_ledgered_with_same_size_and_etag():
+    listing = [Item("a", 10, "e1"), Item("b", 20, "e2")]
+    ledger = {"a": (10, "e1", "", ""), "b": (20, "e2", "1", "md5")}
+    assert todo(listing, ledger) == []
+
+
+def test_todo_includes_objects_not_in_the_ledger():
+    listing = [Item("a", 10, "e1"), Item("new", 5, "e9")]
+    assert keys(todo(listing, {"a": (10, "e1")})) == ["new"]
+
+
+def test_todo_reincludes_object_whose_etag_changed():
+    listing = [Item("a", 10, "e-new")]
+    assert todo(listing, {"a": (10, "e-old", "", "")}) == [Item("a", 10, "e-new")]
+
+
+def test_todo_reincludes_object_whose_size_changed():
+    listing = [Item("a", 11, "e1")]
+    assert todo(listing, {"a": (10, "e1", "", "")}) == [Item("a", 11, "e1")]
+
+
+def test_todo_legacy_row_without_etag_counts_by_size():
+    listing = [Item("same", 10, "e1"), Item("grown", 12, "e2")]
+    ledger = {"same": (10, "", "", ""), "grown": (10, "", "", "")}
+    assert keys(todo(listing, ledger)) == ["grown"]
+
+
+def test_is_done_rules():
+    assert is_done(10, "e", (10, "e"))
+    assert is_done(10, "e", (10, ""))  # legacy row: size decides
+    assert is_done(10, "", (10, "x"))  # listing without ETag: size decides
+    assert not is_done(10, "e", None)
+    assert not is_done(10, "e", (11, "e"))
+    assert not is_done(10, "e", (10, "f"))
+
+
+def test_todo_orders_largest_first_then_by_key():
+    listing = [Item("s", 1, ""), Item("b", 300, ""), Item("m2", 50, ""), Item("m1", 50, ""), Item("x", 0, "")]
+    assert keys(todo(listing, {})) == ["b", "m1", "m2", "s", "x"]
+
+
+def test_todo_accepts_a_generator():
+    listing = (Item(f"k{i}", i, "") for i in range(5))
+    assert keys(todo(listing, {"k3": (3, "")})) == ["k4", "k2", "k1", "k0"]
+
+
+class NoScanDict(dict):
+    """A ledger that may only be looked up by key: any scan of it fails the test."""
+
+    def _scan(self, *a, **k):
+        raise AssertionError("todo() scanned the ledger instead of looking keys up")
+
+    __iter__ = keys = values = items = _scan
+
+
+def test_todo_scales_to_200k_items_with_dict_lookups():
+    n = 200_000
+    listing = [Item(f"dir/{i:07d}", i % 1000, f"etag{i}") for i in range(n)]
+    ledger = NoScanDict({f"dir/{i:07d}": (i % 1000, f"etag{i}", "", "") for i in range(0, n, 2)})
+    out = todo(listing, ledger)
+    assert len(out) == n // 2
+    assert all(int(o.key[4:]) % 2 == 1 for o in out)
+    sizes = [o.size for o in out]
+    assert sizes == sorted(sizes, reverse=True)
+
+
+# --- assign ------------------------------------------------------------------------------------
+
+BIG = 10**12
+
+
+def test_assign_balances_bytes_across_volumes():
+    items = [Item(f"k{s}", s, "") for s in (100, 90, 80, 70, 60, 50)]
+    slots = [VolumeSlot(0, 1, BIG), VolumeSlot(1, 2, BIG), VolumeSlot(2, 3, BIG)]
+    placed, waiting = assign(items, slots, {1: BIG, 2: BIG, 3: BIG})
+    assert waiting == []
+    assert sorted(keys(a.item for a in placed)) == sorted(keys(items))
+    vb = volume_bytes(placed)
+    assert set(vb) == {0, 1, 2}
+    # greedy largest-first onto the emptiest volume: 100+50, 90+60, 80+70
+    assert sorted(vb.values()) == [150, 150, 150]
+
+
+def test_assign_returns_assignment_tuples_in_input_order():
+    items = [Item("a", 5, ""), Item("b", 4, "")]
+    placed, _ = assign(items, [VolumeSlot(7, 1, BIG)], {1: BIG})
+    assert placed == [Assignment(items[0], 7), Assignment(items[1], 7)]
+
+
+def test_assign_respects_per_volume_batch_budget():
+    items = [Item(f"k{i}", 60, "") for i in range(5)]
+    slots = [VolumeSlot(0, 1, 100), VolumeSlot(1, 2, 130)]
+    placed, waiting = assign(items, slots, {1: BIG, 2: BIG})
+    vb = volume_bytes(placed)
+    assert vb[0] <= 100 and vb[1] <= 130
+    assert vb == {0: 60, 1: 120}
+    assert len(waiting) == 2
+    assert sorted(keys(placed_item for placed_item in (a.item for a in placed)) + keys(waiting)) == \
+        sorted(keys(items))
+
+
+def test_assign_respects_shared_device_free_space():
+    # two volumes on one file system with 100 bytes free: together they may take only 100
+    items = [Item("a", 60, ""), Item("b", 60, ""), Item("c", 30, "")]
+    slots = [VolumeSlot(0, 42, BIG), VolumeSlot(1, 42, BIG)]
+    placed, waiting = assign(items, slots, {42: 100})
+    assert sum(a.item.size for a in placed) <= 100
+    assert keys(a.item for a in placed) == ["a", "c"]
+    assert keys(waiting) == ["b"]
+
+
+def test_assign_oversized_object_goes_to_an_empty_volume_when_device_has_room():
+    items = [Item("huge", 500, "")]
+    placed, waiting = assign(items, [VolumeSlot(0, 1, 100)], {1: 1000})
+    assert placed == [Assignment(items[0], 0)]
+    assert waiting == []
+
+
+def test_assign_oversized_object_does_not_join_a_volume_that_already_has_data():
+    items = [Item("small", 50, ""), Item("huge", 500, "")]
+    placed, waiting = assign(items, [VolumeSlot(0, 1, 100)], {1: 1000})
+    assert keys(a.item for a in placed) == ["small"]
+    assert keys(waiting) == ["huge"]
+
+
+def test_assign_oversized_object_waits_when_device_lacks_room():
+    items = [Item("huge", 500, "")]
+    placed, waiting = assign(items, [VolumeSlot(0, 1, 100)], {1: 499})
+    assert placed == []
+    assert waiting == items
+
+
+def test_assign_items_that_fit_nowhere_are_returned_as_waiting():
+    items = [Item("a", 80, ""), Item("b", 70, ""), Item("c", 10, "")]
+    slots = [VolumeSlot(0, 1, 100)]
+    placed, waiting = assign(items, slots, {1: BIG})
+    assert keys(a.item for a in placed) == ["a", "c"]
+    assert keys(waiting) == ["b"]
+
+
+def test_assign_device_without_free_space_takes_nothing():
+    items = [Item("a", 1, ""), Item("b", 1, "")]
+    placed, waiting = assign(items, [VolumeSlot(0, 1, BIG)], {1: 0})
+    assert placed == []
+    assert keys(waiting) == ["a", "b"]
+
+
+def test_assign_unknown_device_counts_as_no_space():
+    items = [Item("a", 1, "")]
+    placed, waiting = assign(items, [VolumeSlot(0, 99, BIG)], {})
+    assert placed == [] and waiting == items
+
+
+def test_assign_every_item_is_either_placed_or_waiting_exactly_once():
+    items = [Item(f"k{i}", (i * 37) % 101 + 1, "") for i in range(200)]
+    items.sort(key=lambda o: -o.size)
+    slots = [VolumeSlot(i, i % 2, 700) for i in range(4)]
+    placed, waiting = assign(items, slots, {0: 1500, 1: 1200})
+    got = keys(a.item for a in placed) + keys(waiting)
+    assert sorted(got) == sorted(keys(items))
+    vb = volume_bytes(placed)
+    assert all(vb[i] <= 700 for i in vb)
+    dev_used = defaultdict(int)
+    for a in placed:
+        dev_used[a.volume % 2] += a.item.size
+    assert dev_used[0] <= 1500 and dev_used[1] <= 1200
+
+
+def test_assign_empty_items():
+    assert assign([], [VolumeSlot(0, 1, 100)], {1: 100}) == ([], [])
+
+
+def test_assign_no_volumes_leaves_everything_waiting():
+    items = [Item("a", 1, ""), Item("b", 2, "")]
+    placed, waiting = assign(items, [], {})
+    assert placed == []
+    assert waiting == items
+
+
+def test_assign_zero_byte_objects_are_placed():
+    items = [Item("z1", 0, ""), Item("z2", 0, "")]
+    placed, waiting = assign(items, [VolumeSlot(0, 1, 100)], {1: 100})
+    assert keys(a.item for a in placed) == ["z1", "z2"]
+    assert waiting == []
