@@ -1,0 +1,208 @@
+"""Unit tests for s5cmd run-file lines, global arguments, and the child environment of s5cmd."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from s5jtransfer import s3
+from s5jtransfer.config import Secret, Side
+from s5jtransfer.s5cmd import cp_line, global_args, run_file_safe
+
+HOSTILE_KEYS = [
+    "plain/key.txt",
+    "with space/and more spaces.txt",
+    "single'quote",
+    'double"quote',
+    "both'\"quotes",
+    "back`tick`",
+    "$(rm -rf ~)",
+    "${HOME}/$USER",
+    "semi;colon|pipe&amp<in>out",
+    "glob*star?mark[set]{a,b}",
+    "[abc]",
+    "100%",
+    "%2F%0A",
+    "plus+sign",
+    "#hash",
+    "a #comment",
+    "unicode/äöü/日本語",
+    "emoji/😀🚀.bin",
+    "tab\tinside",
+    "-leading-dash",
+    "--raw",
+    " leading space",
+    "trailing space ",
+    "back\\slash\\",
+    "!bang!",
+    "~tilde",
+    "=equals=",
+    "'",
+    '"',
+]
+
+
+def side(name="source", region="snow", endpoints=("http://127.0.0.1:1",), access="a", secret="b", prefix=""):
+    return Side(name=name, bucket="b", prefix=prefix, region=region, access_key=Secret(access),
+                secret_key=Secret(secret), endpoints=tuple(endpoints))
+
+
+# --- cp_line -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key", HOSTILE_KEYS)
+def test_cp_line_download_round_trips_through_shlex(key):
+    src = "s3://bucket/prefix/" + key
+    dst = "/tmp/volume-01/s5jtransfer/partial/0123456789abcdef"
+    line = cp_line(src, dst)
+    assert "\n" not in line
+    assert shlex.split(line) == ["cp", "--raw", src, dst]
+
+
+@pytest.mark.parametrize("key", HOSTILE_KEYS)
+def test_cp_line_upload_round_trips_through_shlex(key):
+    src = "/tmp/volume-01/s5jtransfer/staged/01/0123456789abcdef"
+    dst = "s3://bucket/copy/" + key
+    line = cp_line(src, dst)
+    assert shlex.split(line) == ["cp", "--raw", src, dst]
+
+
+@pytest.mark.parametrize("key", HOSTILE_KEYS)
+def test_cp_line_bare_key_arguments_round_trip(key):
+    line = cp_line(key, key + "x")
+    assert shlex.split(line) == ["cp", "--raw", key, key + "x"]
+
+
+@pytest.mark.parametrize("key", ["$(rm -rf ~)", "`id`", "a;rm -rf /", "x|y", "a&b", "a>b"])
+def test_cp_line_never_leaves_shell_metacharacters_unquoted(key):
+    line = cp_line("s3://b/" + key, "/tmp/x")
+    tokens = list(shlex.shlex(line, posix=True, punctuation_chars=True))
+    # with punctuation_chars an unquoted ; | & > would become its own token
+    assert tokens == ["cp", "--raw", "s3://b/" + key, "/tmp/x"]
+
+
+def test_cp_line_places_flags_before_the_arguments():
+    line = cp_line("/tmp/a b", "s3://b/k'ey", flags=("--storage-class", "STANDARD"))
+    assert shlex.split(line) == ["cp", "--raw", "--storage-class", "STANDARD", "/tmp/a b", "s3://b/k'ey"]
+
+
+# --- run_file_safe -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key", ["line\nfeed", "\n", "carriage\rreturn", "crlf\r\n", "nul\x00byte", "folder/",
+                                 "a/b/", "/", "", "bad-\udcff-surrogate"])
+def test_run_file_safe_is_false_for_keys_a_run_file_cannot_carry(key):
+    assert run_file_safe(key) is False
+
+
+@pytest.mark.parametrize("key", HOSTILE_KEYS + ["/leading/slash", "a//b", "dots/../../x", "a/.", "x" * 1024])
+def test_run_file_safe_is_true_for_other_keys(key):
+    assert run_file_safe(key) is True
+
+
+# --- global_args -------------------------------------------------------------------------------
+
+def test_global_args_with_endpoint_and_snow():
+    args = global_args(side(), workers=64, retries=10)
+    assert args[:6] == ["--json", "--numworkers", "64", "--retry-count", "10", "--endpoint-url"]
+    assert args == ["--json", "--numworkers", "64", "--retry-count", "10",
+                    "--endpoint-url", "http://127.0.0.1:1", "--no-verify-ssl", "--use-list-objects-v1"]
+
+
+def test_global_args_without_endpoint_has_no_endpoint_or_tls_flags():
+    args = global_args(side(region="us-east-1", endpoints=()), workers=8, retries=3)
+    assert args == ["--json", "--numworkers", "8", "--retry-count", "3"]
+    assert "--no-verify-ssl" not in args and "--use-list-objects-v1" not in args
+
+
+def test_global_args_endpoint_without_snow_skips_list_v1():
+    args = global_args(side(region="eu-west-1", endpoints=("https://s3.example.test",)), workers=1, retries=0)
+    assert args[args.index("--endpoint-url") + 1] == "https://s3.example.test"
+    assert "--no-verify-ssl" in args
+    assert "--use-list-objects-v1" not in args
+
+
+def test_global_args_use_the_first_of_several_endpoints():
+    args = global_args(side(endpoints=("http://10.0.0.1:8080", "http://10.0.0.2:8080")), workers=1, retries=1)
+    assert args[args.index("--endpoint-url") + 1] == "http://10.0.0.1:8080"
+    assert args.count("--endpoint-url") == 1
+
+
+# --- child_env ---------------------------------------------------------------------------------
+
+BASE = {
+    "PATH": "/usr/local/bin:/usr/bin",
+    "HOME": "/home/op",
+    "HTTPS_PROXY": "http://proxy:3128",
+    "https_proxy": "http://proxy:3128",
+    "HTTP_PROXY": "http://proxy:3128",
+    "NO_PROXY": "169.254.169.254",
+    "no_proxy": "localhost",
+    "AWS_CA_BUNDLE": "/etc/ca.pem",
+    "AWS_ACCESS_KEY_ID": "ENV-ACCESS",
+    "AWS_SECRET_ACCESS_KEY": "ENV-SECRET",
+    "AWS_SESSION_TOKEN": "ENV-TOKEN",
+    "AWS_PROFILE": "operator",
+    "AWS_REGION": "ap-south-1",
+    "UNRELATED": "leak-me-not",
+    "DATABASE_PASSWORD": "hunter2",
+    "PYTHONPATH": "/nope",
+    "LD_PRELOAD": "/evil.so",
+}
+
+
+def test_child_env_holds_the_sides_keys_region_path_and_proxies():
+    src = side(access="SRC-ACCESS-KEY", secret="SRC-SECRET-KEY", region="snow")
+    env = s3.child_env(src, base=dict(BASE))
+    assert env["AWS_ACCESS_KEY_ID"] == "SRC-ACCESS-KEY"
+    assert env["AWS_SECRET_ACCESS_KEY"] == "SRC-SECRET-KEY"
+    assert env["AWS_REGION"] == "snow" and env["AWS_DEFAULT_REGION"] == "snow"
+    assert env["PATH"] == BASE["PATH"] and env["HOME"] == BASE["HOME"]
+    for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "NO_PROXY", "no_proxy", "AWS_CA_BUNDLE"):
+        assert env[k] == BASE[k]
+
+
+def test_child_env_leaves_out_unrelated_variables_and_chain_credentials():
+    src = side(access="SRC-ACCESS-KEY", secret="SRC-SECRET-KEY")
+    env = s3.child_env(src, base=dict(BASE))
+    for k in ("UNRELATED", "DATABASE_PASSWORD", "PYTHONPATH", "LD_PRELOAD", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        assert k not in env, k
+    assert "ENV-SECRET" not in env.values() and "ENV-ACCESS" not in env.values()
+
+
+def test_child_env_of_one_side_never_holds_the_other_sides_credentials():
+    src = side(name="source", access="SRC-ACCESS-KEY", secret="SRC-SECRET-KEY")
+    dst = side(name="destination", region="us-east-1", endpoints=(), access="DST-ACCESS-KEY",
+               secret="DST-SECRET-KEY")
+    base = dict(BASE)
+    src_env = s3.child_env(src, base=base)
+    dst_env = s3.child_env(dst, base=base)
+    assert not {"DST-ACCESS-KEY", "DST-SECRET-KEY"} & set(src_env.values())
+    assert not {"SRC-ACCESS-KEY", "SRC-SECRET-KEY"} & set(dst_env.values())
+    assert dst_env["AWS_ACCESS_KEY_ID"] == "DST-ACCESS-KEY"
+    assert dst_env["AWS_REGION"] == "us-east-1"
+    assert base == BASE  # the caller's environment is not modified
+
+
+def test_child_env_without_credentials_passes_the_aws_chain_through():
+    dst = side(name="destination", region="us-east-1", endpoints=(), access="", secret="")
+    env = s3.child_env(dst, base=dict(BASE))
+    assert env["AWS_PROFILE"] == "operator"
+    assert env["AWS_ACCESS_KEY_ID"] == "ENV-ACCESS"
+    assert env["AWS_SECRET_ACCESS_KEY"] == "ENV-SECRET"
+    assert env["AWS_SESSION_TOKEN"] == "ENV-TOKEN"
+    assert env["AWS_REGION"] == "us-east-1"  # the side's region wins over the inherited one
+    assert "UNRELATED" not in env
+
+
+def test_child_env_with_minimal_base_has_only_region_and_credentials():
+    env = s3.child_env(side(access="K", secret="S", region="snow"), base={})
+    assert env == {"AWS_ACCESS_KEY_ID": "K", "AWS_SECRET_ACCESS_KEY": "S", "AWS_REGION": "snow",
+                   "AWS_DEFAULT_REGION": "snow"}
+
+
+def test_child_env_defaults_to_os_environ(monkeypatch):
+    monkeypatch.setenv("PATH", "/only/this")
+    monkeypatch.setenv("S5J_UNRELATED_TEST_VAR", "x")
+    env = s3.child_env(side(access="K", secret="S"))
+    assert env["PATH"] == "/only/this"
+    assert "S5J_UNRELATED_TEST_VAR" not in env

@@ -1,0 +1,194 @@
+"""Unit tests for s5jtransfer.volumes: staged names, layout, discovery, scans, budgets, clearing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+
+import pytest
+
+from s5jtransfer.volumes import Volume, clear_staging, device_budgets, discover_roots, staged_name
+
+HEX40 = re.compile(r"^[0-9a-f]{40}$")
+HOSTILE = ["a", "a/", "a/b", "../../x", "/etc/passwd", "..", ".", "", "x" * 300, "s" * 299 + "/" + "t" * 300,
+           "nul\x00byte", "line\nfeed", "日本語/😀", "bad-\udcff-surrogate", "a/../../../../../tmp/evil"]
+
+
+# --- staged_name -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key", HOSTILE)
+def test_staged_name_is_40_hex_chars(key):
+    assert HEX40.match(staged_name(key))
+
+
+def test_staged_name_is_stable():
+    assert staged_name("some/key.bin") == staged_name("some/key.bin")
+    assert staged_name("some/key.bin") == hashlib.sha256(b"some/key.bin").hexdigest()[:40]
+
+
+def test_staged_name_differs_for_a_and_a_slash_and_a_b():
+    names = {staged_name("a"), staged_name("a/"), staged_name("a/b")}
+    assert len(names) == 3
+
+
+def test_staged_name_all_hostile_keys_distinct():
+    assert len({staged_name(k) for k in HOSTILE}) == len(HOSTILE)
+
+
+def test_staged_name_handles_dotdot_and_long_segment():
+    for key in ("../../x", "x" * 300):
+        name = staged_name(key)
+        assert "/" not in name and ".." not in name and len(name) == 40
+
+
+# --- Volume layout ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key", HOSTILE)
+def test_staged_path_stays_inside_the_volume_root(tmp_path, key):
+    root = tmp_path / "volume-01"
+    root.mkdir()
+    v = Volume(str(root))
+    for path in (v.staged_path(staged_name(key)), v.partial_path(staged_name(key))):
+        real = os.path.realpath(path)
+        assert os.path.commonpath([real, os.path.realpath(v.data)]) == os.path.realpath(v.data)
+        assert os.path.basename(path) == staged_name(key)
+
+
+def test_staged_path_layout(tmp_path):
+    v = Volume(str(tmp_path))
+    name = staged_name("k")
+    assert v.staged_path(name) == os.path.join(str(tmp_path), "s5jtransfer", "staged", name[:2], name)
+    assert v.partial_path(name) == os.path.join(str(tmp_path), "s5jtransfer", "partial", name)
+
+
+def test_ensure_creates_partial_and_staged_dirs(tmp_path):
+    v = Volume(str(tmp_path))
+    v.ensure()
+    v.ensure()  # idempotent
+    assert (tmp_path / "s5jtransfer" / "partial").is_dir()
+    assert (tmp_path / "s5jtransfer" / "staged").is_dir()
+
+
+# --- discover_roots ----------------------------------------------------------------------------
+
+def test_discover_roots_uses_local_volumes_when_given(tmp_path):
+    (tmp_path / "volume-01").mkdir()  # ignored: the list wins
+    got = discover_roots([str(tmp_path / "v1"), "rel/v2"], str(tmp_path / "dir"), base=str(tmp_path))
+    assert got == [str(tmp_path / "v1"), os.path.abspath("rel/v2")]
+
+
+def test_discover_roots_finds_existing_volume_nn_in_order(tmp_path):
+    for name in ("volume-03", "volume-01", "volume-99", "volume-10"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "volume-100").mkdir()  # out of range
+    (tmp_path / "volume-1").mkdir()  # not two digits
+    (tmp_path / "volume-00").mkdir()  # NN starts at 01
+    (tmp_path / "volume-02").write_text("a file, not a folder")
+    got = discover_roots((), str(tmp_path / "dir"), base=str(tmp_path))
+    assert got == [str(tmp_path / n) for n in ("volume-01", "volume-03", "volume-10", "volume-99")]
+
+
+def test_discover_roots_falls_back_to_local_directory(tmp_path):
+    got = discover_roots([], str(tmp_path / "staging"), base=str(tmp_path))
+    assert got == [str(tmp_path / "staging")]
+
+
+def test_discover_roots_directory_is_made_absolute(tmp_path):
+    assert discover_roots((), "relative/staging", base=str(tmp_path)) == [os.path.abspath("relative/staging")]
+
+
+# --- scans -------------------------------------------------------------------------------------
+
+def test_scan_staged_sees_staged_files_but_not_partial_ones(tmp_path):
+    v = Volume(str(tmp_path))
+    v.ensure()
+    staged = {staged_name(k): n for k, n in (("a", 3), ("b/c", 0), ("d", 10))}
+    for name, size in staged.items():
+        p = v.staged_path(name)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as fh:
+            fh.write(b"x" * size)
+    partial = staged_name("in-flight")
+    with open(v.partial_path(partial), "wb") as fh:
+        fh.write(b"yyyy")
+    assert v.scan_staged() == staged
+    assert partial not in v.scan_staged()
+    assert v.scan_partial() == [v.partial_path(partial)]
+
+
+def test_scan_staged_on_a_volume_without_data_is_empty(tmp_path):
+    v = Volume(str(tmp_path))
+    assert v.scan_staged() == {}
+    assert v.scan_partial() == []
+
+
+def test_scan_staged_ignores_stray_files_and_subfolders(tmp_path):
+    v = Volume(str(tmp_path))
+    v.ensure()
+    base = tmp_path / "s5jtransfer" / "staged"
+    (base / "stray-file").write_text("x")
+    name = staged_name("k")
+    sub = base / name[:2]
+    sub.mkdir()
+    (sub / name).write_bytes(b"12345")
+    (sub / "nested-dir").mkdir()
+    assert v.scan_staged() == {name: 5}
+
+
+# --- device budgets ----------------------------------------------------------------------------
+
+def test_device_budgets_share_one_device_between_two_volumes(tmp_path):
+    a, b = tmp_path / "v1", tmp_path / "v2"
+    a.mkdir()
+    b.mkdir()
+    vols = [Volume(str(a)), Volume(str(b))]
+    assert vols[0].device() == vols[1].device()
+    budgets = device_budgets(vols, reserve=0)
+    assert list(budgets) == [os.stat(a).st_dev]
+    st = os.statvfs(a)
+    free = st.f_bavail * st.f_frsize
+    # free space moves a little while the test runs; it must be the device's, not twice it
+    assert abs(budgets[os.stat(a).st_dev] - free) < free // 10 + 10 * 1024 * 1024
+
+
+def test_device_budgets_subtract_the_reserve_and_never_go_negative(tmp_path):
+    v = Volume(str(tmp_path))
+    free = v.free_bytes()
+    dev = v.device()
+    got = device_budgets([v], reserve=1024 * 1024)[dev]
+    assert got <= free - 1024 * 1024 + 10 * 1024 * 1024
+    assert got >= 0
+    assert device_budgets([v], reserve=free * 1000 + 1)[dev] == 0
+
+
+def test_device_budgets_empty():
+    assert device_budgets([], reserve=0) == {}
+
+
+# --- clear_staging -----------------------------------------------------------------------------
+
+def test_clear_staging_removes_only_the_s5jtransfer_folder(tmp_path):
+    v = Volume(str(tmp_path))
+    v.ensure()
+    name = staged_name("k")
+    os.makedirs(os.path.dirname(v.staged_path(name)))
+    open(v.staged_path(name), "wb").close()
+    open(v.partial_path(name), "wb").close()
+    (tmp_path / "lost+found").mkdir()
+    (tmp_path / "lost+found" / "#123").write_text("recovered")
+    (tmp_path / "operator-notes.txt").write_text("keep me")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "data.bin").write_bytes(b"1")
+    clear_staging(str(tmp_path))
+    assert not (tmp_path / "s5jtransfer").exists()
+    assert sorted(os.listdir(tmp_path)) == ["lost+found", "operator-notes.txt", "other"]
+    assert (tmp_path / "lost+found" / "#123").read_text() == "recovered"
+    assert (tmp_path / "operator-notes.txt").read_text() == "keep me"
+    assert (tmp_path / "other" / "data.bin").read_bytes() == b"1"
+
+
+def test_clear_staging_on_a_clean_volume_is_harmless(tmp_path):
+    (tmp_path / "keep").write_text("x")
+    clear_staging(str(tmp_path))
+    assert os.listdir(tmp_path) == ["keep"]
