@@ -77,6 +77,8 @@ def hash_file(path: str, part_sizes: tuple[int, ...] = ()) -> tuple[str, int, di
 def candidate_part_sizes(size: int, parts: int, hint: int | None = None) -> tuple[int, ...]:
     """Part sizes that split `size` bytes into exactly `parts` parts, the hint first."""
     out = [ps for ps in ((hint,) if hint else ()) + COMMON_PART_SIZES if ps and math.ceil(size / ps) == parts]
+    if parts == 1 and size == 0:  # a zero-byte object uploaded as one (empty) part
+        out.append(COMMON_PART_SIZES[0])
     if parts > 0 and size > 0 and not out:
         # Many tools round the part size up to a whole MiB: try the smallest such size.
         ps = math.ceil(math.ceil(size / parts) / MIB) * MIB

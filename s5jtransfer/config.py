@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import stat
 import sys
@@ -177,13 +178,13 @@ def _value(path: str, dotted: str, kind: str, raw: Any) -> Any:
         if kind == "size_or_none" and raw in (None, ""):
             return None
         num = _number(raw)
-        if num is None or num != int(num) or num < 0 or (kind == "posint" and num < 1):
+        if num is None or not math.isfinite(num) or num != int(num) or num < 0 or (kind == "posint" and num < 1):
             want = "a positive whole number" if kind == "posint" else "a number of bytes"
             raise bad(f"{raw!r} is not {want}", f"write {want}, e.g. {'64' if kind == 'posint' else '500000000000'}")
         return int(num)
     if kind == "posnum":
         num = _number(raw)
-        if num is None or num <= 0:
+        if num is None or not math.isfinite(num) or num <= 0:
             raise bad(f"{raw!r} is not a positive number", "write a number of seconds, e.g. 1")
         return float(num)
     if kind == "strlist":
@@ -259,6 +260,9 @@ def _side(path: str, name: str, sec: dict, endpoints: list[str]) -> Side:
     if bool(sec["access_key"]) != bool(sec["secret_access_key"]):
         raise _fail(path, f"{name}.access_key", "only one of access_key and secret_access_key is set",
                     "set both, or leave both empty to use the standard AWS credential chain")
+    if sec["region"] == SNOW and name == "destination":
+        raise _fail(path, "destination.region", "a Snowball (snow) cannot be the destination",
+                    "set the destination bucket's AWS region, e.g. us-east-1")
     if sec["region"] == SNOW and not endpoints:
         which = "src_endpoint_url" if name == "source" else "dest_endpoint_url"
         raise _fail(path, f"transfer_settings.{which}", "region snow needs the Snowball endpoint",

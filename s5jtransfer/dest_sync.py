@@ -33,6 +33,8 @@ class Candidate:
     pending: Pending
     path: str
     ident: tuple[int, int]  # (inode, mtime) of the staged file when picked
+    md5: str = ""  # of the staged bytes, from the pre-upload check
+    upload_etag: str = ""  # the ETag an upload with the configured part size produces
 
 
 @dataclass
@@ -172,6 +174,8 @@ class DestSync:
                   f"uploaded; {len(self.pending) - len(cands)} ledgered objects are not staged here; nothing was changed")
             return st
         if cands:
+            cands = self._check_staged(cands, st)
+        if cands:
             self._upload(cands, st)
         st.pending = len(self.pending)
         st.ledgered = len(self.src_rows)
@@ -179,6 +183,51 @@ class DestSync:
         if check_source and not self.pending:
             self._check_source(st)
         return st
+
+    def _check_staged(self, cands: list[Candidate], st: DestStats) -> list[Candidate]:
+        """Re-hash every staged copy before upload: a copy that no longer matches the MD5 the
+        source side verified (disk fault, power cut before the data reached the disk, tampering)
+        is never uploaded; it is deleted and taken out of the source ledger to be fetched again.
+        The same read yields the ETag the upload must produce."""
+        part = self.settings.part_size
+
+        def one(c: Candidate) -> bool:
+            size, md5 = c.pending.row[0], c.pending.row[3]
+            try:
+                got, nbytes, multi = checksum.hash_file(c.path, (part,) if size >= part else ())
+            except OSError as exc:
+                log.warning("cannot read staged copy of %r: %s", c.key, exc)
+                return False
+            if nbytes != size or (md5 and got != md5):
+                return False
+            c.md5 = got
+            c.upload_etag = checksum.upload_etag(got, size, part, multi)
+            return True
+
+        with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+            ok = list(pool.map(one, cands))
+        bad = [c for c, good in zip(cands, ok) if not good]
+        if bad:
+            self.mismatches += len(bad)
+            st.mismatched += len(bad)
+            for c in bad:
+                log.warning("staged copy of %r does not match the checksum verified at staging: discarded, "
+                            "the source side fetches it again", c.key)
+                remove_quietly(c.path)
+            self._drop_from_src_ledger([c.key for c in bad])
+        return [c for c, good in zip(cands, ok) if good]
+
+    def _drop_from_src_ledger(self, keys: list[str]) -> None:
+        """Take keys out of the source ledger (atomic rewrite under its lock) so the source side
+        fetches them again; a running source side notices the new file and reloads it."""
+        with file_lock(self.src_ledger.lock_path):
+            src_rows = self.src_ledger.load()
+            for k in keys:
+                src_rows.pop(k, None)
+            self.src_ledger.write_locked(src_rows)
+        for k in keys:
+            self.pending.pop(k, None)
+        self.src_ledger.tail(self.src_rows)
 
     def _heal_lost(self, lost: list[str], st: DestStats) -> None:
         """Ledgered objects with no staged copy: already at the destination (a ledger from the
@@ -209,14 +258,7 @@ class DestSync:
         st.lost = len(drop)
         log.warning("%d ledgered objects have no staged copy on any volume and are not at the destination (e.g. "
                     "%r); removing them from %s so the source side fetches them again", len(drop), drop[0], SRC_LEDGER)
-        with file_lock(self.src_ledger.lock_path):
-            src_rows = self.src_ledger.load()
-            for k in drop:
-                src_rows.pop(k, None)
-            self.src_ledger.write_locked(src_rows)
-        for k in drop:
-            self.pending.pop(k, None)
-        self.src_ledger.tail(self.src_rows)
+        self._drop_from_src_ledger(drop)
 
     def _confirm_existing(self, key: str, src_row: tuple) -> tuple | None:
         """A dest ledger row when the destination already holds this object (same size, and the
@@ -296,6 +338,7 @@ class DestSync:
 
         via_api = [c.path for c in cands if not s5cmd.run_file_safe(c.key)]
         via_s5cmd = [c.path for c in cands if s5cmd.run_file_safe(c.key)]
+        again = {c.key for c in cands if c.key in self.dest_rows}  # a newer version of an uploaded object
         with ThreadPoolExecutor(max_workers=16) as pool:
             api_thread = None
             if via_api:
@@ -306,6 +349,8 @@ class DestSync:
             if api_thread:
                 api_thread.join()
         appender.flush()
+        if again:
+            self.dest_rows = self.dest_ledger.compact()
         secs = time.monotonic() - started
         log.info("uploaded and confirmed %d objects (%s) in %.1fs (%s/s); %d failed, %d mismatches",
                  st.uploaded, fmt_bytes(st.uploaded_bytes), secs, fmt_bytes(st.uploaded_bytes / max(secs, 1e-6)),
@@ -313,7 +358,7 @@ class DestSync:
 
     def _confirm(self, c: Candidate) -> tuple | None:
         """HeadObject the uploaded key: size, then ETag against the staged bytes."""
-        size, src_etag, _verified, md5 = c.pending.row[:4]
+        size, src_etag = c.pending.row[:2]
         try:
             head = self.client.head_object(Bucket=self.side.bucket, Key=self.side.prefix + c.key)
         except Exception as exc:  # noqa: BLE001
@@ -327,16 +372,16 @@ class DestSync:
             return None
         kind = checksum.etag_kind(etag)
         level = checksum.SIZE
-        try:
-            if kind == checksum.MD5:
-                if not md5:
-                    md5 = checksum.hash_file(c.path)[0]
-                level = checksum.MD5 if md5 == etag.lower() else None
-            elif kind == checksum.MULTIPART:
-                level = checksum.check(c.path, size, etag, self.settings.part_size)[0]
-        except OSError as exc:
-            log.warning("cannot read staged copy of %r to confirm it: %s", c.key, exc)
-            return None
+        if kind == checksum.MD5:
+            level = checksum.MD5 if etag.lower() == c.md5 else None
+        elif kind == checksum.MULTIPART:
+            level = checksum.MULTIPART if etag.lower() == c.upload_etag else None
+            if level is None:
+                # uploaded with another part size than configured (e.g. by the boto3 path)
+                try:
+                    level = checksum.check(c.path, size, etag)[0]
+                except OSError:
+                    level = None
         if level is None:
             self.mismatches += 1
             log.warning("destination ETag of %r (%s) does not match the staged bytes: uploading again", c.key, etag)

@@ -126,7 +126,12 @@ class Ledger:
         """Parse complete lines into rows; returns the keys read, in order."""
         keys = []
         ncol = len(self.columns)
-        for rec in csv.reader(text.splitlines()):
+        # Split on LF only: str.splitlines() would also break at \x0b, \x1c, \u2028 ..., which
+        # are valid inside a key.
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        for rec in csv.reader(lines):
             if skip_header:
                 skip_header = False
                 if rec and rec[0] == "Key":
@@ -202,6 +207,7 @@ class Ledger:
                 keep = size - len(tailbytes) + cut + 1 if cut >= 0 else 0
                 if keep == 0:  # not even a whole header: start the file again
                     fh.truncate(0)
+                    fh.seek(0)
                     fh.write(_row_line(self.columns).encode())
                 else:
                     fh.truncate(keep)
@@ -239,6 +245,14 @@ class Ledger:
         """Replace the ledger atomically (temp file, fsync, rename) under its lock."""
         with file_lock(self.lock_path):
             self.write_locked(rows)
+
+    def compact(self) -> dict[str, tuple]:
+        """Rewrite with one row per key (the last one), e.g. after an object moved again because
+        it changed at the source; keeps `wc -l` equal to the object count plus one."""
+        with file_lock(self.lock_path):
+            rows = self.load()
+            self.write_locked(rows)
+        return self.load()
 
     def write_locked(self, rows: dict[str, tuple]) -> None:
         """rewrite() for a caller that already holds the ledger lock."""

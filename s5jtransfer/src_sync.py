@@ -98,7 +98,10 @@ class SourceSync:
             log.info("%d objects (%s) wait for space on the staging volumes", len(waiting),
                      fmt_bytes(sum(i.size for i in waiting)))
         if assigned:
+            again = {a.item.key for a in assigned if a.item.key in self.rows}  # changed at the source
             self._copy(assigned, st)
+            if again:
+                self.rows = self.ledger.compact()
         st.done += st.moved + st.adopted
         st.done_bytes += st.moved_bytes + st.adopted_bytes
         return st

@@ -207,10 +207,6 @@ def test_snow_destination_is_rejected(tmp_path):
     assert_names(msg, "destination.region", "set the destination bucket's AWS region")
 
 
-@pytest.mark.xfail(reason="BUG: config._side checks 'snow needs an endpoint' before load() checks 'snow is not a "
-                          "valid destination', so a snow destination with dest_endpoint_url: no_endpoint is reported "
-                          "as transfer_settings.dest_endpoint_url with the wrong fix (add a Snowball URL)",
-                   strict=True)
 def test_snow_destination_without_endpoint_names_the_region_not_the_endpoint(tmp_path):
     c = base_cfg()
     c["destination"]["region"] = "snow"
@@ -227,12 +223,8 @@ def test_snow_source_without_endpoint_is_rejected(tmp_path):
 
 @pytest.mark.parametrize("value", [
     "lots", "1e3x", True, [1, 2], "",
-    pytest.param("nan", marks=pytest.mark.xfail(
-        reason="BUG: config._value kind 'size': int(float('nan')) raises ValueError instead of ConfigError",
-        strict=True, raises=ValueError)),
-    pytest.param("inf", marks=pytest.mark.xfail(
-        reason="BUG: config._value kind 'size': int(float('inf')) raises OverflowError instead of ConfigError",
-        strict=True, raises=OverflowError)),
+    "nan",
+    "inf",
 ])
 def test_size_that_is_not_a_number_is_rejected(tmp_path, value):
     c = base_cfg()

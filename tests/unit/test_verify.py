@@ -1,0 +1,171 @@
+"""Unit tests for s5jtransfer.verify.classify: moved / pending / missing / differ, extras, complete."""
+
+from __future__ import annotations
+
+import hashlib
+
+from s5jtransfer.s3 import Obj
+from s5jtransfer.verify import DIFFER, MISSING, MOVED, PENDING, classify
+from s5jtransfer.volumes import staged_name
+
+
+def md5(s: str) -> str:
+    return hashlib.md5(s.encode()).hexdigest()
+
+
+E1, E2 = md5("one"), md5("two")
+MULTI = md5("parts") + "-3"
+
+
+def src_row(size, etag, verified="1", md5sum=""):
+    """A src_ledger row as Ledger.load returns it: (Size, ETag, Verified, MD5)."""
+    return (size, etag, verified, md5sum)
+
+
+def dest_row(size, dest_etag, source_etag, verified="1"):
+    """A dest_ledger row as Ledger.load returns it: (Size, ETag, Verified, SourceETag)."""
+    return (size, dest_etag, verified, source_etag)
+
+
+def one(src, dst=None, src_rows=None, dest_rows=None, staged=None):
+    rep = classify(src, dst or {}, src_rows or {}, dest_rows or {}, staged or {})
+    return rep
+
+
+def test_same_size_same_etag_is_moved():
+    rep = one({"k": Obj("k", 10, E1)}, {"k": Obj("k", 10, E1)})
+    assert rep.categories == {"k": MOVED}
+    assert rep.sizes == {"k": 10}
+    assert rep.complete
+
+
+def test_multipart_source_confirmed_by_the_dest_ledger_is_moved():
+    src = {"k": Obj("k", 100, MULTI)}
+    dst = {"k": Obj("k", 100, E2)}  # uploaded again with another part layout: another ETag
+    rep = one(src, dst, dest_rows={"k": dest_row(100, E2, MULTI)})
+    assert rep.categories == {"k": MOVED}
+
+
+def test_dest_ledger_confirmation_turns_differing_md5_etags_into_moved():
+    src = {"k": Obj("k", 10, E1)}
+    dst = {"k": Obj("k", 10, E2)}
+    assert one(src, dst).categories == {"k": DIFFER}
+    assert one(src, dst, dest_rows={"k": dest_row(10, E2, E1)}).categories == {"k": MOVED}
+
+
+def test_dest_ledger_row_for_another_version_does_not_confirm():
+    src = {"k": Obj("k", 10, E1)}
+    dst = {"k": Obj("k", 10, E2)}
+    for row in (dest_row(10, E2, md5("older source")),  # copied from an older source version
+                dest_row(10, md5("older dest"), E1),  # destination object replaced since
+                dest_row(11, E2, E1)):  # another size
+        assert one(src, dst, dest_rows={"k": row}).categories == {"k": DIFFER}, row
+
+
+def test_size_differs_is_differ():
+    rep = one({"k": Obj("k", 10, E1)}, {"k": Obj("k", 11, E1)})
+    assert rep.categories == {"k": DIFFER}
+    assert not rep.complete
+
+
+def test_size_differs_even_when_dest_ledger_claims_it():
+    rep = one({"k": Obj("k", 10, E1)}, {"k": Obj("k", 11, E2)}, dest_rows={"k": dest_row(10, E2, E1)})
+    assert rep.categories == {"k": DIFFER}
+
+
+def test_md5_etags_that_differ_are_differ():
+    rep = one({"k": Obj("k", 10, E1)}, {"k": Obj("k", 10, E2)})
+    assert rep.categories == {"k": DIFFER}
+    assert rep.keys(DIFFER) == ["k"]
+
+
+def test_non_md5_etags_of_same_size_count_as_moved():
+    # an ETag that is not an MD5 (SSE-KMS style) cannot be compared: same size counts as moved
+    rep = one({"k": Obj("k", 10, "kms-etag-1")}, {"k": Obj("k", 10, "kms-etag-2")})
+    assert rep.categories == {"k": MOVED}
+
+
+def test_ledgered_and_staged_with_same_size_is_pending():
+    key = "dir/file name.bin"
+    src = {key: Obj(key, 42, E1)}
+    rep = one(src, src_rows={key: src_row(42, E1)}, staged={staged_name(key): 42})
+    assert rep.categories == {key: PENDING}
+    assert not rep.complete
+
+
+def test_pending_wins_over_differ_when_the_new_version_is_staged():
+    key = "k"
+    src = {key: Obj(key, 42, E1)}
+    dst = {key: Obj(key, 40, E2)}  # older version at the destination
+    rep = one(src, dst, src_rows={key: src_row(42, E1)}, staged={staged_name(key): 42})
+    assert rep.categories == {key: PENDING}
+
+
+def test_staged_file_of_another_size_is_not_pending():
+    key = "k"
+    src = {key: Obj(key, 42, E1)}
+    rep = one(src, src_rows={key: src_row(42, E1)}, staged={staged_name(key): 41})
+    assert rep.categories == {key: MISSING}
+
+
+def test_staged_but_ledgered_with_another_etag_is_not_pending():
+    key = "k"
+    src = {key: Obj(key, 42, E1)}
+    rep = one(src, src_rows={key: src_row(42, E2)}, staged={staged_name(key): 42})
+    assert rep.categories == {key: MISSING}
+
+
+def test_ledgered_but_not_staged_is_missing():
+    key = "k"
+    src = {key: Obj(key, 42, E1)}
+    rep = one(src, src_rows={key: src_row(42, E1)}, staged={staged_name("other"): 42})
+    assert rep.categories == {key: MISSING}
+
+
+def test_staged_under_the_key_itself_rather_than_its_hash_is_not_pending():
+    key = "k"
+    rep = one({key: Obj(key, 5, E1)}, src_rows={key: src_row(5, E1)}, staged={key: 5})
+    assert rep.categories == {key: MISSING}
+
+
+def test_absent_at_destination_is_missing():
+    rep = one({"a": Obj("a", 1, E1), "b": Obj("b", 2, E2)}, {"a": Obj("a", 1, E1)})
+    assert rep.categories == {"a": MOVED, "b": MISSING}
+    assert rep.keys(MISSING) == ["b"]
+    assert rep.keys(MISSING, DIFFER) == ["b"]
+    assert not rep.complete
+
+
+def test_extra_objects_at_destination_are_counted_not_classified():
+    src = {"a": Obj("a", 1, E1)}
+    dst = {"a": Obj("a", 1, E1), "x": Obj("x", 5, E2), "y": Obj("y", 6, E2)}
+    rep = one(src, dst)
+    assert rep.extra_at_destination == 2
+    assert set(rep.categories) == {"a"}
+    assert rep.complete
+
+
+def test_complete_only_when_every_source_object_is_moved():
+    src = {k: Obj(k, 1, E1) for k in ("a", "b", "c")}
+    dst = dict(src)
+    assert one(src, dst).complete
+    del dst["c"]
+    assert not one(src, dst).complete
+    assert one({}, {"z": Obj("z", 1, E1)}).complete  # nothing to move
+
+
+def test_counts_and_keys_over_a_mixed_listing():
+    src = {
+        "moved": Obj("moved", 1, E1),
+        "pending": Obj("pending", 2, E1),
+        "missing": Obj("missing", 3, E1),
+        "differ": Obj("differ", 4, E1),
+    }
+    dst = {"moved": Obj("moved", 1, E1), "differ": Obj("differ", 5, E1), "extra": Obj("extra", 9, E1)}
+    rep = classify(src, dst, {"pending": src_row(2, E1)}, {}, {staged_name("pending"): 2})
+    assert rep.categories == {"moved": MOVED, "pending": PENDING, "missing": MISSING, "differ": DIFFER}
+    assert rep.counts() == {MOVED: 1, PENDING: 1, MISSING: 1, DIFFER: 1}
+    assert rep.keys(MISSING, DIFFER) == ["differ", "missing"]
+    assert rep.extra_at_destination == 1
+    assert rep.sizes == {"moved": 1, "pending": 2, "missing": 3, "differ": 4}
+    assert not rep.complete
