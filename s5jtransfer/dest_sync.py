@@ -147,8 +147,7 @@ class DestSync:
                 lost.append(key)
                 continue
             vol, size = hit
-            if size != p.row[0]:
-                continue  # being replaced by a newer version; its ledger row will follow
+            # A size that differs from the ledger is a damaged copy: _check_staged discards it.
             path = vol.staged_path(p.name)
             try:
                 sst = os.stat(path)

@@ -317,6 +317,27 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int
             delay = cfg.settings.poll_interval
         else:
             delay = min(delay * 2, cfg.settings.max_poll_interval)
-        if stopper.sleep(delay if not st.complete else max(delay, cfg.settings.poll_interval)):
+        if _sleep_unless_ledger_replaced(stopper, delay):
             break
     return stopper.exit_code()
+
+
+def _ledger_inode() -> int | None:
+    try:
+        return os.stat(SRC_LEDGER).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _sleep_unless_ledger_replaced(stopper: Stopper, seconds: float) -> bool:
+    """Sleep, but wake up at once when the ledger is rewritten (the destination side or repair
+    handed objects back); True when a stop was asked for."""
+    start, deadline = _ledger_inode(), time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if stopper.sleep(min(left, 0.5)):
+            return True
+        if _ledger_inode() != start:
+            return False

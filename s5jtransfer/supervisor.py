@@ -43,12 +43,20 @@ def run(once: bool, dry_run: bool, log_file: str | None, debug: bool, stopper: S
             rc = max(rc, subprocess.run([sys.executable, os.path.join(HERE, script), "--dry-run", *extra],
                                         stdin=subprocess.DEVNULL, env=dict(os.environ)).returncode)
         return rc
-    args = (["--once"] if once else []) + extra
-    children = [Child(s, args) for s in SIDES]
+    # With --once the source side still polls: until the destination side has confirmed every
+    # source object, objects can come back to it (a staged copy that failed its checksum, a
+    # wiped volume). The run ends when the destination side finishes with --once.
+    src = Child(SIDES[0], extra)
+    dest = Child(SIDES[1], (["--once"] if once else []) + extra)
+    children = [src, dest]
     for c in children:
         c.start()
         stopper.track(c.proc)
     while not stopper.stopped:
+        if once and dest.done:
+            _stop([src])
+            log.info("both sides finished: every source object is confirmed at the destination")
+            return 0
         for c in children:
             if c.done:
                 continue
@@ -73,9 +81,6 @@ def run(once: bool, dry_run: bool, log_file: str | None, debug: bool, stopper: S
             c.next_start = time.monotonic() + c.backoff
             log.warning("%s exited with code %s; restarting in %.0fs (restart #%d)", c.script, rc, c.backoff, c.restarts)
             c.backoff = min(c.backoff * 2, 60.0)
-        if all(c.done for c in children):
-            log.info("both sides finished: every source object is confirmed at the destination")
-            return 0
         stopper.sleep(0.5)
     _stop(children)
     return stopper.exit_code()
