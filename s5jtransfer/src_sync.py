@@ -36,6 +36,7 @@ class CycleStats:
     adopted_bytes: int = 0
     failed: int = 0
     mismatched: int = 0
+    size_only: int = 0
     failed_keys: list[str] = field(default_factory=list)
 
     @property
@@ -214,6 +215,7 @@ class SourceSync:
                     self.rows[item.key] = row[1:]
                     st.moved += 1
                     st.moved_bytes += item.size
+                    st.size_only += row[3] == checksum.SIZE
                 return
             remove_quietly(partial)
             with lock:
@@ -239,6 +241,9 @@ class SourceSync:
         log.info("copied %d objects (%s) to staging in %.1fs (%s/s); %d failed, %d checksum mismatches",
                  st.moved, fmt_bytes(st.moved_bytes), secs, fmt_bytes(st.moved_bytes / max(secs, 1e-6)),
                  st.failed, st.mismatched)
+        if st.size_only:
+            log.warning("%d of them verified by size only: their source ETag is not an MD5 (SSE-KMS, or an "
+                        "S3-compatible store); run with --debug to see which", st.size_only)
 
     def _copy_s5cmd(self, partials: list[str], by_local, report) -> None:
         lines = [s5cmd.cp_line(self.side.url(by_local[p][0].key), p) for p in partials]

@@ -38,8 +38,9 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
 
 
 class S3Server:
-    def __init__(self, proc: subprocess.Popen, port: int) -> None:
+    def __init__(self, proc: subprocess.Popen, port: int, log_path: Path | None = None) -> None:
         self.proc = proc
+        self.log_path = log_path
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
 
@@ -77,8 +78,9 @@ def start_moto(port: int, log_path: Path) -> subprocess.Popen:
 @pytest.fixture(scope="session")
 def s3server(tmp_path_factory):
     port = free_port()
-    proc = start_moto(port, tmp_path_factory.mktemp("moto") / "moto.log")
-    yield S3Server(proc, port)
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    proc = start_moto(port, log_path)
+    yield S3Server(proc, port, log_path)
     proc.terminate()
     try:
         proc.wait(timeout=10)
@@ -131,10 +133,11 @@ class Work:
         return subprocess.run(self.argv(script, *args), cwd=self.path, capture_output=True, text=True,
                               timeout=timeout, env=script_env(env), stdin=subprocess.DEVNULL)
 
-    def start(self, script: str, *args: str, env: dict | None = None, log_name: str | None = None) -> subprocess.Popen:
+    def start(self, script: str, *args: str, env: dict | None = None, log_name: str | None = None,
+              new_session: bool = False) -> subprocess.Popen:
         out = open(self.path / (log_name or f"{script}.log"), "ab")
         return subprocess.Popen(self.argv(script, *args), cwd=self.path, stdout=out, stderr=subprocess.STDOUT,
-                                env=script_env(env), stdin=subprocess.DEVNULL)
+                                env=script_env(env), stdin=subprocess.DEVNULL, start_new_session=new_session)
 
     # -- S3 helpers ---------------------------------------------------------------------------
     def put(self, key: str, data: bytes, bucket: str | None = None, prefix: str = "data/") -> None:

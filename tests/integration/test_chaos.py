@@ -1,0 +1,77 @@
+"""Power cuts at random instants: SIGKILL sync_mvol.py and all its children, many times, then finish.
+
+CI runs a reduced version; `make chaos` runs a long one (S5J_CHAOS_ROUNDS, S5J_CHAOS_OBJECTS).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import re
+import signal
+import time
+import urllib.parse
+
+from conftest import wait_for
+
+ROUNDS = int(os.environ.get("S5J_CHAOS_ROUNDS", "6"))
+OBJECTS = int(os.environ.get("S5J_CHAOS_OBJECTS", "60"))
+SEED = int(os.environ.get("S5J_CHAOS_SEED", str(random.randrange(1 << 30))))
+WORKERS = 4
+
+
+def source_gets(log_text: str, bucket: str) -> collections.Counter:
+    """Object GETs of the source bucket, from the S3 server's access log (one line per request)."""
+    out: collections.Counter = collections.Counter()
+    ansi = r"(?:\x1b\[[0-9;]*m)*"  # werkzeug colours some status lines
+    for m in re.finditer(r'"%sGET /%s/data/([^ ?]+) HTTP' % (ansi, re.escape(bucket)), log_text):
+        out[urllib.parse.unquote(m.group(1))] += 1
+    return out
+
+
+def group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_sigkill_at_random_moments_loses_nothing_and_refetches_little(work):
+    rng = random.Random(SEED)
+    print(f"chaos seed {SEED}: {ROUNDS} rounds, {OBJECTS} objects")
+    data = {f"obj{i:04d}.bin": rng.randbytes(rng.choice([0, 1, 1000, 30_000, 200_000, 900_000])) for i in range(OBJECTS)}
+    for k, v in data.items():
+        work.put(k, v)
+    work.cfg["transfer_settings"].update(src_workers=WORKERS, dest_workers=WORKERS)
+    work.write_config()
+    log_start = work.server.log_path.stat().st_size
+    kills = 0
+    for _ in range(ROUNDS):
+        proc = work.start("sync_mvol.py", log_name="chaos.log", new_session=True)
+        time.sleep(rng.uniform(0.3, 2.5))  # the instant of the power cut: random on purpose
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        wait_for(lambda: group_gone(proc.pid), 30, "every process of the killed group to be gone")
+        kills += 1
+    r = work.run("sync_mvol.py", "--once", timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    # nothing lost, nothing corrupted
+    assert set(work.listing(work.dst, "copy/")) == set(data)
+    for k, v in data.items():
+        assert work.dest_bytes(k) == v, k
+    assert work.staged_files() == []
+    assert work.ledger_lines() == len(data) + 1
+    assert work.ledger_lines("dest_ledger.csv") == len(data) + 1
+    assert work.run("repair_ledger.py").returncode == 0
+    # re-downloads: at most the objects in flight at each cut
+    with open(work.server.log_path, "rb") as fh:
+        fh.seek(log_start)
+        gets = source_gets(fh.read().decode("utf-8", "replace"), work.src)
+    twice = {k: n for k, n in gets.items() if n > 1}
+    extra = sum(n - 1 for n in twice.values())
+    print(f"chaos: {kills} kills, {len(twice)} objects downloaded more than once ({extra} extra downloads), "
+          f"bound {kills * WORKERS}")
+    assert set(gets) == set(data)  # the log really shows every download
+    assert extra <= kills * WORKERS
