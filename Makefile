@@ -7,7 +7,7 @@ STAMP = $(VENV)/.installed
 PYTEST = $(PYTHON) -m pytest -q -p no:cacheprovider
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test unit demo bench clean distclean
+.PHONY: help venv test unit demo bench chaos clean distclean
 
 help:
 	@echo "Targets:"
@@ -16,6 +16,7 @@ help:
 	@echo "  unit       run only tests/unit"
 	@echo "  demo       run a complete transfer against a local moto S3 server in demo/"
 	@echo "  bench      run tools/bench.py (once it exists)"
+	@echo "  chaos      the power-cut test, long: 40 SIGKILLs over 300 objects (S5J_CHAOS_ROUNDS/OBJECTS/SEED)"
 	@echo "  clean      remove demo/ and Python/pytest caches (keeps $(VENV))"
 	@echo "  distclean  clean, and remove $(VENV) too"
 	@echo "Variables: PY=$(PY) (the interpreter that creates $(VENV))"
@@ -35,6 +36,10 @@ test: venv
 
 unit: venv
 	$(PYTEST) tests/unit
+
+chaos: venv
+	S5J_CHAOS_ROUNDS=$${S5J_CHAOS_ROUNDS:-40} S5J_CHAOS_OBJECTS=$${S5J_CHAOS_OBJECTS:-300} \
+		$(PYTEST) -s tests/integration/test_chaos.py
 
 demo: venv
 	$(PYTHON) tools/demo.py
