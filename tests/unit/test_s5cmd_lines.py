@@ -206,3 +206,19 @@ def test_child_env_defaults_to_os_environ(monkeypatch):
     env = s3.child_env(side(access="K", secret="S"))
     assert env["PATH"] == "/only/this"
     assert "S5J_UNRELATED_TEST_VAR" not in env
+
+
+def test_transfer_acceleration_lists_regionally_but_uploads_accelerated():
+    from s5jtransfer import config as cfgmod
+    from s5jtransfer import s3 as s3mod
+    from s5jtransfer import s5cmd as s5mod
+
+    side = cfgmod.Side(name="destination", bucket="b", prefix="", region="us-east-1",
+                       access_key=cfgmod.Secret("a"), secret_key=cfgmod.Secret("b"),
+                       endpoints=("https://s3-accelerate.amazonaws.com",))
+    assert s3mod.api_endpoint(side) is None  # boto3 lists and confirms through the regional endpoint
+    args = s5mod.global_args(side, 8, 3)
+    assert args[args.index("--endpoint-url") + 1] == "https://s3-accelerate.amazonaws.com"
+    plain = cfgmod.Side(name="source", bucket="b", prefix="", region="snow", access_key=cfgmod.Secret(""),
+                        secret_key=cfgmod.Secret(""), endpoints=("http://192.0.2.1:8080",))
+    assert s3mod.api_endpoint(plain) == "http://192.0.2.1:8080"
