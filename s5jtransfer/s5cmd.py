@@ -92,32 +92,39 @@ def run(binary: str, gargs: list[str], run_file: str, env: dict[str, str], local
     if on_start:
         on_start(proc)
     errors: list[str] = []
+    lock = threading.Lock()
+
+    def handle(raw: bytes, stream: str) -> None:
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            msg = None
+        if not isinstance(msg, dict):
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line and stream == "stderr":
+                errors.append(line)
+                del errors[:-50]
+            elif line:
+                log.debug("s5cmd: %s", line)
+            return
+        with lock:  # results arrive on both streams: s5cmd writes errors to stderr
+            if msg.get("success"):
+                local = msg.get("destination") if msg.get("destination") in local_paths else msg.get("source")
+                on_result(Result(True, local if local in local_paths else None, ""))
+            elif "error" in msg:
+                local = next((tok for tok in str(msg.get("command", "")).split() if tok in local_paths), None)
+                on_result(Result(False, local, str(msg.get("error"))))
 
     def drain_stderr() -> None:
         assert proc.stderr is not None
         for raw in proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip()
-            if line:
-                errors.append(line)
-                del errors[:-50]
+            handle(raw, "stderr")
 
     t = threading.Thread(target=drain_stderr, daemon=True)
     t.start()
     assert proc.stdout is not None
     for raw in proc.stdout:
-        try:
-            msg = json.loads(raw)
-        except ValueError:
-            log.debug("s5cmd: %s", raw.decode("utf-8", "replace").rstrip())
-            continue
-        if not isinstance(msg, dict):
-            continue
-        if msg.get("success"):
-            local = msg.get("destination") if msg.get("destination") in local_paths else msg.get("source")
-            on_result(Result(True, local if local in local_paths else None, ""))
-        elif "error" in msg:
-            local = next((tok for tok in str(msg.get("command", "")).split() if tok in local_paths), None)
-            on_result(Result(False, local, str(msg.get("error"))))
+        handle(raw, "stdout")
     rc = proc.wait()
     t.join(timeout=5)
     if rc != 0 and errors:
