@@ -69,9 +69,15 @@ def repair(cfg: Config, missing_file: str = MISSING_FILE) -> int:
     src_client = s3.client(cfg.source, cfg.settings)
     dst_client = s3.client(cfg.destination, cfg.settings)
     log.info("listing the source %s", cfg.source.url())
-    src = s3.list_dict(cfg.source, src_client)
+    try:
+        src = s3.list_dict(cfg.source, src_client)
+    except Exception as exc:  # noqa: BLE001 - one line naming what failed
+        raise s3.connect_error(exc, cfg.source) from None
     log.info("listing the destination %s", cfg.destination.url())
-    dst = s3.list_dict(cfg.destination, dst_client)
+    try:
+        dst = s3.list_dict(cfg.destination, dst_client)
+    except Exception as exc:  # noqa: BLE001
+        raise s3.connect_error(exc, cfg.destination) from None
     src_ledger = Ledger(SRC_LEDGER, SRC_COLUMNS)
     dest_ledger = Ledger(DEST_LEDGER, DEST_COLUMNS)
     volumes = discover(cfg, create=False)
