@@ -14,6 +14,7 @@ from boto3.s3.transfer import TransferConfig
 from . import checksum, plan, s3, s5cmd
 from .config import Config
 from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, file_lock
+from .progress import DEST_STATE, SRC_STATE, Progress, read_state
 from .runtime import Appender, Stopper, die_with_parent, fmt_bytes, remove_quietly
 from .volumes import Volume, discover, staged_name
 
@@ -81,6 +82,7 @@ class DestSync:
         self._loaded = False
         self._missing_staged: set[str] = set()
         self.mismatches = 0
+        self.progress = Progress("destination", None if dry_run else DEST_STATE)
 
     # -- state ---------------------------------------------------------------------------
     def _recompute_pending(self) -> None:
@@ -178,7 +180,8 @@ class DestSync:
             self._upload(cands, st)
         st.pending = len(self.pending)
         st.ledgered = len(self.src_rows)
-        st.uploaded_total = sum(1 for k, r in self.src_rows.items() if k not in self.pending)
+        st.uploaded_total = st.ledgered - st.pending
+        self._update_progress()
         if check_source and not self.pending:
             self._check_source(st)
         return st
@@ -227,6 +230,17 @@ class DestSync:
         for k in keys:
             self.pending.pop(k, None)
         self.src_ledger.tail(self.src_rows)
+
+    def _update_progress(self) -> None:
+        """Totals: what the source side last listed (its state file), else what is ledgered."""
+        ledgered_bytes = sum(r[0] for r in self.src_rows.values())
+        pending_bytes = sum(p.row[0] for p in self.pending.values())
+        src = read_state(SRC_STATE) or {}
+        total = max(int(src.get("total_objects") or 0), len(self.src_rows))
+        total_bytes = max(int(src.get("total_bytes") or 0), ledgered_bytes)
+        self.progress.set_totals(total, total_bytes, len(self.src_rows) - len(self.pending),
+                                 ledgered_bytes - pending_bytes)
+        self.progress.write_state(force=True)
 
     def _heal_lost(self, lost: list[str], st: DestStats) -> None:
         """Ledgered objects with no staged copy: already at the destination (a ledger from the
@@ -330,6 +344,8 @@ class DestSync:
                     return
                 st.uploaded += 1
                 st.uploaded_bytes += c.pending.row[0]
+                self.progress.add(1, c.pending.row[0])
+                self.progress.write_state()
                 self.dest_rows[c.key] = row[1:]
                 done_by_key[c.key] = c
                 uploaded.append(c)
@@ -450,7 +466,7 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int
         if dry_run:
             return 0
         if st.uploaded or st.failed or st.mismatched or st.source_missing:
-            msg = (f"destination: {st.uploaded_total}/{st.ledgered} ledgered objects confirmed; this cycle: "
+            msg = (f"destination: {sync.progress.line()} confirmed; this cycle: "
                    f"{st.uploaded} uploaded ({fmt_bytes(st.uploaded_bytes)}), {st.failed} failed, "
                    f"{st.mismatched} mismatched; {st.pending} pending ({time.monotonic() - started:.1f}s)")
             if st.source_total is not None:

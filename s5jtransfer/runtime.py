@@ -11,6 +11,8 @@ import threading
 import time
 from typing import Callable
 
+from .progress import fmt_bytes  # noqa: F401 - re-exported for the sync modules
+
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
@@ -114,14 +116,6 @@ class Appender:
             self.flushed += len(rows)
         if self.after_flush:
             self.after_flush(rows)
-
-
-def fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover
 
 
 def remove_quietly(path: str) -> None:

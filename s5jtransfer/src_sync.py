@@ -14,6 +14,7 @@ from boto3.s3.transfer import TransferConfig
 from . import checksum, plan, s3, s5cmd
 from .config import Config
 from .ledger import SRC_COLUMNS, SRC_LEDGER, Ledger
+from .progress import SRC_STATE, Progress
 from .runtime import Appender, Stopper, die_with_parent, fmt_bytes, remove_quietly
 from .volumes import Volume, device_budgets, discover, staged_name
 
@@ -60,6 +61,8 @@ class SourceSync:
         self.part_hints: dict[str, int] = {}
         self.mismatches = 0
         self._loaded = False
+        self.progress = Progress("source", None if dry_run else SRC_STATE)
+        self._last_progress_log = time.monotonic()
 
     # -- state ---------------------------------------------------------------------------
     def load_ledger(self) -> None:
@@ -83,6 +86,8 @@ class SourceSync:
         st.todo = len(todo)
         st.done = st.listed - st.todo
         st.done_bytes = st.listed_bytes - sum(i.size for i in todo)
+        self.progress.set_totals(st.listed, st.listed_bytes, st.done, st.done_bytes)
+        self.progress.write_state(force=True)
         if not todo:
             return st
         if not self.dry_run:
@@ -149,6 +154,7 @@ class SourceSync:
             self.rows[item.key] = row[1:]
             st.adopted += 1
             st.adopted_bytes += item.size
+            self.progress.add(1, item.size)
         appender.flush()
         if st.adopted:
             log.info("adopted %d verified staged copies left by an earlier run", st.adopted)
@@ -216,6 +222,7 @@ class SourceSync:
                     st.moved += 1
                     st.moved_bytes += item.size
                     st.size_only += row[3] == checksum.SIZE
+                self._note_progress(1, item.size)
                 return
             remove_quietly(partial)
             with lock:
@@ -244,6 +251,14 @@ class SourceSync:
         if st.size_only:
             log.warning("%d of them verified by size only: their source ETag is not an MD5 (SSE-KMS, or an "
                         "S3-compatible store); run with --debug to see which", st.size_only)
+
+    def _note_progress(self, objects: int, nbytes: int) -> None:
+        self.progress.add(objects, nbytes)
+        self.progress.write_state()
+        now = time.monotonic()
+        if now - self._last_progress_log >= 30:
+            self._last_progress_log = now
+            log.info("source progress: %s", self.progress.line())
 
     def _copy_s5cmd(self, partials: list[str], by_local, report) -> None:
         lines = [s5cmd.cp_line(self.side.url(by_local[p][0].key), p) for p in partials]
@@ -311,10 +326,11 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int
             continue
         if dry_run:
             return 0
-        pct = 100.0 * st.done / st.listed if st.listed else 100.0
-        log.info("source: %d/%d objects ledgered (%.1f%%), %s of %s; this cycle: %d copied, %d adopted, "
-                 "%d failed, %d waiting for space (%.1fs)", st.done, st.listed, pct, fmt_bytes(st.done_bytes),
-                 fmt_bytes(st.listed_bytes), st.moved, st.adopted, st.failed, st.waiting, time.monotonic() - started)
+        sync.progress.set_totals(st.listed, st.listed_bytes, st.done, st.done_bytes)
+        sync.progress.retries += st.failed + st.mismatched
+        sync.progress.write_state(force=True)
+        log.info("source: %s; this cycle: %d copied, %d adopted, %d failed, %d waiting for space (%.1fs)",
+                 sync.progress.line(), st.moved, st.adopted, st.failed, st.waiting, time.monotonic() - started)
         if st.complete and once:
             log.info("source: every source object is ledgered; done")
             return 0

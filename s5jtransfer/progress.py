@@ -1,0 +1,119 @@
+"""Progress of one side: totals, rate over the last minute, ETA, and the state file status.py reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import deque
+
+SRC_STATE = ".src_state.json"
+DEST_STATE = ".dest_state.json"
+WINDOW = 60.0
+
+
+class Progress:
+    """Counts objects and bytes done against the total known; thread-safe."""
+
+    def __init__(self, side: str, state_file: str | None, window: float = WINDOW) -> None:
+        self.side = side
+        self.state_file = state_file
+        self.window = window
+        self.total = self.total_bytes = 0
+        self.done = self.done_bytes = 0
+        self.retries = 0
+        self.started = time.time()
+        self._samples: deque[tuple[float, int, int]] = deque()
+        self._lock = threading.Lock()
+        self._last_write = 0.0
+
+    def set_totals(self, total: int, total_bytes: int, done: int, done_bytes: int) -> None:
+        with self._lock:
+            self.total, self.total_bytes = total, total_bytes
+            self.done, self.done_bytes = done, done_bytes
+            self._sample()
+
+    def add(self, objects: int, nbytes: int) -> None:
+        with self._lock:
+            self.done += objects
+            self.done_bytes += nbytes
+            self._sample()
+
+    def _sample(self) -> None:
+        now = time.monotonic()
+        self._samples.append((now, self.done, self.done_bytes))
+        while len(self._samples) > 2 and now - self._samples[0][0] > self.window:
+            self._samples.popleft()
+
+    def rates(self) -> tuple[float, float]:
+        """(objects/s, bytes/s) over the last minute (or since the first sample)."""
+        with self._lock:
+            if len(self._samples) < 2:
+                return 0.0, 0.0
+            t0, d0, b0 = self._samples[0]
+            now = time.monotonic()
+            span = max(now - t0, 1e-3)
+            return (self.done - d0) / span, (self.done_bytes - b0) / span
+
+    def eta(self) -> float | None:
+        _, bps = self.rates()
+        left = self.total_bytes - self.done_bytes
+        if left <= 0:
+            return 0.0
+        return left / bps if bps > 0 else None
+
+    def snapshot(self) -> dict:
+        ops, bps = self.rates()
+        return {"side": self.side, "pid": os.getpid(), "updated": time.time(), "started": self.started,
+                "total_objects": self.total, "total_bytes": self.total_bytes, "done_objects": self.done,
+                "done_bytes": self.done_bytes, "objects_per_s": round(ops, 3), "bytes_per_s": round(bps, 1),
+                "eta_s": None if self.eta() is None else round(self.eta(), 1), "retries": self.retries}
+
+    def line(self) -> str:
+        ops, bps = self.rates()
+        pct = 100.0 * self.done_bytes / self.total_bytes if self.total_bytes else 100.0
+        eta = self.eta()
+        return (f"{self.done}/{self.total} objects, {fmt_bytes(self.done_bytes)} of {fmt_bytes(self.total_bytes)} "
+                f"({pct:.1f}%); last minute {fmt_bytes(bps)}/s, {ops:.1f} objects/s; ETA {fmt_eta(eta)}")
+
+    def write_state(self, force: bool = False) -> None:
+        """Write the state file (atomically), at most once a second unless forced."""
+        if not self.state_file:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_write < 1.0:
+            return
+        self._last_write = now
+        tmp = f"{self.state_file}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(self.snapshot(), fh)
+            os.replace(tmp, self.state_file)
+        except OSError:
+            pass
+
+
+def read_state(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

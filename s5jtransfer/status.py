@@ -1,0 +1,113 @@
+"""status.py: both sides' progress from the ledgers, state files and staging volumes (no S3 calls)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from . import cli
+from .config import Config
+from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, holder_pid, is_locked
+from .progress import DEST_STATE, SRC_STATE, fmt_bytes, fmt_eta, read_state
+from .volumes import Volume, discover_roots
+
+
+def _running(lock: str) -> int | None:
+    path = cli.LOCKS[lock][0]
+    return holder_pid(path) if is_locked(path) else None
+
+
+def collect(cfg: Config) -> dict:
+    src_rows = Ledger(SRC_LEDGER, SRC_COLUMNS).load()
+    dest_rows = Ledger(DEST_LEDGER, DEST_COLUMNS).load()
+    src_state = read_state(SRC_STATE) or {}
+    dest_state = read_state(DEST_STATE) or {}
+    ledgered_bytes = sum(r[0] for r in src_rows.values())
+    confirmed = {k: r for k, r in dest_rows.items() if k in src_rows}
+    confirmed_bytes = sum(r[0] for r in confirmed.values())
+    total = max(int(src_state.get("total_objects") or 0), len(src_rows))
+    total_bytes = max(int(src_state.get("total_bytes") or 0), ledgered_bytes)
+    vols = []
+    for root in discover_roots(cfg.volumes, cfg.directory):
+        v = Volume(root)
+        staged = v.scan_staged() if os.path.isdir(root) else {}
+        partial = v.scan_partial() if os.path.isdir(root) else []
+        in_flight = 0
+        for p in partial:
+            try:
+                in_flight += os.path.getsize(p)
+            except OSError:
+                pass
+        try:
+            free = v.free_bytes()
+        except OSError:
+            free = None
+        vols.append({"path": root, "staged_objects": len(staged), "staged_bytes": sum(staged.values()),
+                     "in_flight_objects": len(partial), "in_flight_bytes": in_flight, "free_bytes": free})
+
+    def side(state: dict, done: int, done_bytes: int, pid: int | None) -> dict:
+        fresh = bool(state) and pid is not None
+        return {"running_pid": pid, "done_objects": done, "done_bytes": done_bytes, "total_objects": total,
+                "total_bytes": total_bytes,
+                "bytes_per_s": state.get("bytes_per_s") if fresh else 0.0,
+                "objects_per_s": state.get("objects_per_s") if fresh else 0.0,
+                "eta_s": state.get("eta_s") if fresh else None,
+                "state_updated": state.get("updated")}
+
+    return {
+        "folder": os.getcwd(), "time": time.time(),
+        "source": side(src_state, len(src_rows), ledgered_bytes, _running("src")),
+        "destination": side(dest_state, len(confirmed), confirmed_bytes, _running("dest")),
+        "sync_mvol_pid": _running("sync"),
+        "volumes": vols,
+        "complete": total > 0 and len(confirmed) >= total and bool(src_state),
+    }
+
+
+def render(s: dict) -> str:
+    def pct(a: int, b: int) -> str:
+        return f"{100.0 * a / b:.1f}%" if b else "-"
+
+    lines = [f"s5jtransfer status of {s['folder']} at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(s['time']))}"]
+    if s["sync_mvol_pid"]:
+        lines.append(f"sync_mvol.py running (PID {s['sync_mvol_pid']})")
+    for name, label, verb in (("source", "Source -> staging", "ledgered"),
+                              ("destination", "Staging -> destination", "confirmed")):
+        d = s[name]
+        run = f"running (PID {d['running_pid']})" if d["running_pid"] else "not running"
+        lines.append(f"{label}: {run}")
+        lines.append(f"  {verb}: {d['done_objects']}/{d['total_objects']} objects "
+                     f"({pct(d['done_objects'], d['total_objects'])}), {fmt_bytes(d['done_bytes'])} of "
+                     f"{fmt_bytes(d['total_bytes'])} ({pct(d['done_bytes'], d['total_bytes'])})")
+        lines.append(f"  rate (last minute): {fmt_bytes(d['bytes_per_s'] or 0)}/s, {d['objects_per_s'] or 0:.1f} objects/s;"
+                     f" ETA {fmt_eta(d['eta_s']) if d['running_pid'] else '-'}")
+    lines.append("Staging volumes:")
+    for v in s["volumes"]:
+        free = fmt_bytes(v["free_bytes"]) if v["free_bytes"] is not None else "unknown"
+        lines.append(f"  {v['path']}: {v['staged_objects']} staged ({fmt_bytes(v['staged_bytes'])}), "
+                     f"{v['in_flight_objects']} in flight ({fmt_bytes(v['in_flight_bytes'])}), {free} free")
+    lines.append("Complete: " + ("yes" if s["complete"] else "no"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = cli.parser("Show both sides' progress from the ledgers and staging volumes (no S3 calls).")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.add_argument("--watch", nargs="?", type=float, const=2.0, metavar="SECONDS",
+                   help="refresh every SECONDS (default 2) until Ctrl-C")
+    args = p.parse_args(argv)
+
+    def body(a, cfg) -> int:
+        while True:
+            s = collect(cfg)
+            text = json.dumps(s) if a.json else render(s)
+            if a.watch and not a.json and sys.stdout.isatty():
+                sys.stdout.write("\x1b[H\x1b[2J")
+            print(text, flush=True)
+            if not a.watch:
+                return cli.OK
+            time.sleep(a.watch)
+
+    return cli.run(body, args)

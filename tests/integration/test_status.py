@@ -1,0 +1,48 @@
+"""status.py reads progress from local files only, while the syncs run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+from conftest import wait_for
+from faultproxy import FaultProxy
+
+
+def test_status_during_a_run_and_after(work):
+    data = {f"f{i:03d}.bin": os.urandom(50_000) for i in range(40)}
+    for k, v in data.items():
+        work.put(k, v)
+    total = sum(map(len, data.values()))
+    # a slow source link so the run is still going while status.py looks at it
+    link = FaultProxy(work.server.url, bandwidth=total / 6).start()
+    work.cfg["transfer_settings"].update(src_endpoint_url=link.url, src_workers=4)
+    work.write_config()
+    proc = work.start("sync_mvol.py", "--once")
+    try:
+        def mid_run():
+            r = work.run("status.py", "--json")
+            assert r.returncode == 0, r.stderr
+            s = json.loads(r.stdout)
+            return s if 0 < s["source"]["done_objects"] < len(data) else None
+
+        s = wait_for(mid_run, 60, "status.py to show a run in progress")
+        assert s["source"]["running_pid"] and s["destination"]["running_pid"]
+        assert s["sync_mvol_pid"] == proc.pid
+        assert s["source"]["total_objects"] == len(data) and s["source"]["total_bytes"] == total
+        assert s["complete"] is False
+        assert len(s["volumes"]) == 2 and all(v["free_bytes"] > 0 for v in s["volumes"])
+        text = work.run("status.py").stdout
+        assert "Source -> staging: running" in text and "Staging volumes:" in text and "ETA" in text
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        link.stop()
+    s = json.loads(work.run("status.py", "--json").stdout)
+    assert s["complete"] is True
+    assert s["destination"]["done_objects"] == len(data) and s["destination"]["done_bytes"] == total
+    assert s["source"]["running_pid"] is None
+    assert sum(v["staged_objects"] for v in s["volumes"]) == 0
