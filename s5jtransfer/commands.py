@@ -102,23 +102,37 @@ def connect_test(side_name: str, argv: list[str] | None = None) -> int:
         side = cfg.source if side_name == "source" else cfg.destination
         endpoints = side.endpoints or (None,)
         count = total = 0
+        failed = 0
         for i, ep in enumerate(endpoints):
+            where = ep or f"AWS {side.region}"
             client = s3.client(side, cfg.settings, index=i)
             try:
-                count = total = 0
-                out = sys.stdout
+                n = size = 0
+                lines = []
                 for o in s3.iter_objects(side, client):
-                    count += 1
-                    total += o.size
-                    if not a.quiet:
-                        out.write(f"{o.key!r}: {o.size}\n")
-            except Exception as exc:  # noqa: BLE001
-                print(f"FAILED: {s3.describe_error(exc, side)}", file=sys.stderr)
-                return cli.FAILED
-            where = ep or f"AWS {side.region}"
-            print(f"Endpoint: {where} OK")
+                    n += 1
+                    size += o.size
+                    if not a.quiet and i == 0:
+                        lines.append(f"{o.key!r}: {o.size}\n")
+                        if len(lines) >= 1000:
+                            sys.stdout.write("".join(lines))
+                            lines.clear()
+                sys.stdout.write("".join(lines))
+            except Exception as exc:  # noqa: BLE001 - one line per endpoint, no traceback
+                failed += 1
+                msg = s3.describe_error(exc, side)
+                print(f"FAILED: {msg}", file=sys.stderr)
+                if len(endpoints) > 1:
+                    print(f"Endpoint {where}: FAILED: {msg}")
+                continue
+            if len(endpoints) > 1:
+                print(f"Endpoint {where}: OK, {n} objects, {size} bytes")
+            if not count and not total:
+                count, total = n, size
+        if failed == len(endpoints):
+            return cli.FAILED
         print(f"Total Number of Objects: {count}")
         print(f"Total Size of Objects (bytes): {total}")
-        return cli.OK
+        return cli.FAILED if failed else cli.OK
 
     return cli.run(body, args)

@@ -14,6 +14,7 @@ from boto3.s3.transfer import TransferConfig
 from . import checksum, plan, s3, s5cmd
 from .config import Config
 from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, file_lock
+from .endpoints import Endpoints, run_s5cmd_spread
 from .progress import DEST_STATE, SRC_STATE, Progress, read_state
 from .runtime import Appender, Stopper, die_with_parent, fmt_bytes, remove_quietly
 from .volumes import Volume, discover, staged_name
@@ -76,7 +77,8 @@ class DestSync:
         self.src_rows: dict[str, tuple] = {}
         self.dest_rows: dict[str, tuple] = {}
         self.pending: dict[str, Pending] = {}
-        self.client = s3.client(self.side, self.settings, pool=self.settings.dest_workers)
+        self.eps = Endpoints(self.side, self.settings, pool=self.settings.dest_workers)
+        self.client = self.eps.client(0)
         self._src_client = None
         self.binary = s5cmd.find_binary(self.settings.s5cmd_path)
         self._loaded = False
@@ -308,6 +310,8 @@ class DestSync:
 
     # -- uploading -----------------------------------------------------------------------
     def _upload(self, cands: list[Candidate], st: DestStats) -> None:
+        live = self.eps.live()
+        self.client = self.eps.client(live[0])  # confirms uploads
         started = time.monotonic()
         lock = threading.Lock()
         by_path = {c.path: c for c in cands}
@@ -357,10 +361,11 @@ class DestSync:
         with ThreadPoolExecutor(max_workers=16) as pool:
             api_thread = None
             if via_api:
-                api_thread = threading.Thread(target=self._upload_api, args=(via_api, by_path, pool, confirm), daemon=True)
+                api_thread = threading.Thread(target=self._upload_api, args=(via_api, by_path, confirm, live),
+                                              daemon=True)
                 api_thread.start()
             if via_s5cmd:
-                self._upload_s5cmd(via_s5cmd, by_path, lambda p, ok, err: pool.submit(confirm, p, ok, err))
+                self._upload_s5cmd(via_s5cmd, by_path, lambda p, ok, err: pool.submit(confirm, p, ok, err), live)
             if api_thread:
                 api_thread.join()
         appender.flush()
@@ -403,46 +408,31 @@ class DestSync:
             return None
         return (c.key, size, etag, level, src_etag)
 
-    def _upload_s5cmd(self, paths: list[str], by_path, report) -> None:
+    def _upload_s5cmd(self, paths: list[str], by_path, report, live: list[int]) -> None:
         flags = ["-p", str(self.settings.part_size // (1024 * 1024))]
-        lines = [s5cmd.cp_line(p, self.side.url(by_path[p].key), flags) for p in paths]
-        tmp = RUN_FILE + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
-        os.replace(tmp, RUN_FILE)
-        seen: set[str] = set()
-        local_paths = set(paths)
+        run_s5cmd_spread(self.eps, live, self.binary, self.settings.dest_workers, self.settings.retries, RUN_FILE,
+                         paths, [by_path[p].pending.row[0] for p in paths],
+                         lambda p: s5cmd.cp_line(p, self.side.url(by_path[p].key), flags), report, self.stopper,
+                         die_with_parent())
 
-        def on_result(res: s5cmd.Result) -> None:
-            if res.local is None or res.local in seen:
-                if not res.ok:
-                    log.warning("s5cmd: %s", res.error)
-                return
-            seen.add(res.local)
-            report(res.local, res.ok, res.error)
-
-        rc = s5cmd.run(self.binary, s5cmd.global_args(self.side, self.settings.dest_workers, self.settings.retries),
-                       RUN_FILE, s3.child_env(self.side), local_paths, on_result,
-                       on_start=self.stopper.track, preexec=die_with_parent())
-        for p in paths:
-            if p not in seen:
-                report(p, False, f"s5cmd exited {rc} without a result for it")
-
-    def _upload_api(self, paths: list[str], by_path, pool, confirm) -> None:
+    def _upload_api(self, paths: list[str], by_path, confirm, live: list[int]) -> None:
         tcfg = TransferConfig(max_concurrency=4, multipart_chunksize=self.settings.part_size,
                               multipart_threshold=self.settings.part_size)
 
-        def one(path: str) -> None:
+        clients = [self.eps.client(i) for i in live]
+
+        def one(n_path: tuple[int, str]) -> None:
+            n, path = n_path
             c = by_path[path]
             try:
-                self.client.upload_file(path, self.side.bucket, self.side.prefix + c.key, Config=tcfg)
+                clients[n % len(clients)].upload_file(path, self.side.bucket, self.side.prefix + c.key, Config=tcfg)
             except Exception as exc:  # noqa: BLE001
                 confirm(path, False, s3.describe_error(exc, self.side))
                 return
             confirm(path, True)
 
         with ThreadPoolExecutor(max_workers=8) as api_pool:
-            list(api_pool.map(one, paths))
+            list(api_pool.map(one, enumerate(paths)))
 
 
 def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int:

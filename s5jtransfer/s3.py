@@ -32,8 +32,9 @@ def api_endpoint(side: Side, index: int = 0) -> str | None:
     return None if "s3-accelerate" in ep else ep
 
 
-def client(side: Side, settings: Settings | None = None, index: int = 0, pool: int = 10):
-    """A boto3 S3 client for one side, with its own credentials (never os.environ writes)."""
+def client(side: Side, settings: Settings | None = None, index: int = 0, pool: int = 10, probe: bool = False):
+    """A boto3 S3 client for one side, with its own credentials (never os.environ writes).
+    probe: short timeouts and no retries, to tell quickly whether an endpoint answers."""
     if side.has_credentials:
         session = boto3.session.Session(aws_access_key_id=side.access_key.reveal(),
                                         aws_secret_access_key=side.secret_key.reveal(),
@@ -43,8 +44,8 @@ def client(side: Side, settings: Settings | None = None, index: int = 0, pool: i
     endpoint = api_endpoint(side, index)
     retries = settings.retries if settings else 10
     cfg = botocore.config.Config(
-        retries={"mode": "standard", "max_attempts": retries},
-        connect_timeout=10, read_timeout=120, max_pool_connections=max(10, pool),
+        retries={"mode": "standard", "max_attempts": 1 if probe else retries},
+        connect_timeout=3 if probe else 10, read_timeout=5 if probe else 120, max_pool_connections=max(10, pool),
         s3={"addressing_style": "path"} if endpoint else {},
         # Only checksum when the service requires it: Snowballs and most S3-compatible stores
         # reject or mangle the newer flexible checksums.

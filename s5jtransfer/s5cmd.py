@@ -62,10 +62,12 @@ def cp_line(src: str, dst: str, flags: Iterable[str] = ()) -> str:
     return " ".join(["cp", "--raw", *flags, shlex.quote(src), shlex.quote(dst)])
 
 
-def global_args(side: Side, workers: int, retries: int) -> list[str]:
+def global_args(side: Side, workers: int, retries: int, endpoint: str | None = None) -> list[str]:
+    """Global flags; endpoint: which of the side's endpoints (default its first)."""
     args = ["--json", "--numworkers", str(workers), "--retry-count", str(retries)]
-    if side.endpoint:
-        args += ["--endpoint-url", side.endpoint, "--no-verify-ssl"]
+    endpoint = endpoint or side.endpoint
+    if endpoint:
+        args += ["--endpoint-url", endpoint, "--no-verify-ssl"]
     if side.is_snow:
         args.append("--use-list-objects-v1")
     return args
@@ -129,4 +131,32 @@ def run(binary: str, gargs: list[str], run_file: str, env: dict[str, str], local
     t.join(timeout=5)
     if rc != 0 and errors:
         log.debug("s5cmd exited %s: %s", rc, " | ".join(errors[-5:]))
+    return rc
+
+
+def run_batch(binary: str, gargs: list[str], run_file: str, lines: list[str], local_paths: list[str],
+              env: dict[str, str], report: Callable[[str, bool, str], None],
+              on_start: Callable[[subprocess.Popen], None] | None = None,
+              preexec: Callable[[], None] | None = None) -> int:
+    """Write a run file (atomically) and run it; report(local, ok, error) exactly once per local
+    path, also for the objects s5cmd never reported on."""
+    tmp = run_file + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    os.replace(tmp, run_file)
+    seen: set[str] = set()
+    wanted = set(local_paths)
+
+    def on_result(res: Result) -> None:
+        if res.local is None or res.local in seen:
+            if not res.ok:
+                log.warning("s5cmd: %s", res.error)
+            return
+        seen.add(res.local)
+        report(res.local, res.ok, res.error)
+
+    rc = run(binary, gargs, run_file, env, wanted, on_result, on_start=on_start, preexec=preexec)
+    for p in local_paths:
+        if p not in seen:
+            report(p, False, f"s5cmd exited {rc} without a result for it")
     return rc

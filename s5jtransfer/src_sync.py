@@ -14,6 +14,7 @@ from boto3.s3.transfer import TransferConfig
 from . import checksum, plan, s3, s5cmd
 from .config import Config
 from .ledger import SRC_COLUMNS, SRC_LEDGER, Ledger
+from .endpoints import Endpoints, run_s5cmd_spread
 from .progress import SRC_STATE, Progress
 from .runtime import Appender, Stopper, die_with_parent, fmt_bytes, remove_quietly
 from .volumes import Volume, device_budgets, discover, staged_name
@@ -55,7 +56,8 @@ class SourceSync:
         self.volumes: list[Volume] = discover(cfg, create=not dry_run)
         self.ledger = Ledger(SRC_LEDGER, SRC_COLUMNS)
         self.rows: dict[str, tuple] = {}
-        self.client = s3.client(self.side, self.settings, pool=self.settings.src_workers)
+        self.eps = Endpoints(self.side, self.settings, pool=self.settings.src_workers)
+        self.client = self.eps.client(0)
         self.native = self.settings.src_use_native_s3
         self.binary = None if self.native else s5cmd.find_binary(self.settings.s5cmd_path)
         self.part_hints: dict[str, int] = {}
@@ -78,6 +80,8 @@ class SourceSync:
     def cycle(self) -> CycleStats:
         st = CycleStats()
         self.load_ledger()
+        live = self.eps.live()
+        self.client = self.eps.client(live[0])  # lists, and reads part sizes
         items = [plan.Item(o.key, o.size, o.etag) for o in s3.iter_objects(self.side, self.client)]
         st.listed = len(items)
         st.listed_bytes = sum(i.size for i in items)
@@ -105,7 +109,7 @@ class SourceSync:
                      fmt_bytes(sum(i.size for i in waiting)))
         if assigned:
             again = {a.item.key for a in assigned if a.item.key in self.rows}  # changed at the source
-            self._copy(assigned, st)
+            self._copy(assigned, st, live)
             if again:
                 self.rows = self.ledger.compact()
         st.done += st.moved + st.adopted
@@ -193,7 +197,7 @@ class SourceSync:
             return None
 
     # -- copying -------------------------------------------------------------------------
-    def _copy(self, assigned: list[plan.Assignment], st: CycleStats) -> None:
+    def _copy(self, assigned: list[plan.Assignment], st: CycleStats, live: list[int]) -> None:
         started = time.monotonic()
         appender = Appender(self.ledger)
         lock = threading.Lock()
@@ -237,10 +241,11 @@ class SourceSync:
         with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as verify_pool:
             api_thread = None
             if via_api:
-                api_thread = threading.Thread(target=self._copy_api, args=(via_api, by_local, finish), daemon=True)
+                api_thread = threading.Thread(target=self._copy_api, args=(via_api, by_local, finish, live),
+                                              daemon=True)
                 api_thread.start()
             if via_s5cmd:
-                self._copy_s5cmd(via_s5cmd, by_local, lambda p, ok, err: verify_pool.submit(finish, p, ok, err))
+                self._copy_s5cmd(via_s5cmd, by_local, lambda p, ok, err: verify_pool.submit(finish, p, ok, err), live)
             if api_thread:
                 api_thread.join()
         appender.flush()
@@ -260,49 +265,34 @@ class SourceSync:
             self._last_progress_log = now
             log.info("source progress: %s", self.progress.line())
 
-    def _copy_s5cmd(self, partials: list[str], by_local, report) -> None:
-        lines = [s5cmd.cp_line(self.side.url(by_local[p][0].key), p) for p in partials]
-        tmp = RUN_FILE + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
-        os.replace(tmp, RUN_FILE)
-        seen: set[str] = set()
-        local_paths = set(partials)
+    def _copy_s5cmd(self, partials: list[str], by_local, report, live: list[int]) -> None:
+        run_s5cmd_spread(self.eps, live, self.binary, self.settings.src_workers, self.settings.retries, RUN_FILE,
+                         partials, [by_local[p][0].size for p in partials],
+                         lambda p: s5cmd.cp_line(self.side.url(by_local[p][0].key), p), report, self.stopper,
+                         die_with_parent())
 
-        def on_result(res: s5cmd.Result) -> None:
-            if res.local is None or res.local in seen:
-                if not res.ok:
-                    log.warning("s5cmd: %s", res.error)
-                return
-            seen.add(res.local)
-            report(res.local, res.ok, res.error)
-
-        rc = s5cmd.run(self.binary, s5cmd.global_args(self.side, self.settings.src_workers, self.settings.retries),
-                       RUN_FILE, s3.child_env(self.side), local_paths, on_result,
-                       on_start=self.stopper.track, preexec=die_with_parent())
-        for p in partials:
-            if p not in seen:
-                report(p, False, f"s5cmd exited {rc} without a result for it")
-
-    def _copy_api(self, partials: list[str], by_local, finish) -> None:
+    def _copy_api(self, partials: list[str], by_local, finish, live: list[int]) -> None:
         """boto3's transfer manager, in-process: native mode, and keys s5cmd cannot take."""
         tcfg = TransferConfig(max_concurrency=4, multipart_chunksize=self.settings.part_size,
                               multipart_threshold=self.settings.part_size)
 
-        def one(partial: str) -> None:
+        clients = [self.eps.client(i) for i in live]
+
+        def one(n_partial: tuple[int, str]) -> None:
+            n, partial = n_partial
             if self.stopper.stopped:
                 finish(partial, False, "stopped")
                 return
             item = by_local[partial][0]
             try:
-                self.client.download_file(self.side.bucket, self.side.prefix + item.key, partial, Config=tcfg)
+                clients[n % len(clients)].download_file(self.side.bucket, self.side.prefix + item.key, partial, Config=tcfg)
             except Exception as exc:  # noqa: BLE001 - every failure is retried next cycle
                 finish(partial, False, s3.describe_error(exc, self.side))
                 return
             finish(partial, True)
 
         with ThreadPoolExecutor(max_workers=self.settings.src_workers) as pool:
-            list(pool.map(one, partials))
+            list(pool.map(one, enumerate(partials)))
 
 
 def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int:

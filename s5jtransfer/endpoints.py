@@ -1,0 +1,124 @@
+"""The endpoints of one side (a Snowball cluster has several): which answer, and a client for each."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from . import s3, s5cmd
+from .config import Settings, Side
+from .errors import ConnectError
+
+log = logging.getLogger("s5jtransfer.endpoints")
+FIRST_BACKOFF = 15.0
+MAX_BACKOFF = 600.0
+
+
+class Endpoints:
+    """Work is spread over every endpoint that answers; one that stops answering is set aside,
+    logged, and probed again after a backoff (15 s doubling to 10 min)."""
+
+    def __init__(self, side: Side, settings: Settings, pool: int = 10) -> None:
+        self.side = side
+        self.settings = settings
+        self.pool = pool
+        self.urls: list[str | None] = list(side.endpoints) or [None]
+        self._clients: dict[int, object] = {}
+        self._probes: dict[int, object] = {}
+        self._aside: dict[int, tuple[float, float]] = {}  # index -> (until, backoff)
+
+    def name(self, i: int) -> str:
+        return self.urls[i] or f"AWS {self.side.region}"
+
+    def client(self, i: int = 0):
+        if i not in self._clients:
+            self._clients[i] = s3.client(self.side, self.settings, index=i, pool=self.pool)
+        return self._clients[i]
+
+    def _probe(self, i: int) -> BaseException | None:
+        if i not in self._probes:
+            self._probes[i] = s3.client(self.side, self.settings, index=i, probe=True)
+        try:
+            self._probes[i].head_bucket(Bucket=self.side.bucket)
+            return None
+        except Exception as exc:  # noqa: BLE001 - any failure sets the endpoint aside
+            return exc
+
+    def live(self) -> list[int]:
+        """Indexes of the endpoints to use this cycle (a single endpoint is never probed)."""
+        if len(self.urls) == 1:
+            return [0]
+        now = time.monotonic()
+        due = [i for i in range(len(self.urls)) if self._aside.get(i, (0.0, 0.0))[0] <= now]
+        if not due:  # everything is set aside: try them all rather than stall
+            due = list(range(len(self.urls)))
+        out = []
+        for i in due:
+            exc = self._probe(i)
+            if exc is None:
+                if i in self._aside:
+                    log.info("%s endpoint %s answers again; back in use", self.side.name, self.name(i))
+                    del self._aside[i]
+                out.append(i)
+                continue
+            backoff = min(self._aside[i][1] * 2, MAX_BACKOFF) if i in self._aside else FIRST_BACKOFF
+            self._aside[i] = (now + backoff, backoff)
+            log.warning("%s endpoint %s set aside for %.0fs: %s", self.side.name, self.name(i), backoff,
+                        s3.describe_error(exc, self.side))
+        if not out:
+            raise ConnectError(f"no {self.side.name} endpoint answers ({', '.join(self.name(i) for i in due)})")
+        return out
+
+    def failed(self, i: int, why: str) -> None:
+        """Set an endpoint aside after a failure seen during a transfer."""
+        if len(self.urls) == 1 or i in self._aside:
+            return
+        self._aside[i] = (time.monotonic() + FIRST_BACKOFF, FIRST_BACKOFF)
+        log.warning("%s endpoint %s set aside for %.0fs: %s", self.side.name, self.name(i), FIRST_BACKOFF, why)
+
+
+def split_by_bytes(items: list, sizes: list[int], n: int) -> list[list]:
+    """Spread items over n groups, balancing bytes (largest first to the lightest group)."""
+    groups: list[list] = [[] for _ in range(n)]
+    loads = [0] * n
+    for item, size in sorted(zip(items, sizes), key=lambda t: -t[1]):
+        j = loads.index(min(loads))
+        groups[j].append(item)
+        loads[j] += size
+    return groups
+
+
+def run_s5cmd_spread(eps: Endpoints, live: list[int], binary: str, workers: int, retries: int, run_file: str,
+                     paths: list[str], sizes: list[int], line: Callable[[str], str],
+                     report: Callable[[str, bool, str], None], stopper, preexec) -> None:
+    """One s5cmd per live endpoint, each with its share of the bytes, all at once. The first
+    writes `run_file`; the others `<name>-2.txt`, `-3`... An endpoint whose every copy failed is
+    set aside."""
+    groups = split_by_bytes(paths, sizes, len(live))
+
+    def one(n: int) -> None:
+        ep, group = live[n], groups[n]
+        if not group:
+            return
+        failures: list[str] = []
+
+        def rep(p: str, ok: bool, err: str) -> None:
+            if not ok:
+                failures.append(err)
+            report(p, ok, err)
+
+        name = run_file if n == 0 else run_file.replace(".txt", f"-{n + 1}.txt")
+        gargs = s5cmd.global_args(eps.side, workers, retries, eps.urls[ep])
+        s5cmd.run_batch(binary, gargs, name, [line(p) for p in group], group, s3.child_env(eps.side), rep,
+                        on_start=stopper.track, preexec=preexec)
+        if len(live) > 1 and failures and len(failures) == len(group):
+            eps.failed(ep, failures[-1])
+
+    threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in range(1, len(live))]
+    for t in threads:
+        t.start()
+    one(0)
+    for t in threads:
+        t.join()
