@@ -45,7 +45,7 @@ def sync(argv: list[str] | None = None) -> int:
                       dry_run=True).parse_args(argv)
 
     def body(a, cfg) -> int:
-        return supervisor.run(a.once, a.dry_run, a.log_file, a.debug, Stopper().install())
+        return supervisor.run(cfg, a.once, a.dry_run, a.log_file, a.debug, Stopper().install())
 
     return cli.run(body, args, lock="sync")
 

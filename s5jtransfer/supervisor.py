@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -9,12 +10,18 @@ import subprocess
 import sys
 import time
 
+from . import verify
+from .ledger import DEST_LEDGER, SRC_LEDGER
+from .progress import DEST_STATE, SRC_STATE, read_state
 from .runtime import Stopper, die_with_parent
 
 log = logging.getLogger("s5jtransfer.sync")
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIDES = ("src_sync_mvol.py", "dest_sync_mvol.py")
 FATAL = {2, 3}  # config error, lock held: restarting cannot help
+MAX_ROUNDS = 5  # verify-and-move-again rounds of sync_mvol.py --once
+MIN_IDLE_CHECK = 5.0  # seconds between idle checks of a perpetual run (at least; see below)
+REPORT_FILE = "transfer_report.json"
 
 
 class Child:
@@ -35,7 +42,7 @@ class Child:
         log.info("started %s (PID %d)", self.script, self.proc.pid)
 
 
-def run(once: bool, dry_run: bool, log_file: str | None, debug: bool, stopper: Stopper) -> int:
+def run(cfg, once: bool, dry_run: bool, log_file: str | None, debug: bool, stopper: Stopper) -> int:
     extra = (["--log-file", log_file] if log_file else []) + (["--debug"] if debug else [])
     if dry_run:
         rc = 0
@@ -43,15 +50,41 @@ def run(once: bool, dry_run: bool, log_file: str | None, debug: bool, stopper: S
             rc = max(rc, subprocess.run([sys.executable, os.path.join(HERE, script), "--dry-run", *extra],
                                         stdin=subprocess.DEVNULL, env=dict(os.environ)).returncode)
         return rc
+    report = TransferReport()
     # With --once the source side still polls: until the destination side has confirmed every
     # source object, objects can come back to it (a staged copy that failed its checksum, a
-    # wiped volume). The run ends when the destination side finishes with --once.
-    src = Child(SIDES[0], extra)
-    dest = Child(SIDES[1], (["--once"] if once else []) + extra)
-    children = [src, dest]
+    # wiped volume). A round ends when the destination side finishes with --once; then the
+    # source and destination are compared (as repair_ledger.py does) and whatever is missing
+    # or differs moves again, until the destination verifies.
+    for round_no in range(1, MAX_ROUNDS + 1):
+        src = Child(SIDES[0], extra)
+        dest = Child(SIDES[1], (["--once"] if once else []) + extra)
+        rc = _supervise([src, dest], once, stopper, cfg, report)
+        report.restarts += src.restarts + dest.restarts
+        if rc != 0 or not once:
+            return rc
+        rep, fig = verify.compare_and_repair(cfg)
+        report.record(fig, round_no)
+        if rep.complete:
+            report.finish(True)
+            log.info("verified: every source object is at the destination; report in %s", REPORT_FILE)
+            return 0
+        log.warning("verification round %d: %d missing and %d differing objects; moving them again",
+                    round_no, fig["categories"]["missing"], fig["categories"]["differ"])
+    report.finish(False)
+    log.error("the destination still does not verify after %d rounds; see %s and missing_keys.txt",
+              MAX_ROUNDS, REPORT_FILE)
+    return 1
+
+
+def _supervise(children: list[Child], once: bool, stopper: Stopper, cfg, report: "TransferReport") -> int:
+    src, dest = children
     for c in children:
         c.start()
         stopper.track(c.proc)
+    # A perpetual run checks for idleness as often as the sides poll when idle.
+    idle_check = max(MIN_IDLE_CHECK, cfg.settings.max_poll_interval)
+    next_idle_check = time.monotonic() + idle_check
     while not stopper.stopped:
         if once and dest.done:
             _stop([src])
@@ -81,9 +114,96 @@ def run(once: bool, dry_run: bool, log_file: str | None, debug: bool, stopper: S
             c.next_start = time.monotonic() + c.backoff
             log.warning("%s exited with code %s; restarting in %.0fs (restart #%d)", c.script, rc, c.backoff, c.restarts)
             c.backoff = min(c.backoff * 2, 60.0)
+        if not once and time.monotonic() >= next_idle_check:
+            next_idle_check = time.monotonic() + idle_check
+            _verify_when_idle(cfg, report)
         stopper.sleep(0.5)
     _stop(children)
     return stopper.exit_code()
+
+
+def _verify_when_idle(cfg, report: "TransferReport") -> None:
+    """A perpetual run that has gone idle (both sides report everything done) verifies the
+    destination once per change of the ledgers; what is missing moves again by itself."""
+    src, dest = read_state(SRC_STATE), read_state(DEST_STATE)
+    if not src or not dest or not src.get("total_objects"):
+        return
+    if src["done_objects"] < src["total_objects"] or dest["done_objects"] < dest["total_objects"]:
+        return
+    stamp = tuple(_mtime(p) for p in (SRC_LEDGER, DEST_LEDGER))
+    if stamp == report.verified_stamp:
+        return
+    try:
+        rep, fig = verify.compare_and_repair(cfg)
+    except Exception as exc:  # noqa: BLE001 - the next idle check tries again
+        log.warning("idle verification failed: %s", exc)
+        return
+    report.record(fig, report.rounds + 1)
+    report.verified_stamp = tuple(_mtime(p) for p in (SRC_LEDGER, DEST_LEDGER))
+    if rep.complete:
+        report.finish(True)
+        log.info("idle: verified every source object at the destination; report in %s", REPORT_FILE)
+    else:
+        log.warning("idle verification: %d missing and %d differing objects; moving them again",
+                    fig["categories"]["missing"], fig["categories"]["differ"])
+
+
+def _mtime(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+class TransferReport:
+    """The final report: printed, and written as JSON to transfer_report.json."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.rounds = 0
+        self.restarts = 0
+        self.figures: dict = {}
+        self.history: list[dict] = []
+        self.verified_stamp: tuple | None = None
+
+    def record(self, figures: dict, round_no: int) -> None:
+        self.rounds = round_no
+        self.figures = figures
+        self.history.append({"round": round_no, "time": time.time(), **figures["categories"]})
+
+    def finish(self, complete: bool) -> dict:
+        src, dest = read_state(SRC_STATE) or {}, read_state(DEST_STATE) or {}
+        f = self.figures
+        data = {
+            "complete": complete, "started": self.started, "finished": time.time(),
+            "duration_s": round(time.time() - self.started, 1), "verification_rounds": self.rounds,
+            "source_objects": f.get("source_objects"), "source_bytes": f.get("source_bytes"),
+            "categories": f.get("categories"), "moved_bytes": f.get("moved_bytes"),
+            "only_at_destination": f.get("only_at_destination"),
+            "verification_levels": f.get("verification"),
+            "retries": {"source_failed_copies": src.get("retries", 0), "destination_failed_uploads": dest.get("retries", 0),
+                        "process_restarts": self.restarts},
+            "rounds": self.history,
+        }
+        tmp = REPORT_FILE + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2)
+        os.replace(tmp, REPORT_FILE)
+        cats = data["categories"] or {}
+        lines = [
+            "==== transfer report ====",
+            f"complete:            {'yes' if complete else 'NO'}",
+            f"source objects:      {data['source_objects']} ({data['source_bytes']} bytes)",
+            f"moved (verified):    {cats.get('moved')} ({data['moved_bytes']} bytes)",
+            f"pending/missing/differ: {cats.get('pending')}/{cats.get('missing')}/{cats.get('differ')}",
+            f"verification levels: source {data['verification_levels']['source']}, "
+            f"destination {data['verification_levels']['destination']}",
+            f"retries:             {data['retries']}",
+            f"duration:            {data['duration_s']} s over {self.rounds} verification round(s)",
+            f"written to {REPORT_FILE}",
+        ]
+        print("\n".join(lines), flush=True)
+        return data
 
 
 def _stop(children: list[Child]) -> None:

@@ -65,7 +65,9 @@ def classify(src: dict[str, s3.Obj], dst: dict[str, s3.Obj], src_rows: dict[str,
     return rep
 
 
-def repair(cfg: Config, missing_file: str = MISSING_FILE) -> int:
+def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE) -> tuple[Report, dict]:
+    """List both sides, classify every source object, and rewrite the ledgers so that what is
+    missing or differs moves again. Returns the report and figures for a transfer report."""
     src_client = s3.client(cfg.source, cfg.settings)
     dst_client = s3.client(cfg.destination, cfg.settings)
     log.info("listing the source %s", cfg.source.url())
@@ -104,23 +106,40 @@ def repair(cfg: Config, missing_file: str = MISSING_FILE) -> int:
             src_ledger.write_locked(keep_src)
         if keep_dest.keys() != dest_rows.keys():
             dest_ledger.write_locked(keep_dest)
-    counts = rep.counts()
     todo = rep.keys(MISSING, DIFFER)
     tmp = missing_file + ".tmp"
     with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as fh:
         for k in todo:
             fh.write(encode_key(k) + "\n")
     os.replace(tmp, missing_file)
-    print(f"Source objects:       {len(src)}")
-    print(f"Moved (verified):     {counts[MOVED]}")
-    print(f"Pending (staged):     {counts[PENDING]}")
-    print(f"Missing:              {counts[MISSING]}")
-    print(f"Differ:               {counts[DIFFER]}")
-    print(f"Only at destination:  {rep.extra_at_destination}")
-    print(f"Keys to move again written to {missing_file}: {len(todo)}")
+    counts = rep.counts()
+    figures = {
+        "source_objects": len(src), "source_bytes": sum(o.size for o in src.values()),
+        "categories": {c: counts[c] for c in (MOVED, PENDING, MISSING, DIFFER)},
+        "moved_bytes": sum(rep.sizes[k] for k, c in rep.categories.items() if c == MOVED),
+        "only_at_destination": rep.extra_at_destination,
+        "verification": {
+            "source": dict(Counter(r[2] or "size" for r in keep_src.values())),
+            "destination": dict(Counter(r[2] or "size" for r in keep_dest.values())),
+        },
+        "ledgered": len(keep_src), "missing_file": missing_file, "to_move_again": len(todo),
+    }
+    return rep, figures
+
+
+def repair(cfg: Config, missing_file: str = MISSING_FILE) -> int:
+    rep, fig = compare_and_repair(cfg, missing_file)
+    cats = fig["categories"]
+    print(f"Source objects:       {fig['source_objects']}")
+    print(f"Moved (verified):     {cats[MOVED]}")
+    print(f"Pending (staged):     {cats[PENDING]}")
+    print(f"Missing:              {cats[MISSING]}")
+    print(f"Differ:               {cats[DIFFER]}")
+    print(f"Only at destination:  {fig['only_at_destination']}")
+    print(f"Keys to move again written to {missing_file}: {fig['to_move_again']}")
     if rep.complete:
         print("COMPLETE: every source object is at the destination.")
         return 0
-    print(f"INCOMPLETE: {SRC_LEDGER} now lists {len(keep_src)} objects; run src_sync_mvol.py and "
+    print(f"INCOMPLETE: {SRC_LEDGER} now lists {fig['ledgered']} objects; run src_sync_mvol.py and "
           f"dest_sync_mvol.py (or sync_mvol.py --once) again, then repair_ledger.py.")
     return 1

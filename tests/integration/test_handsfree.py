@@ -1,0 +1,68 @@
+"""Hands-free completion: sync_mvol.py verifies the destination itself and moves again what is missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+from conftest import wait_for
+from faultproxy import FaultProxy
+
+
+def test_once_verifies_and_moves_again_objects_removed_mid_run(work):
+    data = {f"f{i:03d}.bin": os.urandom(30_000) for i in range(40)}
+    for k, v in data.items():
+        work.put(k, v)
+    total = sum(map(len, data.values()))
+    link = FaultProxy(work.server.url, bandwidth=total / 5).start()
+    try:
+        work.cfg["transfer_settings"].update(src_endpoint_url=link.url, src_workers=4)
+        work.write_config()
+        proc = work.start("sync_mvol.py", "--once", log_name="sync.log")
+        try:
+            wait_for(lambda: len(work.listing(work.dst, "copy/")) >= 5, 60, "the first objects at the destination")
+            c = work.server.client()
+            removed = sorted(work.listing(work.dst, "copy/"))[:3]
+            for k in removed:
+                c.delete_object(Bucket=work.dst, Key="copy/" + k)  # behind the suite's back
+            assert proc.wait(timeout=120) == 0
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
+    finally:
+        link.stop()
+    for k, v in data.items():
+        assert work.dest_bytes(k) == v
+    rep = json.loads((work.path / "transfer_report.json").read_text())
+    assert rep["complete"] is True
+    assert rep["verification_rounds"] == 2
+    assert rep["rounds"][0]["missing"] == 3 and rep["rounds"][-1]["moved"] == len(data)
+    assert rep["categories"] == {"moved": len(data), "pending": 0, "missing": 0, "differ": 0}
+    assert rep["moved_bytes"] == total and rep["source_objects"] == len(data)
+    assert rep["verification_levels"]["source"] == {"md5": len(data)}
+    log = (work.path / "sync.log").read_text()
+    assert "verification round 1: 3 missing" in log and "==== transfer report ====" in log
+    work.cfg["transfer_settings"]["src_endpoint_url"] = work.server.url  # the emulated link is gone
+    work.write_config()
+    assert work.run("repair_ledger.py").returncode == 0
+
+
+def test_perpetual_run_verifies_when_idle(work):
+    data = {f"g{i}.bin": os.urandom(5000) for i in range(5)}
+    for k, v in data.items():
+        work.put(k, v)
+    proc = work.start("sync_mvol.py", log_name="sync.log")
+    try:
+        report = work.path / "transfer_report.json"
+        wait_for(report.exists, 60, "the idle verification report")
+        assert json.loads(report.read_text())["complete"] is True
+        work.server.client().delete_object(Bucket=work.dst, Key="copy/g2.bin")
+        work.put("late.bin", b"late")  # new work: the ledgers change, so the next idle check verifies again
+        wait_for(lambda: "late.bin" in work.listing(work.dst, "copy/"), 60, "the new object")
+        wait_for(lambda: "g2.bin" in work.listing(work.dst, "copy/"), 60, "the removed object moved again")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert work.dest_bytes("g2.bin") == data["g2.bin"]
