@@ -74,8 +74,11 @@ def reset(argv: list[str] | None = None) -> int:
                 pid = holder_pid(path)
                 raise LockHeld(f"{what} is running in this folder (PID {pid or 'unknown'}); stop it before reset.py "
                                f"(kill {pid or '<pid>'}), then run reset.py again")
-        for name in ("src_commands.txt", "dest_commands.txt", SRC_LEDGER, DEST_LEDGER,
-                     "src_commands.txt.tmp", "dest_commands.txt.tmp"):
+        import glob
+
+        run_files = glob.glob("src_commands*.txt*") + glob.glob("dest_commands*.txt*")
+        for name in (*run_files, SRC_LEDGER, DEST_LEDGER, ".src_state.json", ".dest_state.json",
+                     "missing_keys.txt", "transfer_report.json"):
             try:
                 os.remove(name)
                 log.info("removed %s", name)
