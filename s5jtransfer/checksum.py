@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 
 MIB = 1024 * 1024
@@ -59,7 +60,11 @@ def hash_file(path: str, part_sizes: tuple[int, ...] = ()) -> tuple[str, int, di
     whole = hashlib.md5()
     multis = [_Multipart(ps) for ps in dict.fromkeys(part_sizes) if ps > 0]
     total = 0
-    buf = bytearray(CHUNK)
+    try:  # most objects are small: don't allocate (and zero) a whole MiB for each
+        bufsize = max(4096, min(CHUNK, os.path.getsize(path) + 1))
+    except OSError:
+        bufsize = CHUNK
+    buf = bytearray(bufsize)
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as fh:
         while True:

@@ -21,6 +21,8 @@ from .volumes import Volume, discover, staged_name
 
 log = logging.getLogger("s5jtransfer.dest")
 RUN_FILE = "dest_commands.txt"
+LIST_CONFIRM_MIN = 50  # uploads in a batch from which one listing confirms them all
+LIST_CONFIRM_RATIO = 50  # ... while the destination holds fewer than this many objects per upload
 
 
 @dataclass
@@ -184,7 +186,7 @@ class DestSync:
         st.ledgered = len(self.src_rows)
         st.uploaded_total = st.ledgered - st.pending
         self._update_progress()
-        if check_source and not self.pending:
+        if check_source and not self.pending and self._source_side_done():
             self._check_source(st)
         return st
 
@@ -293,6 +295,15 @@ class DestSync:
             level = checksum.MD5
         return (key, size, etag, level, src_etag)
 
+    def _source_side_done(self) -> bool:
+        """Whether a completeness check (one source listing) can succeed now. While the source side
+        reports objects still to stage (its state file), listing the source would only cost requests."""
+        state = read_state(SRC_STATE)
+        if not state or time.time() - float(state.get("updated") or 0) > 10 * self.settings.max_poll_interval + 60:
+            return True  # no source side running here (or it stopped long ago): check for ourselves
+        return int(state.get("done_objects") or 0) >= int(state.get("total_objects") or 0) and \
+            len(self.src_rows) >= int(state.get("total_objects") or 0)
+
     def _source_client(self):
         if self._src_client is None:
             self._src_client = s3.client(self.cfg.source, self.settings)
@@ -335,9 +346,18 @@ class DestSync:
         done_by_key: dict[str, Candidate] = {}
         appender = Appender(self.dest_ledger, after_flush=after_flush)
 
-        def confirm(path: str, ok: bool, error: str = "") -> None:
+        # Confirming by one listing of the destination costs (objects there)/1000 requests; by
+        # HeadObject, one request per upload. Large batches are confirmed by a listing at the end.
+        by_listing = len(cands) >= LIST_CONFIRM_MIN and len(self.dest_rows) < len(cands) * LIST_CONFIRM_RATIO
+        to_list: list[str] = []
+
+        def confirm(path: str, ok: bool, error: str = "", listed: s3.Obj | None = None) -> None:
             c = by_path[path]
-            row = self._confirm(c) if ok else None
+            if ok and by_listing and listed is None and s5cmd.run_file_safe(c.key):
+                with lock:
+                    to_list.append(path)
+                return
+            row = self._confirm(c, listed) if ok else None
             with lock:
                 if row is None:
                     if ok:
@@ -368,6 +388,10 @@ class DestSync:
                 self._upload_s5cmd(via_s5cmd, by_path, lambda p, ok, err: pool.submit(confirm, p, ok, err), live)
             if api_thread:
                 api_thread.join()
+            if to_list:
+                listing = self._listing_for({by_path[p].key for p in to_list})
+                for p in to_list:
+                    pool.submit(confirm, p, True, "", listing.get(by_path[p].key))
         appender.flush()
         if again:
             self.dest_rows = self.dest_ledger.compact()
@@ -376,19 +400,21 @@ class DestSync:
                  st.uploaded, fmt_bytes(st.uploaded_bytes), secs, fmt_bytes(st.uploaded_bytes / max(secs, 1e-6)),
                  st.failed, st.mismatched)
 
-    def _confirm(self, c: Candidate) -> tuple | None:
-        """HeadObject the uploaded key: size, then ETag against the staged bytes."""
+    def _confirm(self, c: Candidate, listed: s3.Obj | None = None) -> tuple | None:
+        """Check the uploaded object (from a listing, else a HeadObject): size, then ETag against
+        the staged bytes. A dest ledger row when it matches."""
+        if listed is None:
+            try:
+                head = self.client.head_object(Bucket=self.side.bucket, Key=self.side.prefix + c.key)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("cannot confirm %r at the destination: %s", c.key, s3.describe_error(exc, self.side))
+                return None
+            listed = s3.Obj(c.key, int(head.get("ContentLength", -1)), str(head.get("ETag", "")).strip('"'))
         size, src_etag = c.pending.row[:2]
-        try:
-            head = self.client.head_object(Bucket=self.side.bucket, Key=self.side.prefix + c.key)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("cannot confirm %r at the destination: %s", c.key, s3.describe_error(exc, self.side))
-            return None
-        got_size = int(head.get("ContentLength", -1))
-        etag = str(head.get("ETag", "")).strip('"')
-        if got_size != size:
+        etag = listed.etag
+        if listed.size != size:
             self.mismatches += 1
-            log.warning("destination size of %r is %d, expected %d: uploading again", c.key, got_size, size)
+            log.warning("destination size of %r is %d, expected %d: uploading again", c.key, listed.size, size)
             return None
         kind = checksum.etag_kind(etag)
         level = checksum.SIZE
@@ -407,6 +433,18 @@ class DestSync:
             log.warning("destination ETag of %r (%s) does not match the staged bytes: uploading again", c.key, etag)
             return None
         return (c.key, size, etag, level, src_etag)
+
+    def _listing_for(self, keys: set[str]) -> dict[str, s3.Obj]:
+        """One paginated listing of the destination prefix, kept only for `keys`."""
+        out: dict[str, s3.Obj] = {}
+        try:
+            for o in s3.iter_objects(self.side, self.client):
+                if o.key in keys:
+                    out[o.key] = o
+        except Exception as exc:  # noqa: BLE001 - fall back to one HeadObject per upload
+            log.warning("destination listing failed (%s); confirming each upload on its own",
+                        s3.describe_error(exc, self.side))
+        return out
 
     def _upload_s5cmd(self, paths: list[str], by_path, report, live: list[int]) -> None:
         flags = ["-p", str(self.settings.part_size // (1024 * 1024))]
