@@ -208,7 +208,8 @@ class SourceSync:
             name = staged_name(a.item.key)
             partial = vol.partial_path(name)
             by_local[partial] = (a.item, vol, name)
-            if self.native or not s5cmd.run_file_safe(a.item.key):
+            direct = 0 < self.settings.direct_get_max and a.item.size <= self.settings.direct_get_max
+            if self.native or direct or not s5cmd.run_file_safe(a.item.key):
                 via_api.append(partial)
             else:
                 via_s5cmd.append(partial)
@@ -272,7 +273,9 @@ class SourceSync:
                          die_with_parent())
 
     def _copy_api(self, partials: list[str], by_local, finish, live: list[int]) -> None:
-        """boto3's transfer manager, in-process: native mode, and keys s5cmd cannot take."""
+        """boto3 in-process: native mode, keys s5cmd cannot take, and small objects. An object up
+        to the part size is one GetObject streamed to disk (s5cmd and the transfer manager both
+        spend a HeadObject first); larger ones use the transfer manager's ranged GETs."""
         tcfg = TransferConfig(max_concurrency=4, multipart_chunksize=self.settings.part_size,
                               multipart_threshold=self.settings.part_size)
 
@@ -284,8 +287,12 @@ class SourceSync:
                 finish(partial, False, "stopped")
                 return
             item = by_local[partial][0]
+            client = clients[n % len(clients)]
             try:
-                clients[n % len(clients)].download_file(self.side.bucket, self.side.prefix + item.key, partial, Config=tcfg)
+                if item.size < self.settings.part_size:
+                    _get_to_file(client, self.side.bucket, self.side.prefix + item.key, partial)
+                else:
+                    client.download_file(self.side.bucket, self.side.prefix + item.key, partial, Config=tcfg)
             except Exception as exc:  # noqa: BLE001 - every failure is retried next cycle
                 finish(partial, False, s3.describe_error(exc, self.side))
                 return
@@ -293,6 +300,18 @@ class SourceSync:
 
         with ThreadPoolExecutor(max_workers=self.settings.src_workers) as pool:
             list(pool.map(one, enumerate(partials)))
+
+
+def _get_to_file(client, bucket: str, key: str, path: str) -> None:
+    """One GetObject, streamed to path. A short or broken body raises (botocore checks the
+    Content-Length), and the size and checksum checks that follow catch anything else."""
+    body = client.get_object(Bucket=bucket, Key=key)["Body"]
+    try:
+        with open(path, "wb") as fh:
+            for chunk in body.iter_chunks(1024 * 1024):
+                fh.write(chunk)
+    finally:
+        body.close()
 
 
 def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int:

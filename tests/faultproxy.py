@@ -17,7 +17,8 @@ with its own probability drawn from a seeded `random.Random`:
 
 `max_faults` caps the total number of injected faults. `bandwidth` (bytes/s, one token bucket
 shared by every connection, both directions) and `latency` (seconds, once per request before
-forwarding) emulate a slower link for benchmarks. `stats` holds thread-safe counters.
+forwarding) emulate a slower link for benchmarks. `stats` holds thread-safe counters;
+`traffic` breaks requests and body bytes down by method and target (see FaultProxy.traffic).
 
 From a test::
 
@@ -87,6 +88,14 @@ def is_object_path(target: str) -> bool:
     return len(parts) == 2 and parts[1] != ""
 
 
+def target_kind(target: str) -> str:
+    """"object" (/bucket/key), "bucket" (/bucket, /bucket/: listings, bucket calls) or "service" (/)."""
+    if is_object_path(target):
+        return "object"
+    path = urllib.parse.urlsplit(target).path if "://" in target else target.split("?", 1)[0]
+    return "bucket" if path.strip("/") else "service"
+
+
 class _Abort(Exception):
     """The client connection is to be reset (an injected fault or a broken upstream)."""
 
@@ -122,6 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.upstream: http.client.HTTPConnection | None = None
         self._expect100 = False
         self.trailers: list[bytes] = []
+        self._tkey = "? other"
         self.proxy._track(self.connection, True)
 
     def finish(self) -> None:
@@ -209,6 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _ClientGone()
             remaining -= len(data)
             self.proxy._throttle(len(data))
+            self.proxy._account(self._tkey, 1, len(data))
             yield data
 
     def _read_chunked(self):
@@ -265,6 +276,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _proxy(self) -> None:
         p = self.proxy
         obj = is_object_path(self.path)
+        self._tkey = f"{self.command} {target_kind(self.path)}"
+        p._account(self._tkey, 0, 1)
         fault = p._decide(self.command, obj)
         if fault == "drop":
             raise _Abort()
@@ -376,6 +389,7 @@ class _Handler(BaseHTTPRequestHandler):
                 b[flip - sent] ^= 0x5A
                 data = bytes(b)
             sent += len(data)
+            p._account(self._tkey, 2, len(data))
             if mode == "chunked":
                 self._write(b"%x\r\n%s\r\n" % (len(data), data))
             else:
@@ -423,6 +437,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._stats = {"requests": 0, "object_requests": 0, "forwarded": 0, "faults": 0, "fail": 0,
                        "drop": 0, "truncate": 0, "short": 0, "corrupt": 0, "upstream_errors": 0, "bytes": 0}
+        self._traffic: dict[str, list[int]] = {}  # "METHOD kind" -> [requests, bytes_in, bytes_out]
         self._conns: dict[socket.socket, threading.Thread] = {}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -471,10 +486,20 @@ class FaultProxy:
             out["open_connections"] = len(self._conns)
             return out
 
+    @property
+    def traffic(self) -> dict[str, dict[str, int]]:
+        """Per "METHOD kind" (kind: object, bucket, service): requests received, request-body
+        bytes read from clients (bytes_in: uploads) and response-body bytes sent to them
+        (bytes_out: downloads). Injected faults count as requests; a drained request body counts as
+        bytes_in, the proxy's own 503/502 bodies are not bytes_out."""
+        with self._lock:
+            return {k: {"requests": v[0], "bytes_in": v[1], "bytes_out": v[2]} for k, v in self._traffic.items()}
+
     def reset_stats(self) -> None:
         with self._lock:
             for k in self._stats:
                 self._stats[k] = 0
+            self._traffic.clear()
 
     def set_rates(self, fail_rate: float | None = None, drop_rate: float | None = None,
                   truncate_rate: float | None = None, short_rate: float | None = None,
@@ -540,6 +565,13 @@ class FaultProxy:
         with self._lock:
             self._stats[kind] -= 1
             self._stats["faults"] -= 1
+
+    def _account(self, key: str, field: int, n: int) -> None:
+        with self._lock:
+            row = self._traffic.get(key)
+            if row is None:
+                row = self._traffic[key] = [0, 0, 0]
+            row[field] += n
 
     def _uniform(self, a: float, b: float) -> float:
         with self._lock:

@@ -33,11 +33,12 @@ def data_for(key: str) -> bytes:
     return b"" if key == "zero-byte" else hashlib.sha256(key.encode()).digest() * 3 + key.encode()
 
 
-@pytest.mark.parametrize("native", [False, True], ids=["s5cmd", "native"])
-def test_every_valid_key_moves_byte_exact_and_nothing_escapes(work, tmp_path, native):
+@pytest.mark.parametrize("mode", ["s5cmd", "native", "direct"])
+def test_every_valid_key_moves_byte_exact_and_nothing_escapes(work, tmp_path, mode):
     for k in HOSTILE_KEYS:
         work.put(k, data_for(k))
-    work.cfg["transfer_settings"]["src_use_native_s3"] = native
+    work.cfg["transfer_settings"]["src_use_native_s3"] = mode == "native"
+    work.cfg["transfer_settings"]["src_direct_get_max_bytes"] = 1024 * 1024 if mode == "direct" else 0
     work.write_config()
     outside_before = sorted(os.listdir(work.path.parent))
     r = work.run("sync_mvol.py", "--once", timeout=180)

@@ -196,3 +196,22 @@ def test_second_copy_of_a_sync_refuses_and_names_the_pid(work):
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=30)
+
+
+def test_small_objects_by_one_get_large_ones_by_s5cmd(work):
+    """The default: objects up to src_direct_get_max_bytes are one GetObject each (no HeadObject);
+    larger ones go through s5cmd."""
+    data = seed(work, n_small=10)
+    work.cfg["transfer_settings"]["src_direct_get_max_bytes"] = 1024 * 1024
+    work.write_config()
+    log_start = work.server.log_path.stat().st_size
+    r = work.run("sync_mvol.py", "--once")
+    assert r.returncode == 0, r.stderr
+    assert_all_moved(work, data)
+    lines = (work.path / "src_commands.txt").read_text().splitlines()
+    assert len(lines) == 1 and "big/multipart.bin" in lines[0]
+    with open(work.server.log_path, "rb") as fh:
+        fh.seek(log_start)
+        log = fh.read().decode("utf-8", "replace")
+    assert f"HEAD /{work.src}/data/dir0/file0.bin" not in log  # no HeadObject for a small object
+    assert f"GET /{work.src}/data/dir0/file0.bin" in log
