@@ -503,11 +503,14 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int
         if once and st.complete:
             log.info("destination: all %d source objects are confirmed at the destination; done", st.source_total)
             return 0
-        if st.uploaded or st.staged or st.pending:
-            delay = cfg.settings.poll_interval  # work is arriving: stay close behind the source side
+        if st.uploaded or st.staged:
+            delay = 0.0  # the link was busy: keep it busy, go straight to what was staged meanwhile
+        elif st.pending:
+            # the source side is staging: look again soon (a local scan, no S3 request)
+            delay = min(cfg.settings.poll_interval, 0.25)
         else:  # idle: back off, but a --once run keeps checking for the source side's last objects
             cap = cfg.settings.poll_interval * 4 if once else cfg.settings.max_poll_interval
-            delay = min(delay * 2, max(cap, cfg.settings.poll_interval))
-        if stopper.sleep(delay):
+            delay = min(max(delay * 2, cfg.settings.poll_interval), max(cap, cfg.settings.poll_interval))
+        if delay and stopper.sleep(delay):
             break
     return stopper.exit_code()
