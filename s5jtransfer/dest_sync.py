@@ -16,7 +16,7 @@ from .config import Config
 from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, file_lock
 from .endpoints import Endpoints, run_s5cmd_spread
 from .progress import DEST_STATE, SRC_STATE, Progress, read_state
-from .runtime import Appender, Stopper, die_with_parent, fmt_bytes, remove_quietly
+from .runtime import Appender, Done, Stopper, die_with_parent, fmt_bytes, poll_loop, remove_quietly
 from .volumes import Volume, discover, staged_name
 
 log = logging.getLogger("s5jtransfer.dest")
@@ -477,22 +477,8 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int
     sync = DestSync(cfg, stopper, dry_run)
     log.info("destination side: %d staging volume(s) -> %s via %s", len(sync.volumes), cfg.destination.url(),
              cfg.destination.endpoint or f"AWS {cfg.destination.region}")
-    delay = cfg.settings.poll_interval
-    while not stopper.stopped:
-        started = time.monotonic()
-        try:
-            st = sync.cycle(check_source=once)
-        except Exception as exc:  # noqa: BLE001 - a failed cycle is logged and retried
-            if stopper.stopped:
-                break
-            log.error("cycle failed: %s (retrying in %.0fs)", s3.describe_error(exc, cfg.destination), delay)
-            log.debug("cycle failure", exc_info=True)
-            if stopper.sleep(delay):
-                break
-            delay = min(delay * 2, cfg.settings.max_poll_interval)
-            continue
-        if dry_run:
-            return 0
+
+    def after(st: DestStats, started: float, delay: float) -> float:
         if st.uploaded or st.failed or st.mismatched or st.source_missing:
             msg = (f"destination: {sync.progress.line()} confirmed; this cycle: "
                    f"{st.uploaded} uploaded ({fmt_bytes(st.uploaded_bytes)}), {st.failed} failed, "
@@ -502,15 +488,15 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int
             log.info(msg)
         if once and st.complete:
             log.info("destination: all %d source objects are confirmed at the destination; done", st.source_total)
-            return 0
+            raise Done
         if st.uploaded or st.staged:
-            delay = 0.0  # the link was busy: keep it busy, go straight to what was staged meanwhile
-        elif st.pending:
+            return 0.0  # the link was busy: keep it busy, go straight to what was staged meanwhile
+        if st.pending:
             # the source side is staging: look again soon (a local scan, no S3 request)
-            delay = min(cfg.settings.poll_interval, 0.25)
-        else:  # idle: back off, but a --once run keeps checking for the source side's last objects
-            cap = cfg.settings.poll_interval * 4 if once else cfg.settings.max_poll_interval
-            delay = min(max(delay * 2, cfg.settings.poll_interval), max(cap, cfg.settings.poll_interval))
-        if delay and stopper.sleep(delay):
-            break
-    return stopper.exit_code()
+            return min(cfg.settings.poll_interval, 0.25)
+        # idle: back off, but a --once run keeps checking for the source side's last objects
+        cap = max(cfg.settings.poll_interval * 4 if once else cfg.settings.max_poll_interval, cfg.settings.poll_interval)
+        return min(max(delay * 2, cfg.settings.poll_interval), cap)
+
+    return poll_loop(lambda: sync.cycle(check_source=once), after,
+                     lambda exc: s3.describe_error(exc, cfg.destination), cfg.settings, stopper, dry_run=dry_run)

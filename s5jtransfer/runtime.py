@@ -123,3 +123,38 @@ def remove_quietly(path: str) -> None:
         os.remove(path)
     except FileNotFoundError:
         pass
+
+
+class Done(Exception):
+    """Raised by a loop's after-cycle hook when the work is done (--once)."""
+
+
+def poll_loop(cycle: Callable[[], object], after: Callable[[object, float, float], float],
+              describe: Callable[[BaseException], str], settings, stopper: Stopper,
+              sleep: Callable[[float], bool] | None = None, dry_run: bool = False) -> int:
+    """Run cycle() until stopped. after(stats, started, delay) logs and returns the next pause,
+    or raises Done. A failed cycle is logged in one line and retried with backoff."""
+    sleep = sleep or stopper.sleep
+    delay = settings.poll_interval
+    while not stopper.stopped:
+        started = time.monotonic()
+        try:
+            st = cycle()
+        except Exception as exc:  # noqa: BLE001 - a failed cycle is logged and retried
+            if stopper.stopped:
+                break
+            log.error("cycle failed: %s (retrying in %.0fs)", describe(exc), delay)
+            log.debug("cycle failure", exc_info=True)
+            if stopper.sleep(delay):
+                break
+            delay = min(delay * 2, settings.max_poll_interval)
+            continue
+        if dry_run:
+            return 0
+        try:
+            delay = after(st, started, delay)
+        except Done:
+            return 0
+        if delay and sleep(delay):
+            break
+    return stopper.exit_code()

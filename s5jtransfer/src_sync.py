@@ -16,7 +16,7 @@ from .config import Config
 from .ledger import SRC_COLUMNS, SRC_LEDGER, Ledger
 from .endpoints import Endpoints, run_s5cmd_spread
 from .progress import SRC_STATE, Progress
-from .runtime import Appender, Stopper, die_with_parent, fmt_bytes, remove_quietly
+from .runtime import Appender, Done, Stopper, die_with_parent, fmt_bytes, poll_loop, remove_quietly
 from .volumes import Volume, device_budgets, discover, staged_name
 
 log = logging.getLogger("s5jtransfer.src")
@@ -319,22 +319,8 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int
     log.info("source side: %s via %s -> %d staging volume(s): %s", cfg.source.url(),
              cfg.source.endpoint or f"AWS {cfg.source.region}", len(sync.volumes),
              ", ".join(v.root for v in sync.volumes))
-    delay = cfg.settings.poll_interval
-    while not stopper.stopped:
-        started = time.monotonic()
-        try:
-            st = sync.cycle()
-        except Exception as exc:  # noqa: BLE001 - a failed cycle is logged and retried
-            if stopper.stopped:
-                break
-            log.error("cycle failed: %s (retrying in %.0fs)", s3.describe_error(exc, cfg.source), delay)
-            log.debug("cycle failure", exc_info=True)
-            if stopper.sleep(delay):
-                break
-            delay = min(delay * 2, cfg.settings.max_poll_interval)
-            continue
-        if dry_run:
-            return 0
+
+    def after(st: CycleStats, started: float, delay: float) -> float:
         sync.progress.set_totals(st.listed, st.listed_bytes, st.done, st.done_bytes)
         sync.progress.retries += st.failed + st.mismatched
         sync.progress.write_state(force=True)
@@ -342,14 +328,13 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int
                  sync.progress.line(), st.moved, st.adopted, st.failed, st.waiting, time.monotonic() - started)
         if st.complete and once:
             log.info("source: every source object is ledgered; done")
-            return 0
+            raise Done
         if st.moved or st.adopted or st.waiting:
-            delay = cfg.settings.poll_interval
-        else:
-            delay = min(delay * 2, cfg.settings.max_poll_interval)
-        if _sleep_unless_ledger_replaced(stopper, delay):
-            break
-    return stopper.exit_code()
+            return cfg.settings.poll_interval
+        return min(delay * 2, cfg.settings.max_poll_interval)
+
+    return poll_loop(sync.cycle, after, lambda exc: s3.describe_error(exc, cfg.source), cfg.settings, stopper,
+                     sleep=lambda secs: _sleep_unless_ledger_replaced(stopper, secs), dry_run=dry_run)
 
 
 def _ledger_inode() -> int | None:
