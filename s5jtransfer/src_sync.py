@@ -14,7 +14,7 @@ from boto3.s3.transfer import TransferConfig
 from . import checksum, plan, s3, s5cmd
 from .config import Config
 from .ledger import SRC_COLUMNS, SRC_LEDGER, Ledger
-from .endpoints import Endpoints, run_s5cmd_spread
+from .endpoints import Endpoints, run_s5cmd_spread, split_by_bytes
 from .progress import SRC_STATE, Progress
 from .runtime import Appender, Done, Stopper, die_with_parent, fmt_bytes, poll_loop, remove_quietly
 from .volumes import Volume, device_budgets, discover, staged_name
@@ -102,7 +102,7 @@ class SourceSync:
         assigned, waiting = plan.assign(todo, slots, budgets)
         st.planned, st.waiting = len(assigned), len(waiting)
         if self.dry_run:
-            self._print_plan(assigned, waiting)
+            self._print_plan(assigned, waiting, live)
             return st
         if waiting:
             log.info("%d objects (%s) wait for space on the staging volumes", len(waiting),
@@ -116,10 +116,13 @@ class SourceSync:
         st.done_bytes += st.moved_bytes + st.adopted_bytes
         return st
 
-    def _print_plan(self, assigned: list[plan.Assignment], waiting: list[plan.Item]) -> None:
-        ep = self.side.endpoint or f"AWS {self.side.region}"
-        for a in assigned:
-            print(f"would copy {self.side.url(a.item.key)!r} ({a.item.size} bytes) from {ep} to {self.volumes[a.volume].root}")
+    def _print_plan(self, assigned: list[plan.Assignment], waiting: list[plan.Item], live: list[int]) -> None:
+        groups = split_by_bytes(assigned, [a.item.size for a in assigned], len(live))
+        for n, group in enumerate(groups):
+            ep = self.eps.name(live[n])
+            for a in group:
+                print(f"would copy {self.side.url(a.item.key)!r} ({a.item.size} bytes) from {ep} "
+                      f"to {self.volumes[a.volume].root}")
         for i in waiting:
             print(f"would wait for space: {self.side.url(i.key)!r} ({i.size} bytes)")
         print(f"dry run: {len(assigned)} objects ({sum(a.item.size for a in assigned)} bytes) would be copied, "

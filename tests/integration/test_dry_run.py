@@ -35,3 +35,32 @@ def test_dry_run_of_the_destination_lists_staged_uploads(work):
     assert "dry run: 1 staged objects (3 bytes) would be uploaded" in r.stdout
     assert snapshot(work.path) == before
     assert work.listing(work.dst, "copy/") == {}
+
+
+def test_dry_run_spreads_over_every_endpoint(work, s3server):
+    from faultproxy import FaultProxy
+
+    for i in range(6):
+        work.put(f"f{i}.bin", os.urandom(1000))
+    a, b = FaultProxy(s3server.url).start(), FaultProxy(s3server.url).start()
+    try:
+        work.cfg["transfer_settings"]["src_endpoint_url"] = [a.url, b.url]
+        work.write_config()
+        r = work.run("src_sync_mvol.py", "--dry-run")
+        assert r.returncode == 0, r.stderr
+        assert f"from {a.url} to" in r.stdout and f"from {b.url} to" in r.stdout
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_log_file_receives_timestamped_lines(work):
+    work.put("a.txt", b"a")
+    r = work.run("sync_mvol.py", "--once", "--log-file", "transfer.log")
+    assert r.returncode == 0
+    text = (work.path / "transfer.log").read_text()
+    import re
+
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO s5jtransfer\.src: ", text, re.M)
+    assert "s5jtransfer.dest:" in text and "s5jtransfer.sync:" in text
+    assert "s5jtransfer" not in r.stderr  # the log went to the file, not to standard error
