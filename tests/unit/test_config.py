@@ -397,3 +397,22 @@ def test_private_config_with_credentials_has_no_warning(tmp_path):
 def test_world_readable_config_without_credentials_has_no_warning(tmp_path):
     cfg = load(write(tmp_path, base_cfg(), mode=0o644))
     assert cfg.warnings == ()
+
+
+def test_the_shipped_config_yaml_is_valid_and_documented():
+    """The config.yaml in the repository loads, and every key it names is in README.md."""
+    import re
+    from pathlib import Path
+
+    from s5jtransfer import config as cfgmod
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = cfgmod.load(str(root / "config.yaml"))
+    assert cfg.source.is_snow and cfg.destination.region == "us-east-1"
+    readme = (root / "README.md").read_text()
+    for section, keys in cfgmod._SCHEMA.items():
+        for key in keys:
+            assert f"`{section}.{key}`" in readme or f"`{key}`" in readme, f"{section}.{key} is not documented"
+    text = (root / "config.yaml").read_text()
+    for key in re.findall(r"^\s*#?\s*([a-z_0-9]+):", text, re.M):
+        assert any(key in keys or key == sec for sec, keys in cfgmod._SCHEMA.items()), key
