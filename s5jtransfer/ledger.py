@@ -220,10 +220,18 @@ class Ledger:
             return
         data = "".join(_row_line((encode_key(r[0]), *r[1:])) for r in rows).encode("utf-8", "surrogateescape")
         with file_lock(self.lock_path):
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                if os.fstat(fd).st_size == 0:
+                size = os.fstat(fd).st_size
+                if size == 0:
                     data = _row_line(self.columns).encode() + data
+                elif os.pread(fd, 1, size - 1) != b"\n":
+                    # An earlier append was cut short (disk full, I/O error): drop its torn tail
+                    # rather than glue the next row onto it.
+                    tail = os.pread(fd, min(size, 1 << 20), max(0, size - (1 << 20)))
+                    os.ftruncate(fd, size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else 0)
+                    if os.fstat(fd).st_size == 0:
+                        data = _row_line(self.columns).encode() + data
                 os.write(fd, data)
                 os.fsync(fd)
             finally:

@@ -353,3 +353,18 @@ def test_lock_file_holds_only_the_current_pid(tmp_path):
         assert path.read_text() == f"{os.getpid()}\n"
     finally:
         lock.release()
+
+
+def test_append_after_a_torn_append_does_not_glue_rows(tmp_path):
+    """A write cut short (disk full) leaves a torn tail; the next append drops it first."""
+    from s5jtransfer.ledger import SRC_COLUMNS, Ledger
+
+    led = Ledger(str(tmp_path / "src_ledger.csv"), SRC_COLUMNS)
+    led.ensure()
+    led.append([("a", 1, "e1", "md5", "m1")])
+    with open(led.path, "ab") as fh:
+        fh.write(b"b,2,e2,md")  # torn
+    led.append([("c", 3, "e3", "md5", "m3")])
+    rows = led.load()
+    assert rows == {"a": (1, "e1", "md5", "m1"), "c": (3, "e3", "md5", "m3")}
+    assert open(led.path, "rb").read().count(b"\n") == 3
