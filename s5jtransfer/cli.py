@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from typing import Callable
 
@@ -83,7 +82,3 @@ def run(body: Callable[[argparse.Namespace, config_mod.Config], int], args: argp
     finally:
         if held:
             held.release()
-
-
-def script_dir() -> str:
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from boto3.s3.transfer import TransferConfig
 
-from . import checksum, plan, s3, s5cmd
+from . import checksum, s3, s5cmd
 from .config import Config
 from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, file_lock
 from .endpoints import Endpoints, run_s5cmd_spread

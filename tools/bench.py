@@ -878,7 +878,7 @@ def targets(b: Bench, summary: dict) -> list[dict]:
         out.append({"target": f"suite second run (nothing to do) <= {TARGET_IDLE_RUN} x one listing of each side, "
                               f"the listings done by a fresh python process",
                     "value": f"{r_cold:.2f} ({s['second_median_s']:.2f} s / {cold:.2f} s)", "pass": r_cold <= TARGET_IDLE_RUN})
-        out.append({"target": f"  same, against the bare listing requests (warm client in the bench process)",
+        out.append({"target": "  same, against the bare listing requests (warm client in the bench process)",
                     "value": f"{r_warm:.2f} ({s['second_median_s']:.2f} s / {warm:.2f} s)", "pass": r_warm <= TARGET_IDLE_RUN})
     else:
         out.append({"target": "suite second run <= 1.1 x listings", "value": "not measured", "pass": None})

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 
-import pytest
 
 from conftest import wait_for
 

@@ -153,7 +153,7 @@ def test_dry_run_prints_plan_and_runs_only_lsblk(tmp_path):
     rc, out = run_main(["--dry-run", "--base", str(tmp_path)], runner)
     assert rc == 0
     assert runner.non_lsblk() == []
-    assert f"  mkfs.ext4 -F -q /dev/nvme1n1" in out
+    assert "  mkfs.ext4 -F -q /dev/nvme1n1" in out
     assert f"  mount /dev/xvdf {tmp_path}/volume-02" in out
     assert f"  chmod 777 {tmp_path}/volume-01" in out
     assert not (tmp_path / "volume-01").exists()
