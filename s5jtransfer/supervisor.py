@@ -126,7 +126,7 @@ def _supervise(children: list[Child], once: bool, stopper: Stopper, cfg, report:
         if not once and time.monotonic() >= next_idle_check:
             next_idle_check = time.monotonic() + idle_check
             _verify_when_idle(cfg, report)
-        stopper.sleep(0.5)
+        stopper.sleep(0.2)
     _stop(children)
     return stopper.exit_code()
 
