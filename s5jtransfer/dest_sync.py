@@ -62,8 +62,12 @@ class DestStats:
 
 
 def dest_done(src_row: tuple, dest_row: tuple | None) -> bool:
-    """The destination holds this version: same size, uploaded from the same source ETag."""
-    return dest_row is not None and dest_row[0] == src_row[0] and dest_row[3] == src_row[1]
+    """The destination holds this version: same size, uploaded from the same source ETag.
+    Where either side has no ETag (rows of the original two-column ledger, or objects such a
+    ledger had already moved), the size decides, as it did for the original scripts."""
+    if dest_row is None or dest_row[0] != src_row[0]:
+        return False
+    return dest_row[3] == src_row[1] or not dest_row[3] or not src_row[1]
 
 
 class DestSync:
@@ -315,7 +319,7 @@ class DestSync:
         for o in s3.iter_objects(self.cfg.source, self._source_client()):
             total += 1
             r = self.dest_rows.get(o.key)
-            if not dest_done((o.size, o.etag), r) and not (r and r[0] == o.size and not o.etag):
+            if not dest_done((o.size, o.etag), r):
                 missing += 1
         st.source_total, st.source_missing = total, missing
 

@@ -191,3 +191,30 @@ def test_secrets_never_reach_logs_or_run_files(work):
     for name in ("src_commands.txt", "dest_commands.txt", "src_ledger.csv", "dest_ledger.csv"):
         assert secret not in (work.path / name).read_text()
     assert secret not in r.stdout + r.stderr
+
+
+def test_upgrade_from_an_original_v11_ledger_moves_nothing_twice(work):
+    """An operator switches mid-job from the original scripts: their two-column ledger lists what
+    they moved (already at the destination, staging freed). Nothing listed there moves again."""
+    data = {f"old{i}.bin": os.urandom(2000 + i) for i in range(5)}
+    data.update({f"new{i}.bin": os.urandom(1500 + i) for i in range(3)})
+    c = work.server.client()
+    for k, v in data.items():
+        work.put(k, v)
+        if k.startswith("old"):  # moved by the original scripts
+            c.put_object(Bucket=work.dst, Key="copy/" + k, Body=v)
+    (work.path / "src_ledger.csv").write_text(
+        "Key,Size\n" + "".join(f"{k},{len(v)}\n" for k, v in data.items() if k.startswith("old")))
+    log_start = work.server.log_path.stat().st_size
+    r = work.run("sync_mvol.py", "--once", timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for k, v in data.items():
+        assert work.dest_bytes(k) == v
+    with open(work.server.log_path, "rb") as fh:
+        fh.seek(log_start)
+        log = fh.read().decode("utf-8", "replace")
+    for k in data:
+        fetched = f"GET /{work.src}/data/{k} " in log
+        assert fetched == k.startswith("new"), k  # only the new objects were read from the source
+    assert work.ledger_lines() == len(data) + 1
+    assert work.run("repair_ledger.py").returncode == 0
