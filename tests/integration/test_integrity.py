@@ -260,3 +260,26 @@ with open(p, 'wb') as fh:
     finally:
         link.stop()
         subprocess.run(["umount", "-l", str(vol)], capture_output=True)
+
+
+def test_wiped_staging_volume_is_refetched_not_waited_for(work):
+    """Staged, ledgered, then the volume is wiped (disk replaced): the objects move again."""
+    data = {f"w{i}.bin": os.urandom(8000) for i in range(6)}
+    for k, v in data.items():
+        work.put(k, v)
+    assert work.run("src_sync_mvol.py", "--once").returncode == 0
+    for p in work.staged_files():
+        p.unlink()
+    # the two sides on their own (no sync_mvol.py verification first): the destination side
+    # notices the vanished copies and hands them back to the running source side
+    src = work.start("src_sync_mvol.py", log_name="src.log")
+    try:
+        r = work.run("dest_sync_mvol.py", "--once", timeout=120)
+    finally:
+        src.send_signal(signal.SIGTERM)
+        src.wait(timeout=30)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "have no staged copy on any volume and are not at the destination" in r.stderr
+    for k, v in data.items():
+        assert work.dest_bytes(k) == v
+    assert work.ledger_lines() == len(data) + 1
