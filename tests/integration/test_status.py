@@ -46,3 +46,27 @@ def test_status_during_a_run_and_after(work):
     assert s["destination"]["done_objects"] == len(data) and s["destination"]["done_bytes"] == total
     assert s["source"]["running_pid"] is None
     assert sum(v["staged_objects"] for v in s["volumes"]) == 0
+
+
+def test_status_watch_refreshes_until_stopped(work):
+    import subprocess
+
+    from conftest import script_env
+
+    work.put("a.txt", b"a")
+    proc = subprocess.Popen(work.argv("status.py", "--watch", "0.2"), cwd=work.path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=script_env(), stdin=subprocess.DEVNULL, text=True)
+    try:
+        out = []
+
+        def two_reports():
+            line = proc.stdout.readline()
+            out.append(line)
+            return sum(1 for x in out if x.startswith("s5jtransfer status of")) >= 2
+
+        wait_for(two_reports, 30, "two refreshes of status.py --watch")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    assert proc.returncode == 130
+    assert "Traceback" not in proc.stderr.read()
