@@ -17,7 +17,7 @@ from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, 
 from .endpoints import Endpoints, run_s5cmd_spread
 from .progress import DEST_STATE, SRC_STATE, Progress, read_state
 from .runtime import Appender, Done, Stopper, die_with_parent, fmt_bytes, poll_loop, remove_quietly
-from .volumes import Volume, discover, staged_name
+from .volumes import Volume, discover, scan_all, staged_name
 
 log = logging.getLogger("s5jtransfer.dest")
 RUN_FILE = "dest_commands.txt"
@@ -132,7 +132,7 @@ class DestSync:
         ledger append and the delete) are removed at start-up."""
         if not self.cfg.delete_staging_data:
             return
-        staged = self._scan()
+        staged = scan_all(self.volumes)
         if not staged:
             return
         names = {staged_name(k): k for k, r in self.src_rows.items() if dest_done(r, self.dest_rows.get(k))}
@@ -144,18 +144,11 @@ class DestSync:
         if freed:
             log.info("removed %d staged copies already confirmed at the destination", freed)
 
-    def _scan(self) -> dict[str, tuple[Volume, int]]:
-        out: dict[str, tuple[Volume, int]] = {}
-        for v in self.volumes:
-            for name, size in v.scan_staged().items():
-                out[name] = (v, size)
-        return out
-
     # -- one cycle -----------------------------------------------------------------------
     def cycle(self, check_source: bool) -> DestStats:
         st = DestStats()
         self.refresh()
-        staged = self._scan()
+        staged = scan_all(self.volumes)
         cands: list[Candidate] = []
         lost = []
         for key, p in self.pending.items():

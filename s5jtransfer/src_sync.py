@@ -17,7 +17,7 @@ from .ledger import SRC_COLUMNS, SRC_LEDGER, Ledger
 from .endpoints import Endpoints, run_s5cmd_spread, split_by_bytes
 from .progress import SRC_STATE, Progress
 from .runtime import Appender, Done, Stopper, die_with_parent, fmt_bytes, poll_loop, remove_quietly
-from .volumes import Volume, device_budgets, discover, staged_name
+from .volumes import Volume, device_budgets, discover, scan_all, staged_name
 
 log = logging.getLogger("s5jtransfer.src")
 RUN_FILE = "src_commands.txt"
@@ -134,20 +134,18 @@ class SourceSync:
 
     def _adopt_staged(self, todo: list[plan.Item], st: CycleStats) -> list[plan.Item]:
         """Staged copies left by an interrupted run are verified and ledgered, not fetched again."""
-        staged: dict[str, Volume] = {}
-        for v in self.volumes:
-            for name in v.scan_staged():
-                staged[name] = v
+        staged = scan_all(self.volumes)
         if not staged:
             return todo
         appender = Appender(self.ledger)
         rest = []
         for item in todo:
             name = staged_name(item.key)
-            vol = staged.get(name)
-            if vol is None:
+            hit = staged.get(name)
+            if hit is None:
                 rest.append(item)
                 continue
+            vol = hit[0]
             path = vol.staged_path(name)
             row = self._verify(item, path)
             if row is None:

@@ -11,7 +11,7 @@ from . import checksum, s3
 from .config import Config
 from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, encode_key, file_lock
 from .plan import is_done
-from .volumes import discover, staged_name
+from .volumes import discover, scan_all, staged_name
 
 log = logging.getLogger("s5jtransfer.repair")
 MISSING_FILE = "missing_keys.txt"
@@ -88,9 +88,7 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE) -> tuple[R
     with file_lock(src_ledger.lock_path), file_lock(dest_ledger.lock_path):
         src_rows = src_ledger.load()
         dest_rows = dest_ledger.load()
-        staged: dict[str, int] = {}
-        for v in volumes:
-            staged.update(v.scan_staged())
+        staged = {name: size for name, (_v, size) in scan_all(volumes).items()}
         rep = classify(src, dst, src_rows, dest_rows, staged)
         keep_src = {}
         for key, cat in rep.categories.items():

@@ -73,6 +73,11 @@ class Volume:
             return []
 
 
+def scan_all(volumes: list[Volume]) -> dict[str, tuple[Volume, int]]:
+    """Every staged file on every volume: name -> (volume, size)."""
+    return {name: (v, size) for v in volumes for name, size in v.scan_staged().items()}
+
+
 def discover_roots(volumes: tuple[str, ...] | list[str], directory: str, base: str = VOLUME_GLOB_BASE) -> list[str]:
     """local.volumes if set; else every existing base/volume-NN; else local.directory."""
     if volumes:
