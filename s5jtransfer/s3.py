@@ -41,6 +41,9 @@ def client(side: Side, settings: Settings | None = None, index: int = 0, pool: i
                                         region_name=side.region)
     else:
         session = boto3.session.Session(region_name=side.region)
+    # Timestamps (LastModified) are never read here: keep botocore from parsing one per listed
+    # object and per response with dateutil, a large share of the CPU a listing costs.
+    session._session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
     endpoint = api_endpoint(side, index)
     retries = settings.retries if settings else 10
     cfg = botocore.config.Config(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import checksum, s3
@@ -65,21 +66,21 @@ def classify(src: dict[str, s3.Obj], dst: dict[str, s3.Obj], src_rows: dict[str,
     return rep
 
 
+def _list_side(side, cfg: Config) -> dict[str, s3.Obj]:
+    try:
+        return s3.list_dict(side, s3.client(side, cfg.settings))
+    except Exception as exc:  # noqa: BLE001 - one line naming what failed
+        raise s3.connect_error(exc, side) from None
+
+
 def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE) -> tuple[Report, dict]:
     """List both sides, classify every source object, and rewrite the ledgers so that what is
     missing or differs moves again. Returns the report and figures for a transfer report."""
-    src_client = s3.client(cfg.source, cfg.settings)
-    dst_client = s3.client(cfg.destination, cfg.settings)
-    log.info("listing the source %s", cfg.source.url())
-    try:
-        src = s3.list_dict(cfg.source, src_client)
-    except Exception as exc:  # noqa: BLE001 - one line naming what failed
-        raise s3.connect_error(exc, cfg.source) from None
-    log.info("listing the destination %s", cfg.destination.url())
-    try:
-        dst = s3.list_dict(cfg.destination, dst_client)
-    except Exception as exc:  # noqa: BLE001
-        raise s3.connect_error(exc, cfg.destination) from None
+    # Both sides are listed at once: the two listings cross different links.
+    log.info("listing the source %s and the destination %s", cfg.source.url(), cfg.destination.url())
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futs = [pool.submit(_list_side, side, cfg) for side in (cfg.source, cfg.destination)]
+        src, dst = (f.result() for f in futs)
     src_ledger = Ledger(SRC_LEDGER, SRC_COLUMNS)
     dest_ledger = Ledger(DEST_LEDGER, DEST_COLUMNS)
     volumes = discover(cfg, create=False)
