@@ -14,15 +14,21 @@ from boto3.s3.transfer import TransferConfig
 from . import checksum, s3, s5cmd
 from .config import Config
 from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, file_lock
-from .endpoints import Endpoints, run_s5cmd_spread
+from .endpoints import Endpoints
 from .progress import DEST_STATE, SRC_STATE, Progress, read_state
 from .runtime import Appender, Done, Stopper, die_with_parent, fmt_bytes, poll_loop, remove_quietly
 from .volumes import Volume, discover, scan_all, staged_name
 
 log = logging.getLogger("s5jtransfer.dest")
 RUN_FILE = "dest_commands.txt"
-LIST_CONFIRM_MIN = 50  # uploads in a batch from which one listing confirms them all
-LIST_CONFIRM_RATIO = 50  # ... while the destination holds fewer than this many objects per upload
+LIST_CHEAPER = 4  # confirm by one listing when it costs this many times fewer requests than HeadObjects
+CONFIRM_AFTER = 1.0  # seconds an upload waits for confirmation, so one listing confirms many
+SET_ASIDE_STREAK = 5  # failed uploads in a row, with no success between, that set an endpoint aside
+MAX_RETRY_BACKOFF = 60.0  # seconds; a failed upload is retried after 1, 2, 4 ... up to this
+STREAM_IDLE = 2.0  # seconds an s5cmd with nothing to do is kept before it is ended
+LIVE_REFRESH = 5.0  # seconds between endpoint probes while uploading
+PROGRESS_EVERY = 10.0  # seconds between progress lines while uploading
+FEED_BYTES = 2 * 1024 ** 3  # bytes re-hashed and fed per cycle at most, so the cycle comes round
 
 
 @dataclass
@@ -48,6 +54,8 @@ class DestStats:
     uploaded_bytes_total: int = 0
     pending: int = 0
     staged: int = 0
+    fed: int = 0
+    in_flight: int = 0
     uploaded: int = 0
     uploaded_bytes: int = 0
     failed: int = 0
@@ -91,6 +99,19 @@ class DestSync:
         self._missing_staged: set[str] = set()
         self.progress = Progress("destination", None if dry_run else DEST_STATE)
         self._progress_stale = True  # src_rows or pending changed since the totals were summed
+        self._streams: dict[int, s5cmd.Stream] = {}  # endpoint index -> its running s5cmd
+        self._stream_busy: dict[int, float] = {}  # endpoint index -> when it last had work
+        self._results: list[tuple[int, str, bool, str]] = []  # (endpoint, local, ok, error) from the streams
+        self._results_lock = threading.Lock()
+        self._flight: dict[str, Candidate] = {}  # staged path -> candidate handed to s5cmd, no result yet
+        self._to_confirm: list[tuple[Candidate, float]] = []  # uploaded, not yet confirmed (since when)
+        self._done_by_key: dict[str, Candidate] = {}  # confirmed, staged copy freed after the ledger flush
+        self._retry_at: dict[str, tuple[float, int]] = {}  # key -> (not before, failures so far)
+        self._streak: dict[int, int] = {}
+        self._last_error: dict[int, str] = {}
+        self._live_cache: list[int] | None = None
+        self._live_at = 0.0
+        self._appender = Appender(self.dest_ledger, after_flush=self._after_flush)
 
     # -- state ---------------------------------------------------------------------------
     def _recompute_pending(self) -> None:
@@ -148,6 +169,9 @@ class DestSync:
     def cycle(self, check_source: bool) -> DestStats:
         st = DestStats()
         self.refresh()
+        self._collect(st)
+        busy = set(self._flight) | {c.path for c, _t in self._to_confirm}
+        now = time.monotonic()
         staged = scan_all(self.volumes)
         cands: list[Candidate] = []
         lost = []
@@ -157,8 +181,10 @@ class DestSync:
                 lost.append(key)
                 continue
             vol, size = hit
-            # A size that differs from the ledger is a damaged copy: _check_staged discards it.
             path = vol.staged_path(p.name)
+            if path in busy or self._retry_at.get(key, (0.0, 0))[0] > now:
+                continue
+            # A size that differs from the ledger is a damaged copy: _check_staged discards it.
             try:
                 sst = os.stat(path)
             except FileNotFoundError:
@@ -166,26 +192,28 @@ class DestSync:
             cands.append(Candidate(key, p, path, (sst.st_ino, sst.st_mtime_ns)))
         st.staged = len(cands)
         self._heal_lost(lost, st)
-        if self.settings.max_l2dest:
-            cands.sort(key=lambda c: -c.pending.row[0])
-            kept, total = [], 0
-            for c in cands:
-                if kept and total + c.pending.row[0] > self.settings.max_l2dest:
-                    continue
-                kept.append(c)
-                total += c.pending.row[0]
-            cands = kept
         if self.dry_run:
+            if self.settings.max_l2dest:
+                cands = self._within(cands, 0, self.settings.max_l2dest)
             ep = self.side.endpoint or f"AWS {self.side.region}"
             for c in cands:
                 print(f"would upload {c.path} ({c.pending.row[0]} bytes) to {self.side.url(c.key)!r} at {ep}")
             print(f"dry run: {len(cands)} staged objects ({sum(c.pending.row[0] for c in cands)} bytes) would be "
                   f"uploaded; {len(self.pending) - len(cands)} ledgered objects are not staged here; nothing was changed")
             return st
+        max_objects, max_bytes = self._flight_limits()
+        room = max_objects - len(self._flight)
+        flying = sum(c.pending.row[0] for c in self._flight.values())
+        cands = self._within(cands, flying, max_bytes)[:max(room, 0)]
+        cands = self._within(cands, 0, FEED_BYTES)
         if cands:
             cands = self._check_staged(cands, st)
         if cands:
-            self._upload(cands, st)
+            self._feed(cands, st)
+            self._collect(st)
+        self._confirm_uploads(self._confirm_due(), st)
+        self._close_idle_streams()
+        st.in_flight = len(self._flight) + len(self._to_confirm)
         st.pending = len(self.pending)
         st.ledgered = len(self.src_rows)
         st.uploaded_total = st.ledgered - st.pending
@@ -193,6 +221,21 @@ class DestSync:
         if check_source and not self.pending and self._source_side_done():
             self._check_source(st)
         return st
+
+    @staticmethod
+    def _within(cands: list[Candidate], used: int, limit: int | None) -> list[Candidate]:
+        """Largest first, the candidates that fit in `limit` bytes beside `used` (at least one
+        when nothing is used, so an object larger than the limit still moves on its own)."""
+        if not limit:
+            return cands
+        cands = sorted(cands, key=lambda c: -c.pending.row[0])
+        kept, total = [], used
+        for c in cands:
+            if total + c.pending.row[0] > limit and (kept or used):
+                continue
+            kept.append(c)
+            total += c.pending.row[0]
+        return kept
 
     def _check_staged(self, cands: list[Candidate], st: DestStats) -> list[Candidate]:
         """Re-hash every staged copy before upload: a copy that no longer matches the MD5 the
@@ -327,83 +370,178 @@ class DestSync:
         st.source_total, st.source_missing = total, missing
 
     # -- uploading -----------------------------------------------------------------------
-    def _upload(self, cands: list[Candidate], st: DestStats) -> None:
-        live = self.eps.live()
-        self.client = self.eps.client(live[0])  # confirms uploads
-        started = time.monotonic()
-        lock = threading.Lock()
-        by_path = {c.path: c for c in cands}
+    # Uploads stream: one long-lived `s5cmd run` per destination endpoint, fed through its
+    # standard input as objects are staged and verified, with no batch barrier. Each cycle feeds
+    # what was staged since the last one, collects s5cmd's results, confirms the uploads at the
+    # destination, ledgers them and frees their staged copies.
 
-        def after_flush(rows: list[tuple]) -> None:
-            # Only now, with the destination ledger on disk, may the staged copies go.
-            for row in rows:
-                c = done_by_key.pop(row[0], None)
-                if c is None:
-                    continue
-                self._settle(c.key)
-                if self.cfg.delete_staging_data:
-                    try:
-                        sst = os.stat(c.path)
-                        if (sst.st_ino, sst.st_mtime_ns) == c.ident:  # not replaced by a newer version
-                            remove_quietly(c.path)
-                    except FileNotFoundError:
-                        pass
+    def _flight_limits(self) -> tuple[int, int | None]:
+        """(objects, bytes) allowed in flight: enough to keep every worker busy, few enough that
+        the confirmations and the ledger keep up; max_size_to_transfer_l2dest caps the bytes."""
+        return max(4 * self.settings.dest_workers, 256), (self.settings.max_l2dest or None)
 
-        done_by_key: dict[str, Candidate] = {}
-        appender = Appender(self.dest_ledger, after_flush=after_flush)
+    def _live(self) -> list[int]:
+        """Endpoints to feed; probed at most every LIVE_REFRESH seconds (probing is a request)."""
+        now = time.monotonic()
+        if self._live_cache is None or now - self._live_at >= LIVE_REFRESH:
+            self._live_cache, self._live_at = self.eps.live(), now
+        return self._live_cache
 
-        # Confirming by one listing of the destination costs (objects there)/1000 requests; by
-        # HeadObject, one request per upload. Large batches are confirmed by a listing at the end.
-        by_listing = len(cands) >= LIST_CONFIRM_MIN and len(self.dest_rows) < len(cands) * LIST_CONFIRM_RATIO
-        to_list: list[str] = []
+    def _stream(self, ep: int) -> s5cmd.Stream:
+        stream = self._streams.get(ep)
+        if stream is not None and stream.alive():
+            return stream
+        if stream is not None:
+            stream.close(timeout=5)
+        flags_ep = s5cmd.global_args(self.side, self.settings.dest_workers, self.settings.retries, self.eps.urls[ep])
+        name = RUN_FILE if ep == 0 else RUN_FILE.replace(".txt", f"-{ep + 1}.txt")
 
-        def confirm(path: str, ok: bool, error: str = "", listed: s3.Obj | None = None) -> None:
-            c = by_path[path]
-            if ok and by_listing and listed is None and s5cmd.run_file_safe(c.key):
-                with lock:
-                    to_list.append(path)
-                return
-            row = self._confirm(c, listed) if ok else None
-            with lock:
-                if row is None:
-                    if ok:
-                        st.mismatched += 1
-                    else:
-                        st.failed += 1
-                        log.warning("upload of %r failed: %s (retried next cycle)", c.key, error or "unknown error")
-                    return
-                st.uploaded += 1
-                st.uploaded_bytes += c.pending.row[0]
-                self.progress.add(1, c.pending.row[0])
-                self.progress.write_state()
-                self.dest_rows[c.key] = row[1:]
-                done_by_key[c.key] = c
-            appender.add(row)
+        def report(local: str, ok: bool, error: str) -> None:
+            with self._results_lock:
+                self._results.append((ep, local, ok, error))
 
-        via_api = [c.path for c in cands if not s5cmd.run_file_safe(c.key)]
-        via_s5cmd = [c.path for c in cands if s5cmd.run_file_safe(c.key)]
-        again = {c.key for c in cands if c.key in self.dest_rows}  # a newer version of an uploaded object
+        stream = s5cmd.Stream(self.binary, flags_ep, s3.child_env(self.side), name, report,
+                              on_start=self.stopper.track, preexec=die_with_parent())
+        self._streams[ep] = stream
+        return stream
+
+    def _feed(self, cands: list[Candidate], st: DestStats) -> None:
+        """Hand verified staged copies to s5cmd (keys a run file cannot carry: boto3, here)."""
+        flags = ["-p", str(self.settings.part_size // (1024 * 1024))]
+        via_api = []
+        live = self._live()
+        for c in cands:
+            if not s5cmd.run_file_safe(c.key):
+                via_api.append(c)
+                continue
+            ep = min(live, key=lambda i: self._streams[i].bytes_in_flight if i in self._streams else 0)
+            self._flight[c.path] = c
+            st.fed += 1
+            self._stream(ep).add(s5cmd.cp_line(c.path, self.side.url(c.key), flags), c.path, c.pending.row[0])
+        if via_api:
+            self._upload_api(via_api, live, st)
+
+    def _collect(self, st: DestStats) -> None:
+        """Results s5cmd reported since the last cycle: successes wait for confirmation, failures
+        are retried after a backoff; an endpoint failing again and again is set aside."""
+        with self._results_lock:
+            results, self._results = self._results, []
+        now = time.monotonic()
+        for ep, local, ok, error in results:
+            c = self._flight.pop(local, None)
+            if c is None:
+                continue
+            if ok:
+                self._to_confirm.append((c, now))
+                continue
+            self._failed(c, error, st)
+            self._streak[ep] = self._streak.get(ep, 0) + 1
+            self._last_error[ep] = error
+        for ep, _local, ok, _error in results:
+            if ok:
+                self._streak[ep] = 0
+        for ep, n in list(self._streak.items()):
+            if n >= SET_ASIDE_STREAK and len(self.eps.urls) > 1:
+                self._streak[ep] = 0
+                self.eps.failed(ep, self._last_error.get(ep, "uploads keep failing"))
+                self._live_cache = None
+                stream = self._streams.pop(ep, None)
+                if stream is not None:
+                    stream.proc.terminate()  # what it still holds is retried on another endpoint
+                    stream.close(timeout=10)
+                    self._collect(st)
+
+    def _failed(self, c: Candidate, error: str, st: DestStats) -> None:
+        st.failed += 1
+        log.warning("upload of %r failed: %s (retried in %.0fs)", c.key, error or "unknown error", self._backoff(c))
+
+    def _backoff(self, c: Candidate) -> float:
+        """Hold a key back before its next upload: 1 s, doubling up to MAX_RETRY_BACKOFF."""
+        n = self._retry_at.get(c.key, (0.0, 0))[1] + 1
+        wait = min(2.0 ** (n - 1), MAX_RETRY_BACKOFF)
+        self._retry_at[c.key] = (time.monotonic() + wait, n)
+        return wait
+
+    def _confirm_due(self) -> list[Candidate]:
+        """Uploads to confirm now: all of them once nothing else is in flight, else once the
+        oldest has waited CONFIRM_AFTER seconds (so one listing can confirm many)."""
+        if not self._to_confirm:
+            return []
+        oldest = self._to_confirm[0][1]
+        if self._flight and len(self._to_confirm) < 1000 and time.monotonic() - oldest < CONFIRM_AFTER:
+            return []
+        due, self._to_confirm = [c for c, _t in self._to_confirm], []
+        return due
+
+    def _confirm_uploads(self, cands: list[Candidate], st: DestStats) -> None:
+        """Check each upload at the destination, ledger it, then free its staged copy. One listing
+        of the destination confirms many uploads at once when it costs fewer requests than one
+        HeadObject per upload (a listing costs one request per 1,000 objects there)."""
+        if not cands:
+            return
+        self.client = self.eps.client(self._live()[0])
+        listable = {c.key for c in cands if s5cmd.run_file_safe(c.key)}
+        listing: dict[str, s3.Obj] = {}
+        if len(listable) >= LIST_CHEAPER * ((len(self.dest_rows) + len(cands)) // 1000 + 1):
+            listing = self._listing_for(listable)
         with ThreadPoolExecutor(max_workers=16) as pool:
-            api_thread = None
-            if via_api:
-                api_thread = threading.Thread(target=self._upload_api, args=(via_api, by_path, confirm, live),
-                                              daemon=True)
-                api_thread.start()
-            if via_s5cmd:
-                self._upload_s5cmd(via_s5cmd, by_path, lambda p, ok, err: pool.submit(confirm, p, ok, err), live)
-            if api_thread:
-                api_thread.join()
-            if to_list:
-                listing = self._listing_for({by_path[p].key for p in to_list})
-                for p in to_list:
-                    pool.submit(confirm, p, True, "", listing.get(by_path[p].key))
-        appender.flush()
+            rows = list(pool.map(lambda c: self._confirm(c, listing.get(c.key)), cands))
+        again = False
+        for c, row in zip(cands, rows):
+            if row is None:  # _confirm logged why
+                st.mismatched += 1
+                self._backoff(c)
+                continue
+            self._retry_at.pop(c.key, None)
+            again |= c.key in self.dest_rows  # a newer version of an uploaded object
+            st.uploaded += 1
+            st.uploaded_bytes += c.pending.row[0]
+            self.progress.add(1, c.pending.row[0])
+            self.dest_rows[c.key] = row[1:]
+            self._done_by_key[c.key] = c
+            self._appender.add(row)
+        self._appender.flush()
+        self.progress.write_state()
         if again:
             self.dest_rows = self.dest_ledger.compact()
-        secs = time.monotonic() - started
-        log.info("uploaded and confirmed %d objects (%s) in %.1fs (%s/s); %d failed, %d mismatches",
-                 st.uploaded, fmt_bytes(st.uploaded_bytes), secs, fmt_bytes(st.uploaded_bytes / max(secs, 1e-6)),
-                 st.failed, st.mismatched)
+
+    def _after_flush(self, rows: list[tuple]) -> None:
+        # Only now, with the destination ledger on disk, may the staged copies go.
+        for row in rows:
+            c = self._done_by_key.pop(row[0], None)
+            if c is None:
+                continue
+            p = self.pending.get(c.key)
+            if p is not None and p.row == c.pending.row:  # not a newer version ledgered meanwhile
+                self._settle(c.key)
+            if self.cfg.delete_staging_data:
+                try:
+                    sst = os.stat(c.path)
+                    if (sst.st_ino, sst.st_mtime_ns) == c.ident:  # not replaced by a newer version
+                        remove_quietly(c.path)
+                except FileNotFoundError:
+                    pass
+
+    def _close_idle_streams(self) -> None:
+        """An s5cmd with nothing in flight for STREAM_IDLE seconds is ended (an idle side runs
+        no child); the next staged object starts a new one. One that died is closed at once: what
+        it never reported on is reported failed, and retried."""
+        now = time.monotonic()
+        for ep, stream in list(self._streams.items()):
+            if len(stream) and stream.alive():
+                self._stream_busy[ep] = now
+                continue
+            if stream.alive() and now - self._stream_busy.setdefault(ep, now) < STREAM_IDLE:
+                continue
+            del self._streams[ep]
+            self._stream_busy.pop(ep, None)
+            stream.close(timeout=30)
+
+    def close(self) -> None:
+        """End the streams (on exit): what is unconfirmed stays unledgered and is uploaded again."""
+        for stream in self._streams.values():
+            stream.close(timeout=10)
+        self._streams.clear()
 
     def _confirm(self, c: Candidate, listed: s3.Obj | None = None) -> tuple | None:
         """Check the uploaded object (from a listing, else a HeadObject): size, then ETag against
@@ -449,31 +587,29 @@ class DestSync:
                         s3.describe_error(exc, self.side))
         return out
 
-    def _upload_s5cmd(self, paths: list[str], by_path, report, live: list[int]) -> None:
-        flags = ["-p", str(self.settings.part_size // (1024 * 1024))]
-        run_s5cmd_spread(self.eps, live, self.binary, self.settings.dest_workers, self.settings.retries, RUN_FILE,
-                         paths, [by_path[p].pending.row[0] for p in paths],
-                         lambda p: s5cmd.cp_line(p, self.side.url(by_path[p].key), flags), report, self.stopper,
-                         die_with_parent())
-
-    def _upload_api(self, paths: list[str], by_path, confirm, live: list[int]) -> None:
+    def _upload_api(self, cands: list[Candidate], live: list[int], st: DestStats) -> None:
+        """boto3 uploads for keys an s5cmd run file cannot carry (waits for them; rare)."""
         tcfg = TransferConfig(max_concurrency=4, multipart_chunksize=self.settings.part_size,
                               multipart_threshold=self.settings.part_size)
-
         clients = [self.eps.client(i) for i in live]
 
-        def one(n_path: tuple[int, str]) -> None:
-            n, path = n_path
-            c = by_path[path]
+        def one(n_c: tuple[int, Candidate]) -> str | None:
+            n, c = n_c
             try:
-                clients[n % len(clients)].upload_file(path, self.side.bucket, self.side.prefix + c.key, Config=tcfg)
+                clients[n % len(clients)].upload_file(c.path, self.side.bucket, self.side.prefix + c.key, Config=tcfg)
             except Exception as exc:  # noqa: BLE001
-                confirm(path, False, s3.describe_error(exc, self.side))
-                return
-            confirm(path, True)
+                return s3.describe_error(exc, self.side)
+            return None
 
         with ThreadPoolExecutor(max_workers=8) as api_pool:
-            list(api_pool.map(one, enumerate(paths)))
+            errors = list(api_pool.map(one, enumerate(cands)))
+        now = time.monotonic()
+        for c, error in zip(cands, errors):
+            st.fed += 1
+            if error is None:
+                self._to_confirm.append((c, now))
+            else:
+                self._failed(c, error, st)
 
 
 def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int:
@@ -481,19 +617,37 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int
     log.info("destination side: %d staging volume(s) -> %s via %s", len(sync.volumes), cfg.destination.url(),
              cfg.destination.endpoint or f"AWS {cfg.destination.region}")
 
+    # Uploads stream, so a cycle comes every 0.1 s: one progress line per PROGRESS_EVERY seconds
+    # (counting everything since the last line), and at once on a failure or a completeness check.
+    since = {"at": 0.0, "uploaded": 0, "bytes": 0, "failed": 0, "mismatched": 0}
+
     def after(st: DestStats, started: float, delay: float) -> float:
-        if st.uploaded or st.failed or st.mismatched or st.source_missing:
-            msg = (f"destination: {sync.progress.line()} confirmed; this cycle: "
-                   f"{st.uploaded} uploaded ({fmt_bytes(st.uploaded_bytes)}), {st.failed} failed, "
-                   f"{st.mismatched} mismatched; {st.pending} pending ({time.monotonic() - started:.1f}s)")
+        since["uploaded"] += st.uploaded
+        since["bytes"] += st.uploaded_bytes
+        since["failed"] += st.failed
+        since["mismatched"] += st.mismatched
+        if st.failed or st.mismatched:
+            sync.progress.retries += st.failed + st.mismatched  # the report's destination_failed_uploads
+            sync.progress.write_state(force=True)
+        now = time.monotonic()
+        news = since["uploaded"] or since["failed"] or since["mismatched"] or st.source_missing
+        if news and (st.failed or st.mismatched or st.source_total is not None or now - since["at"] >= PROGRESS_EVERY):
+            msg = (f"destination: {sync.progress.line()} confirmed; since the last line: "
+                   f"{since['uploaded']} uploaded ({fmt_bytes(since['bytes'])}) in {now - (since['at'] or started):.1f}s, "
+                   f"{since['failed']} failed, {since['mismatched']} mismatched; {st.pending} pending")
             if st.source_total is not None:
                 msg += f"; {st.source_missing} of {st.source_total} source objects not yet at the destination"
             log.info(msg)
+            since.update(at=now, uploaded=0, bytes=0, failed=0, mismatched=0)
+        elif not since["at"]:
+            since["at"] = now
         if once and st.complete:
             log.info("destination: all %d source objects are confirmed at the destination; done", st.source_total)
             raise Done
-        if st.uploaded or st.staged:
-            return 0.0  # the link was busy: keep it busy, go straight to what was staged meanwhile
+        if st.in_flight:
+            return 0.1  # uploads are streaming: collect results and feed what is staged meanwhile
+        if st.staged and not st.fed:
+            return cfg.settings.poll_interval  # staged copies waiting for a retry backoff
         if st.pending:
             # the source side is staging: look again soon (a local scan, no S3 request)
             return min(cfg.settings.poll_interval, 0.25)
@@ -501,5 +655,34 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int
         cap = max(cfg.settings.poll_interval * 4 if once else cfg.settings.max_poll_interval, cfg.settings.poll_interval)
         return min(max(delay * 2, cfg.settings.poll_interval), cap)
 
-    return poll_loop(lambda: sync.cycle(check_source=once), after,
-                     lambda exc: s3.describe_error(exc, cfg.destination), cfg.settings, stopper, dry_run=dry_run)
+    try:
+        return poll_loop(lambda: sync.cycle(check_source=once), after,
+                         lambda exc: s3.describe_error(exc, cfg.destination), cfg.settings, stopper,
+                         sleep=lambda seconds: sleep_until_changed(SRC_LEDGER, seconds, stopper), dry_run=dry_run)
+    finally:
+        sync.close()
+
+
+def _file_sig(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def sleep_until_changed(path: str, seconds: float, stopper: Stopper, tick: float = 0.1) -> bool:
+    """Sleep up to `seconds`, waking early when `path` changes (the source side ledgered newly
+    staged objects, or the ledger was rewritten). One local stat per tick, no S3 request: an idle
+    destination side stays quiet, and a busy one starts uploading within a tick of the first
+    object being staged. True when a stop was asked for."""
+    deadline = time.monotonic() + seconds
+    start = _file_sig(path)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if stopper.sleep(min(tick, left)):
+            return True
+        if _file_sig(path) != start:
+            return False

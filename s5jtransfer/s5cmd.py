@@ -80,23 +80,18 @@ class Result:
         self.ok, self.local, self.error = ok, local, error
 
 
-def run(binary: str, gargs: list[str], run_file: str, env: dict[str, str], local_paths: set[str],
-        on_result: Callable[[Result], None], on_start: Callable[[subprocess.Popen], None] | None = None,
-        preexec: Callable[[], None] | None = None) -> int:
-    """Run `s5cmd <gargs> run <run_file>`, calling on_result for each object as s5cmd reports it.
+class _Output:
+    """Parses s5cmd's --json lines (results arrive on both streams: errors go to stderr) and
+    matches each to an object by its local path (a hash name without spaces), never by parsing
+    keys back out of s5cmd's messages."""
 
-    Results are matched to objects by their local path (a hash name without spaces), never by
-    parsing keys back out of s5cmd's messages. Returns s5cmd's exit code.
-    """
-    argv = [binary, *gargs, "run", run_file]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            stdin=subprocess.DEVNULL, close_fds=True, preexec_fn=preexec)
-    if on_start:
-        on_start(proc)
-    errors: list[str] = []
-    lock = threading.Lock()
+    def __init__(self, is_local: Callable[[str], bool], on_result: Callable[[Result], None]) -> None:
+        self.is_local = is_local
+        self.on_result = on_result
+        self.errors: list[str] = []
+        self.lock = threading.Lock()
 
-    def handle(raw: bytes, stream: str) -> None:
+    def handle(self, raw: bytes, stream: str) -> None:
         try:
             msg = json.loads(raw)
         except ValueError:
@@ -104,34 +99,140 @@ def run(binary: str, gargs: list[str], run_file: str, env: dict[str, str], local
         if not isinstance(msg, dict):
             line = raw.decode("utf-8", "replace").rstrip()
             if line and stream == "stderr":
-                errors.append(line)
-                del errors[:-50]
+                self.errors.append(line)
+                del self.errors[:-50]
             elif line:
                 log.debug("s5cmd: %s", line)
             return
-        with lock:  # results arrive on both streams: s5cmd writes errors to stderr
+        with self.lock:
             if msg.get("success"):
-                local = msg.get("destination") if msg.get("destination") in local_paths else msg.get("source")
-                on_result(Result(True, local if local in local_paths else None, ""))
+                dst, src = msg.get("destination"), msg.get("source")
+                local = dst if isinstance(dst, str) and self.is_local(dst) else src
+                self.on_result(Result(True, local if isinstance(local, str) and self.is_local(local) else None, ""))
             elif "error" in msg:
-                local = next((tok for tok in str(msg.get("command", "")).split() if tok in local_paths), None)
-                on_result(Result(False, local, str(msg.get("error"))))
+                local = next((tok for tok in str(msg.get("command", "")).split() if self.is_local(tok)), None)
+                self.on_result(Result(False, local, str(msg.get("error"))))
 
-    def drain_stderr() -> None:
-        assert proc.stderr is not None
-        for raw in proc.stderr:
-            handle(raw, "stderr")
+    def drain(self, pipe, stream: str) -> None:
+        for raw in pipe:
+            self.handle(raw, stream)
 
-    t = threading.Thread(target=drain_stderr, daemon=True)
+
+def run(binary: str, gargs: list[str], run_file: str, env: dict[str, str], local_paths: set[str],
+        on_result: Callable[[Result], None], on_start: Callable[[subprocess.Popen], None] | None = None,
+        preexec: Callable[[], None] | None = None) -> int:
+    """Run `s5cmd <gargs> run <run_file>`, calling on_result for each object as s5cmd reports it.
+    Returns s5cmd's exit code."""
+    argv = [binary, *gargs, "run", run_file]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            stdin=subprocess.DEVNULL, close_fds=True, preexec_fn=preexec)
+    if on_start:
+        on_start(proc)
+    out = _Output(local_paths.__contains__, on_result)
+    t = threading.Thread(target=out.drain, args=(proc.stderr, "stderr"), daemon=True)
     t.start()
-    assert proc.stdout is not None
-    for raw in proc.stdout:
-        handle(raw, "stdout")
+    out.drain(proc.stdout, "stdout")
     rc = proc.wait()
     t.join(timeout=5)
-    if rc != 0 and errors:
-        log.debug("s5cmd exited %s: %s", rc, " | ".join(errors[-5:]))
+    if rc != 0 and out.errors:
+        log.debug("s5cmd exited %s: %s", rc, " | ".join(out.errors[-5:]))
     return rc
+
+
+class Stream:
+    """One long-lived `s5cmd <gargs> run` fed through its standard input: each line is executed
+    as soon as it is written (no batch barrier), and report(local, ok, error) is called from a
+    reader thread as s5cmd reports each object; exactly once per line added, also when s5cmd
+    dies without a result (then ok is False). Every line is also written to record_file, the
+    run file an operator can read."""
+
+    def __init__(self, binary: str, gargs: list[str], env: dict[str, str], record_file: str,
+                 report: Callable[[str, bool, str], None],
+                 on_start: Callable[[subprocess.Popen], None] | None = None,
+                 preexec: Callable[[], None] | None = None) -> None:
+        self.report = report
+        self._lock = threading.Lock()
+        self.in_flight: dict[str, int] = {}  # local path -> bytes
+        self.ok = self.failed = 0
+        self._record = open(record_file, "w", encoding="utf-8")
+        self.proc = subprocess.Popen([binary, *gargs, "run"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env, close_fds=True, preexec_fn=preexec)
+        if on_start:
+            on_start(self.proc)
+        self._out = _Output(self.in_flight.__contains__, self._on_result)
+        self._readers = [threading.Thread(target=self._out.drain, args=(pipe, name), daemon=True)
+                         for pipe, name in ((self.proc.stdout, "stdout"), (self.proc.stderr, "stderr"))]
+        for t in self._readers:
+            t.start()
+
+    def _on_result(self, res: Result) -> None:
+        if res.local is None:
+            if not res.ok:
+                log.warning("s5cmd: %s", res.error)
+            return
+        with self._lock:
+            if self.in_flight.pop(res.local, None) is None:
+                return  # a second message about the same object
+            if res.ok:
+                self.ok += 1
+            else:
+                self.failed += 1
+        self.report(res.local, res.ok, res.error)
+
+    @property
+    def bytes_in_flight(self) -> int:
+        with self._lock:
+            return sum(self.in_flight.values())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self.in_flight)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def add(self, line: str, local: str, nbytes: int) -> bool:
+        """Feed one line; False (and the object reported failed) when s5cmd is gone."""
+        with self._lock:
+            self.in_flight[local] = nbytes
+        try:
+            self._record.write(line + "\n")
+            self._record.flush()
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(line.encode("utf-8") + b"\n")
+            self.proc.stdin.flush()
+            return True
+        except (BrokenPipeError, OSError, ValueError) as exc:
+            with self._lock:
+                gone = self.in_flight.pop(local, None) is not None
+                self.failed += gone
+            if gone:
+                self.report(local, False, f"s5cmd is not running ({exc.__class__.__name__})")
+            return False
+
+    def close(self, timeout: float | None = None) -> int:
+        """End the input, wait for s5cmd, report what it never reported on as failed."""
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        for t in self._readers:
+            t.join(timeout=5)
+        self._record.close()
+        with self._lock:
+            left, self.in_flight = list(self.in_flight), {}
+            self.failed += len(left)
+        for local in left:
+            self.report(local, False, f"s5cmd exited {rc} without a result for it")
+        if rc != 0 and self._out.errors:
+            log.debug("s5cmd exited %s: %s", rc, " | ".join(self._out.errors[-5:]))
+        return rc
 
 
 def run_batch(binary: str, gargs: list[str], run_file: str, lines: list[str], local_paths: list[str],

@@ -159,7 +159,8 @@ class Work:
         assert "-" in etag, etag
         return etag
 
-    def listing(self, bucket: str, prefix: str) -> dict[str, bytes]:
+    def listing(self, bucket: str, prefix: str) -> dict[str, int]:
+        """key (prefix stripped) -> size"""
         c = self.server.client()
         out = {}
         for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):

@@ -11,6 +11,7 @@ import csv
 import hashlib
 import http.client
 import os
+import re
 import random
 import socket
 import subprocess
@@ -297,7 +298,8 @@ def test_client_retries_exhausted_package_retries_next_cycle(work, proxies, side
     log = work.path / "sync.log"
     proc = work.start("sync_mvol.py", "--once", log_name="sync.log")
     try:
-        wait_for(lambda: "(retried next cycle)" in log.read_text(errors="replace"), 60,
+        # the source side retries next cycle; the destination side after a backoff ("retried in 1s")
+        wait_for(lambda: re.search(r"failed: .*\(retried (next cycle|in \d+s)\)", log.read_text(errors="replace")), 60,
                  f"the {side} side to give up on a transfer for this cycle")
         outage = proxy.stats["faults"]
         proxy.set_rates(fail_rate=0.2, drop_rate=0.1, max_faults=outage + 8)

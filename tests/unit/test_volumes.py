@@ -192,3 +192,51 @@ def test_clear_staging_on_a_clean_volume_is_harmless(tmp_path):
     (tmp_path / "keep").write_text("x")
     clear_staging(str(tmp_path))
     assert os.listdir(tmp_path) == ["keep"]
+
+
+def test_sleep_until_changed_wakes_when_the_ledger_grows(tmp_path):
+    import threading
+    import time
+
+    from s5jtransfer.dest_sync import sleep_until_changed
+    from s5jtransfer.runtime import Stopper
+
+    path = tmp_path / "src_ledger.csv"
+    path.write_text("Key,Size\n")
+    timer = threading.Timer(0.2, lambda: path.write_text("Key,Size\na,1\n"))
+    timer.start()
+    t = time.monotonic()
+    assert sleep_until_changed(str(path), 30, Stopper()) is False
+    assert time.monotonic() - t < 10  # woke on the change, long before the 30 s
+    timer.join()
+
+
+def test_sleep_until_changed_sleeps_out_an_unchanged_file_and_stops_on_request(tmp_path):
+    import time
+
+    from s5jtransfer.dest_sync import sleep_until_changed
+    from s5jtransfer.runtime import Stopper
+
+    path = tmp_path / "src_ledger.csv"
+    t = time.monotonic()
+    assert sleep_until_changed(str(path), 0.3, Stopper()) is False  # missing file: no change, full sleep
+    assert time.monotonic() - t >= 0.3
+    stopper = Stopper()
+    stopper.event.set()
+    assert sleep_until_changed(str(path), 30, stopper) is True
+
+
+def test_uploads_in_flight_stay_within_the_byte_cap_largest_first():
+    from s5jtransfer.dest_sync import Candidate, DestSync, Pending
+
+    def cand(key, size):
+        return Candidate(key, Pending((size, "", "md5", ""), key), "/v/" + key, (0, 0))
+
+    cands = [cand("a", 10), cand("b", 300), cand("c", 40), cand("d", 60)]
+    # an object over the cap moves alone, first (so a stream of small ones never starves it)...
+    assert [c.key for c in DestSync._within(cands, 0, 100)] == ["b"]
+    # ...then the rest, largest first, within the cap
+    assert [c.key for c in DestSync._within([c for c in cands if c.key != "b"], 0, 100)] == ["d", "c"]
+    assert [c.key for c in DestSync._within([cand("b", 300)], 50, 100)] == []  # not beside others in flight
+    assert [c.key for c in DestSync._within(cands, 80, 100)] == ["a"]
+    assert [c.key for c in DestSync._within(cands, 0, None)] == ["a", "b", "c", "d"]  # no cap: as they came
