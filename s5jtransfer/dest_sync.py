@@ -21,8 +21,9 @@ from .volumes import Volume, discover, scan_all, staged_name
 
 log = logging.getLogger("s5jtransfer.dest")
 RUN_FILE = "dest_commands.txt"
-LIST_CHEAPER = 4  # confirm by one listing when it costs this many times fewer requests than HeadObjects
-CONFIRM_AFTER = 1.0  # seconds an upload waits for confirmation, so one listing confirms many
+LIST_PAGE_COST = 12  # a listing page (1,000 keys) costs about 12 HeadObjects (S3's price ratio; more server CPU)
+CONFIRM_AFTER = 5.0  # seconds an upload may wait for confirmation, so one listing confirms many
+CONFIRM_BATCH = 1000  # ... or until this many wait
 SET_ASIDE_STREAK = 5  # failed uploads in a row, with no success between, that set an endpoint aside
 MAX_RETRY_BACKOFF = 60.0  # seconds; a failed upload is retried after 1, 2, 4 ... up to this
 STREAM_IDLE = 2.0  # seconds an s5cmd with nothing to do is kept before it is ended
@@ -99,6 +100,8 @@ class DestSync:
         self._missing_staged: set[str] = set()
         self.progress = Progress("destination", None if dry_run else DEST_STATE)
         self._progress_stale = True  # src_rows or pending changed since the totals were summed
+        self.ledger_sig: tuple[int, int, int] | None = None
+        self.drained = threading.Event()  # set when the streams have nothing left in flight
         self._streams: dict[int, s5cmd.Stream] = {}  # endpoint index -> its running s5cmd
         self._stream_busy: dict[int, float] = {}  # endpoint index -> when it last had work
         self._results: list[tuple[int, str, bool, str]] = []  # (endpoint, local, ok, error) from the streams
@@ -120,6 +123,9 @@ class DestSync:
         self._progress_stale = True
 
     def refresh(self) -> None:
+        # what the source ledger looked like when read: the sleep after this cycle wakes at once
+        # if it changed since (rows appended while this cycle ran), not only on a later change
+        self.ledger_sig = _file_sig(SRC_LEDGER)
         if not self._loaded:
             if not self.dry_run:
                 self.dest_ledger.ensure()
@@ -399,6 +405,8 @@ class DestSync:
         def report(local: str, ok: bool, error: str) -> None:
             with self._results_lock:
                 self._results.append((ep, local, ok, error))
+            if not any(len(s) for s in list(self._streams.values())):
+                self.drained.set()  # the last upload in flight is done: confirm it now, not after a pause
 
         stream = s5cmd.Stream(self.binary, flags_ep, s3.child_env(self.side), name, report,
                               on_start=self.stopper.track, preexec=die_with_parent())
@@ -468,21 +476,21 @@ class DestSync:
         if not self._to_confirm:
             return []
         oldest = self._to_confirm[0][1]
-        if self._flight and len(self._to_confirm) < 1000 and time.monotonic() - oldest < CONFIRM_AFTER:
+        if self._flight and len(self._to_confirm) < CONFIRM_BATCH and time.monotonic() - oldest < CONFIRM_AFTER:
             return []
         due, self._to_confirm = [c for c, _t in self._to_confirm], []
         return due
 
     def _confirm_uploads(self, cands: list[Candidate], st: DestStats) -> None:
         """Check each upload at the destination, ledger it, then free its staged copy. One listing
-        of the destination confirms many uploads at once when it costs fewer requests than one
-        HeadObject per upload (a listing costs one request per 1,000 objects there)."""
+        of the destination confirms many uploads at once when it costs less than one HeadObject per
+        upload (a listing costs one page per 1,000 objects there, a page about LIST_PAGE_COST heads)."""
         if not cands:
             return
         self.client = self.eps.client(self._live()[0])
         listable = {c.key for c in cands if s5cmd.run_file_safe(c.key)}
         listing: dict[str, s3.Obj] = {}
-        if len(listable) >= LIST_CHEAPER * ((len(self.dest_rows) + len(cands)) // 1000 + 1):
+        if len(listable) > LIST_PAGE_COST * ((len(self.dest_rows) + len(cands)) // 1000 + 1):
             listing = self._listing_for(listable)
         with ThreadPoolExecutor(max_workers=16) as pool:
             rows = list(pool.map(lambda c: self._confirm(c, listing.get(c.key)), cands))
@@ -617,7 +625,7 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int
     log.info("destination side: %d staging volume(s) -> %s via %s", len(sync.volumes), cfg.destination.url(),
              cfg.destination.endpoint or f"AWS {cfg.destination.region}")
 
-    # Uploads stream, so a cycle comes every 0.1 s: one progress line per PROGRESS_EVERY seconds
+    # Uploads stream, so cycles come often: one progress line per PROGRESS_EVERY seconds
     # (counting everything since the last line), and at once on a failure or a completeness check.
     since = {"at": 0.0, "uploaded": 0, "bytes": 0, "failed": 0, "mismatched": 0}
 
@@ -645,7 +653,9 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int
             log.info("destination: all %d source objects are confirmed at the destination; done", st.source_total)
             raise Done
         if st.in_flight:
-            return 0.1  # uploads are streaming: collect results and feed what is staged meanwhile
+            # uploads stream from s5cmd's queue; come back to collect results, and at once (the
+            # sleep wakes on it) when the source side ledgers newly staged objects
+            return 0.5
         if st.staged and not st.fed:
             return cfg.settings.poll_interval  # staged copies waiting for a retry backoff
         if st.pending:
@@ -658,7 +668,9 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int
     try:
         return poll_loop(lambda: sync.cycle(check_source=once), after,
                          lambda exc: s3.describe_error(exc, cfg.destination), cfg.settings, stopper,
-                         sleep=lambda seconds: sleep_until_changed(SRC_LEDGER, seconds, stopper), dry_run=dry_run)
+                         sleep=lambda seconds: sleep_until_changed(SRC_LEDGER, seconds, stopper, since=sync.ledger_sig,
+                                                                   wake=sync.drained),
+                         dry_run=dry_run)
     finally:
         sync.close()
 
@@ -671,18 +683,26 @@ def _file_sig(path: str) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def sleep_until_changed(path: str, seconds: float, stopper: Stopper, tick: float = 0.1) -> bool:
+def sleep_until_changed(path: str, seconds: float, stopper: Stopper, tick: float = 0.1,
+                        since: tuple[int, int, int] | None | bool = False,
+                        wake: threading.Event | None = None) -> bool:
     """Sleep up to `seconds`, waking early when `path` changes (the source side ledgered newly
     staged objects, or the ledger was rewritten). One local stat per tick, no S3 request: an idle
     destination side stays quiet, and a busy one starts uploading within a tick of the first
-    object being staged. True when a stop was asked for."""
+    object being staged. since: the file's signature when it was last read (default: now);
+    wake: an event that also ends the sleep (it is cleared). True when a stop was asked for."""
     deadline = time.monotonic() + seconds
-    start = _file_sig(path)
+    start = _file_sig(path) if since is False else since
     while True:
+        if stopper.stopped:
+            return True
+        if _file_sig(path) != start:
+            return False
+        if wake is not None and wake.is_set():
+            wake.clear()
+            return False
         left = deadline - time.monotonic()
         if left <= 0:
             return False
         if stopper.sleep(min(tick, left)):
             return True
-        if _file_sig(path) != start:
-            return False

@@ -21,6 +21,9 @@ from .volumes import Volume, device_budgets, discover, scan_all, staged_name
 
 log = logging.getLogger("s5jtransfer.src")
 RUN_FILE = "src_commands.txt"
+RUN_FILE_LARGE = "src_commands-large.txt"  # objects of LARGE_BYTES or more (see _copy_s5cmd)
+LARGE_BYTES = 8 * 1024 * 1024  # objects this big go through their own s5cmd ...
+LARGE_WORKERS = 2  # ... copying this many at once
 
 
 @dataclass
@@ -263,10 +266,26 @@ class SourceSync:
             log.info("source progress: %s", self.progress.line())
 
     def _copy_s5cmd(self, partials: list[str], by_local, report, live: list[int]) -> None:
-        run_s5cmd_spread(self.eps, live, self.binary, self.settings.src_workers, self.settings.retries, RUN_FILE,
-                         partials, [by_local[p][0].size for p in partials],
-                         lambda p: s5cmd.cp_line(self.side.url(by_local[p][0].key), p), report, self.stopper,
-                         die_with_parent())
+        """Objects of LARGE_BYTES or more go through their own s5cmd, LARGE_WORKERS at a time,
+        largest first: they are staged one after another early in the cycle, so the destination
+        side uploads them while the rest arrive, instead of all finishing together at the end
+        and leaving the destination link a long tail. The rest run beside them with every worker.
+        A batch of one kind only runs as one s5cmd with every worker."""
+        def spread(group: list[str], workers: int, run_file: str) -> None:
+            run_s5cmd_spread(self.eps, live, self.binary, workers, self.settings.retries, run_file,
+                             group, [by_local[p][0].size for p in group],
+                             lambda p: s5cmd.cp_line(self.side.url(by_local[p][0].key), p), report, self.stopper,
+                             die_with_parent())
+
+        large = [p for p in partials if by_local[p][0].size >= LARGE_BYTES]
+        rest = [p for p in partials if by_local[p][0].size < LARGE_BYTES]
+        if not large or not rest:  # one kind only: nothing to stage ahead of the rest, every worker
+            spread(partials, self.settings.src_workers, RUN_FILE)
+            return
+        t = threading.Thread(target=spread, args=(large, LARGE_WORKERS, RUN_FILE_LARGE), daemon=True)
+        t.start()
+        spread(rest, self.settings.src_workers, RUN_FILE)
+        t.join()
 
     def _copy_api(self, partials: list[str], by_local, finish, live: list[int]) -> None:
         """boto3 in-process: native mode, keys s5cmd cannot take, and small objects. An object up

@@ -68,11 +68,16 @@ def run(cfg, once: bool, dry_run: bool, log_file: str | None, debug: bool, stopp
     for round_no in range(1, MAX_ROUNDS + 1):
         src = Child(SIDES[0], extra)
         dest = Child(SIDES[1], (["--once"] if once else []) + extra)
-        rc = _supervise([src, dest], once, stopper, cfg, report)
-        report.restarts += src.restarts + dest.restarts
-        if rc != 0 or not once:
-            return rc
-        rep, fig = verify.compare_and_repair(cfg)
+        try:
+            rc = _supervise([src, dest], once, stopper, cfg, report)
+            report.restarts += src.restarts + dest.restarts
+            if rc != 0 or not once:
+                return rc
+            # the source side was told to stop; the comparison runs while it exits (the ledger
+            # locks keep a rewrite and an append apart)
+            rep, fig = verify.compare_and_repair(cfg)
+        finally:
+            _stop([src, dest])
         report.record(fig, round_no)
         if rep.complete:
             report.finish(True)
@@ -96,7 +101,7 @@ def _supervise(children: list[Child], once: bool, stopper: Stopper, cfg, report:
     next_idle_check = time.monotonic() + idle_check
     while not stopper.stopped:
         if once and dest.done:
-            _stop([src])
+            _signal([src])  # waited for by the caller, after the comparison
             log.info("both sides finished: every source object is confirmed at the destination")
             return 0
         for c in children:
@@ -224,13 +229,19 @@ class TransferReport:
         return data
 
 
-def _stop(children: list[Child]) -> None:
+def _signal(children: list[Child]) -> list[subprocess.Popen]:
+    """SIGTERM to each child still running; returns them."""
     live = [c.proc for c in children if c.proc is not None and c.proc.poll() is None]
     for p in live:
         try:
             p.terminate()
         except OSError:
             pass
+    return live
+
+
+def _stop(children: list[Child]) -> None:
+    live = _signal(children)
     deadline = time.monotonic() + 30
     for p in live:
         try:

@@ -3,10 +3,12 @@
 
 What it does (issue 4), all on loopback, nothing outside a temporary folder:
 
-1. Starts moto's standalone S3 server and two link emulators in front of it (tests/faultproxy.py,
-   each in its own process): the *source link* and the *destination link*, each with its own
-   bandwidth cap (a token bucket shared by all connections, both directions) and latency added
-   to every request. `--no-links` points every tool at moto directly (the CPU-bound case).
+1. Starts moto's standalone S3 server, one per side by default (the source's and the
+   destination's, as a Snowball and S3 are different machines in the field; `--shared-server`
+   runs one for both), and two link emulators in front of them (tests/faultproxy.py, each in its
+   own process): the *source link* and the *destination link*, each with its own bandwidth cap (a
+   token bucket shared by all connections, both directions) and latency added to every request.
+   `--no-links` points every tool at moto directly (the CPU-bound case).
 2. Seeds s3://bench-src/data/ directly (not through the links) with a mixed dataset: `--small`
    objects of 0-64 KiB, 20 of 1-4 MiB and 4 multipart objects of 20-28 MiB (8 MiB parts); the
    content is generated from a seeded RNG, so every run moves the same bytes.
@@ -16,6 +18,10 @@ What it does (issue 4), all on loopback, nothing outside a temporary folder:
    with nothing to do. Tools: `suite` (python sync_mvol.py --once after python reset.py),
    `s5cmd-cp` and `s5cmd-sync` (two sequential hops through a local folder, s5cmd defaults),
    `aws-sync` (aws s3 sync, two hops) and `rclone` (rclone copy, two hops) when installed.
+   Two more rows, each run once per round: `s5cmd-overlap`, a reference (both s5cmd cp hops at the
+   same time on separate data: what overlapping the hops can reach on this machine), and
+   `suite-nocheck`, the suite with its checksum checks replaced by size checks through a
+   sitecustomize on PYTHONPATH (benchmark only), which measures what verification costs.
    Each round also times a plain listing of each side through the links: the reference for a
    run with nothing to do.
 4. Idle cost: `python sync_mvol.py` (polling forever) on a completed folder for
@@ -61,9 +67,11 @@ SRC_BUCKET, DST_BUCKET = "bench-src", "bench-dst"
 SRC_PREFIX, DST_PREFIX = "data/", "copy/"
 ACCESS_KEY = SECRET_KEY = "testing"
 REGION = "us-east-1"
-TOOLS = ("suite", "s5cmd-cp", "s5cmd-sync", "aws-sync", "rclone")
+TOOLS = ("suite", "s5cmd-cp", "s5cmd-sync", "aws-sync", "rclone", "s5cmd-overlap", "suite-nocheck")
+OVERLAP_WORKERS = 64  # s5cmd's default 256 per hop collapses the S3 server when both hops run at once
 TARGET_VS_CP_LINKS, TARGET_VS_CP_NOLINKS, TARGET_IDLE_RUN = 0.65, 1.05, 1.10
 TARGET_SCALE_CPU_S, TARGET_SCALE_PEAK_BYTES = 5.0, 1.5e9
+TARGET_CHECKSUM_OVERHEAD = 0.15
 
 
 def say(msg: str = "") -> None:
@@ -237,30 +245,38 @@ class Link:
 
 
 class Net:
-    """The endpoints the tools use, and request counting per side (links, or moto's access log)."""
+    """The endpoints the tools use, and request counting per side (links, or moto's access log).
+    motos: the S3 server of each side (the same one for both with --shared-server)."""
 
-    def __init__(self, moto: Moto, links: dict[str, Link] | None) -> None:
-        self.moto = moto
+    def __init__(self, motos: dict[str, Moto], links: dict[str, Link] | None) -> None:
+        self.motos = motos
+        self.servers = list({id(m): m for m in motos.values()}.values())
         self.links = links
-        self.url = {side: (links[side].url if links else moto.url) for side in ("src", "dst")}
-        self._offset = 0
+        self.url = {side: (links[side].url if links else motos[side].url) for side in ("src", "dst")}
+        self._offsets: dict[int, int] = {}
 
     def mark(self) -> None:
         if self.links:
             for link in self.links.values():
                 link.reset()
         else:
-            self._offset = self.moto.log_offset()
+            self._offsets = {id(m): m.log_offset() for m in self.servers}
 
     def server_cpu(self) -> float:
-        """CPU seconds used so far by the S3 server and the link emulators."""
-        return proc_cpu(self.moto.proc.pid) + sum(proc_cpu(l.proc.pid) for l in (self.links or {}).values())
+        """CPU seconds used so far by the S3 server(s) and the link emulators."""
+        return sum(proc_cpu(m.proc.pid) for m in self.servers) + \
+            sum(proc_cpu(l.proc.pid) for l in (self.links or {}).values())
 
     def traffic(self) -> dict[str, dict[str, dict]]:
         if self.links:
             return {side: link.traffic() for side, link in self.links.items()}
         time.sleep(0.2)  # let moto write its last access-log lines
-        return self.moto.requests_since(self._offset)
+        out: dict[str, dict[str, dict]] = {"src": {}, "dst": {}}
+        for m in self.servers:
+            for side, kinds in m.requests_since(self._offsets.get(id(m), 0)).items():
+                for k, v in kinds.items():
+                    out[side].setdefault(k, {"requests": 0, "bytes_in": None, "bytes_out": None})["requests"] += v["requests"]
+        return out
 
 
 def summarize(tr: dict[str, dict]) -> dict:
@@ -412,6 +428,8 @@ def version_of(argv: list[str]) -> str:
 class Tool:
     name = ""
     doc = ""
+    parallel = False  # run the steps at once (each with its own log), not one after the other
+    second = True  # time a second run with nothing to do
 
     def __init__(self, bench: "Bench") -> None:
         self.b = bench
@@ -488,6 +506,74 @@ class S5cmd(Tool):
 
     def version(self) -> str:
         return version_of([self.bin, "version"])
+
+
+class S5cmdOverlap(Tool):
+    """A reference, not a competitor: the two s5cmd cp hops run *at once on separate data* (hop 1
+    downloads the dataset while hop 2 uploads a copy staged beforehand, untimed). No transfer
+    through a staging disk can beat it much: it is what overlapping the hops can reach on this
+    machine and links."""
+    name = "s5cmd-overlap"
+    parallel = True
+    second = False
+
+    def __init__(self, bench: "Bench") -> None:
+        super().__init__(bench)
+        self.doc = (f"reference: s5cmd cp source -> local AND a pre-staged copy -> destination at the same "
+                    f"time (--numworkers {OVERLAP_WORKERS} each)")
+        self.bin = find_s5cmd()
+
+    def prepare(self, run_dir: Path) -> None:
+        (run_dir / "local").mkdir(parents=True)
+        pre = run_dir / "pre"
+        pre.mkdir()
+        # straight from the source's server, not through the link: untimed set-up
+        rc = run_step([self.bin, "--endpoint-url", self.b.motos["src"].url, "cp", f"s3://{SRC_BUCKET}/{SRC_PREFIX}*",
+                       str(pre) + "/"], run_dir, aws_env(), run_dir / "prestage.log", 600)
+        if rc != 0:
+            raise RuntimeError(f"pre-staging for {self.name} failed; see {run_dir / 'prestage.log'}")
+
+    def steps(self, run_dir: Path):
+        env, net, w = aws_env(), self.b.net, str(OVERLAP_WORKERS)
+        return [([self.bin, "--numworkers", w, "--endpoint-url", net.url["src"], "cp", f"s3://{SRC_BUCKET}/{SRC_PREFIX}*",
+                  str(run_dir / "local") + "/"], run_dir, env),
+                ([self.bin, "--numworkers", w, "--endpoint-url", net.url["dst"], "cp", str(run_dir / "pre") + "/*",
+                  f"s3://{DST_BUCKET}/{DST_PREFIX}"], run_dir, env)]
+
+    def version(self) -> str:
+        return version_of([self.bin, "version"])
+
+
+NOCHECK_SITE = """# written by tools/bench.py: the suite with checksum verification replaced by size checks,
+# only to measure what verification costs. Never used outside the benchmark.
+import os, sys
+sys.path.insert(0, {root!r})
+import s5jtransfer.checksum as _c
+
+def _check(path, size, etag, part_hint=None, *args, **kwargs):
+    return (_c.SIZE if os.path.getsize(path) == size else None), "", None
+
+def _hash_file(path, part_sizes=()):
+    return "", os.path.getsize(path), {{}}
+
+_c.check = _check
+_c.hash_file = _hash_file
+_c.etag_kind = lambda etag: _c.SIZE
+"""
+
+
+class SuiteNoCheck(Suite):
+    """The suite with its checksum checks swapped for size checks (a sitecustomize on PYTHONPATH,
+    benchmark only): suite / suite-nocheck - 1 is what verification costs in wall time."""
+    name = "suite-nocheck"
+    doc = "the suite with checksum verification replaced by size checks (benchmark only; measures its cost)"
+    second = False
+
+    def steps(self, run_dir: Path):
+        site = self.b.tmp / "nocheck-site"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(NOCHECK_SITE.format(root=str(ROOT)))
+        return [([sys.executable, str(ROOT / "sync_mvol.py"), "--once"], run_dir, dict(base_env(), PYTHONPATH=str(site)))]
 
 
 class AwsSync(Tool):
@@ -567,37 +653,45 @@ class Bench:
     def __init__(self, args) -> None:
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="s5j-bench-"))
-        self.moto: Moto | None = None
+        self.motos: dict[str, Moto] = {}
         self.links: dict[str, Link] = {}
         self.net: Net | None = None
-        self.direct = None
+        self.direct = None  # a client straight to the source's S3 server (not through a link)
+        self.direct_dst = None  # ... and to the destination's
         self.expected = (0, 0)
         self.results: dict = {}
 
     # servers ---------------------------------------------------------------------------------
     def start(self) -> None:
         a = self.args
-        self.moto = Moto(self.tmp / "moto.log")
-        say(f"moto S3 server on {self.moto.url}")
+        if a.shared_server:
+            moto = Moto(self.tmp / "moto.log")
+            self.motos = {"src": moto, "dst": moto}
+            say(f"moto S3 server for both sides (--shared-server) on {moto.url}")
+        else:
+            self.motos = {side: Moto(self.tmp / f"moto-{side}.log") for side in ("src", "dst")}
+            say(f"moto S3 servers, one per side as in the field: source on {self.motos['src'].url}, "
+                f"destination on {self.motos['dst'].url}")
         if not a.no_links:
             for side in ("src", "dst"):
-                self.links[side] = Link(side, self.moto.url, a.bandwidth, a.latency)
+                self.links[side] = Link(side, self.motos[side].url, a.bandwidth, a.latency)
                 say(f"{side} link on {self.links[side].url}: {a.bandwidth / 1e6:g} MB/s shared, "
                     f"+{a.latency * 1000:g} ms per request")
         else:
             say("--no-links: every tool talks to moto directly")
-        self.net = Net(self.moto, self.links or None)
-        self.direct = s3_client(self.moto.url)
+        self.net = Net(self.motos, self.links or None)
+        self.direct = s3_client(self.motos["src"].url)
+        self.direct_dst = s3_client(self.motos["dst"].url)
         self.direct.create_bucket(Bucket=SRC_BUCKET)
-        self.direct.create_bucket(Bucket=DST_BUCKET)
+        self.direct_dst.create_bucket(Bucket=DST_BUCKET)
 
     def stop(self) -> None:
         for link in self.links.values():
             link.stop()
         self.links = {}
-        if self.moto:
-            self.moto.stop()
-            self.moto = None
+        for m in {id(m): m for m in self.motos.values()}.values():
+            m.stop()
+        self.motos = {}
 
     # phases ----------------------------------------------------------------------------------
     def seed(self) -> None:
@@ -619,7 +713,7 @@ class Bench:
                                    "multipart": n_large, "seed": a.seed}
 
     def verify(self) -> tuple[bool, str]:
-        got = list_side(self.direct, DST_BUCKET, DST_PREFIX)
+        got = list_side(self.direct_dst, DST_BUCKET, DST_PREFIX)
         if got == self.expected:
             return True, ""
         return False, f"destination has {got[0]} objects / {got[1]} bytes, want {self.expected[0]} / {self.expected[1]}"
@@ -629,12 +723,18 @@ class Bench:
         self.net.mark()
         rcs = []
         cpu0, srv0 = children_cpu(), self.net.server_cpu()
+        steps = tool.steps(run_dir)
         t0 = time.monotonic()
-        for argv, cwd, env in tool.steps(run_dir):
-            rc = run_step(argv, cwd, env, log, self.args.timeout)
-            rcs.append(rc)
-            if rc != 0:
-                break
+        if tool.parallel:
+            with ThreadPoolExecutor(max_workers=len(steps)) as ex:
+                rcs = list(ex.map(lambda n_step: run_step(*n_step[1], run_dir / f"{label}-{n_step[0] + 1}.log",
+                                                          self.args.timeout), enumerate(steps)))
+        else:
+            for argv, cwd, env in steps:
+                rc = run_step(argv, cwd, env, log, self.args.timeout)
+                rcs.append(rc)
+                if rc != 0:
+                    break
         secs = time.monotonic() - t0
         cpu, srv = children_cpu() - cpu0, self.net.server_cpu() - srv0
         tr = self.net.traffic()
@@ -678,20 +778,21 @@ class Bench:
             for tool in order:
                 run_dir = self.tmp / "runs" / f"r{r + 1}-{tool.name}"
                 run_dir.mkdir(parents=True)
-                empty_destination(self.direct)
+                empty_destination(self.direct_dst)
                 tool.prepare(run_dir)
                 first = self.timed(tool, run_dir, "first")
                 status = "ok" if first["ok"] else f"FAILED ({first['note']})"
-                say(f"  {tool.name:<11} {first['seconds']:8.2f} s  {status:<6} src GETs {first['src']['object_gets']:>5}"
+                say(f"  {tool.name:<13} {first['seconds']:8.2f} s  {status:<6} src GETs {first['src']['object_gets']:>5}"
                     f"  src read {fmt_mb(first['src']['bytes_read'])} MB  dst PUTs {first['dst']['puts']}"
                     f"  CPU s: tool {first['tool_cpu_s']:.1f}, server+links {first['server_cpu_s']:.1f}")
-                second = self.timed(tool, run_dir, "second")
-                status = "ok" if second["ok"] else f"FAILED ({second['note']})"
-                say(f"  {'':<11} {second['seconds']:8.2f} s  {status:<6} (second run, nothing to do) src GETs "
-                    f"{second['src']['object_gets']}, lists {second['src']['lists']}+{second['dst']['lists']}, "
-                    f"dst PUTs {second['dst']['puts']}")
                 per_tool[tool.name]["first"].append(first)
-                per_tool[tool.name]["second"].append(second)
+                if tool.second:
+                    second = self.timed(tool, run_dir, "second")
+                    status = "ok" if second["ok"] else f"FAILED ({second['note']})"
+                    say(f"  {'':<11} {second['seconds']:8.2f} s  {status:<6} (second run, nothing to do) src GETs "
+                        f"{second['src']['object_gets']}, lists {second['src']['lists']}+{second['dst']['lists']}, "
+                        f"dst PUTs {second['dst']['puts']}")
+                    per_tool[tool.name]["second"].append(second)
                 # once per round, with the destination complete: after the suite (else the last tool)
                 if len(listings) <= r and (tool.name == "suite" or (tool is order[-1] and "suite" not in per_tool)):
                     ref = self.listing_reference()
@@ -718,7 +819,7 @@ class Bench:
         say(f"\n== idle cost: python sync_mvol.py (polling forever) on a completed folder, {a.idle_seconds:g} s")
         run_dir = self.tmp / "runs" / "idle"
         run_dir.mkdir(parents=True)
-        empty_destination(self.direct)
+        empty_destination(self.direct_dst)
         suite = Suite(self)
         suite.prepare(run_dir)
         done = self.timed(suite, run_dir, "complete")
@@ -869,6 +970,13 @@ def targets(b: Bench, summary: dict) -> list[dict]:
     else:
         out.append({"target": f"suite / two sequential s5cmd cp hops <= {limit} ({where})", "value": "not measured",
                     "pass": None})
+    ov = by.get("s5cmd-overlap")
+    if ov and ov["median_s"] and cp and cp["median_s"]:
+        line = f"{ov['median_s'] / cp['median_s']:.2f} ({ov['median_s']:.2f} s / {cp['median_s']:.2f} s)"
+        if s and s["median_s"]:
+            line += f"; suite / this reference: {s['median_s'] / ov['median_s']:.2f}"
+        out.append({"target": "  reference: both s5cmd hops at once on separate data / two sequential hops "
+                              "(what overlapping can reach here)", "value": line, "pass": None})
     refs = b.results.get("listing_reference", [])
     if s and s["second_median_s"] and refs:
         warm = median([x["both_s"] for x in refs])
@@ -882,8 +990,15 @@ def targets(b: Bench, summary: dict) -> list[dict]:
                     "value": f"{r_warm:.2f} ({s['second_median_s']:.2f} s / {warm:.2f} s)", "pass": r_warm <= TARGET_IDLE_RUN})
     else:
         out.append({"target": "suite second run <= 1.1 x listings", "value": "not measured", "pass": None})
-    out.append({"target": "checksum verification adds <= 15% wall time", "value": "not measured by this bench "
-                "(the suite has no switch to turn verification off)", "pass": None})
+    nc = by.get("suite-nocheck")
+    if s and nc and s["median_s"] and nc["median_s"]:
+        extra = s["median_s"] / nc["median_s"] - 1
+        out.append({"target": f"checksum verification adds <= {TARGET_CHECKSUM_OVERHEAD:.0%} wall time",
+                    "value": f"{extra:+.1%} ({s['median_s']:.2f} s with, {nc['median_s']:.2f} s with size checks only)",
+                    "pass": extra <= TARGET_CHECKSUM_OVERHEAD})
+    else:
+        out.append({"target": f"checksum verification adds <= {TARGET_CHECKSUM_OVERHEAD:.0%} wall time",
+                    "value": "not measured (run the suite and suite-nocheck)", "pass": None})
     sc = {x["rows"]: x for x in b.results.get("scale", []) if not x.get("failed")}
     if 1_000_000 in sc:
         m = sc[1_000_000]
@@ -914,6 +1029,8 @@ def print_report(b: Bench, tools: list[Tool], summary: dict, tg: list[dict], mac
     for name, v in machine["tools"].items():
         if name not in ("suite",) and not name.startswith("s5cmd"):
             say(f"  {name}: {v}")
+    say("S3 servers: " + ("one moto server for both sides (--shared-server)" if a.shared_server else
+                          "one moto server per side (the source's and the destination's), as in the field"))
     if a.no_links:
         say("links: none (--no-links): every tool talks to the moto server directly; CPU-bound")
     else:
@@ -949,8 +1066,9 @@ def print_report(b: Bench, tools: list[Tool], summary: dict, tg: list[dict], mac
     if a.no_links:
         say("(--no-links: requests counted from moto's access log, which has no byte counts)")
     for r in summary["rows"]:
-        say(f"  {r['tool']}: {r['doc']}; first runs {', '.join(fmt_s(x) for x in r['seconds'])} s; "
-            f"second runs {', '.join(fmt_s(x) for x in r['second_seconds'])} s")
+        second = (f"second runs {', '.join(fmt_s(x) for x in r['second_seconds'])} s" if r["second_seconds"]
+                  else "no second run")
+        say(f"  {r['tool']}: {r['doc']}; first runs {', '.join(fmt_s(x) for x in r['seconds'])} s; {second}")
     refs = b.results.get("listing_reference", [])
     if refs:
         say(f"  listing of each side (reference): {fmt_s(median([x['both_s'] for x in refs]))} s as bare requests "
@@ -985,6 +1103,8 @@ def parse_args(argv=None):
     ap.add_argument("--bandwidth", type=float, default=25e6, help="bytes/s per link, shared by its connections")
     ap.add_argument("--latency", type=float, default=0.010, help="seconds added to every request on each link")
     ap.add_argument("--no-links", action="store_true", help="tools talk to moto directly (the CPU-bound case)")
+    ap.add_argument("--shared-server", action="store_true",
+                    help="one moto server for both sides (default: one per side, as a Snowball and S3 are in the field)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds; each round runs every tool once (first + second run)")
     ap.add_argument("--small", type=int, default=None, help="small objects (0-64 KiB) [default: 2000; 200 with --quick]")
     ap.add_argument("--quick", action="store_true", help="small dataset for a smoke run: 200 small, 4 medium, 1 multipart")
@@ -1036,7 +1156,8 @@ def main(argv=None) -> int:
     old_term = signal.signal(signal.SIGTERM, on_term)
     try:
         all_tools = {"suite": Suite(b), "s5cmd-cp": S5cmd(b, "cp"), "s5cmd-sync": S5cmd(b, "sync"),
-                     "aws-sync": AwsSync(b), "rclone": Rclone(b)}
+                     "aws-sync": AwsSync(b), "rclone": Rclone(b), "s5cmd-overlap": S5cmdOverlap(b),
+                     "suite-nocheck": SuiteNoCheck(b)}
         for name in a.only:
             ok, why = all_tools[name].available()
             if ok:
@@ -1068,7 +1189,7 @@ def main(argv=None) -> int:
     say(f"bench took {time.monotonic() - started:.0f} s")
     if a.json:
         doc = {"machine": machine,
-               "parameters": {"links": not a.no_links, "bandwidth_bytes_per_s": None if a.no_links else a.bandwidth,
+               "parameters": {"links": not a.no_links, "shared_server": a.shared_server, "bandwidth_bytes_per_s": None if a.no_links else a.bandwidth,
                               "latency_s": None if a.no_links else a.latency, "rounds": a.rounds, "quick": a.quick,
                               "suite_config_overrides": dict(a.set), "idle_seconds": a.idle_seconds},
                "summary": summary, "targets": tg, **b.results, "interrupted": interrupted}

@@ -21,12 +21,12 @@ def _rows(path) -> int:
 
 
 def test_destination_uploads_while_the_source_is_still_staging(work):
-    data = {f"f{i:03d}.bin": os.urandom(40_000) for i in range(30)}
+    data = {f"f{i:03d}.bin": os.urandom(40_000) for i in range(20)}
     for k, v in data.items():
         work.put(k, v)
     total = sum(map(len, data.values()))
     # a source link slow enough that staging takes a few seconds: one object at a time
-    link = FaultProxy(work.server.url, bandwidth=total / 5).start()
+    link = FaultProxy(work.server.url, bandwidth=total / 3).start()
     work.cfg["transfer_settings"].update(src_endpoint_url=link.url, src_workers=1)
     work.write_config()
     proc = work.start("sync_mvol.py", "--once")
@@ -144,11 +144,11 @@ def _s5cmd_pids(endpoint: str) -> list[int]:
 def test_destination_s5cmd_killed_mid_upload_is_replaced_and_nothing_is_lost(work):
     import signal
 
-    data = {f"f{i:03d}.bin": os.urandom(60_000) for i in range(30)}
+    data = {f"f{i:03d}.bin": os.urandom(60_000) for i in range(20)}
     for k, v in data.items():
         work.put(k, v)
     total = sum(map(len, data.values()))
-    link = FaultProxy(work.server.url, bandwidth=total / 6).start()  # uploads take a few seconds
+    link = FaultProxy(work.server.url, bandwidth=total / 3).start()  # uploads take a few seconds
     work.cfg["transfer_settings"].update(dest_endpoint_url=link.url, dest_workers=2)
     work.write_config()
     proc = work.start("sync_mvol.py", "--once")
@@ -164,3 +164,23 @@ def test_destination_s5cmd_killed_mid_upload_is_replaced_and_nothing_is_lost(wor
     assert {k: work.dest_bytes(k) for k in data} == data
     assert work.ledger_lines("dest_ledger.csv") == len(data) + 1
     assert work.staged_files() == []
+
+
+def test_large_objects_get_their_own_s5cmd_largest_first(work):
+    """Objects of 8 MiB or more are copied a few at a time, largest first, by their own s5cmd
+    (src_commands-large.txt) beside the rest (src_commands.txt), so they are staged early rather
+    than all at the end; small ones stay one GetObject each."""
+    mib = 1024 * 1024
+    data = {"small.bin": os.urandom(1000), "medium.bin": os.urandom(2 * mib),
+            "large-a.bin": os.urandom(8 * mib), "large-b.bin": os.urandom(9 * mib)}
+    for k, v in data.items():
+        work.put(k, v)
+    work.cfg["transfer_settings"]["src_direct_get_max_bytes"] = mib
+    work.write_config()
+    r = work.run("sync_mvol.py", "--once", timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert {k: work.dest_bytes(k) for k in data} == data
+    rest = (work.path / "src_commands.txt").read_text().splitlines()
+    large = (work.path / "src_commands-large.txt").read_text().splitlines()
+    assert len(rest) == 1 and "medium.bin" in rest[0]
+    assert len(large) == 2 and "large-b.bin" in large[0] and "large-a.bin" in large[1]

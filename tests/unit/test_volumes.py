@@ -240,3 +240,18 @@ def test_uploads_in_flight_stay_within_the_byte_cap_largest_first():
     assert [c.key for c in DestSync._within([cand("b", 300)], 50, 100)] == []  # not beside others in flight
     assert [c.key for c in DestSync._within(cands, 80, 100)] == ["a"]
     assert [c.key for c in DestSync._within(cands, 0, None)] == ["a", "b", "c", "d"]  # no cap: as they came
+
+
+def test_sleep_until_changed_returns_at_once_when_the_file_changed_since_it_was_read(tmp_path):
+    import time
+
+    from s5jtransfer.dest_sync import _file_sig, sleep_until_changed
+    from s5jtransfer.runtime import Stopper
+
+    path = tmp_path / "src_ledger.csv"
+    path.write_text("Key,Size\n")
+    read_at = _file_sig(str(path))
+    path.write_text("Key,Size\na,1\n")  # appended while the cycle that read it was running
+    t = time.monotonic()
+    assert sleep_until_changed(str(path), 30, Stopper(), since=read_at) is False
+    assert time.monotonic() - t < 1
