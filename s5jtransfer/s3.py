@@ -54,6 +54,9 @@ def client(side: Side, settings: Settings | None = None, index: int = 0, pool: i
         # reject or mangle the newer flexible checksums.
         request_checksum_calculation="when_required", response_checksum_validation="when_required",
         parameter_validation=False,  # every call is built by this code; saves CPU per request
+        # SigV4 everywhere, presigned URLs included (botocore would presign with the legacy
+        # SigV2, which new AWS regions and Snowball devices refuse)
+        signature_version="s3v4",
     )
     return session.client("s3", endpoint_url=endpoint, verify=False if endpoint else None, config=cfg)
 

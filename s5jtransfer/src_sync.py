@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from boto3.s3.transfer import TransferConfig
+from botocore.awsrequest import AWSRequest
 
 from . import checksum, plan, s3, s5cmd
 from .config import Config
@@ -317,9 +318,40 @@ class SourceSync:
             list(pool.map(one, enumerate(partials)))
 
 
-def _get_to_file(client, bucket: str, key: str, path: str) -> None:
-    """One GetObject, streamed to path. A short or broken body raises (botocore checks the
-    Content-Length), and the size and checksum checks that follow catch anything else."""
+def _presigned_get(client, bucket: str, key: str, path: str) -> bool:
+    """GetObject without botocore's per-call machinery, about 1.2 ms of CPU less per object (the
+    cost that dominates for small objects): a presigned URL sent through the client's own HTTP
+    session, so the same proxy, TLS, timeout and connection-pool settings apply. Only a complete
+    200 answer counts: anything else returns False (or raises), and the caller makes the regular
+    call, with its retries and its error names."""
+    url = client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=900)
+    resp = client._endpoint.http_session.send(AWSRequest(method="GET", url=url, stream_output=True).prepare())
+    raw = resp.raw
+    try:
+        want = resp.headers.get("content-length")
+        if resp.status_code != 200 or want is None:
+            raw.read()  # a short error document: read it so the connection can be reused
+            return False
+        n = 0
+        with open(path, "wb") as fh:
+            for chunk in raw.stream(1024 * 1024, decode_content=False):
+                fh.write(chunk)
+                n += len(chunk)
+        return n == int(want)
+    finally:
+        raw.release_conn()
+
+
+def _get_to_file(client, bucket: str, key: str, path: str, fast: bool = True) -> None:
+    """One GetObject, streamed to path: presigned first (see _presigned_get), else the regular
+    call. A short or broken body raises (botocore checks the Content-Length), and the size and
+    checksum checks that follow catch anything else."""
+    if fast:
+        try:
+            if _presigned_get(client, bucket, key, path):
+                return
+        except Exception as exc:  # noqa: BLE001 - the regular call below retries and names the error
+            log.debug("presigned GET of %r failed (%s); regular GetObject", key, exc)
     body = client.get_object(Bucket=bucket, Key=key)["Body"]
     try:
         with open(path, "wb") as fh:

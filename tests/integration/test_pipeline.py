@@ -184,3 +184,33 @@ def test_large_objects_get_their_own_s5cmd_largest_first(work):
     large = (work.path / "src_commands-large.txt").read_text().splitlines()
     assert len(rest) == 1 and "medium.bin" in rest[0]
     assert len(large) == 2 and "large-b.bin" in large[0] and "large-a.bin" in large[1]
+
+
+def test_s5cmd_stream_takes_more_lines_than_its_pipe_holds(work, tmp_path):
+    """Long keys: 300 lines of ~1 KB are more than a pipe buffer (64 KiB). Feeding blocks while
+    s5cmd catches up (its output is drained meanwhile), never deadlocks, and every object lands."""
+    reports: list[tuple[str, bool, str]] = []
+    src = tmp_path / "one"
+    src.write_bytes(b"z")
+    seg = "k" * 200
+    stream = s5cmd.Stream(s5cmd.find_binary(), ["--json", "--numworkers", "4", "--endpoint-url", work.server.url],
+                          _env(), str(tmp_path / "run.txt"), lambda *r: reports.append(r))
+    n = 300
+    done = threading.Event()
+
+    def feed():
+        for i in range(n):
+            # distinct local names: the results are matched by local path
+            p = tmp_path / f"l{i:04d}"
+            os.link(src, p)
+            stream.add(s5cmd.cp_line(str(p), f"s3://{work.dst}/long/{seg}/{seg}/{seg}/{seg}/{i:04d}"), str(p), 1)
+        done.set()
+
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    try:
+        wait_for(done.is_set, 120, "every line fed")
+    finally:
+        stream.close(timeout=120)
+    assert len(reports) == n and all(ok for _p, ok, _e in reports)
+    assert len(work.listing(work.dst, "long/")) == n

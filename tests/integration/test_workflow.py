@@ -214,3 +214,6 @@ def test_small_objects_by_one_get_large_ones_by_s5cmd(work):
         log = fh.read().decode("utf-8", "replace")
     assert f"HEAD /{work.src}/data/dir0/file0.bin" not in log  # no HeadObject for a small object
     assert f"GET /{work.src}/data/dir0/file0.bin" in log
+    # ... and that GET is the light one: a presigned URL through botocore's HTTP session
+    gets = [ln for ln in log.splitlines() if f"GET /{work.src}/data/dir0/file0.bin" in ln]
+    assert len(gets) == 1 and "X-Amz-Signature=" in gets[0], gets
