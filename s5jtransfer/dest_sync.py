@@ -16,7 +16,8 @@ from .config import Config
 from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, file_lock
 from .endpoints import Endpoints
 from .progress import DEST_STATE, SRC_STATE, Progress, read_state
-from .runtime import Appender, Done, Stopper, die_with_parent, fmt_bytes, poll_loop, remove_quietly
+from .runtime import (Appender, Done, Stopper, die_with_parent, file_signature, fmt_bytes, poll_loop,
+                      remove_quietly, sleep_until_changed)
 from .volumes import Volume, discover, scan_all, staged_name
 
 log = logging.getLogger("s5jtransfer.dest")
@@ -110,8 +111,7 @@ class DestSync:
         self._to_confirm: list[tuple[Candidate, float]] = []  # uploaded, not yet confirmed (since when)
         self._done_by_key: dict[str, Candidate] = {}  # confirmed, staged copy freed after the ledger flush
         self._retry_at: dict[str, tuple[float, int]] = {}  # key -> (not before, failures so far)
-        self._streak: dict[int, int] = {}
-        self._last_error: dict[int, str] = {}
+        self._streak: dict[int, tuple[int, str]] = {}  # endpoint -> (failures in a row, the last error)
         self._live_cache: list[int] | None = None
         self._live_at = 0.0
         self._appender = Appender(self.dest_ledger, after_flush=self._after_flush)
@@ -125,7 +125,7 @@ class DestSync:
     def refresh(self) -> None:
         # what the source ledger looked like when read: the sleep after this cycle wakes at once
         # if it changed since (rows appended while this cycle ran), not only on a later change
-        self.ledger_sig = _file_sig(SRC_LEDGER)
+        self.ledger_sig = file_signature(SRC_LEDGER)
         if not self._loaded:
             if not self.dry_run:
                 self.dest_ledger.ensure()
@@ -435,23 +435,22 @@ class DestSync:
         with self._results_lock:
             results, self._results = self._results, []
         now = time.monotonic()
-        for ep, local, ok, error in results:
+        for ep, local, ok, error in results:  # in the order s5cmd reported them
+            if ok:
+                self._streak.pop(ep, None)
+            else:
+                self._streak[ep] = (self._streak.get(ep, (0, ""))[0] + 1, error)
             c = self._flight.pop(local, None)
             if c is None:
                 continue
             if ok:
                 self._to_confirm.append((c, now))
-                continue
-            self._failed(c, error, st)
-            self._streak[ep] = self._streak.get(ep, 0) + 1
-            self._last_error[ep] = error
-        for ep, _local, ok, _error in results:
-            if ok:
-                self._streak[ep] = 0
-        for ep, n in list(self._streak.items()):
+            else:
+                self._failed(c, error, st)
+        for ep, (n, error) in list(self._streak.items()):
             if n >= SET_ASIDE_STREAK and len(self.eps.urls) > 1:
-                self._streak[ep] = 0
-                self.eps.failed(ep, self._last_error.get(ep, "uploads keep failing"))
+                del self._streak[ep]
+                self.eps.failed(ep, error or "uploads keep failing")
                 self._live_cache = None
                 stream = self._streams.pop(ep, None)
                 if stream is not None:
@@ -665,6 +664,9 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int
         cap = max(cfg.settings.poll_interval * 4 if once else cfg.settings.max_poll_interval, cfg.settings.poll_interval)
         return min(max(delay * 2, cfg.settings.poll_interval), cap)
 
+    # The sleep wakes when the source side ledgers newly staged objects (a stat of the ledger per
+    # tick, no S3 request: an idle side stays quiet, a busy one starts uploading within a tick),
+    # or when the last upload in flight reports.
     try:
         return poll_loop(lambda: sync.cycle(check_source=once), after,
                          lambda exc: s3.describe_error(exc, cfg.destination), cfg.settings, stopper,
@@ -673,36 +675,3 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int
                          dry_run=dry_run)
     finally:
         sync.close()
-
-
-def _file_sig(path: str) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def sleep_until_changed(path: str, seconds: float, stopper: Stopper, tick: float = 0.1,
-                        since: tuple[int, int, int] | None | bool = False,
-                        wake: threading.Event | None = None) -> bool:
-    """Sleep up to `seconds`, waking early when `path` changes (the source side ledgered newly
-    staged objects, or the ledger was rewritten). One local stat per tick, no S3 request: an idle
-    destination side stays quiet, and a busy one starts uploading within a tick of the first
-    object being staged. since: the file's signature when it was last read (default: now);
-    wake: an event that also ends the sleep (it is cleared). True when a stop was asked for."""
-    deadline = time.monotonic() + seconds
-    start = _file_sig(path) if since is False else since
-    while True:
-        if stopper.stopped:
-            return True
-        if _file_sig(path) != start:
-            return False
-        if wake is not None and wake.is_set():
-            wake.clear()
-            return False
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        if stopper.sleep(min(tick, left)):
-            return True

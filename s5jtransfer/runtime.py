@@ -118,6 +118,50 @@ class Appender:
             self.after_flush(rows)
 
 
+def file_signature(path: str) -> tuple[int, int, int] | None:
+    """(inode, size, mtime) of a file, None when it is missing: changes on an append and on a rewrite."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def file_inode(path: str) -> int | None:
+    """A file's inode, None when it is missing: changes only when the file is replaced."""
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
+
+
+_NOW = object()
+
+
+def sleep_until_changed(path: str, seconds: float, stopper: Stopper, tick: float = 0.1,
+                        since: object = _NOW, wake: threading.Event | None = None,
+                        signature: Callable[[str], object] = file_signature) -> bool:
+    """Sleep up to `seconds`, waking early when `path` changes, as `signature` sees it: one local
+    stat per tick, no S3 request. since: the signature when the file was last read (default:
+    now), so a change made meanwhile ends the sleep at once; wake: an event that also ends it (it
+    is cleared). True when a stop was asked for."""
+    deadline = time.monotonic() + seconds
+    start = signature(path) if since is _NOW else since
+    while True:
+        if stopper.stopped:
+            return True
+        if signature(path) != start:
+            return False
+        if wake is not None and wake.is_set():
+            wake.clear()
+            return False
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if stopper.sleep(min(tick, left)):
+            return True
+
+
 def remove_quietly(path: str) -> None:
     try:
         os.remove(path)

@@ -202,7 +202,7 @@ class Stream:
             self.proc.stdin.write(line.encode("utf-8") + b"\n")
             self.proc.stdin.flush()
             return True
-        except (BrokenPipeError, OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # a broken pipe, or stdin already closed
             with self._lock:
                 gone = self.in_flight.pop(local, None) is not None
                 self.failed += gone

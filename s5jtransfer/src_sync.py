@@ -17,7 +17,8 @@ from .config import Config
 from .ledger import SRC_COLUMNS, SRC_LEDGER, Ledger
 from .endpoints import Endpoints, run_s5cmd_spread, split_by_bytes
 from .progress import SRC_STATE, Progress
-from .runtime import Appender, Done, Stopper, die_with_parent, fmt_bytes, poll_loop, remove_quietly
+from .runtime import (Appender, Done, Stopper, die_with_parent, file_inode, fmt_bytes, poll_loop, remove_quietly,
+                      sleep_until_changed)
 from .volumes import Volume, device_budgets, discover, scan_all, staged_name
 
 log = logging.getLogger("s5jtransfer.src")
@@ -342,16 +343,15 @@ def _presigned_get(client, bucket: str, key: str, path: str) -> bool:
         raw.release_conn()
 
 
-def _get_to_file(client, bucket: str, key: str, path: str, fast: bool = True) -> None:
+def _get_to_file(client, bucket: str, key: str, path: str) -> None:
     """One GetObject, streamed to path: presigned first (see _presigned_get), else the regular
     call. A short or broken body raises (botocore checks the Content-Length), and the size and
     checksum checks that follow catch anything else."""
-    if fast:
-        try:
-            if _presigned_get(client, bucket, key, path):
-                return
-        except Exception as exc:  # noqa: BLE001 - the regular call below retries and names the error
-            log.debug("presigned GET of %r failed (%s); regular GetObject", key, exc)
+    try:
+        if _presigned_get(client, bucket, key, path):
+            return
+    except Exception as exc:  # noqa: BLE001 - the regular call below retries and names the error
+        log.debug("presigned GET of %r failed (%s); regular GetObject", key, exc)
     body = client.get_object(Bucket=bucket, Key=key)["Body"]
     try:
         with open(path, "wb") as fh:
@@ -381,25 +381,7 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int
         return min(delay * 2, cfg.settings.max_poll_interval)
 
     return poll_loop(sync.cycle, after, lambda exc: s3.describe_error(exc, cfg.source), cfg.settings, stopper,
-                     sleep=lambda secs: _sleep_unless_ledger_replaced(stopper, secs), dry_run=dry_run)
-
-
-def _ledger_inode() -> int | None:
-    try:
-        return os.stat(SRC_LEDGER).st_ino
-    except FileNotFoundError:
-        return None
-
-
-def _sleep_unless_ledger_replaced(stopper: Stopper, seconds: float) -> bool:
-    """Sleep, but wake up at once when the ledger is rewritten (the destination side or repair
-    handed objects back); True when a stop was asked for."""
-    start, deadline = _ledger_inode(), time.monotonic() + seconds
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        if stopper.sleep(min(left, 0.5)):
-            return True
-        if _ledger_inode() != start:
-            return False
+                     # wake at once when the ledger is replaced (the destination side or repair
+                     # handed objects back); its own appends do not change the inode
+                     sleep=lambda secs: sleep_until_changed(SRC_LEDGER, secs, stopper, tick=0.5, signature=file_inode),
+                     dry_run=dry_run)

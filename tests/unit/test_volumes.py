@@ -198,7 +198,7 @@ def test_sleep_until_changed_wakes_when_the_ledger_grows(tmp_path):
     import threading
     import time
 
-    from s5jtransfer.dest_sync import sleep_until_changed
+    from s5jtransfer.runtime import sleep_until_changed
     from s5jtransfer.runtime import Stopper
 
     path = tmp_path / "src_ledger.csv"
@@ -214,7 +214,7 @@ def test_sleep_until_changed_wakes_when_the_ledger_grows(tmp_path):
 def test_sleep_until_changed_sleeps_out_an_unchanged_file_and_stops_on_request(tmp_path):
     import time
 
-    from s5jtransfer.dest_sync import sleep_until_changed
+    from s5jtransfer.runtime import sleep_until_changed
     from s5jtransfer.runtime import Stopper
 
     path = tmp_path / "src_ledger.csv"
@@ -245,12 +245,12 @@ def test_uploads_in_flight_stay_within_the_byte_cap_largest_first():
 def test_sleep_until_changed_returns_at_once_when_the_file_changed_since_it_was_read(tmp_path):
     import time
 
-    from s5jtransfer.dest_sync import _file_sig, sleep_until_changed
+    from s5jtransfer.runtime import file_signature, sleep_until_changed
     from s5jtransfer.runtime import Stopper
 
     path = tmp_path / "src_ledger.csv"
     path.write_text("Key,Size\n")
-    read_at = _file_sig(str(path))
+    read_at = file_signature(str(path))
     path.write_text("Key,Size\na,1\n")  # appended while the cycle that read it was running
     t = time.monotonic()
     assert sleep_until_changed(str(path), 30, Stopper(), since=read_at) is False
