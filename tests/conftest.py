@@ -146,6 +146,11 @@ class Work:
     def put(self, key: str, data: bytes, bucket: str | None = None, prefix: str = "data/") -> None:
         self.server.client().put_object(Bucket=bucket or self.src, Key=prefix + key, Body=data)
 
+    def put_all(self, data: dict[str, bytes]) -> int:
+        """Put every object of data (key -> bytes) under the source prefix; their total bytes."""
+        for k, v in data.items():
+            self.put(k, v)
+        return sum(map(len, data.values()))
     def put_multipart(self, key: str, data: bytes, part_size: int = 5 * 1024 * 1024, prefix: str = "data/") -> str:
         """Upload in parts, as the AWS CLI or a Snowball client would: the ETag ends in -N."""
         import io

@@ -43,9 +43,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_refetches_little(work):
     rng = random.Random(SEED)
     print(f"chaos seed {SEED}: {ROUNDS} rounds, {OBJECTS} objects")
     data = {f"obj{i:04d}.bin": rng.randbytes(rng.choice([0, 1, 1000, 30_000, 200_000, 900_000])) for i in range(OBJECTS)}
-    for k, v in data.items():
-        work.put(k, v)
-    total = sum(map(len, data.values()))
+    total = work.put_all(data)
     # A slow source link (the whole transfer takes several rounds) so the cuts land mid-transfer.
     link = FaultProxy(work.server.url, bandwidth=max(total / (ROUNDS * 0.8), 200_000)).start()
     work.cfg["transfer_settings"].update(src_workers=WORKERS, dest_workers=WORKERS, src_endpoint_url=link.url)

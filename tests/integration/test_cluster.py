@@ -11,9 +11,7 @@ from faultproxy import FaultProxy
 
 def test_work_is_spread_over_endpoints_and_a_dead_one_is_set_aside(work):
     data = {f"f{i:03d}.bin": os.urandom(40_000) for i in range(60)}
-    for k, v in data.items():
-        work.put(k, v)
-    total = sum(map(len, data.values()))
+    total = work.put_all(data)
     a = FaultProxy(work.server.url, bandwidth=total / 8).start()
     b = FaultProxy(work.server.url, bandwidth=total / 8).start()
     try:

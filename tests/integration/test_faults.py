@@ -37,8 +37,7 @@ def seed(work, n_small: int = 8) -> dict[str, bytes]:
     """Small objects of assorted sizes, an empty one, and one multipart object (> 5 MiB, 2 parts)."""
     data = {f"dir{i % 3}/file{i}.bin": os.urandom(500 + 4099 * i) for i in range(n_small)}
     data["empty.txt"] = b""
-    for k, v in data.items():
-        work.put(k, v)
+    work.put_all(data)
     data["big/multipart.bin"] = os.urandom(6 * MIB + 4321)
     work.put_multipart("big/multipart.bin", data["big/multipart.bin"])
     return data

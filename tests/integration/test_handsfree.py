@@ -13,9 +13,7 @@ from faultproxy import FaultProxy
 
 def test_once_verifies_and_moves_again_objects_removed_mid_run(work):
     data = {f"f{i:03d}.bin": os.urandom(30_000) for i in range(40)}
-    for k, v in data.items():
-        work.put(k, v)
-    total = sum(map(len, data.values()))
+    total = work.put_all(data)
     link = FaultProxy(work.server.url, bandwidth=total / 5).start()
     try:
         work.cfg["transfer_settings"].update(src_endpoint_url=link.url, src_workers=4)
@@ -60,8 +58,7 @@ def test_once_verifies_and_moves_again_objects_removed_mid_run(work):
 
 def test_perpetual_run_verifies_when_idle(work):
     data = {f"g{i}.bin": os.urandom(5000) for i in range(5)}
-    for k, v in data.items():
-        work.put(k, v)
+    work.put_all(data)
     proc = work.start("sync_mvol.py", log_name="sync.log")
     try:
         report = work.path / "transfer_report.json"

@@ -63,8 +63,7 @@ def test_every_valid_key_moves_byte_exact_and_nothing_escapes(work, tmp_path, mo
 
 def test_corrupted_staged_copy_is_never_uploaded_and_is_fetched_again(work):
     data = {f"f{i}.bin": os.urandom(20_000) for i in range(5)}
-    for k, v in data.items():
-        work.put(k, v)
+    work.put_all(data)
     assert work.run("src_sync_mvol.py", "--once").returncode == 0
     staged = sorted(work.staged_files())
     assert len(staged) == 5
@@ -82,8 +81,7 @@ def test_corrupted_staged_copy_is_never_uploaded_and_is_fetched_again(work):
 
 def test_staged_copy_truncated_by_a_power_cut_is_discarded(work):
     data = {f"f{i}.bin": os.urandom(30_000) for i in range(3)}
-    for k, v in data.items():
-        work.put(k, v)
+    work.put_all(data)
     assert work.run("src_sync_mvol.py", "--once").returncode == 0
     victim = sorted(work.staged_files())[0]
     victim.write_bytes(victim.read_bytes()[:1000])
@@ -95,8 +93,7 @@ def test_staged_copy_truncated_by_a_power_cut_is_discarded(work):
 def test_interrupted_run_adopts_verified_staged_copies_without_refetching(work):
     """Staged and verified but not yet ledgered (a stop between rename and ledger append)."""
     data = {f"f{i}.bin": os.urandom(10_000) for i in range(6)}
-    for k, v in data.items():
-        work.put(k, v)
+    work.put_all(data)
     assert work.run("src_sync_mvol.py", "--once").returncode == 0
     # the power cut lost the ledger rows (and left a torn line), not the staged files
     (work.path / "src_ledger.csv").write_text("Key,Size,ETag,Verified,MD5\nf0.bin,100")
@@ -265,8 +262,7 @@ with open(p, 'wb') as fh:
 def test_wiped_staging_volume_is_refetched_not_waited_for(work):
     """Staged, ledgered, then the volume is wiped (disk replaced): the objects move again."""
     data = {f"w{i}.bin": os.urandom(8000) for i in range(6)}
-    for k, v in data.items():
-        work.put(k, v)
+    work.put_all(data)
     assert work.run("src_sync_mvol.py", "--once").returncode == 0
     for p in work.staged_files():
         p.unlink()

@@ -22,9 +22,7 @@ def _rows(path) -> int:
 
 def test_destination_uploads_while_the_source_is_still_staging(work):
     data = {f"f{i:03d}.bin": os.urandom(40_000) for i in range(20)}
-    for k, v in data.items():
-        work.put(k, v)
-    total = sum(map(len, data.values()))
+    total = work.put_all(data)
     # a source link slow enough that staging takes a few seconds: one object at a time
     link = FaultProxy(work.server.url, bandwidth=total / 3).start()
     work.cfg["transfer_settings"].update(src_endpoint_url=link.url, src_workers=1)
@@ -117,8 +115,7 @@ def test_bytes_in_flight_capped_by_max_size_to_transfer_l2dest(work):
     """max_size_to_transfer_l2dest caps the bytes in flight to the destination; an object larger
     than the cap still moves, on its own."""
     data = {"big.bin": os.urandom(300_000), **{f"s{i}.bin": os.urandom(20_000) for i in range(12)}}
-    for k, v in data.items():
-        work.put(k, v)
+    work.put_all(data)
     work.cfg["transfer_settings"]["max_size_to_transfer_l2dest"] = 50_000
     work.write_config()
     r = work.run("sync_mvol.py", "--once", timeout=180)
@@ -145,9 +142,7 @@ def test_destination_s5cmd_killed_mid_upload_is_replaced_and_nothing_is_lost(wor
     import signal
 
     data = {f"f{i:03d}.bin": os.urandom(60_000) for i in range(20)}
-    for k, v in data.items():
-        work.put(k, v)
-    total = sum(map(len, data.values()))
+    total = work.put_all(data)
     link = FaultProxy(work.server.url, bandwidth=total / 3).start()  # uploads take a few seconds
     work.cfg["transfer_settings"].update(dest_endpoint_url=link.url, dest_workers=2)
     work.write_config()
@@ -173,8 +168,7 @@ def test_large_objects_get_their_own_s5cmd_largest_first(work):
     mib = 1024 * 1024
     data = {"small.bin": os.urandom(1000), "medium.bin": os.urandom(2 * mib),
             "large-a.bin": os.urandom(8 * mib), "large-b.bin": os.urandom(9 * mib)}
-    for k, v in data.items():
-        work.put(k, v)
+    work.put_all(data)
     work.cfg["transfer_settings"]["src_direct_get_max_bytes"] = mib
     work.write_config()
     r = work.run("sync_mvol.py", "--once", timeout=180)

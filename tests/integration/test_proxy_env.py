@@ -17,8 +17,7 @@ def test_both_sides_go_through_the_proxy(work, native):
     proxy = ForwardProxy({HOST: ("127.0.0.1", work.server.port)}).start()
     try:
         data = {f"p{i}.bin": os.urandom(3000) for i in range(5)}
-        for k, v in data.items():
-            work.put(k, v)
+        work.put_all(data)
         url = f"http://{HOST}:{work.server.port}"
         work.cfg["transfer_settings"].update(src_endpoint_url=url, dest_endpoint_url=url, src_use_native_s3=native)
         work.write_config()

@@ -12,8 +12,7 @@ from conftest import wait_for
 
 def seed(work, n: int = 10) -> dict[str, bytes]:
     data = {f"k{i:03d}.bin": os.urandom(500 + i) for i in range(n)}
-    for k, v in data.items():
-        work.put(k, v)
+    work.put_all(data)
     return data
 
 

@@ -12,9 +12,7 @@ from faultproxy import FaultProxy
 
 def test_status_during_a_run_and_after(work):
     data = {f"f{i:03d}.bin": os.urandom(50_000) for i in range(40)}
-    for k, v in data.items():
-        work.put(k, v)
-    total = sum(map(len, data.values()))
+    total = work.put_all(data)
     # a slow source link so the run is still going while status.py looks at it
     link = FaultProxy(work.server.url, bandwidth=total / 6).start()
     work.cfg["transfer_settings"].update(src_endpoint_url=link.url, src_workers=4)

@@ -16,8 +16,7 @@ def seed(work, n_small: int = 30, big: bool = True) -> dict[str, bytes]:
     data = {f"dir{i % 3}/file{i}.bin": os.urandom(100 + 37 * i) for i in range(n_small)}
     data["empty.txt"] = b""
     data["odd name 'q' $(echo x) *[x].txt"] = b"odd"
-    for k, v in data.items():
-        work.put(k, v)
+    work.put_all(data)
     if big:
         data["big/multipart.bin"] = os.urandom(11 * MIB)
         work.put_multipart("big/multipart.bin", data["big/multipart.bin"])
@@ -122,8 +121,7 @@ def test_snow_region_with_http_ip_port_endpoint(work):
 def test_objects_that_do_not_fit_wait_for_the_next_batch(work):
     """A small per-volume batch budget splits the work; nothing is ledgered before it is copied."""
     data = {f"f{i}.bin": os.urandom(40_000) for i in range(12)}
-    for k, v in data.items():
-        work.put(k, v)
+    work.put_all(data)
     work.cfg["transfer_settings"]["max_size_to_transfer_src2l"] = 100_000  # ~2 objects per volume per batch
     work.write_config()
     r = work.run("src_sync_mvol.py", "--once")
