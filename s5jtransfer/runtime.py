@@ -40,7 +40,9 @@ class Stopper:
         self.event = threading.Event()
         self.signum: int | None = None
         self._children: set[subprocess.Popen] = set()
-        self._lock = threading.Lock()
+        # reentrant: the signal handler runs in the main thread, possibly while that thread is
+        # inside track()/untrack() holding this lock; a plain Lock would deadlock there
+        self._lock = threading.RLock()
 
     def install(self) -> "Stopper":
         signal.signal(signal.SIGINT, self._handle)
