@@ -21,7 +21,7 @@ def src_sync(argv: list[str] | None = None) -> int:
                       dry_run=True).parse_args(argv)
 
     def body(a, cfg) -> int:
-        return mod.run(cfg, a.once, Stopper().install(), dry_run=a.dry_run)
+        return mod.run(cfg, a.once, Stopper().install(), dry_run=a.dry_run, supervised=a.supervised)
 
     return cli.run(body, args, lock="src")
 
@@ -33,7 +33,7 @@ def dest_sync(argv: list[str] | None = None) -> int:
                       once=True, dry_run=True).parse_args(argv)
 
     def body(a, cfg) -> int:
-        return mod.run(cfg, a.once, Stopper().install(), dry_run=a.dry_run)
+        return mod.run(cfg, a.once, Stopper().install(), dry_run=a.dry_run, supervised=a.supervised)
 
     return cli.run(body, args, lock="dest")
 

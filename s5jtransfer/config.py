@@ -86,6 +86,7 @@ class Settings:
     src_workers: int
     direct_get_max: int
     dest_workers: int
+    direct_put_max: int
     part_size: int
     retries: int
     volume_reserve: int
@@ -131,6 +132,7 @@ _SCHEMA: dict[str, dict[str, tuple[bool, str, Any]]] = {
         "src_workers": (False, "posint", 64),
         "src_direct_get_max_bytes": (False, "size", MIB),
         "dest_workers": (False, "posint", 64),
+        "dest_direct_put_max_bytes": (False, "size", MIB),
         "part_size_mb": (False, "posint", 50),
         "retries": (False, "posint", 10),
         "volume_reserve_bytes": (False, "size", 256 * MIB),
@@ -321,7 +323,7 @@ def load(path: str = CONFIG_NAME) -> Config:
         max_src2l=ts["max_size_to_transfer_src2l"], max_l2dest=ts["max_size_to_transfer_l2dest"],
         src_use_native_s3=ts["src_use_native_s3"], s5cmd_path=ts["s5cmd_path"],
         src_workers=ts["src_workers"], direct_get_max=ts["src_direct_get_max_bytes"], dest_workers=ts["dest_workers"],
-        part_size=max(5, ts["part_size_mb"]) * MIB, retries=ts["retries"],
+        direct_put_max=ts["dest_direct_put_max_bytes"], part_size=max(5, ts["part_size_mb"]) * MIB, retries=ts["retries"],
         volume_reserve=ts["volume_reserve_bytes"], poll_interval=ts["poll_interval_seconds"],
         max_poll_interval=ts["max_poll_interval_seconds"])
     if settings.max_src2l < 1:

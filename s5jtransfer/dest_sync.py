@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from boto3.s3.transfer import TransferConfig
 
-from . import checksum, s3, s5cmd
+from . import checksum, direct, s3, s5cmd
 from .config import Config
 from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, file_lock
 from .endpoints import Endpoints
@@ -104,8 +104,12 @@ class DestSync:
         self.ledger_sig: tuple[int, int, int] | None = None
         self.drained = threading.Event()  # set when the streams have nothing left in flight
         self._streams: dict[int, s5cmd.Stream] = {}  # endpoint index -> its running s5cmd
+        self._direct: dict[int, direct.Uploader] = {}  # endpoint index -> its small-object PUTs
+        self._direct_ok = direct.usable(self.side.endpoint) and self.settings.direct_put_max > 0
+        self._direct_off: set[str] = set()  # keys a direct PUT failed for: s5cmd from now on
         self._stream_busy: dict[int, float] = {}  # endpoint index -> when it last had work
-        self._results: list[tuple[int, str, bool, str]] = []  # (endpoint, local, ok, error) from the streams
+        # (endpoint, local, ok, error, ETag the destination answered: direct PUTs only) from the uploaders
+        self._results: list[tuple[int, str, bool, str, str | None]] = []
         self._results_lock = threading.Lock()
         self._flight: dict[str, Candidate] = {}  # staged path -> candidate handed to s5cmd, no result yet
         self._to_confirm: list[tuple[Candidate, float]] = []  # uploaded, not yet confirmed (since when)
@@ -115,6 +119,8 @@ class DestSync:
         self._live_cache: list[int] | None = None
         self._live_at = 0.0
         self._appender = Appender(self.dest_ledger, after_flush=self._after_flush)
+        self.started = time.time()  # a source state file older than this is from an earlier run
+        self._handed_back = 0.0  # when keys were last taken out of the source ledger
 
     # -- state ---------------------------------------------------------------------------
     def _recompute_pending(self) -> None:
@@ -172,7 +178,7 @@ class DestSync:
             log.info("removed %d staged copies already confirmed at the destination", freed)
 
     # -- one cycle -----------------------------------------------------------------------
-    def cycle(self, check_source: bool) -> DestStats:
+    def cycle(self, check_source: bool, trust_source: bool = False) -> DestStats:
         st = DestStats()
         self.refresh()
         self._collect(st)
@@ -224,8 +230,11 @@ class DestSync:
         st.ledgered = len(self.src_rows)
         st.uploaded_total = st.ledgered - st.pending
         self._update_progress()
-        if check_source and not self.pending and self._source_side_done():
-            self._check_source(st)
+        if check_source and not self.pending:
+            if trust_source:
+                self._source_reports_done(st)
+            elif self._source_side_done():
+                self._check_source(st)
         return st
 
     @staticmethod
@@ -278,6 +287,7 @@ class DestSync:
     def _drop_from_src_ledger(self, keys: list[str]) -> None:
         """Take keys out of the source ledger (atomic rewrite under its lock) so the source side
         fetches them again; a running source side notices the new file and reloads it."""
+        self._handed_back = time.time()
         with file_lock(self.src_ledger.lock_path):
             src_rows = self.src_ledger.load()
             for k in keys:
@@ -360,6 +370,17 @@ class DestSync:
         return int(state.get("done_objects") or 0) >= int(state.get("total_objects") or 0) and \
             len(self.src_rows) >= int(state.get("total_objects") or 0)
 
+    def _source_reports_done(self, st: DestStats) -> None:
+        """Completion by the source side's word (supervised): its state file, written by this run
+        after this side started and after anything was last handed back, counts every listed
+        object ledgered, and every ledgered object is confirmed here (nothing pending)."""
+        state = read_state(SRC_STATE)
+        if not state or float(state.get("updated") or 0) <= max(self.started, self._handed_back):
+            return
+        total = int(state.get("total_objects") or 0)
+        if int(state.get("done_objects") or 0) >= total and len(self.src_rows) >= total:
+            st.source_total, st.source_missing = total, 0
+
     def _source_client(self):
         if self._src_client is None:
             self._src_client = s3.client(self.cfg.source, self.settings)
@@ -403,15 +424,34 @@ class DestSync:
         name = RUN_FILE if ep == 0 else RUN_FILE.replace(".txt", f"-{ep + 1}.txt")
 
         def report(local: str, ok: bool, error: str) -> None:
-            with self._results_lock:
-                self._results.append((ep, local, ok, error))
-            if not any(len(s) for s in list(self._streams.values())):
-                self.drained.set()  # the last upload in flight is done: confirm it now, not after a pause
+            self._report(ep, local, ok, error, None)
 
         stream = s5cmd.Stream(self.binary, flags_ep, s3.child_env(self.side), name, report,
                               on_start=self.stopper.track, preexec=die_with_parent())
         self._streams[ep] = stream
         return stream
+
+    def _report(self, ep: int, local: str, ok: bool, error: str, etag: str | None) -> None:
+        with self._results_lock:
+            self._results.append((ep, local, ok, error, etag))
+        if not any(len(u) for u in [*self._streams.values(), *self._direct.values()]):
+            self.drained.set()  # the last upload in flight is done: confirm it now, not after a pause
+
+    def _uploader(self, ep: int) -> direct.Uploader | None:
+        """The endpoint's direct PUTs (see direct.py); None when it cannot have them."""
+        up = self._direct.get(ep)
+        if up is None:
+            try:
+                target = direct.Target.from_client(self.eps.client(ep), self.side.bucket, verify=not self.side.endpoint)
+            except Exception as exc:  # noqa: BLE001 - no credentials, odd endpoint: s5cmd does it all
+                log.debug("direct PUTs not used: %s", exc)
+                target = None
+            if target is None:
+                self._direct_ok = False
+                return None
+            up = self._direct[ep] = direct.Uploader(
+                target, self.settings.dest_workers, lambda local, ok, etag, error: self._report(ep, local, ok, error, etag))
+        return up
 
     def _feed(self, cands: list[Candidate], st: DestStats) -> None:
         """Hand verified staged copies to s5cmd (keys a run file cannot carry: boto3, here)."""
@@ -419,13 +459,22 @@ class DestSync:
         via_api = []
         live = self._live()
         for c in cands:
-            if not s5cmd.run_file_safe(c.key):
+            if not s5cmd.run_file_safe(c.key) and not (self._direct_ok and c.pending.row[0] <= self.settings.direct_put_max
+                                                       and c.key not in self._direct_off):
                 via_api.append(c)
                 continue
-            ep = min(live, key=lambda i: self._streams[i].bytes_in_flight if i in self._streams else 0)
+            ep = min(live, key=lambda i: sum(u[i].bytes_in_flight for u in (self._streams, self._direct) if i in u))
+            size = c.pending.row[0]
+            up = None
+            if self._direct_ok and size <= self.settings.direct_put_max and size < self.settings.part_size \
+                    and c.md5 and c.key not in self._direct_off:
+                up = self._uploader(ep)
             self._flight[c.path] = c
             st.fed += 1
-            self._stream(ep).add(s5cmd.cp_line(c.path, self.side.url(c.key), flags), c.path, c.pending.row[0])
+            if up is not None:
+                up.add(self.side.prefix + c.key, c.path, size, c.md5, c.path)
+            else:
+                self._stream(ep).add(s5cmd.cp_line(c.path, self.side.url(c.key), flags), c.path, size)
         if via_api:
             self._upload_api(via_api, live, st)
 
@@ -435,7 +484,8 @@ class DestSync:
         with self._results_lock:
             results, self._results = self._results, []
         now = time.monotonic()
-        for ep, local, ok, error in results:  # in the order s5cmd reported them
+        answered: dict[str, s3.Obj] = {}  # direct PUTs: the destination's answer confirms them
+        for ep, local, ok, error, etag in results:  # in the order the uploaders reported them
             if ok:
                 self._streak.pop(ep, None)
             else:
@@ -443,15 +493,26 @@ class DestSync:
             c = self._flight.pop(local, None)
             if c is None:
                 continue
-            if ok:
+            if ok and etag is not None:
+                answered[c.key] = s3.Obj(c.key, c.pending.row[0], etag)
+                self._to_confirm.append((c, now))
+            elif ok:
                 self._to_confirm.append((c, now))
             else:
+                if etag is not None:
+                    self._direct_off.add(c.key)  # its next try goes through s5cmd
                 self._failed(c, error, st)
+        if answered:
+            self._confirm_uploads([c for c, _t in self._to_confirm if c.key in answered], st, answered)
+            self._to_confirm = [(c, t) for c, t in self._to_confirm if c.key not in answered]
         for ep, (n, error) in list(self._streak.items()):
             if n >= SET_ASIDE_STREAK and len(self.eps.urls) > 1:
                 del self._streak[ep]
                 self.eps.failed(ep, error or "uploads keep failing")
                 self._live_cache = None
+                up = self._direct.pop(ep, None)
+                if up is not None:
+                    up.close(timeout=10)  # what it still held is reported, and retried elsewhere
                 stream = self._streams.pop(ep, None)
                 if stream is not None:
                     stream.proc.terminate()  # what it still holds is retried on another endpoint
@@ -480,19 +541,24 @@ class DestSync:
         due, self._to_confirm = [c for c, _t in self._to_confirm], []
         return due
 
-    def _confirm_uploads(self, cands: list[Candidate], st: DestStats) -> None:
+    def _confirm_uploads(self, cands: list[Candidate], st: DestStats, answered: dict[str, s3.Obj] | None = None) -> None:
         """Check each upload at the destination, ledger it, then free its staged copy. One listing
         of the destination confirms many uploads at once when it costs less than one HeadObject per
         upload (a listing costs one page per 1,000 objects there, a page about LIST_PAGE_COST heads)."""
         if not cands:
             return
-        self.client = self.eps.client(self._live()[0])
-        listable = {c.key for c in cands if s5cmd.run_file_safe(c.key)}
-        listing: dict[str, s3.Obj] = {}
-        if len(listable) > LIST_PAGE_COST * ((len(self.dest_rows) + len(cands)) // 1000 + 1):
-            listing = self._listing_for(listable)
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            rows = list(pool.map(lambda c: self._confirm(c, listing.get(c.key)), cands))
+        listing: dict[str, s3.Obj] = dict(answered or {})
+        rest = [c for c in cands if c.key not in listing]
+        if rest:
+            self.client = self.eps.client(self._live()[0])
+            listable = {c.key for c in rest if s5cmd.run_file_safe(c.key)}
+            if len(listable) > LIST_PAGE_COST * ((len(self.dest_rows) + len(rest)) // 1000 + 1):
+                listing.update(self._listing_for(listable))
+        if len(listing) >= len(cands):
+            rows = [self._confirm(c, listing.get(c.key)) for c in cands]
+        else:
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                rows = list(pool.map(lambda c: self._confirm(c, listing.get(c.key)), cands))
         again = False
         for c, row in zip(cands, rows):
             if row is None:  # _confirm logged why
@@ -545,10 +611,13 @@ class DestSync:
             stream.close(timeout=30)
 
     def close(self) -> None:
-        """End the streams (on exit): what is unconfirmed stays unledgered and is uploaded again."""
+        """End the uploaders (on exit): what is unconfirmed stays unledgered and is uploaded again."""
         for stream in self._streams.values():
             stream.close(timeout=10)
         self._streams.clear()
+        for up in self._direct.values():
+            up.close(timeout=10)
+        self._direct.clear()
 
     def _confirm(self, c: Candidate, listed: s3.Obj | None = None) -> tuple | None:
         """Check the uploaded object (from a listing, else a HeadObject): size, then ETag against
@@ -619,7 +688,10 @@ class DestSync:
                 self._failed(c, error, st)
 
 
-def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int:
+def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, supervised: bool = False) -> int:
+    """supervised (sync_mvol.py --once, which compares both sides at the end): finish when
+    everything the source side staged is confirmed and it reports the source done, without
+    listing the source here."""
     sync = DestSync(cfg, stopper, dry_run)
     log.info("destination side: %d staging volume(s) -> %s via %s", len(sync.volumes), cfg.destination.url(),
              cfg.destination.endpoint or f"AWS {cfg.destination.region}")
@@ -668,7 +740,7 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int
     # tick, no S3 request: an idle side stays quiet, a busy one starts uploading within a tick),
     # or when the last upload in flight reports.
     try:
-        return poll_loop(lambda: sync.cycle(check_source=once), after,
+        return poll_loop(lambda: sync.cycle(check_source=once, trust_source=supervised), after,
                          lambda exc: s3.describe_error(exc, cfg.destination), cfg.settings, stopper,
                          sleep=lambda seconds: sleep_until_changed(SRC_LEDGER, seconds, stopper, since=sync.ledger_sig,
                                                                    wake=sync.drained),

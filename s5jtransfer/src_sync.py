@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from boto3.s3.transfer import TransferConfig
 from botocore.awsrequest import AWSRequest
 
-from . import checksum, plan, s3, s5cmd
+from . import checksum, direct, plan, s3, s5cmd
 from .config import Config
 from .ledger import SRC_COLUMNS, SRC_LEDGER, Ledger
 from .endpoints import Endpoints, run_s5cmd_spread, split_by_bytes
@@ -24,8 +24,9 @@ from .volumes import Volume, device_budgets, discover, scan_all, staged_name
 log = logging.getLogger("s5jtransfer.src")
 RUN_FILE = "src_commands.txt"
 RUN_FILE_LARGE = "src_commands-large.txt"  # objects of LARGE_BYTES or more (see _copy_s5cmd)
-LARGE_BYTES = 8 * 1024 * 1024  # objects this big go through their own s5cmd ...
-LARGE_WORKERS = 2  # ... copying this many at once
+LARGE_BYTES = 8 * 1024 * 1024  # objects this big go through their own s5cmd first ...
+LARGE_WORKERS = 1  # ... one at a time ...
+LARGE_FLAGS = ("-c", "4", "-p", "8")  # ... each in 4 parallel ranged GETs of 8 MiB
 
 
 @dataclass
@@ -65,17 +66,22 @@ class SourceSync:
         self.binary = None if self.native else s5cmd.find_binary(self.settings.s5cmd_path)
         self.part_hints: dict[str, int] = {}
         self._loaded = False
+        self.ledger_inode: int | None = None
         self.progress = Progress("source", None if dry_run else SRC_STATE)
         self._last_progress_log = time.monotonic()
 
     # -- state ---------------------------------------------------------------------------
     def load_ledger(self) -> None:
+        # the ledger's inode when read: a replacement made while this cycle runs (objects handed
+        # back) must end the sleep after it at once, not be taken for the state already known
         if not self._loaded:
             if not self.dry_run:
                 self.ledger.ensure()
+            self.ledger_inode = file_inode(SRC_LEDGER)
             self.rows = self.ledger.load()
             self._loaded = True
         else:
+            self.ledger_inode = file_inode(SRC_LEDGER)
             self.ledger.tail(self.rows)
 
     # -- one cycle -----------------------------------------------------------------------
@@ -114,6 +120,7 @@ class SourceSync:
             self._copy(assigned, st, live)
             if again:
                 self.rows = self.ledger.compact()
+                self.ledger_inode = file_inode(SRC_LEDGER)  # our own rewrite is no news
         st.done += st.moved + st.adopted
         st.done_bytes += st.moved_bytes + st.adopted_bytes
         return st
@@ -241,15 +248,40 @@ class SourceSync:
                 log.warning("copy of %r failed: %s (retried next cycle)", item.key, error or "unknown error")
 
         with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as verify_pool:
-            api_thread = None
-            if via_api:
-                api_thread = threading.Thread(target=self._copy_api, args=(via_api, by_local, finish, live),
-                                              daemon=True)
-                api_thread.start()
+            def report(p: str, ok: bool, err: str) -> None:
+                verify_pool.submit(finish, p, ok, err)
+
+            # Large objects first: objects of LARGE_BYTES or more go through their own s5cmd before
+            # the other s5cmd copies, one at a time, largest first, each in parallel ranges
+            # (LARGE_FLAGS), so they are staged one after another from the start and the
+            # destination side uploads them while the rest arrive, instead of all finishing
+            # together at the end and leaving the destination link a long tail. Small objects
+            # (whose cost is per request, not per byte) run beside them on the event loop.
+            large = sorted((p for p in via_s5cmd if by_local[p][0].size >= LARGE_BYTES),
+                           key=lambda p: -by_local[p][0].size)
+            rest = [p for p in via_s5cmd if by_local[p][0].size < LARGE_BYTES]
+            if len(large) == len(via_s5cmd) + len(via_api) or not large:
+                large, rest = [], via_s5cmd  # one kind only: nothing to stage ahead of the rest
+
+            def s5cmd_copies() -> None:
+                if large:
+                    self._copy_s5cmd(large, LARGE_WORKERS, RUN_FILE_LARGE, by_local, report, live, LARGE_FLAGS)
+                if rest and self.stopper.stopped:
+                    for p in rest:
+                        report(p, False, "stopped")
+                elif rest:
+                    self._copy_s5cmd(rest, self.settings.src_workers, RUN_FILE, by_local, report, live)
+
+            s5cmd_thread = None
             if via_s5cmd:
-                self._copy_s5cmd(via_s5cmd, by_local, lambda p, ok, err: verify_pool.submit(finish, p, ok, err), live)
-            if api_thread:
-                api_thread.join()
+                s5cmd_thread = threading.Thread(target=s5cmd_copies, daemon=True)
+                s5cmd_thread.start()
+            try:
+                if via_api:
+                    self._copy_api(via_api, by_local, finish, live)
+            finally:
+                if s5cmd_thread:
+                    s5cmd_thread.join()
         appender.flush()
         secs = time.monotonic() - started
         log.info("copied %d objects (%s) to staging in %.1fs (%s/s); %d failed, %d checksum mismatches",
@@ -267,27 +299,12 @@ class SourceSync:
             self._last_progress_log = now
             log.info("source progress: %s", self.progress.line())
 
-    def _copy_s5cmd(self, partials: list[str], by_local, report, live: list[int]) -> None:
-        """Objects of LARGE_BYTES or more go through their own s5cmd, LARGE_WORKERS at a time,
-        largest first: they are staged one after another early in the cycle, so the destination
-        side uploads them while the rest arrive, instead of all finishing together at the end
-        and leaving the destination link a long tail. The rest run beside them with every worker.
-        A batch of one kind only runs as one s5cmd with every worker."""
-        def spread(group: list[str], workers: int, run_file: str) -> None:
-            run_s5cmd_spread(self.eps, live, self.binary, workers, self.settings.retries, run_file,
-                             group, [by_local[p][0].size for p in group],
-                             lambda p: s5cmd.cp_line(self.side.url(by_local[p][0].key), p), report, self.stopper,
-                             die_with_parent())
-
-        large = [p for p in partials if by_local[p][0].size >= LARGE_BYTES]
-        rest = [p for p in partials if by_local[p][0].size < LARGE_BYTES]
-        if not large or not rest:  # one kind only: nothing to stage ahead of the rest, every worker
-            spread(partials, self.settings.src_workers, RUN_FILE)
-            return
-        t = threading.Thread(target=spread, args=(large, LARGE_WORKERS, RUN_FILE_LARGE), daemon=True)
-        t.start()
-        spread(rest, self.settings.src_workers, RUN_FILE)
-        t.join()
+    def _copy_s5cmd(self, partials: list[str], workers: int, run_file: str, by_local, report,
+                    live: list[int], flags=()) -> None:
+        run_s5cmd_spread(self.eps, live, self.binary, workers, self.settings.retries, run_file,
+                         partials, [by_local[p][0].size for p in partials],
+                         lambda p: s5cmd.cp_line(self.side.url(by_local[p][0].key), p, flags), report, self.stopper,
+                         die_with_parent())
 
     def _copy_api(self, partials: list[str], by_local, finish, live: list[int]) -> None:
         """boto3 in-process: native mode, keys s5cmd cannot take, and small objects. An object up
@@ -297,6 +314,7 @@ class SourceSync:
                               multipart_threshold=self.settings.part_size)
 
         clients = [self.eps.client(i) for i in live]
+        partials = self._copy_direct(partials, by_local, finish, clients)
 
         def one(n_partial: tuple[int, str]) -> None:
             n, partial = n_partial
@@ -317,6 +335,38 @@ class SourceSync:
 
         with ThreadPoolExecutor(max_workers=self.settings.src_workers) as pool:
             list(pool.map(one, enumerate(partials)))
+
+
+    def _copy_direct(self, partials: list[str], by_local, finish, clients) -> list[str]:
+        """Objects below the part size, on one event loop (see direct.py); returns what it did
+        not fetch, for the regular calls. Largest first: they take longest to pass on."""
+        limit = min(self.settings.direct_get_max, self.settings.part_size - 1)
+        small = sorted((p for p in partials if by_local[p][0].size <= limit), key=lambda p: -by_local[p][0].size)
+        if not small or not direct.usable(self.side.endpoint):
+            return partials
+        verify = not self.side.endpoint
+        try:
+            targets = [direct.Target.from_client(c, self.side.bucket, verify) for c in clients]
+        except Exception as exc:  # noqa: BLE001 - no credentials, odd endpoint: the regular calls
+            log.debug("direct GETs not used: %s", exc)
+            return partials
+        if None in targets:
+            return partials
+        failed: set[str] = set()
+
+        def done(partial: str, ok: bool) -> None:
+            if ok:
+                finish(partial, True)
+            else:
+                failed.add(partial)
+
+        prefix = self.side.prefix
+        direct.get_many(targets, ((prefix + by_local[p][0].key, p) for p in small), self.settings.src_workers,
+                        done, lambda: self.stopper.stopped)
+        if failed:
+            log.debug("%d small objects are fetched again by regular GetObject calls", len(failed))
+        small_set = set(small)
+        return [p for p in partials if p not in small_set or p in failed]
 
 
 def _presigned_get(client, bucket: str, key: str, path: str) -> bool:
@@ -361,7 +411,10 @@ def _get_to_file(client, bucket: str, key: str, path: str) -> None:
         body.close()
 
 
-def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int:
+def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, supervised: bool = False) -> int:
+    """supervised (sync_mvol.py --once): once everything listed is ledgered, list the source
+    again when the ledger is replaced (objects handed back), else only every
+    max_poll_interval_seconds; the supervisor stops this side."""
     sync = SourceSync(cfg, stopper, dry_run)
     log.info("source side: %s via %s -> %d staging volume(s): %s", cfg.source.url(),
              cfg.source.endpoint or f"AWS {cfg.source.region}", len(sync.volumes),
@@ -376,6 +429,8 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int
         if st.complete and once:
             log.info("source: every source object is ledgered; done")
             raise Done
+        if st.complete and supervised:
+            return cfg.settings.max_poll_interval
         if st.moved or st.adopted or st.waiting:
             return cfg.settings.poll_interval
         return min(delay * 2, cfg.settings.max_poll_interval)
@@ -383,5 +438,6 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False) -> int
     return poll_loop(sync.cycle, after, lambda exc: s3.describe_error(exc, cfg.source), cfg.settings, stopper,
                      # wake at once when the ledger is replaced (the destination side or repair
                      # handed objects back); its own appends do not change the inode
-                     sleep=lambda secs: sleep_until_changed(SRC_LEDGER, secs, stopper, tick=0.5, signature=file_inode),
+                     sleep=lambda secs: sleep_until_changed(SRC_LEDGER, secs, stopper, tick=0.5, signature=file_inode,
+                                                            since=sync.ledger_inode),
                      dry_run=dry_run)

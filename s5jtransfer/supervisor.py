@@ -66,8 +66,12 @@ def run(cfg, once: bool, dry_run: bool, log_file: str | None, debug: bool, stopp
     # source and destination are compared (as repair_ledger.py does) and whatever is missing
     # or differs moves again, until the destination verifies.
     for round_no in range(1, MAX_ROUNDS + 1):
-        src = Child(SIDES[0], extra)
-        dest = Child(SIDES[1], (["--once"] if once else []) + extra)
+        # --supervised: the source side does not list the source again once everything is staged
+        # (only a handed-back object wakes it), and the destination side finishes when it has
+        # confirmed everything the source side staged, without listing the source: the
+        # comparison below lists both sides anyway
+        src = Child(SIDES[0], (["--supervised"] if once else []) + extra)
+        dest = Child(SIDES[1], (["--once", "--supervised"] if once else []) + extra)
         try:
             rc = _supervise([src, dest], once, stopper, cfg, report)
             report.restarts += src.restarts + dest.restarts

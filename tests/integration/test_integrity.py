@@ -143,6 +143,8 @@ os.execv({str(ROOT / "bin" / "s5cmd")!r}, [{str(ROOT / "bin" / "s5cmd")!r}] + sy
     work.cfg["source"].update(access_key="SRCACCESSKEY", secret_access_key="SRCSECRET0000")
     work.cfg["destination"].update(access_key="DSTACCESSKEY", secret_access_key="DSTSECRET0000")
     work.cfg["transfer_settings"]["s5cmd_path"] = str(wrapper)
+    # every object through s5cmd (objects fetched and uploaded in-process never leave the process)
+    work.cfg["transfer_settings"].update(src_direct_get_max_bytes=0, dest_direct_put_max_bytes=0)
     work.write_config()
     work.put("a.txt", b"a")
     r = work.run("sync_mvol.py", "--once", "--debug", env={"AWS_SECRET_ACCESS_KEY": "OPERATORSHELLSECRET"})

@@ -1,0 +1,369 @@
+"""Small-object GETs on one asyncio event loop, signed here with SigV4.
+
+For objects of a few KiB the cost of a transfer is all per request, and in a threaded client
+most of it is the interpreter handing its lock from thread to thread (hundreds of futex calls
+per object) on top of botocore's per-call machinery. Here one thread drives many keep-alive
+connections, each request is signed with a cached SigV4 key (one SHA-256 and one HMAC), and
+only the happy path is handled: a complete `200` answer with a Content-Length. Anything else
+(an error status, a redirect, a broken connection, a timeout, a key that cannot be encoded) is
+reported as not done and the caller repeats it the regular way (boto3, with its retries and its
+error names). The bytes are checked afterwards like any other copy (size and MD5 against the
+listing), so this path can be slow to succeed but never wrong.
+
+Where it is not used: a proxy configured in the environment (HTTP(S)_PROXY, ALL_PROXY), or an
+endpoint scheme other than http/https; see `usable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import hashlib
+import hmac
+import os
+import re
+import ssl
+import threading
+import urllib.parse
+from typing import Callable, Iterable
+
+UNSIGNED = "UNSIGNED-PAYLOAD"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # the payload hash of a request without a body
+MAX_HEADER = 64 * 1024
+CHUNK = 1024 * 1024
+PROBE_KEY = "s5jtransfer-probe"
+
+
+class Target:
+    """Where and how to send requests for one bucket: scheme, host, path prefix, credentials."""
+
+    def __init__(self, url: str, access_key: str, secret_key: str, token: str | None, region: str,
+                 verify: bool) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.scheme = parts.scheme
+        self.host_header = parts.netloc
+        self.host = parts.hostname or ""
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.base = parts.path  # ends with "/": the key is appended, quoted
+        self.access_key, self.secret_key, self.token = access_key, secret_key, token
+        self.region = region
+        self.verify = verify
+        self._key_day: tuple[str, bytes] | None = None
+
+    @classmethod
+    def from_client(cls, client, bucket: str, verify: bool) -> "Target | None":
+        """The scheme, host and path layout botocore would use (path or virtual-hosted style,
+        regional or custom endpoint), read off a presigned URL; None when it cannot tell."""
+        url = client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": PROBE_KEY}, ExpiresIn=60)
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.path.endswith("/" + PROBE_KEY):
+            return None
+        creds = client._request_signer._credentials
+        if creds is None:
+            return None
+        frozen = creds.get_frozen_credentials()
+        base = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path[:-len(PROBE_KEY)], "", ""))
+        region = client.meta.region_name or "us-east-1"
+        return cls(base, frozen.access_key, frozen.secret_key, frozen.token, region, verify)
+
+    def path(self, key: str) -> str:
+        # as botocore quotes an S3 key: every byte but unreserved characters, '/' and '~'
+        return self.base + urllib.parse.quote(key, safe="/~")
+
+    def _signing_key(self, day: str) -> bytes:
+        if self._key_day is None or self._key_day[0] != day:
+            k = ("AWS4" + self.secret_key).encode()
+            for part in (day, self.region, "s3", "aws4_request"):
+                k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+            self._key_day = (day, k)
+        return self._key_day[1]
+
+    def headers(self, method: str, path: str, now: datetime.datetime | None = None,
+                payload: str = UNSIGNED, extra: dict[str, str] | None = None) -> list[tuple[str, str]]:
+        """The request's headers, Authorization included (SigV4, header form, S3 rules: the path
+        is signed as sent, never normalized). `extra` headers are signed too."""
+        now = now or datetime.datetime.now(datetime.timezone.utc)
+        stamp = now.strftime("%Y%m%dT%H%M%SZ")
+        day = stamp[:8]
+        hdrs = {"host": self.host_header, "x-amz-content-sha256": payload, "x-amz-date": stamp}
+        if self.token:
+            hdrs["x-amz-security-token"] = self.token
+        for k, v in (extra or {}).items():
+            hdrs[k.lower()] = v
+        names = sorted(hdrs)
+        signed = ";".join(names)
+        canonical = "\n".join([method, path, "", *(f"{n}:{' '.join(str(hdrs[n]).split())}" for n in names), "",
+                               signed, payload])
+        scope = f"{day}/{self.region}/s3/aws4_request"
+        to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+        sig = hmac.new(self._signing_key(day), to_sign.encode(), hashlib.sha256).hexdigest()
+        out = [(n, hdrs[n]) for n in names]
+        out.append(("Authorization", f"AWS4-HMAC-SHA256 Credential={self.access_key}/{scope}, "
+                                     f"SignedHeaders={signed}, Signature={sig}"))
+        return out
+
+
+def usable(endpoint_url: str | None) -> bool:
+    """Whether this path may be used: no proxy in the environment (botocore and s5cmd honour one;
+    this path does not), and an http(s) endpoint that is not Transfer Acceleration."""
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        if os.environ.get(name):
+            return False
+    if endpoint_url is None:
+        return True
+    # Transfer Acceleration: s5cmd uploads through it; this path would use the regional endpoint
+    return urllib.parse.urlsplit(endpoint_url).scheme in ("http", "https") and "s3-accelerate" not in endpoint_url
+
+
+class _Conn:
+    """One keep-alive connection; `used` counts the answers read on it."""
+
+    def __init__(self) -> None:
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.used = 0
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+        self.used = 0
+
+
+class _Stale(Exception):
+    """A connection broke before any answer (a server that closed it while idle, or refused it
+    when it opened): the request is sent once more on a new one."""
+
+
+_ERRORS = (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
+           UnicodeError, ssl.SSLError, _Stale)
+_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
+
+
+def _ssl_context(target: Target) -> ssl.SSLContext | None:
+    if target.scheme != "https":
+        return None
+    ctx = ssl.create_default_context()
+    if not target.verify:  # custom endpoints (Snowballs): self-signed, as for boto3 and s5cmd here
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class _Answer:
+    def __init__(self, status: int, headers: dict[str, str], length: int | None, keep: bool) -> None:
+        self.status, self.headers, self.length, self.keep = status, headers, length, keep
+
+
+async def _exchange(target: Target, conn: _Conn, ctx, method: str, key: str, timeouts: tuple[float, float],
+                    body: bytes = b"", extra: dict[str, str] | None = None) -> _Answer:
+    """Send one request and read the status line and headers of its answer (not the body)."""
+    if conn.writer is None:
+        async with asyncio.timeout(timeouts[0]):
+            conn.reader, conn.writer = await asyncio.open_connection(
+                target.host, target.port, ssl=ctx, limit=MAX_HEADER,
+                server_hostname=target.host if ctx is not None else None)
+    req_path = target.path(key)
+    payload = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+    lines = [f"{method} {req_path} HTTP/1.1", *(f"{k}: {v}" for k, v in target.headers(method, req_path,
+                                                                                       payload=payload, extra=extra))]
+    lines.append("User-Agent: s5jtransfer")
+    if method == "PUT":
+        lines.append(f"Content-Length: {len(body)}")
+    try:
+        conn.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        async with asyncio.timeout(timeouts[1]):
+            await conn.writer.drain()
+            head = await conn.reader.readuntil(b"\r\n\r\n")
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        if not getattr(exc, "partial", b""):
+            raise _Stale() from exc  # nothing came back: safe to send again (GET and PUT are idempotent)
+        raise
+    conn.used += 1
+    status_line, _, rest = head.decode("latin-1").partition("\r\n")
+    parts = status_line.split(" ", 2)
+    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    headers: dict[str, str] = {}
+    for line in rest.split("\r\n"):
+        name, _, value = line.partition(":")
+        if name:
+            headers[name.strip().lower()] = value.strip()
+    keep = parts[0] == "HTTP/1.1"
+    conn_hdr = headers.get("connection", "").lower()
+    keep = conn_hdr != "close" if keep else conn_hdr == "keep-alive"
+    length = None
+    if "transfer-encoding" not in headers and headers.get("content-length", "").isdigit():
+        length = int(headers["content-length"])
+    if length is None:
+        keep = False  # a body this path does not read: the connection cannot be reused
+    return _Answer(status, headers, length, keep)
+
+
+async def _with_retry(fn, conn: _Conn):
+    """fn(), once more on a new connection when the first broke before any answer."""
+    try:
+        return await fn()
+    except _Stale:
+        conn.close()
+        return await fn()
+
+
+async def _get_one(target: Target, conn: _Conn, ctx, key: str, path: str, timeouts: tuple[float, float]) -> bool:
+    """One GET into `path`; True only for a complete 200 with a Content-Length."""
+    ans = await _with_retry(lambda: _exchange(target, conn, ctx, "GET", key, timeouts), conn)
+    if ans.length is None:
+        conn.close()
+        return False
+    left = ans.length
+    if ans.status != 200:
+        async with asyncio.timeout(timeouts[1]):
+            await conn.reader.readexactly(left)  # a short error document
+        if not ans.keep:
+            conn.close()
+        return False
+    with open(path, "wb") as fh:
+        while left:
+            async with asyncio.timeout(timeouts[1]):
+                data = await conn.reader.read(min(left, CHUNK))
+            if not data:
+                raise ConnectionError("connection closed mid-body")
+            fh.write(data)
+            left -= len(data)
+    if not ans.keep:
+        conn.close()
+    return True
+
+
+async def _put_one(target: Target, conn: _Conn, ctx, key: str, body: bytes, md5_hex: str,
+                   timeouts: tuple[float, float]) -> tuple[bool, str, str]:
+    """One PUT with Content-MD5 (the server refuses bytes that do not match it): (ok, the ETag the
+    server answered, an error for the log)."""
+    md5_b64 = base64.b64encode(bytes.fromhex(md5_hex)).decode()
+    ans = await _with_retry(lambda: _exchange(target, conn, ctx, "PUT", key, timeouts, body, {"content-md5": md5_b64}),
+                            conn)
+    doc = b""
+    if ans.length:
+        async with asyncio.timeout(timeouts[1]):
+            doc = await conn.reader.readexactly(ans.length)
+    if not ans.keep:
+        conn.close()
+    if ans.status == 200 and ans.headers.get("etag"):
+        return True, ans.headers["etag"].strip('"'), ""
+    m = _CODE.search(doc.decode("utf-8", "replace"))
+    return False, "", f"HTTP {ans.status}{' ' + m.group(1) if m else ''} (direct PUT)"
+
+
+def get_many(targets: list[Target], jobs: Iterable[tuple[str, str]], workers: int,
+             done: Callable[[str, bool], None], stopped: Callable[[], bool], timeout: float = 120.0,
+             connect_timeout: float = 10.0) -> None:
+    """GET each (key, local path) over `workers` keep-alive connections, spread over the targets
+    (one per endpoint); done(path, ok) for each, in this thread (ok=False: not fetched, repeat it
+    the regular way). Returns when every job is reported."""
+    ctxs = [_ssl_context(t) for t in targets]
+    it = iter(jobs)
+    timeouts = (connect_timeout, timeout)
+
+    async def worker(n: int) -> None:
+        target, ctx = targets[n % len(targets)], ctxs[n % len(targets)]
+        conn = _Conn()
+        try:
+            for key, path in it:
+                if stopped():
+                    done(path, False)
+                    continue
+                ok = False
+                try:
+                    ok = await _get_one(target, conn, ctx, key, path, timeouts)
+                except _ERRORS:
+                    conn.close()
+                done(path, ok)
+        finally:
+            conn.close()
+
+    async def main() -> None:
+        await asyncio.gather(*(worker(n) for n in range(max(1, workers))))
+
+    asyncio.run(main())
+
+
+class Uploader:
+    """PUTs of small files on an event loop in a thread of its own, fed from other threads.
+    report(tag, ok, etag, error) runs in that thread for each file added, once."""
+
+    def __init__(self, target: Target, workers: int, report: Callable[[str, bool, str, str], None],
+                 timeout: float = 120.0, connect_timeout: float = 10.0) -> None:
+        self.target = target
+        self.workers = max(1, workers)
+        self.report = report
+        self.timeouts = (connect_timeout, timeout)
+        self._ctx = _ssl_context(target)
+        self._lock = threading.Lock()
+        self._outstanding: dict[str, int] = {}  # tag -> size, added and not yet reported
+        self._bytes = 0
+        self._loop = asyncio.new_event_loop()
+        self._queue: asyncio.Queue | None = None
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="direct-put", daemon=True)
+        self._thread.start()
+        ready.wait()
+
+    def __len__(self) -> int:
+        return len(self._outstanding)
+
+    @property
+    def bytes_in_flight(self) -> int:
+        return self._bytes
+
+    def add(self, key: str, path: str, size: int, md5_hex: str, tag: str) -> None:
+        with self._lock:
+            self._outstanding[tag] = size
+            self._bytes += size
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, (key, path, size, md5_hex, tag))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish what was added (waiting up to `timeout`), then stop the thread; whatever is
+        still unreported then is reported failed (and never reported again)."""
+        if self._thread.is_alive():
+            for _ in range(self.workers):
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
+            self._thread.join(timeout)
+        for tag in list(self._outstanding):
+            self._done(tag, False, "", "not uploaded: stopped before its turn (direct PUT)")
+
+    def _done(self, tag: str, ok: bool, etag: str, error: str) -> None:
+        with self._lock:
+            size = self._outstanding.pop(tag, None)
+            if size is None:
+                return  # already reported
+            self._bytes -= size
+        self.report(tag, ok, etag, error)
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._queue = asyncio.Queue()
+        ready.set()
+        try:
+            self._loop.run_until_complete(asyncio.gather(*(self._worker() for _ in range(self.workers))))
+        finally:
+            self._loop.close()
+
+    async def _worker(self) -> None:
+        conn = _Conn()
+        try:
+            while True:
+                job = await self._queue.get()
+                if job is None:
+                    return
+                key, path, size, md5_hex, tag = job
+                ok, etag, error = False, "", ""
+                try:
+                    with open(path, "rb") as fh:
+                        body = fh.read()
+                    ok, etag, error = await _put_one(self.target, conn, self._ctx, key, body, md5_hex, self.timeouts)
+                except _ERRORS as exc:
+                    conn.close()
+                    error = f"{type(exc).__name__}: {exc} (direct PUT)" if str(exc) else f"{type(exc).__name__} (direct PUT)"
+                self._done(tag, ok, etag, error)
+        finally:
+            conn.close()

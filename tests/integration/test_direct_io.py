@@ -1,0 +1,161 @@
+"""direct.py against a real S3 server (moto) and against servers that misbehave on purpose."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+
+import boto3
+import botocore.config
+
+from conftest import wait_for
+from s5jtransfer import direct
+
+HOSTILE = ["plain.bin", "sp ace/ü+&=?#%25.bin", "a//b/./../c.bin", "dir/trailing/", "-dash;semi,comma'quote\"",
+           "日本/語.bin", "$(echo x)`y`.bin", "x" * 900]
+
+
+def client(server):
+    return boto3.client("s3", endpoint_url=server.url, aws_access_key_id="testing", aws_secret_access_key="testing",
+                        region_name="us-east-1",
+                        config=botocore.config.Config(s3={"addressing_style": "path"}, signature_version="s3v4"))
+
+
+def test_get_many_fetches_hostile_keys_byte_identical_and_reports_a_missing_one(s3server, tmp_path):
+    bucket = s3server.new_bucket("dget")
+    c = client(s3server)
+    data = {k: os.urandom(n) for k, n in zip(HOSTILE, (0, 1, 1000, 70000, 5, 300000, 7, 11))}
+    for k, v in data.items():
+        c.put_object(Bucket=bucket, Key=k, Body=v)
+    target = direct.Target.from_client(c, bucket, verify=False)
+    jobs = [("missing/key.bin", str(tmp_path / "missing"))] + \
+        [(k, str(tmp_path / f"f{i}")) for i, k in enumerate(data)]
+    results: dict[str, bool] = {}
+    # 2 connections for 9 objects: each connection carries several requests, one after the 404
+    direct.get_many([target], jobs, 2, lambda p, ok: results.__setitem__(p, ok), lambda: False)
+    assert results.pop(str(tmp_path / "missing")) is False
+    assert results == {str(tmp_path / f"f{i}"): True for i in range(len(data))}
+    for i, v in enumerate(data.values()):
+        assert (tmp_path / f"f{i}").read_bytes() == v
+
+
+def test_uploader_puts_with_content_md5_and_reports_the_servers_etag(s3server, tmp_path):
+    bucket = s3server.new_bucket("dput")
+    c = client(s3server)
+    target = direct.Target.from_client(c, bucket, verify=False)
+    got: dict[str, tuple] = {}
+    done = threading.Event()
+    files = {}
+    for i, k in enumerate(HOSTILE):
+        p = tmp_path / f"u{i}"
+        p.write_bytes(os.urandom(i * 1000))
+        files[k] = p
+
+    def report(tag, ok, etag, error):
+        got[tag] = (ok, etag, error)
+        if len(got) == len(files):
+            done.set()
+
+    up = direct.Uploader(target, 3, report)
+    try:
+        for k, p in files.items():
+            up.add(k, str(p), p.stat().st_size, hashlib.md5(p.read_bytes()).hexdigest(), k)
+        assert done.wait(30)
+    finally:
+        up.close()
+    assert len(up) == 0 and up.bytes_in_flight == 0
+    for k, p in files.items():
+        ok, etag, error = got[k]
+        assert ok and not error, (k, error)
+        assert etag == hashlib.md5(p.read_bytes()).hexdigest()
+        assert c.get_object(Bucket=bucket, Key=k)["Body"].read() == p.read_bytes()
+
+
+class OneAnswerServer:
+    """An HTTP server that answers one request per connection, then closes it without saying so
+    (as a server does with a keep-alive connection that sat idle too long)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.requests = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                buf = b""
+                while b"\r\n\r\n" not in buf:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    buf += chunk
+                if not buf:
+                    continue
+                self.requests += 1
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nETag: \"x\"\r\n\r\n" % len(self.body) + self.body)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_connection_the_server_closed_is_replaced_and_the_request_sent_again(tmp_path):
+    server = OneAnswerServer(b"hello")
+    try:
+        target = direct.Target(f"http://127.0.0.1:{server.port}/b/", "A", "S", None, "us-east-1", verify=False)
+        results = {}
+        jobs = [(f"k{i}", str(tmp_path / f"k{i}")) for i in range(4)]
+        direct.get_many([target], jobs, 1, lambda p, ok: results.__setitem__(p, ok), lambda: False)
+        assert all(results.values()) and len(results) == 4
+        assert all((tmp_path / f"k{i}").read_bytes() == b"hello" for i in range(4))
+        assert server.connections == 4  # one connection per answer: each closed one was replaced
+    finally:
+        server.close()
+
+
+def test_an_unreachable_endpoint_reports_every_object_not_done(tmp_path):
+    port = socket.create_server(("127.0.0.1", 0))
+    dead = port.getsockname()[1]
+    port.close()  # nothing listens there now
+    target = direct.Target(f"http://127.0.0.1:{dead}/b/", "A", "S", None, "us-east-1", verify=False)
+    results = {}
+    direct.get_many([target], [(f"k{i}", str(tmp_path / f"k{i}")) for i in range(5)], 2,
+                    lambda p, ok: results.__setitem__(p, ok), lambda: False, connect_timeout=2)
+    assert results == {str(tmp_path / f"k{i}"): False for i in range(5)}
+    got = {}
+    up = direct.Uploader(target, 2, lambda tag, ok, etag, error: got.__setitem__(tag, (ok, error)))
+    try:
+        (tmp_path / "f").write_bytes(b"data")
+        up.add("k", str(tmp_path / "f"), 4, hashlib.md5(b"data").hexdigest(), "t")
+        wait_for(lambda: "t" in got, 20, "the failed upload to be reported")
+    finally:
+        up.close()
+    ok, error = got["t"]
+    assert not ok and "direct PUT" in error and "Connection" in error
+
+
+def test_closing_an_uploader_reports_what_it_never_sent(tmp_path):
+    server_sock = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    try:
+        port = server_sock.getsockname()[1]
+        target = direct.Target(f"http://127.0.0.1:{port}/b/", "A", "S", None, "us-east-1", verify=False)
+        got: dict[str, list] = {}
+        up = direct.Uploader(target, 1, lambda tag, ok, etag, error: got.setdefault(tag, []).append(ok),
+                             timeout=60)
+        (tmp_path / "f").write_bytes(b"data")
+        for i in range(3):
+            up.add(f"k{i}", str(tmp_path / "f"), 4, hashlib.md5(b"data").hexdigest(), f"t{i}")
+        up.close(timeout=0.5)
+        assert got == {"t0": [False], "t1": [False], "t2": [False]}  # each reported once, as failed
+        assert len(up) == 0
+    finally:
+        server_sock.close()

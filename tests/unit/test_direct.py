@@ -1,0 +1,85 @@
+"""direct.py signs requests exactly as botocore does (SigV4, S3 rules), for any key."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+
+import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from s5jtransfer import direct
+
+KEYS = ["a/b.txt", "sp ace/ü+&=?#%25/..//x~y!*'()", "trailing/", "日本/語.bin", "new\nline", "semi;colon,comma"]
+
+
+def botocore_auth(method: str, url: str, token: str | None, headers: dict[str, str], body: bytes) -> AWSRequest:
+    req = AWSRequest(method=method, url=url, headers=headers, data=body)
+    S3SigV4Auth(Credentials("AKIDEXAMPLE", "SECRET/KEY+x", token), "s3", "eu-west-1").add_auth(req)
+    return req
+
+
+def stamp_of(req: AWSRequest) -> datetime.datetime:
+    return datetime.datetime.strptime(req.headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+
+
+@pytest.mark.parametrize("token", [None, "SESSION/token+="])
+@pytest.mark.parametrize("key", KEYS)
+def test_get_signature_matches_botocore(key, token):
+    t = direct.Target("http://127.0.0.1:9000/bkt/", "AKIDEXAMPLE", "SECRET/KEY+x", token, "eu-west-1", verify=False)
+    path = t.path(key)
+    ref = botocore_auth("GET", "http://127.0.0.1:9000" + path, token, {}, b"")
+    mine = dict(t.headers("GET", path, now=stamp_of(ref), payload=direct.EMPTY_SHA256))
+    assert mine["host"] == "127.0.0.1:9000"
+    assert mine["Authorization"] == ref.headers["Authorization"]
+
+
+@pytest.mark.parametrize("key", KEYS[:3])
+def test_put_signature_with_content_md5_matches_botocore(key):
+    body = b"some bytes\x00\xff" * 100
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    t = direct.Target("http://s3.example.test/bkt/", "AKIDEXAMPLE", "SECRET/KEY+x", None, "eu-west-1", verify=True)
+    path = t.path(key)
+    ref = botocore_auth("PUT", "http://s3.example.test" + path, None, {"Content-MD5": md5}, body)
+    mine = dict(t.headers("PUT", path, now=stamp_of(ref), payload=hashlib.sha256(body).hexdigest(),
+                          extra={"content-md5": md5}))
+    assert mine["Authorization"] == ref.headers["Authorization"]
+    assert "content-md5" in mine["Authorization"]
+
+
+def test_keys_are_quoted_as_botocore_quotes_them():
+    t = direct.Target("https://bkt.s3.eu-west-1.amazonaws.com/", "A", "S", None, "eu-west-1", verify=True)
+    assert t.path("a b/c+d%e~f/") == "/a%20b/c%2Bd%25e~f/"
+    assert t.path("../x") == "/../x"  # sent as is: S3 does not normalize, and neither does the signature
+    assert (t.host, t.port, t.scheme) == ("bkt.s3.eu-west-1.amazonaws.com", 443, "https")
+
+
+def test_signing_key_is_derived_once_per_day():
+    t = direct.Target("http://h/b/", "A", "S", None, "us-east-1", verify=False)
+    d1 = datetime.datetime(2026, 11, 25, 23, 59, 59, tzinfo=datetime.timezone.utc)
+    t.headers("GET", "/b/k", now=d1)
+    first = t._key_day
+    t.headers("GET", "/b/k", now=d1 + datetime.timedelta(seconds=0.5))
+    assert t._key_day is first
+    t.headers("GET", "/b/k", now=d1 + datetime.timedelta(seconds=2))  # the next day
+    assert t._key_day[0] == "20261126"
+
+
+@pytest.mark.parametrize("name", ["HTTPS_PROXY", "http_proxy", "ALL_PROXY"])
+def test_not_used_behind_a_proxy(monkeypatch, name):
+    for n in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(n, raising=False)
+    assert direct.usable("http://127.0.0.1:9000")
+    assert direct.usable(None)
+    monkeypatch.setenv(name, "http://proxy:3128")
+    assert not direct.usable("http://127.0.0.1:9000")
+
+
+def test_not_used_for_transfer_acceleration_or_odd_schemes(monkeypatch):
+    for n in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(n, raising=False)
+    assert not direct.usable("https://bkt.s3-accelerate.amazonaws.com")
+    assert not direct.usable("ftp://example.test")
