@@ -72,3 +72,31 @@ def test_perpetual_run_verifies_when_idle(work):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     assert work.dest_bytes("g2.bin") == data["g2.bin"]
+
+
+def test_once_lists_the_source_only_to_stage_and_to_verify(work):
+    """sync_mvol.py --once: while the destination finishes, the source side does not list the
+    source again, and the destination side does not list it at all: one listing to stage, one
+    for the final comparison."""
+    data = {f"d{i % 4}/f{i:03d}.bin": os.urandom(20_000) for i in range(60)}
+    total = work.put_all(data)
+    link = FaultProxy(work.server.url, bandwidth=total / 3).start()  # uploads take a few seconds
+    try:
+        # max_poll_interval_seconds is 1 s in the test config: the source side's fallback listing
+        # would come every second; at the default of 30 s it never comes in a run this short
+        work.cfg["transfer_settings"].update(dest_endpoint_url=link.url, max_poll_interval_seconds=30)
+        work.write_config()
+        log_start = work.server.log_path.stat().st_size
+        r = work.run("sync_mvol.py", "--once", timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+    finally:
+        link.stop()
+    for k, v in data.items():
+        assert work.dest_bytes(k) == v
+    with open(work.server.log_path, "rb") as fh:
+        fh.seek(log_start)
+        log = fh.read().decode("utf-8", "replace")
+    listings = [ln for ln in log.splitlines() if f"GET /{work.src}?" in ln or f"GET /{work.src} " in ln]
+    assert len(listings) == 2, "\n".join(listings) + r.stderr
+    report = json.loads((work.path / "transfer_report.json").read_text())
+    assert report["complete"] is True
