@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from . import cli, s3
+from . import cli
 from .errors import LockHeld
 from .ledger import DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, holder_pid, is_locked
 from .runtime import Stopper
@@ -97,6 +97,8 @@ def reset(argv: list[str] | None = None) -> int:
 
 
 def connect_test(side_name: str, argv: list[str] | None = None) -> int:
+    from . import s3  # boto3 is imported only by the commands that use it (sync_mvol.py starts faster)
+
     p = cli.parser(f"List the {side_name} bucket and print the object count and total size.")
     p.add_argument("--quiet", action="store_true", help="print only the totals, not every object")
     args = p.parse_args(argv)

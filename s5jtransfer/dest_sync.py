@@ -453,22 +453,24 @@ class DestSync:
                 target, self.settings.dest_workers, lambda local, ok, etag, error: self._report(ep, local, ok, error, etag))
         return up
 
+    def _direct_eligible(self, c: Candidate) -> bool:
+        size = c.pending.row[0]
+        return self._direct_ok and size <= self.settings.direct_put_max and size < self.settings.part_size \
+            and c.key not in self._direct_off
+
     def _feed(self, cands: list[Candidate], st: DestStats) -> None:
-        """Hand verified staged copies to s5cmd (keys a run file cannot carry: boto3, here)."""
+        """Hand verified staged copies to the endpoint with the fewest bytes in flight: small ones
+        to its event loop, the rest to its s5cmd (keys a run file cannot carry: boto3, here)."""
         flags = ["-p", str(self.settings.part_size // (1024 * 1024))]
         via_api = []
         live = self._live()
         for c in cands:
-            if not s5cmd.run_file_safe(c.key) and not (self._direct_ok and c.pending.row[0] <= self.settings.direct_put_max
-                                                       and c.key not in self._direct_off):
-                via_api.append(c)
-                continue
             ep = min(live, key=lambda i: sum(u[i].bytes_in_flight for u in (self._streams, self._direct) if i in u))
             size = c.pending.row[0]
-            up = None
-            if self._direct_ok and size <= self.settings.direct_put_max and size < self.settings.part_size \
-                    and c.md5 and c.key not in self._direct_off:
-                up = self._uploader(ep)
+            up = self._uploader(ep) if self._direct_eligible(c) else None
+            if up is None and not s5cmd.run_file_safe(c.key):
+                via_api.append(c)
+                continue
             self._flight[c.path] = c
             st.fed += 1
             if up is not None:

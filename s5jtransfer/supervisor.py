@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-from . import verify
 from .ledger import DEST_LEDGER, SRC_LEDGER
 from .progress import DEST_STATE, SRC_STATE, read_state
 from .runtime import Stopper, die_with_parent
@@ -54,7 +53,7 @@ def run(cfg, once: bool, dry_run: bool, log_file: str | None, debug: bool, stopp
     if once and _has_rows(SRC_LEDGER):
         # A run over earlier work: one listing of each side tells whether anything is left to
         # do, before starting (and listing again from) two more processes.
-        rep, fig = verify.compare_and_repair(cfg)
+        rep, fig = _compare(cfg)
         if rep.complete:
             report.record(fig, 0)
             report.finish(True)
@@ -79,7 +78,7 @@ def run(cfg, once: bool, dry_run: bool, log_file: str | None, debug: bool, stopp
                 return rc
             # the source side was told to stop; the comparison runs while it exits (the ledger
             # locks keep a rewrite and an append apart)
-            rep, fig = verify.compare_and_repair(cfg)
+            rep, fig = _compare(cfg)
         finally:
             _stop([src, dest])
         report.record(fig, round_no)
@@ -100,6 +99,7 @@ def _supervise(children: list[Child], once: bool, stopper: Stopper, cfg, report:
     for c in children:
         c.start()
         stopper.track(c.proc)
+    from . import verify  # noqa: F401 - loaded while the sides start, ready for the final comparison
     # A perpetual run checks for idleness as often as the sides poll when idle.
     idle_check = max(MIN_IDLE_CHECK, cfg.settings.max_poll_interval)
     next_idle_check = time.monotonic() + idle_check
@@ -152,7 +152,7 @@ def _verify_when_idle(cfg, report: "TransferReport") -> None:
     if stamp == report.verified_stamp:
         return
     try:
-        rep, fig = verify.compare_and_repair(cfg)
+        rep, fig = _compare(cfg)
     except Exception as exc:  # noqa: BLE001 - the next idle check tries again
         log.warning("idle verification failed: %s", exc)
         return
@@ -164,6 +164,13 @@ def _verify_when_idle(cfg, report: "TransferReport") -> None:
     else:
         log.warning("idle verification: %d missing and %d differing objects; moving them again",
                     fig["categories"]["missing"], fig["categories"]["differ"])
+
+
+def _compare(cfg):
+    """verify.compare_and_repair, imported on first use: boto3 is not needed to start the sides."""
+    from . import verify
+
+    return verify.compare_and_repair(cfg)
 
 
 def _has_rows(path: str) -> bool:
