@@ -159,3 +159,36 @@ def test_closing_an_uploader_reports_what_it_never_sent(tmp_path):
         assert len(up) == 0
     finally:
         server_sock.close()
+
+
+def test_both_sides_over_https_with_a_self_signed_certificate(work):
+    """A newer Snowball (https://IP, self-signed certificate) on both sides: the event loop's
+    GETs and PUTs, s5cmd and boto3 all go through TLS, and every object arrives."""
+    from tlsproxy import TLSFront
+
+    front = TLSFront(work.server.port).start()
+    try:
+        data = {f"small/{i}.bin": os.urandom(500 + i * 300) for i in range(30)}
+        data["medium.bin"] = os.urandom(2 * 1024 * 1024)  # s5cmd both ways
+        work.put_all(data)
+        work.cfg["transfer_settings"].update(src_endpoint_url=front.url, dest_endpoint_url=front.url,
+                                             src_direct_get_max_bytes=1024 * 1024)
+        work.write_config()
+        log_start = work.server.log_path.stat().st_size
+        r = work.run("sync_mvol.py", "--once", "--debug", timeout=180)
+        assert r.returncode == 0, r.stderr[-3000:]
+        for k, v in data.items():
+            assert work.dest_bytes(k) == v
+        assert "fetched again by regular GetObject" not in r.stderr  # the event loop's TLS GETs worked
+        with open(work.server.log_path, "rb") as fh:
+            fh.seek(log_start)
+            log = fh.read().decode("utf-8", "replace")
+        # each small object: one GET and one PUT, and nothing reached moto except through TLS
+        assert log.count(f"GET /{work.src}/data/small/3.bin ") == 1
+        assert log.count(f"PUT /{work.dst}/copy/small/3.bin ") == 1
+        assert front.connections > 0
+        for name in ("src_commands.txt", "dest_commands.txt"):  # only the medium one went through s5cmd
+            lines = (work.path / name).read_text().splitlines()
+            assert len(lines) == 1 and "medium.bin" in lines[0], (name, lines)
+    finally:
+        front.stop()
