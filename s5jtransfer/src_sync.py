@@ -25,7 +25,7 @@ log = logging.getLogger("s5jtransfer.src")
 RUN_FILE = "src_commands.txt"
 RUN_FILE_LARGE = "src_commands-large.txt"  # objects of LARGE_BYTES or more (see _copy_s5cmd)
 LARGE_BYTES = 8 * 1024 * 1024  # objects this big go through their own s5cmd first ...
-LARGE_WORKERS = 1  # ... one at a time ...
+LARGE_WORKERS = 1  # ... with one worker (s5cmd then copies two at a time) ...
 LARGE_FLAGS = ("-c", "4", "-p", "8")  # ... each in 4 parallel ranged GETs of 8 MiB
 
 
@@ -252,7 +252,7 @@ class SourceSync:
                 verify_pool.submit(finish, p, ok, err)
 
             # Large objects first: objects of LARGE_BYTES or more go through their own s5cmd before
-            # the other s5cmd copies, one at a time, largest first, each in parallel ranges
+            # the other s5cmd copies, a few at a time, largest first, each in parallel ranges
             # (LARGE_FLAGS), so they are staged one after another from the start and the
             # destination side uploads them while the rest arrive, instead of all finishing
             # together at the end and leaving the destination link a long tail. Small objects

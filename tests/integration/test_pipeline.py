@@ -163,7 +163,7 @@ def test_destination_s5cmd_killed_mid_upload_is_replaced_and_nothing_is_lost(wor
 
 
 def test_large_objects_get_their_own_s5cmd_largest_first(work):
-    """Objects of 8 MiB or more are copied one at a time, largest first, in parallel ranges, by
+    """Objects of 8 MiB or more are copied a few at a time, largest first, in parallel ranges, by
     their own s5cmd (src_commands-large.txt) before the other s5cmd copies (src_commands.txt), so
     they are staged early rather than all at the end; small ones stay one GetObject each."""
     mib = 1024 * 1024
