@@ -25,6 +25,7 @@ import os
 import re
 import ssl
 import threading
+import time
 import urllib.parse
 from typing import Callable, Iterable
 
@@ -33,6 +34,7 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # the payload hash of a request 
 MAX_HEADER = 64 * 1024
 CHUNK = 1024 * 1024
 PROBE_KEY = "s5jtransfer-probe"
+CREDS_TTL = 60.0  # seconds between re-reads of the client's credentials
 
 
 class Target:
@@ -49,7 +51,9 @@ class Target:
         self.access_key, self.secret_key, self.token = access_key, secret_key, token
         self.region = region
         self.verify = verify
-        self._key_day: tuple[str, bytes] | None = None
+        self._key_day: tuple[str, str, bytes] | None = None  # (day, secret, signing key)
+        self._source = None  # botocore credentials to re-read (temporary ones are refreshed)
+        self._read_at = 0.0
 
     @classmethod
     def from_client(cls, client, bucket: str, verify: bool) -> "Target | None":
@@ -65,24 +69,35 @@ class Target:
         frozen = creds.get_frozen_credentials()
         base = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path[:-len(PROBE_KEY)], "", ""))
         region = client.meta.region_name or "us-east-1"
-        return cls(base, frozen.access_key, frozen.secret_key, frozen.token, region, verify)
+        target = cls(base, frozen.access_key, frozen.secret_key, frozen.token, region, verify)
+        target._source, target._read_at = creds, time.monotonic()
+        return target
+
+    def _fresh_credentials(self) -> None:
+        """Re-read the client's credentials every CREDS_TTL seconds: an instance role's or an
+        assumed role's expire and botocore refreshes them; a long-lived uploader must follow."""
+        if self._source is not None and time.monotonic() - self._read_at >= CREDS_TTL:
+            frozen = self._source.get_frozen_credentials()
+            self.access_key, self.secret_key, self.token = frozen.access_key, frozen.secret_key, frozen.token
+            self._read_at = time.monotonic()
 
     def path(self, key: str) -> str:
         # as botocore quotes an S3 key: every byte but unreserved characters, '/' and '~'
         return self.base + urllib.parse.quote(key, safe="/~")
 
     def _signing_key(self, day: str) -> bytes:
-        if self._key_day is None or self._key_day[0] != day:
+        if self._key_day is None or self._key_day[:2] != (day, self.secret_key):
             k = ("AWS4" + self.secret_key).encode()
             for part in (day, self.region, "s3", "aws4_request"):
                 k = hmac.new(k, part.encode(), hashlib.sha256).digest()
-            self._key_day = (day, k)
-        return self._key_day[1]
+            self._key_day = (day, self.secret_key, k)
+        return self._key_day[2]
 
     def headers(self, method: str, path: str, now: datetime.datetime | None = None,
                 payload: str = UNSIGNED, extra: dict[str, str] | None = None) -> list[tuple[str, str]]:
         """The request's headers, Authorization included (SigV4, header form, S3 rules: the path
         is signed as sent, never normalized). `extra` headers are signed too."""
+        self._fresh_credentials()
         now = now or datetime.datetime.now(datetime.timezone.utc)
         stamp = now.strftime("%Y%m%dT%H%M%SZ")
         day = stamp[:8]

@@ -63,9 +63,28 @@ def test_signing_key_is_derived_once_per_day():
     t.headers("GET", "/b/k", now=d1)
     first = t._key_day
     t.headers("GET", "/b/k", now=d1 + datetime.timedelta(seconds=0.5))
-    assert t._key_day is first
+    assert t._key_day is first  # same day, same secret: not derived again
     t.headers("GET", "/b/k", now=d1 + datetime.timedelta(seconds=2))  # the next day
     assert t._key_day[0] == "20261126"
+
+
+def test_refreshed_credentials_are_picked_up():
+    """A long-lived uploader follows credentials botocore refreshes (instance or assumed roles)."""
+    class Creds:
+        def __init__(self):
+            self.n = 0
+
+        def get_frozen_credentials(self):
+            self.n += 1
+            return Credentials(f"AKID{self.n}", f"SECRET{self.n}", f"TOKEN{self.n}").get_frozen_credentials()
+
+    t = direct.Target("http://h/b/", "AKID0", "SECRET0", None, "us-east-1", verify=False)
+    t._source, t._read_at = Creds(), 0.0  # read long ago: due now
+    hdrs = dict(t.headers("GET", "/b/k"))
+    assert "Credential=AKID1/" in hdrs["Authorization"] and hdrs["x-amz-security-token"] == "TOKEN1"
+    assert t._key_day[1] == "SECRET1"  # the signing key follows the new secret
+    hdrs = dict(t.headers("GET", "/b/k"))
+    assert "Credential=AKID1/" in hdrs["Authorization"] and t._source.n == 1  # not re-read within the TTL
 
 
 @pytest.mark.parametrize("name", ["HTTPS_PROXY", "http_proxy", "ALL_PROXY"])
