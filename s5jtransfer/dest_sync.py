@@ -440,6 +440,9 @@ class DestSync:
     def _uploader(self, ep: int) -> direct.Uploader | None:
         """The endpoint's direct PUTs (see direct.py); None when it cannot have them."""
         up = self._direct.get(ep)
+        if up is not None and not up.alive():  # its loop ended (never expected): what it held is retried
+            up.close(timeout=0)
+            up = None
         if up is None:
             try:
                 target = direct.Target.from_client(self.eps.client(ep), self.side.bucket, verify=not self.side.endpoint)

@@ -146,14 +146,12 @@ class _Conn:
         self.used = 0
 
 
+_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")  # an S3 error document's code, for the log
+
+
 class _Stale(Exception):
     """A connection broke before any answer (a server that closed it while idle, or refused it
     when it opened): the request is sent once more on a new one."""
-
-
-_ERRORS = (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
-           UnicodeError, ssl.SSLError, _Stale)
-_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
 
 
 def _ssl_context(target: Target) -> ssl.SSLContext | None:
@@ -290,7 +288,7 @@ def get_many(targets: list[Target], jobs: Iterable[tuple[str, str]], workers: in
                 ok = False
                 try:
                     ok = await _get_one(target, conn, ctx, key, path, timeouts)
-                except _ERRORS:
+                except Exception:  # noqa: BLE001 - anything unexpected: not done, the regular call repeats it
                     conn.close()
                 done(path, ok)
         finally:
@@ -325,6 +323,9 @@ class Uploader:
 
     def __len__(self) -> int:
         return len(self._outstanding)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     @property
     def bytes_in_flight(self) -> int:
@@ -376,7 +377,7 @@ class Uploader:
                     with open(path, "rb") as fh:
                         body = fh.read()
                     ok, etag, error = await _put_one(self.target, conn, self._ctx, key, body, md5_hex, self.timeouts)
-                except _ERRORS as exc:
+                except Exception as exc:  # noqa: BLE001 - anything unexpected is a failed upload, retried
                     conn.close()
                     error = f"{type(exc).__name__}: {exc} (direct PUT)" if str(exc) else f"{type(exc).__name__} (direct PUT)"
                 self._done(tag, ok, etag, error)
