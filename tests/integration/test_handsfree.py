@@ -78,9 +78,9 @@ def test_once_lists_the_source_only_to_stage_and_to_verify(work):
     """sync_mvol.py --once: while the destination finishes, the source side does not list the
     source again, and the destination side does not list it at all: one listing to stage, one
     for the final comparison."""
-    data = {f"d{i % 4}/f{i:03d}.bin": os.urandom(20_000) for i in range(60)}
+    data = {f"d{i % 4}/f{i:03d}.bin": os.urandom(20_000) for i in range(40)}
     total = work.put_all(data)
-    link = FaultProxy(work.server.url, bandwidth=total / 3).start()  # uploads take a few seconds
+    link = FaultProxy(work.server.url, bandwidth=total / 2).start()  # uploads take two seconds
     try:
         # max_poll_interval_seconds is 1 s in the test config: the source side's fallback listing
         # would come every second; at the default of 30 s it never comes in a run this short
