@@ -367,8 +367,15 @@ class DestSync:
         state = read_state(SRC_STATE)
         if not state or time.time() - float(state.get("updated") or 0) > 10 * self.settings.max_poll_interval + 60:
             return True  # no source side running here (or it stopped long ago): check for ourselves
-        return int(state.get("done_objects") or 0) >= int(state.get("total_objects") or 0) and \
-            len(self.src_rows) >= int(state.get("total_objects") or 0)
+        return self._all_ledgered(state) is not None
+
+    def _all_ledgered(self, state: dict) -> int | None:
+        """The source side's listed total when its state counts every listed object ledgered and
+        this side has read as many ledger rows; None otherwise."""
+        total = int(state.get("total_objects") or 0)
+        if int(state.get("done_objects") or 0) >= total and len(self.src_rows) >= total:
+            return total
+        return None
 
     def _source_reports_done(self, st: DestStats) -> None:
         """Completion by the source side's word (supervised): its state file, written by this run
@@ -377,8 +384,8 @@ class DestSync:
         state = read_state(SRC_STATE)
         if not state or float(state.get("updated") or 0) <= max(self.started, self._handed_back):
             return
-        total = int(state.get("total_objects") or 0)
-        if int(state.get("done_objects") or 0) >= total and len(self.src_rows) >= total:
+        total = self._all_ledgered(state)
+        if total is not None:
             st.source_total, st.source_missing = total, 0
 
     def _source_client(self):
@@ -444,12 +451,8 @@ class DestSync:
             up.close(timeout=0)
             up = None
         if up is None:
-            try:
-                target = direct.Target.from_client(self.eps.client(ep), self.side.bucket, verify=not self.side.endpoint)
-            except Exception as exc:  # noqa: BLE001 - no credentials, odd endpoint: s5cmd does it all
-                log.debug("direct PUTs not used: %s", exc)
-                target = None
-            if target is None:
+            target = direct.target_for(self.eps.client(ep), self.side)
+            if target is None:  # s5cmd does them all
                 self._direct_ok = False
                 return None
             up = self._direct[ep] = direct.Uploader(
@@ -490,6 +493,7 @@ class DestSync:
             results, self._results = self._results, []
         now = time.monotonic()
         answered: dict[str, s3.Obj] = {}  # direct PUTs: the destination's answer confirms them
+        confirmed: list[Candidate] = []
         for ep, local, ok, error, etag in results:  # in the order the uploaders reported them
             if ok:
                 self._streak.pop(ep, None)
@@ -500,16 +504,14 @@ class DestSync:
                 continue
             if ok and etag is not None:
                 answered[c.key] = s3.Obj(c.key, c.pending.row[0], etag)
-                self._to_confirm.append((c, now))
+                confirmed.append(c)
             elif ok:
                 self._to_confirm.append((c, now))
             else:
                 if etag is not None:
                     self._direct_off.add(c.key)  # its next try goes through s5cmd
                 self._failed(c, error, st)
-        if answered:
-            self._confirm_uploads([c for c, _t in self._to_confirm if c.key in answered], st, answered)
-            self._to_confirm = [(c, t) for c, t in self._to_confirm if c.key not in answered]
+        self._confirm_uploads(confirmed, st, answered)
         for ep, (n, error) in list(self._streak.items()):
             if n >= SET_ASIDE_STREAK and len(self.eps.urls) > 1:
                 del self._streak[ep]

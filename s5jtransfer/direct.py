@@ -21,6 +21,7 @@ import base64
 import datetime
 import hashlib
 import hmac
+import logging
 import os
 import re
 import ssl
@@ -29,6 +30,7 @@ import time
 import urllib.parse
 from typing import Callable, Iterable
 
+log = logging.getLogger("s5jtransfer.direct")
 UNSIGNED = "UNSIGNED-PAYLOAD"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # the payload hash of a request without a body
 MAX_HEADER = 64 * 1024
@@ -117,6 +119,22 @@ class Target:
         out.append(("Authorization", f"AWS4-HMAC-SHA256 Credential={self.access_key}/{scope}, "
                                      f"SignedHeaders={signed}, Signature={sig}"))
         return out
+
+
+def target_for(client, side) -> Target | None:
+    """The event loop's Target for a side's boto3 client, or None (logged at debug level) when
+    this path cannot serve the side: a proxy, an odd endpoint, no credentials. Custom endpoints
+    (Snowballs) are self-signed: not verified, as for boto3 and s5cmd here."""
+    if not usable(side.endpoint):
+        return None
+    try:
+        target = Target.from_client(client, side.bucket, verify=not side.endpoint)
+    except Exception as exc:  # noqa: BLE001 - the regular path takes over
+        log.debug("the event loop is not used for %s: %s", side.url(), exc)
+        return None
+    if target is None:
+        log.debug("the event loop is not used for %s: no usable presigned URL or credentials", side.url())
+    return target
 
 
 def usable(endpoint_url: str | None) -> bool:

@@ -74,14 +74,13 @@ class SourceSync:
     def load_ledger(self) -> None:
         # the ledger's inode when read: a replacement made while this cycle runs (objects handed
         # back) must end the sleep after it at once, not be taken for the state already known
+        if not self._loaded and not self.dry_run:
+            self.ledger.ensure()
+        self.ledger_inode = file_inode(SRC_LEDGER)
         if not self._loaded:
-            if not self.dry_run:
-                self.ledger.ensure()
-            self.ledger_inode = file_inode(SRC_LEDGER)
             self.rows = self.ledger.load()
             self._loaded = True
         else:
-            self.ledger_inode = file_inode(SRC_LEDGER)
             self.ledger.tail(self.rows)
 
     # -- one cycle -----------------------------------------------------------------------
@@ -336,21 +335,15 @@ class SourceSync:
         with ThreadPoolExecutor(max_workers=self.settings.src_workers) as pool:
             list(pool.map(one, enumerate(partials)))
 
-
     def _copy_direct(self, partials: list[str], by_local, finish, clients) -> list[str]:
         """Objects below the part size, on one event loop (see direct.py); returns what it did
         not fetch, for the regular calls. Largest first: they take longest to pass on."""
         limit = min(self.settings.direct_get_max, self.settings.part_size - 1)
         small = sorted((p for p in partials if by_local[p][0].size <= limit), key=lambda p: -by_local[p][0].size)
-        if not small or not direct.usable(self.side.endpoint):
+        if not small:
             return partials
-        verify = not self.side.endpoint
-        try:
-            targets = [direct.Target.from_client(c, self.side.bucket, verify) for c in clients]
-        except Exception as exc:  # noqa: BLE001 - no credentials, odd endpoint: the regular calls
-            log.debug("direct GETs not used: %s", exc)
-            return partials
-        if None in targets:
+        targets = [direct.target_for(c, self.side) for c in clients]
+        if None in targets:  # the regular calls do them all
             return partials
         failed: set[str] = set()
 
