@@ -108,6 +108,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a client opening dozens of connections at once
+    # (as s5cmd and the suite do) would see connections reset or delayed by SYN retransmits,
+    # which no real endpoint does
+    request_queue_size = 1024
 
     def __init__(self, addr, handler, proxy: "FaultProxy") -> None:
         self.proxy = proxy
