@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from .ledger import DEST_LEDGER, SRC_LEDGER
@@ -71,14 +72,15 @@ def run(cfg, once: bool, dry_run: bool, log_file: str | None, debug: bool, stopp
         # comparison below lists both sides anyway
         src = Child(SIDES[0], (["--supervised"] if once else []) + extra)
         dest = Child(SIDES[1], (["--once", "--supervised"] if once else []) + extra)
+        listing = SourceListing(cfg) if once else None
         try:
-            rc = _supervise([src, dest], once, stopper, cfg, report)
+            rc = _supervise([src, dest], once, stopper, cfg, report, listing)
             report.restarts += src.restarts + dest.restarts
             if rc != 0 or not once:
                 return rc
             # the source side was told to stop; the comparison runs while it exits (the ledger
             # locks keep a rewrite and an append apart)
-            rep, fig = _compare(cfg)
+            rep, fig = _compare(cfg, listing.result() if listing else None)
         finally:
             _stop([src, dest])
         report.record(fig, round_no)
@@ -94,7 +96,8 @@ def run(cfg, once: bool, dry_run: bool, log_file: str | None, debug: bool, stopp
     return 1
 
 
-def _supervise(children: list[Child], once: bool, stopper: Stopper, cfg, report: "TransferReport") -> int:
+def _supervise(children: list[Child], once: bool, stopper: Stopper, cfg, report: "TransferReport",
+               listing: "SourceListing | None" = None) -> int:
     src, dest = children
     for c in children:
         c.start()
@@ -104,10 +107,6 @@ def _supervise(children: list[Child], once: bool, stopper: Stopper, cfg, report:
     idle_check = max(MIN_IDLE_CHECK, cfg.settings.max_poll_interval)
     next_idle_check = time.monotonic() + idle_check
     while not stopper.stopped:
-        if once and dest.done:
-            _signal([src])  # waited for by the caller, after the comparison
-            log.info("both sides finished: every source object is confirmed at the destination")
-            return 0
         for c in children:
             if c.done:
                 continue
@@ -132,10 +131,18 @@ def _supervise(children: list[Child], once: bool, stopper: Stopper, cfg, report:
             c.next_start = time.monotonic() + c.backoff
             log.warning("%s exited with code %s; restarting in %.0fs (restart #%d)", c.script, rc, c.backoff, c.restarts)
             c.backoff = min(c.backoff * 2, 60.0)
+        if once and dest.done:
+            _signal([src])  # waited for by the caller, after the comparison
+            log.info("both sides finished: every source object is confirmed at the destination")
+            return 0
+        if listing is not None:
+            listing.start_when_staged()
         if not once and time.monotonic() >= next_idle_check:
             next_idle_check = time.monotonic() + idle_check
             _verify_when_idle(cfg, report)
-        stopper.sleep(0.2)
+        # short: the final comparison starts as soon as the destination side exits (a poll is
+        # one waitpid per child)
+        stopper.sleep(0.05 if once else 0.2)
     _stop(children)
     return stopper.exit_code()
 
@@ -166,11 +173,50 @@ def _verify_when_idle(cfg, report: "TransferReport") -> None:
                     fig["categories"]["missing"], fig["categories"]["differ"])
 
 
-def _compare(cfg):
+def _compare(cfg, src=None):
     """verify.compare_and_repair, imported on first use: boto3 is not needed to start the sides."""
     from . import verify
 
-    return verify.compare_and_repair(cfg)
+    return verify.compare_and_repair(cfg, src=src)
+
+
+class SourceListing:
+    """The final comparison's listing of the source, made as soon as the source side reports
+    everything staged: the source link is idle while the destination side uploads the last
+    objects, so only the destination is left to list when it finishes. A listing is a snapshot
+    whenever it is made; an object that changes after it moves in the next run, as one that
+    changes after any listing."""
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+        self.since = time.time()  # the source side's state must be newer than this round
+        self._thread: threading.Thread | None = None
+        self._objects = None
+
+    def start_when_staged(self) -> None:
+        if self._thread is not None:
+            return
+        state = read_state(SRC_STATE)
+        if (not state or float(state.get("updated") or 0) <= self.since or state.get("total_objects") is None
+                or state.get("done_objects") != state.get("total_objects")):
+            return
+        self._thread = threading.Thread(target=self._list, name="source-listing", daemon=True)
+        self._thread.start()
+
+    def _list(self) -> None:
+        from . import verify
+
+        try:
+            self._objects = verify._list_side(self.cfg.source, self.cfg)
+        except Exception as exc:  # noqa: BLE001 - the comparison lists the source itself
+            log.debug("early listing of the source failed (%s); the comparison lists it again", exc)
+
+    def result(self):
+        """The listing, or None (not started, or failed): then the comparison lists the source."""
+        if self._thread is None:
+            return None
+        self._thread.join()
+        return self._objects
 
 
 def _has_rows(path: str) -> bool:

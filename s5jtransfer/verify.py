@@ -73,14 +73,21 @@ def _list_side(side, cfg: Config) -> dict[str, s3.Obj]:
         raise s3.connect_error(exc, side) from None
 
 
-def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE) -> tuple[Report, dict]:
+def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE,
+                       src: dict[str, s3.Obj] | None = None) -> tuple[Report, dict]:
     """List both sides, classify every source object, and rewrite the ledgers so that what is
-    missing or differs moves again. Returns the report and figures for a transfer report."""
-    # Both sides are listed at once: the two listings cross different links.
-    log.info("listing the source %s and the destination %s", cfg.source.url(), cfg.destination.url())
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futs = [pool.submit(_list_side, side, cfg) for side in (cfg.source, cfg.destination)]
-        src, dst = (f.result() for f in futs)
+    missing or differs moves again. Returns the report and figures for a transfer report.
+    src: a listing of the source already made (sync_mvol.py --once lists it while the
+    destination side finishes); then only the destination is listed here."""
+    if src is not None:
+        log.info("listing the destination %s", cfg.destination.url())
+        dst = _list_side(cfg.destination, cfg)
+    else:
+        # Both sides are listed at once: the two listings cross different links.
+        log.info("listing the source %s and the destination %s", cfg.source.url(), cfg.destination.url())
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futs = [pool.submit(_list_side, side, cfg) for side in (cfg.source, cfg.destination)]
+            src, dst = (f.result() for f in futs)
     src_ledger = Ledger(SRC_LEDGER, SRC_COLUMNS)
     dest_ledger = Ledger(DEST_LEDGER, DEST_COLUMNS)
     volumes = discover(cfg, create=False)

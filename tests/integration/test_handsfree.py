@@ -77,7 +77,7 @@ def test_perpetual_run_verifies_when_idle(work):
 def test_once_lists_the_source_only_to_stage_and_to_verify(work):
     """sync_mvol.py --once: while the destination finishes, the source side does not list the
     source again, and the destination side does not list it at all: one listing to stage, one
-    for the final comparison."""
+    for the final comparison, made as soon as everything is staged."""
     data = {f"d{i % 4}/f{i:03d}.bin": os.urandom(20_000) for i in range(40)}
     total = work.put_all(data)
     link = FaultProxy(work.server.url, bandwidth=total / 2).start()  # uploads take two seconds
@@ -98,5 +98,8 @@ def test_once_lists_the_source_only_to_stage_and_to_verify(work):
         log = fh.read().decode("utf-8", "replace")
     listings = [ln for ln in log.splitlines() if f"GET /{work.src}?" in ln or f"GET /{work.src} " in ln]
     assert len(listings) == 2, "\n".join(listings) + r.stderr
+    # the comparison's source listing was made while the destination side still uploaded (the
+    # source link is idle then): at the end, only the destination was left to list
+    assert "repair: listing the destination" in r.stderr and "listing the source" not in r.stderr, r.stderr
     report = json.loads((work.path / "transfer_report.json").read_text())
     assert report["complete"] is True
