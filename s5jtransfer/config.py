@@ -85,6 +85,7 @@ class Settings:
     s5cmd_path: str | None
     src_workers: int
     direct_get_max: int
+    range_workers: int
     dest_workers: int
     direct_put_max: int
     part_size: int
@@ -131,6 +132,7 @@ _SCHEMA: dict[str, dict[str, tuple[bool, str, Any]]] = {
         "s5cmd_path": (False, "str_or_none", None),
         "src_workers": (False, "posint", 64),
         "src_direct_get_max_bytes": (False, "size", MIB),
+        "src_range_workers": (False, "count", 6),
         "dest_workers": (False, "posint", 64),
         "dest_direct_put_max_bytes": (False, "size", MIB),
         "part_size_mb": (False, "posint", 50),
@@ -178,13 +180,14 @@ def _value(path: str, dotted: str, kind: str, raw: Any) -> Any:
         if isinstance(raw, str) and raw.strip().lower() in ("true", "false", "yes", "no"):
             return raw.strip().lower() in ("true", "yes")
         raise bad(f"expected true or false, got {raw!r}", "write true or false")
-    if kind in ("size", "size_or_none", "posint"):
+    if kind in ("size", "size_or_none", "posint", "count"):
         if kind == "size_or_none" and raw in (None, ""):
             return None
         num = _number(raw)
         if num is None or not math.isfinite(num) or num != int(num) or num < 0 or (kind == "posint" and num < 1):
-            want = "a positive whole number" if kind == "posint" else "a number of bytes"
-            raise bad(f"{raw!r} is not {want}", f"write {want}, e.g. {'64' if kind == 'posint' else '500000000000'}")
+            want, example = {"posint": ("a positive whole number", "64"),
+                             "count": ("a whole number, 0 or more", "6")}.get(kind, ("a number of bytes", "500000000000"))
+            raise bad(f"{raw!r} is not {want}", f"write {want}, e.g. {example}")
         return int(num)
     if kind == "posnum":
         num = _number(raw)
@@ -322,7 +325,8 @@ def load(path: str = CONFIG_NAME) -> Config:
     settings = Settings(
         max_src2l=ts["max_size_to_transfer_src2l"], max_l2dest=ts["max_size_to_transfer_l2dest"],
         src_use_native_s3=ts["src_use_native_s3"], s5cmd_path=ts["s5cmd_path"],
-        src_workers=ts["src_workers"], direct_get_max=ts["src_direct_get_max_bytes"], dest_workers=ts["dest_workers"],
+        src_workers=ts["src_workers"], direct_get_max=ts["src_direct_get_max_bytes"],
+        range_workers=ts["src_range_workers"], dest_workers=ts["dest_workers"],
         direct_put_max=ts["dest_direct_put_max_bytes"], part_size=max(5, ts["part_size_mb"]) * MIB, retries=ts["retries"],
         volume_reserve=ts["volume_reserve_bytes"], poll_interval=ts["poll_interval_seconds"],
         max_poll_interval=ts["max_poll_interval_seconds"])

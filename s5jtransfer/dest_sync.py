@@ -216,6 +216,9 @@ class DestSync:
         max_objects, max_bytes = self._flight_limits()
         room = max_objects - len(self._flight)
         flying = sum(c.pending.row[0] for c in self._flight.values())
+        # largest first, before the count limit: a restart with everything staged starts the large
+        # uploads at once, beside the small ones, instead of after the first few hundred small ones
+        cands.sort(key=lambda c: -c.pending.row[0])
         cands = self._within(cands, flying, max_bytes)[:max(room, 0)]
         cands = self._within(cands, 0, FEED_BYTES)
         if cands:

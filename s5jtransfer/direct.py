@@ -1,10 +1,15 @@
-"""Small-object GETs on one asyncio event loop, signed here with SigV4.
+"""GETs and small PUTs on an asyncio event loop, signed here with SigV4.
+
+get_many: small objects, one GET each. get_ordered: larger ones in ranges, all connections on
+the first unfinished object, so objects are staged one after another at the speed of the link.
+Uploader: small PUTs with Content-MD5, fed from other threads.
 
 For objects of a few KiB the cost of a transfer is all per request, and in a threaded client
 most of it is the interpreter handing its lock from thread to thread (hundreds of futex calls
 per object) on top of botocore's per-call machinery. Here one thread drives many keep-alive
 connections, each request is signed with a cached SigV4 key (one SHA-256 and one HMAC), and
-only the happy path is handled: a complete `200` answer with a Content-Length. Anything else
+only the happy path is handled: a complete `200` answer with a Content-Length (a `206` with exactly
+the range asked for, for get_ordered). Anything else
 (an error status, a redirect, a broken connection, a timeout, a key that cannot be encoded) is
 reported as not done and the caller repeats it the regular way (boto3, with its retries and its
 error names). The bytes are checked afterwards like any other copy (size and MD5 against the
@@ -209,7 +214,8 @@ async def _exchange(target: Target, conn: _Conn, ctx, method: str, key: str, tim
             head = await conn.reader.readuntil(b"\r\n\r\n")
     except (OSError, asyncio.IncompleteReadError) as exc:
         if not getattr(exc, "partial", b""):
-            raise _Stale() from exc  # nothing came back: safe to send again (GET and PUT are idempotent)
+            # nothing came back: safe to send again (GET and PUT are idempotent)
+            raise _Stale(f"connection broke before any answer: {type(exc).__name__}: {exc}") from exc
         raise
     conn.used += 1
     status_line, _, rest = head.decode("latin-1").partition("\r\n")
@@ -309,6 +315,106 @@ def get_many(targets: list[Target], jobs: Iterable[tuple[str, str]], workers: in
                 except Exception:  # noqa: BLE001 - anything unexpected: not done, the regular call repeats it
                     conn.close()
                 done(path, ok)
+        finally:
+            conn.close()
+
+    async def main() -> None:
+        await asyncio.gather(*(worker(n) for n in range(max(1, workers))))
+
+    asyncio.run(main())
+
+
+class _Ranged:
+    """One object of get_ordered: its local file, the ranges still out, whether one failed."""
+
+    __slots__ = ("key", "path", "size", "etag", "left", "failed", "fd")
+
+    def __init__(self, key: str, path: str, size: int, etag: str, ranges: int) -> None:
+        self.key, self.path, self.size, self.etag = key, path, size, etag
+        self.left, self.failed, self.fd = ranges, False, None
+
+
+async def _get_range(target: Target, conn: _Conn, ctx, obj: _Ranged, start: int, length: int,
+                     timeouts: tuple[float, float]) -> bool:
+    """GET bytes [start, start+length) of obj into its file at that offset. If-Match pins every
+    range to the listed version: an object replaced meanwhile answers 412, never a mix of two
+    versions. True only for a complete 206 for exactly that range (200 when it is the whole object)."""
+    whole = start == 0 and length == obj.size
+    extra = {"if-match": f'"{obj.etag}"'} if obj.etag else {}
+    if not whole:
+        extra["range"] = f"bytes={start}-{start + length - 1}"
+    ans = await _with_retry(lambda: _exchange(target, conn, ctx, "GET", obj.key, timeouts, extra=extra), conn)
+    if ans.length is None:
+        conn.close()
+        return False
+    want = 200 if whole else 206
+    ok = ans.status == want and ans.length == length and (
+        whole or ans.headers.get("content-range", "") == f"bytes {start}-{start + length - 1}/{obj.size}")
+    if not ok:
+        if ans.length <= MAX_HEADER:
+            async with asyncio.timeout(timeouts[1]):
+                await conn.reader.readexactly(ans.length)  # a short error document
+            if not ans.keep:
+                conn.close()
+        else:
+            conn.close()  # a body we do not want: not read, the connection is not reused
+        return False
+    left, pos = length, start
+    while left:
+        async with asyncio.timeout(timeouts[1]):
+            data = await conn.reader.read(min(left, CHUNK))
+        if not data:
+            raise ConnectionError("connection closed mid-body")
+        os.pwrite(obj.fd, data, pos)
+        pos += len(data)
+        left -= len(data)
+    if not ans.keep:
+        conn.close()
+    return True
+
+
+def get_ordered(targets: list[Target], jobs: Iterable[tuple[str, str, int, str]], workers: int, range_size: int,
+                done: Callable[[str, bool], None], stopped: Callable[[], bool], timeout: float = 120.0,
+                connect_timeout: float = 10.0) -> None:
+    """GET each (key, local path, size, etag) in ranges of range_size bytes over `workers`
+    keep-alive connections that all take the next range in line, so objects complete one after
+    another in the given order (each at the speed of the whole link) instead of all together at
+    the end. done(path, ok) once per object, in this thread (ok=False: not fetched, repeat it the
+    regular way)."""
+    ctxs = [_ssl_context(t) for t in targets]
+    timeouts = (connect_timeout, timeout)
+    objs = [_Ranged(k, p, size, etag, max(1, -(-size // range_size))) for k, p, size, etag in jobs]
+    queue = [(o, start, min(range_size, o.size - start)) for o in objs for start in range(0, max(o.size, 1), range_size)]
+    queue.reverse()  # popped from the end: first object first
+
+    def finish(o: _Ranged) -> None:
+        o.left -= 1
+        if o.left:
+            return
+        if o.fd is not None:
+            os.close(o.fd)
+            o.fd = None
+        done(o.path, not o.failed)
+
+    async def worker(n: int) -> None:
+        target, ctx = targets[n % len(targets)], ctxs[n % len(targets)]
+        conn = _Conn()
+        try:
+            while queue:
+                o, start, length = queue.pop()
+                if not o.failed and stopped():
+                    o.failed = True
+                if not o.failed:
+                    try:
+                        if o.fd is None:
+                            o.fd = os.open(o.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                        if o.size == 0 or await _get_range(target, conn, ctx, o, start, length, timeouts):
+                            finish(o)
+                            continue
+                    except Exception:  # noqa: BLE001 - anything unexpected: not done, the regular call repeats it
+                        conn.close()
+                    o.failed = True
+                finish(o)
         finally:
             conn.close()
 

@@ -84,36 +84,51 @@ class Stopper:
 
 
 class Appender:
-    """Collects ledger rows from worker threads and appends them durably in batches.
+    """Collects ledger rows from worker threads and appends them durably in batches: the first
+    row at once (the other side starts on it), then at most max_rows or max_age seconds' worth
+    at a time.
 
     after_flush runs with the rows once they are on disk (the destination deletes staged
-    copies only then).
+    copies only then). timed: rows never wait longer than max_age for a next add() (a flush
+    from a timer thread; only for an Appender without after_flush).
     """
 
     def __init__(self, ledger, after_flush: Callable[[list[tuple]], None] | None = None,
-                 max_rows: int = 500, max_age: float = 0.5) -> None:
+                 max_rows: int = 500, max_age: float = 0.5, timed: bool = False) -> None:
         self.ledger = ledger
         self.after_flush = after_flush
         self.max_rows = max_rows
         self.max_age = max_age
+        self.timed = timed and after_flush is None
         self._rows: list[tuple] = []
         self._lock = threading.Lock()
-        self._since = time.monotonic()
+        self._since: float | None = None  # when last flushed; None: never, the first row goes at once
+        self._timer: threading.Timer | None = None
         self.flushed = 0
 
     def add(self, row: tuple) -> None:
         with self._lock:
             self._rows.append(row)
-            due = len(self._rows) >= self.max_rows or time.monotonic() - self._since >= self.max_age
+            age = None if self._since is None else time.monotonic() - self._since
+            due = len(self._rows) >= self.max_rows or age is None or age >= self.max_age
+            if not due and self.timed and self._timer is None:
+                self._timer = threading.Timer(self.max_age - age, self._timed_flush)
+                self._timer.daemon = True
+                self._timer.start()
         if due:
             self.flush()
+
+    def _timed_flush(self) -> None:
+        with self._lock:
+            self._timer = None
+        self.flush()
 
     def flush(self) -> None:
         with self._lock:
             rows, self._rows = self._rows, []
-            self._since = time.monotonic()
             if not rows:
                 return
+            self._since = time.monotonic()
             self.ledger.append(rows)
             self.flushed += len(rows)
         if self.after_flush:

@@ -27,6 +27,8 @@ RUN_FILE_LARGE = "src_commands-large.txt"  # objects of LARGE_BYTES or more (see
 LARGE_BYTES = 8 * 1024 * 1024  # objects this big go through their own s5cmd first ...
 LARGE_WORKERS = 1  # ... with one worker (s5cmd then copies two at a time) ...
 LARGE_FLAGS = ("-c", "4", "-p", "8")  # ... each in 4 parallel ranged GETs of 8 MiB
+LEDGER_DELAY = 0.2  # seconds a staged object waits at most before it is ledgered
+RANGE_BYTES = 4 * 1024 * 1024  # the event loop's ranges of larger objects (see _copy_larger)
 
 
 @dataclass
@@ -207,20 +209,15 @@ class SourceSync:
     # -- copying -------------------------------------------------------------------------
     def _copy(self, assigned: list[plan.Assignment], st: CycleStats, live: list[int]) -> None:
         started = time.monotonic()
-        appender = Appender(self.ledger)
+        # timed: a staged object is ledgered (and the destination side starts on it) within
+        # LEDGER_DELAY, also when no other copy finishes after it
+        appender = Appender(self.ledger, max_age=LEDGER_DELAY, timed=True)
         lock = threading.Lock()
         by_local: dict[str, tuple[plan.Item, Volume, str]] = {}
-        via_s5cmd, via_api = [], []
         for a in assigned:
             vol = self.volumes[a.volume]
             name = staged_name(a.item.key)
-            partial = vol.partial_path(name)
-            by_local[partial] = (a.item, vol, name)
-            direct = 0 < self.settings.direct_get_max and a.item.size <= self.settings.direct_get_max
-            if self.native or direct or not s5cmd.run_file_safe(a.item.key):
-                via_api.append(partial)
-            else:
-                via_s5cmd.append(partial)
+            by_local[vol.partial_path(name)] = (a.item, vol, name)
 
         def finish(partial: str, ok: bool, error: str = "") -> None:
             item, vol, name = by_local[partial]
@@ -246,41 +243,30 @@ class SourceSync:
             if not ok:
                 log.warning("copy of %r failed: %s (retried next cycle)", item.key, error or "unknown error")
 
+        # Small objects (whose cost is per request, not per byte) on one event loop; the larger
+        # ones beside them, on the event loop too, in ranges, one object after another (see
+        # _copy_larger). What the event loop cannot do or did not finish goes the regular way.
+        # src_direct_get_max_bytes 0: no event loop (s5cmd, or boto3 in native mode).
+        targets = self._targets(live)
+        limit = min(self.settings.direct_get_max, self.settings.part_size - 1) if self.settings.direct_get_max > 0 else -1
+        small = [p for p, (item, _v, _n) in by_local.items() if item.size <= limit]
+        larger = [p for p, (item, _v, _n) in by_local.items() if item.size > limit]
         with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as verify_pool:
             def report(p: str, ok: bool, err: str) -> None:
                 verify_pool.submit(finish, p, ok, err)
 
-            # Large objects first: objects of LARGE_BYTES or more go through their own s5cmd before
-            # the other s5cmd copies, a few at a time, largest first, each in parallel ranges
-            # (LARGE_FLAGS), so they are staged one after another from the start and the
-            # destination side uploads them while the rest arrive, instead of all finishing
-            # together at the end and leaving the destination link a long tail. Small objects
-            # (whose cost is per request, not per byte) run beside them on the event loop.
-            large = sorted((p for p in via_s5cmd if by_local[p][0].size >= LARGE_BYTES),
-                           key=lambda p: -by_local[p][0].size)
-            rest = [p for p in via_s5cmd if by_local[p][0].size < LARGE_BYTES]
-            if len(large) == len(via_s5cmd) + len(via_api) or not large:
-                large, rest = [], via_s5cmd  # one kind only: nothing to stage ahead of the rest
-
-            def s5cmd_copies() -> None:
-                if large:
-                    self._copy_s5cmd(large, LARGE_WORKERS, RUN_FILE_LARGE, by_local, report, live, LARGE_FLAGS)
-                if rest and self.stopper.stopped:
-                    for p in rest:
-                        report(p, False, "stopped")
-                elif rest:
-                    self._copy_s5cmd(rest, self.settings.src_workers, RUN_FILE, by_local, report, live)
-
-            s5cmd_thread = None
-            if via_s5cmd:
-                s5cmd_thread = threading.Thread(target=s5cmd_copies, daemon=True)
-                s5cmd_thread.start()
+            thread = None
+            if larger:
+                thread = threading.Thread(target=self._copy_larger, args=(larger, by_local, report, live, targets),
+                                          daemon=True)
+                thread.start()
             try:
-                if via_api:
-                    self._copy_api(via_api, by_local, finish, live)
+                if small:
+                    left = self._copy_direct(small, by_local, finish, targets) if targets else small
+                    self._copy_regular(left, by_local, finish, live)
             finally:
-                if s5cmd_thread:
-                    s5cmd_thread.join()
+                if thread:
+                    thread.join()
         appender.flush()
         secs = time.monotonic() - started
         log.info("copied %d objects (%s) to staging in %.1fs (%s/s); %d failed, %d checksum mismatches",
@@ -289,6 +275,70 @@ class SourceSync:
         if st.size_only:
             log.warning("%d of them verified by size only: their source ETag is not an MD5 (SSE-KMS, or an "
                         "S3-compatible store); run with --debug to see which", st.size_only)
+
+    def _targets(self, live: list[int]) -> list[direct.Target] | None:
+        """The event loop's target per live endpoint; None when it is off
+        (src_direct_get_max_bytes 0) or cannot serve them all (a proxy, say: see direct.usable)."""
+        if self.settings.direct_get_max <= 0:
+            return None
+        targets = [direct.target_for(self.eps.client(i), self.side) for i in live]
+        return None if None in targets else targets
+
+    def _copy_larger(self, partials: list[str], by_local, report, live: list[int], targets) -> None:
+        """Objects above the event loop's single-GET size, largest first.
+
+        On the event loop (src_range_workers connections, 0: not there): every connection takes
+        the next RANGE_BYTES of the first unfinished object, so each object is staged at the speed
+        of the whole link, one after another, and the destination side starts uploading the first
+        within a second or two, instead of many objects sharing the link and all finishing late.
+
+        Through s5cmd (or boto3 in native mode, and for keys a run file cannot carry): what the
+        event loop did not finish, or everything when it is off."""
+        partials = sorted(partials, key=lambda p: -by_local[p][0].size)
+        if targets and self.settings.range_workers > 0:
+            partials = self._copy_ranged(partials, by_local, report, targets)
+        if not partials:
+            return
+        if self.stopper.stopped:
+            for p in partials:
+                report(p, False, "stopped")
+            return
+        via_s5cmd = [p for p in partials if not self.native and s5cmd.run_file_safe(by_local[p][0].key)]
+        if via_s5cmd:
+            # the largest first, through their own s5cmd, each in parallel ranges (LARGE_FLAGS),
+            # so they are staged one after another from the start; then the rest
+            large = [p for p in via_s5cmd if by_local[p][0].size >= LARGE_BYTES]
+            rest = [p for p in via_s5cmd if by_local[p][0].size < LARGE_BYTES]
+            if large and rest:
+                self._copy_s5cmd(large, LARGE_WORKERS, RUN_FILE_LARGE, by_local, report, live, LARGE_FLAGS)
+            else:
+                rest = via_s5cmd  # one kind only: one s5cmd with every worker
+            if rest and self.stopper.stopped:
+                for p in rest:
+                    report(p, False, "stopped")
+            elif rest:
+                self._copy_s5cmd(rest, self.settings.src_workers, RUN_FILE, by_local, report, live)
+        via = set(via_s5cmd)
+        self._copy_regular([p for p in partials if p not in via], by_local,
+                           lambda p, ok, err="": report(p, ok, err), live)
+
+    def _copy_ranged(self, partials: list[str], by_local, report, targets) -> list[str]:
+        """The event loop's ranged GETs (see _copy_larger); returns what it did not fetch."""
+        failed: list[str] = []
+
+        def done(partial: str, ok: bool) -> None:
+            if ok:
+                report(partial, True, "")
+            else:
+                failed.append(partial)
+
+        prefix = self.side.prefix
+        direct.get_ordered(targets, ((prefix + by_local[p][0].key, p, by_local[p][0].size, by_local[p][0].etag)
+                                     for p in partials),
+                           self.settings.range_workers, RANGE_BYTES, done, lambda: self.stopper.stopped)
+        if failed:
+            log.debug("%d objects are fetched again the regular way", len(failed))
+        return failed
 
     def _note_progress(self, objects: int, nbytes: int) -> None:
         self.progress.add(objects, nbytes)
@@ -305,15 +355,16 @@ class SourceSync:
                          lambda p: s5cmd.cp_line(self.side.url(by_local[p][0].key), p, flags), report, self.stopper,
                          die_with_parent())
 
-    def _copy_api(self, partials: list[str], by_local, finish, live: list[int]) -> None:
-        """boto3 in-process: native mode, keys s5cmd cannot take, and small objects. An object up
-        to the part size is one GetObject streamed to disk (s5cmd and the transfer manager both
-        spend a HeadObject first); larger ones use the transfer manager's ranged GETs."""
+    def _copy_regular(self, partials: list[str], by_local, finish, live: list[int]) -> None:
+        """boto3 in-process: native mode, keys s5cmd cannot take, and what the event loop did not
+        fetch. An object up to the part size is one GetObject streamed to disk (s5cmd and the
+        transfer manager both spend a HeadObject first); larger ones use the transfer manager's
+        ranged GETs."""
+        if not partials:
+            return
         tcfg = TransferConfig(max_concurrency=4, multipart_chunksize=self.settings.part_size,
                               multipart_threshold=self.settings.part_size)
-
         clients = [self.eps.client(i) for i in live]
-        partials = self._copy_direct(partials, by_local, finish, clients)
 
         def one(n_partial: tuple[int, str]) -> None:
             n, partial = n_partial
@@ -335,31 +386,24 @@ class SourceSync:
         with ThreadPoolExecutor(max_workers=self.settings.src_workers) as pool:
             list(pool.map(one, enumerate(partials)))
 
-    def _copy_direct(self, partials: list[str], by_local, finish, clients) -> list[str]:
-        """Objects below the part size, on one event loop (see direct.py); returns what it did
-        not fetch, for the regular calls. Largest first: they take longest to pass on."""
-        limit = min(self.settings.direct_get_max, self.settings.part_size - 1)
-        small = sorted((p for p in partials if by_local[p][0].size <= limit), key=lambda p: -by_local[p][0].size)
-        if not small:
-            return partials
-        targets = [direct.target_for(c, self.side) for c in clients]
-        if None in targets:  # the regular calls do them all
-            return partials
-        failed: set[str] = set()
+    def _copy_direct(self, partials: list[str], by_local, finish, targets) -> list[str]:
+        """Small objects, one GET each on one event loop (see direct.py); returns what it did not
+        fetch, for the regular calls. Largest first: they take longest to pass on."""
+        small = sorted(partials, key=lambda p: -by_local[p][0].size)
+        failed: list[str] = []
 
         def done(partial: str, ok: bool) -> None:
             if ok:
                 finish(partial, True)
             else:
-                failed.add(partial)
+                failed.append(partial)
 
         prefix = self.side.prefix
         direct.get_many(targets, ((prefix + by_local[p][0].key, p) for p in small), self.settings.src_workers,
                         done, lambda: self.stopper.stopped)
         if failed:
             log.debug("%d small objects are fetched again by regular GetObject calls", len(failed))
-        small_set = set(small)
-        return [p for p in partials if p not in small_set or p in failed]
+        return failed
 
 
 def _presigned_get(client, bucket: str, key: str, path: str) -> bool:

@@ -165,12 +165,14 @@ def test_destination_s5cmd_killed_mid_upload_is_replaced_and_nothing_is_lost(wor
 def test_large_objects_get_their_own_s5cmd_largest_first(work):
     """Objects of 8 MiB or more are copied a few at a time, largest first, in parallel ranges, by
     their own s5cmd (src_commands-large.txt) before the other s5cmd copies (src_commands.txt), so
-    they are staged early rather than all at the end; small ones stay one GetObject each."""
+    they are staged early rather than all at the end; small ones stay one GetObject each.
+    (src_range_workers 0: the larger objects go through s5cmd instead of the event loop's ranges.)"""
     mib = 1024 * 1024
     data = {"small.bin": os.urandom(1000), "medium.bin": os.urandom(2 * mib),
             "large-a.bin": os.urandom(8 * mib), "large-b.bin": os.urandom(9 * mib)}
     work.put_all(data)
     work.cfg["transfer_settings"]["src_direct_get_max_bytes"] = mib
+    work.cfg["transfer_settings"]["src_range_workers"] = 0
     work.write_config()
     r = work.run("sync_mvol.py", "--once", timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -241,6 +241,21 @@ def test_negative_or_fractional_size_is_rejected(tmp_path, value):
     assert_names(msg, "transfer_settings.volume_reserve_bytes", "write a number of bytes")
 
 
+@pytest.mark.parametrize("value", [-1, 2.5, "many", True])
+def test_range_workers_must_be_a_whole_number_of_zero_or_more(tmp_path, value):
+    c = base_cfg()
+    c["transfer_settings"]["src_range_workers"] = value
+    msg = load_error(write(tmp_path, c))
+    assert_names(msg, "transfer_settings.src_range_workers", "write a whole number, 0 or more")
+
+
+def test_range_workers_default_to_6_and_0_turns_them_off(tmp_path):
+    assert load(write(tmp_path, base_cfg())).settings.range_workers == 6
+    c = base_cfg()
+    c["transfer_settings"]["src_range_workers"] = 0
+    assert load(write(tmp_path, c, name="zero.yaml")).settings.range_workers == 0
+
+
 def test_size_written_with_underscores_or_exponent_is_accepted(tmp_path):
     c = base_cfg()
     c["transfer_settings"]["max_size_to_transfer_src2l"] = "1_000_000"

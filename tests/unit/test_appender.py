@@ -1,0 +1,49 @@
+"""runtime.Appender: when ledger rows reach the disk (the other side starts on them)."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import wait_for
+from s5jtransfer.runtime import Appender
+
+
+class FakeLedger:
+    def __init__(self) -> None:
+        self.batches: list[list[tuple]] = []
+
+    def append(self, rows: list[tuple]) -> None:
+        self.batches.append(list(rows))
+
+
+def test_the_first_row_is_written_at_once_then_rows_are_batched():
+    ledger = FakeLedger()
+    app = Appender(ledger, max_age=60)
+    app.add(("a",))
+    assert ledger.batches == [[("a",)]]  # nothing waits for a batch to fill before the first object
+    app.add(("b",))
+    app.add(("c",))
+    assert ledger.batches == [[("a",)]]  # within max_age of the last write: held for one batch
+    app.flush()
+    assert ledger.batches == [[("a",)], [("b",), ("c",)]]
+
+
+def test_a_full_batch_is_written_at_once():
+    ledger = FakeLedger()
+    app = Appender(ledger, max_rows=3, max_age=60)
+    for k in "abcd":
+        app.add((k,))
+    assert ledger.batches == [[("a",)], [("b",), ("c",), ("d",)]]
+
+
+def test_timed_rows_never_wait_longer_than_max_age_for_another_add():
+    ledger = FakeLedger()
+    app = Appender(ledger, max_age=0.2, timed=True)
+    app.add(("a",))
+    app.add(("b",))  # the last row for a while: no add() will come to write it
+    t = time.monotonic()
+    wait_for(lambda: len(ledger.batches) == 2, 5, "the timer to write the held row")
+    assert ledger.batches == [[("a",)], [("b",)]]
+    assert time.monotonic() - t < 2
+    app.flush()  # nothing left: no empty batch
+    assert len(ledger.batches) == 2
