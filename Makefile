@@ -16,7 +16,7 @@ help:
 	@echo "  unit       run only tests/unit"
 	@echo "  demo       run a complete transfer against a local moto S3 server in demo/"
 	@echo "  bench      run tools/bench.py: the benchmark of issue 4 (about 12 minutes)"
-	@echo "  chaos      the power-cut test, long: 40 SIGKILLs over 300 objects (S5J_CHAOS_ROUNDS/OBJECTS/SEED)"
+	@echo "  chaos      the power-cut test, long: 40 SIGKILLs over 300 objects, event-loop and s5cmd modes (S5J_CHAOS_ROUNDS/OBJECTS/SEED)"
 	@echo "  clean      remove demo/ and Python/pytest caches (keeps $(VENV))"
 	@echo "  distclean  clean, and remove $(VENV) too"
 	@echo "Variables: PY=$(PY) (the interpreter that creates $(VENV))"
@@ -38,8 +38,10 @@ unit: venv
 	$(PYTEST) tests/unit
 
 chaos: venv
-	S5J_CHAOS_ROUNDS=$${S5J_CHAOS_ROUNDS:-40} S5J_CHAOS_OBJECTS=$${S5J_CHAOS_OBJECTS:-300} \
-		$(PYTEST) -s tests/integration/test_chaos.py
+	for mode in direct s5cmd; do \
+		S5J_CHAOS_MODE=$$mode S5J_CHAOS_ROUNDS=$${S5J_CHAOS_ROUNDS:-40} S5J_CHAOS_OBJECTS=$${S5J_CHAOS_OBJECTS:-300} \
+			$(PYTEST) -s tests/integration/test_chaos.py || exit 1; \
+	done
 
 demo: venv
 	$(PYTHON) tools/demo.py
