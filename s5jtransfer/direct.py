@@ -383,9 +383,10 @@ def get_ordered(targets: list[Target], jobs: Iterable[tuple[str, str, int, str]]
     regular way)."""
     ctxs = [_ssl_context(t) for t in targets]
     timeouts = (connect_timeout, timeout)
-    objs = [_Ranged(k, p, size, etag, max(1, -(-size // range_size))) for k, p, size, etag in jobs]
-    queue = [(o, start, min(range_size, o.size - start)) for o in objs for start in range(0, max(o.size, 1), range_size)]
-    queue.reverse()  # popped from the end: first object first
+    # ranges are made as they are taken: a batch of terabytes is millions of ranges
+    queue = ((o, start, min(range_size, o.size - start))
+             for o in (_Ranged(k, p, size, etag, max(1, -(-size // range_size))) for k, p, size, etag in jobs)
+             for start in range(0, max(o.size, 1), range_size))
 
     def finish(o: _Ranged) -> None:
         o.left -= 1
@@ -400,8 +401,7 @@ def get_ordered(targets: list[Target], jobs: Iterable[tuple[str, str, int, str]]
         target, ctx = targets[n % len(targets)], ctxs[n % len(targets)]
         conn = _Conn()
         try:
-            while queue:
-                o, start, length = queue.pop()
+            for o, start, length in queue:  # one thread: the workers share the generator safely
                 if not o.failed and stopped():
                     o.failed = True
                 if not o.failed:

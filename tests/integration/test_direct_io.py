@@ -185,6 +185,14 @@ def test_get_ordered_takes_only_the_exact_range_it_asked_for(tmp_path):
         direct.get_ordered([target], jobs[1:], 1, 8, lambda p, ok: results.__setitem__(p, ok), lambda: False)
         assert results == {str(tmp_path / "whole"): True}
         assert (tmp_path / "whole").read_bytes() == b"hello"
+        # a 1 TiB object (262,144 ranges): once its first ranges fail,
+        # the others are not requested
+        results.clear()
+        before = server.requests
+        direct.get_ordered([target], [("huge", str(tmp_path / "huge"), 1 << 40, "x")], 4, 4 << 20,
+                           lambda p, ok: results.__setitem__(p, ok), lambda: False)
+        assert results == {str(tmp_path / "huge"): False}
+        assert server.requests - before <= 4  # at most one first request per connection
     finally:
         server.close()
 
