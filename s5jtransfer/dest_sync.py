@@ -15,7 +15,7 @@ from . import checksum, direct, s3, s5cmd
 from .config import Config
 from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, file_lock
 from .endpoints import Endpoints
-from .progress import DEST_STATE, SRC_STATE, Progress, read_state
+from .progress import DEST_STATE, SRC_STATE, Progress, done_since, read_state
 from .runtime import (Appender, Done, Stopper, die_with_parent, file_signature, fmt_bytes, poll_loop,
                       remove_quietly, sleep_until_changed)
 from .volumes import Volume, discover, scan_all, staged_name
@@ -372,22 +372,17 @@ class DestSync:
             return True  # no source side running here (or it stopped long ago): check for ourselves
         return self._all_ledgered(state) is not None
 
-    def _all_ledgered(self, state: dict) -> int | None:
-        """The source side's listed total when its state counts every listed object ledgered and
-        this side has read as many ledger rows; None otherwise."""
-        total = int(state.get("total_objects") or 0)
-        if int(state.get("done_objects") or 0) >= total and len(self.src_rows) >= total:
-            return total
-        return None
+    def _all_ledgered(self, state: dict | None, since: float = 0.0) -> int | None:
+        """The source side's listed total when its state (written after `since`) counts every
+        listed object ledgered and this side has read as many ledger rows; None otherwise."""
+        total = done_since(state, since)
+        return total if total is not None and len(self.src_rows) >= total else None
 
     def _source_reports_done(self, st: DestStats) -> None:
         """Completion by the source side's word (supervised): its state file, written by this run
         after this side started and after anything was last handed back, counts every listed
         object ledgered, and every ledgered object is confirmed here (nothing pending)."""
-        state = read_state(SRC_STATE)
-        if not state or float(state.get("updated") or 0) <= max(self.started, self._handed_back):
-            return
-        total = self._all_ledgered(state)
+        total = self._all_ledgered(read_state(SRC_STATE), max(self.started, self._handed_back))
         if total is not None:
             st.source_total, st.source_missing = total, 0
 

@@ -297,29 +297,39 @@ def get_many(targets: list[Target], jobs: Iterable[tuple[str, str]], workers: in
     """GET each (key, local path) over `workers` keep-alive connections, spread over the targets
     (one per endpoint); done(path, ok) for each, in this thread (ok=False: not fetched, repeat it
     the regular way). Returns when every job is reported."""
-    ctxs = [_ssl_context(t) for t in targets]
     it = iter(jobs)
     timeouts = (connect_timeout, timeout)
 
-    async def worker(n: int) -> None:
-        target, ctx = targets[n % len(targets)], ctxs[n % len(targets)]
+    async def worker(target: Target, ctx, conn: _Conn) -> None:
+        for key, path in it:
+            if stopped():
+                done(path, False)
+                continue
+            ok = False
+            try:
+                ok = await _get_one(target, conn, ctx, key, path, timeouts)
+            except Exception:  # noqa: BLE001 - anything unexpected: not done, the regular call repeats it
+                conn.close()
+            done(path, ok)
+
+    _run_workers(targets, workers, worker)
+
+
+def _run_workers(targets: list[Target], workers: int, worker) -> None:
+    """Run `workers` coroutines worker(target, ssl context, connection) on a new event loop until
+    all return, spread over the targets (one per endpoint), each with a keep-alive connection of
+    its own, closed at the end. They share their work through an iterator (one thread: safe)."""
+    ctxs = [_ssl_context(t) for t in targets]
+
+    async def one(n: int) -> None:
         conn = _Conn()
         try:
-            for key, path in it:
-                if stopped():
-                    done(path, False)
-                    continue
-                ok = False
-                try:
-                    ok = await _get_one(target, conn, ctx, key, path, timeouts)
-                except Exception:  # noqa: BLE001 - anything unexpected: not done, the regular call repeats it
-                    conn.close()
-                done(path, ok)
+            await worker(targets[n % len(targets)], ctxs[n % len(targets)], conn)
         finally:
             conn.close()
 
     async def main() -> None:
-        await asyncio.gather(*(worker(n) for n in range(max(1, workers))))
+        await asyncio.gather(*(one(n) for n in range(max(1, workers))))
 
     asyncio.run(main())
 
@@ -381,7 +391,6 @@ def get_ordered(targets: list[Target], jobs: Iterable[tuple[str, str, int, str]]
     another in the given order (each at the speed of the whole link) instead of all together at
     the end. done(path, ok) once per object, in this thread (ok=False: not fetched, repeat it the
     regular way)."""
-    ctxs = [_ssl_context(t) for t in targets]
     timeouts = (connect_timeout, timeout)
     # ranges are made as they are taken: a batch of terabytes is millions of ranges
     queue = ((o, start, min(range_size, o.size - start))
@@ -397,31 +406,23 @@ def get_ordered(targets: list[Target], jobs: Iterable[tuple[str, str, int, str]]
             o.fd = None
         done(o.path, not o.failed)
 
-    async def worker(n: int) -> None:
-        target, ctx = targets[n % len(targets)], ctxs[n % len(targets)]
-        conn = _Conn()
-        try:
-            for o, start, length in queue:  # one thread: the workers share the generator safely
-                if not o.failed and stopped():
-                    o.failed = True
-                if not o.failed:
-                    try:
-                        if o.fd is None:
-                            o.fd = os.open(o.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                        if o.size == 0 or await _get_range(target, conn, ctx, o, start, length, timeouts):
-                            finish(o)
-                            continue
-                    except Exception:  # noqa: BLE001 - anything unexpected: not done, the regular call repeats it
-                        conn.close()
-                    o.failed = True
-                finish(o)
-        finally:
-            conn.close()
+    async def worker(target: Target, ctx, conn: _Conn) -> None:
+        for o, start, length in queue:
+            if not o.failed and stopped():
+                o.failed = True
+            if not o.failed:
+                try:
+                    if o.fd is None:
+                        o.fd = os.open(o.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                    if o.size == 0 or await _get_range(target, conn, ctx, o, start, length, timeouts):
+                        finish(o)
+                        continue
+                except Exception:  # noqa: BLE001 - anything unexpected: not done, the regular call repeats it
+                    conn.close()
+                o.failed = True
+            finish(o)
 
-    async def main() -> None:
-        await asyncio.gather(*(worker(n) for n in range(max(1, workers))))
-
-    asyncio.run(main())
+    _run_workers(targets, workers, worker)
 
 
 class Uploader:

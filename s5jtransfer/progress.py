@@ -102,6 +102,15 @@ def read_state(path: str) -> dict | None:
         return None
 
 
+def done_since(state: dict | None, since: float) -> int | None:
+    """A side's listed total when its state file was written after `since` (wall clock) and
+    counts every listed object done; None otherwise (no state, an older one, work left)."""
+    if not state or float(state.get("updated") or 0) <= since:
+        return None
+    total = int(state.get("total_objects") or 0)
+    return total if int(state.get("done_objects") or 0) >= total else None
+
+
 def fmt_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":

@@ -252,7 +252,7 @@ class SourceSync:
         small = [p for p, (item, _v, _n) in by_local.items() if item.size <= limit]
         larger = [p for p, (item, _v, _n) in by_local.items() if item.size > limit]
         with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as verify_pool:
-            def report(p: str, ok: bool, err: str) -> None:
+            def report(p: str, ok: bool, err: str = "") -> None:
                 verify_pool.submit(finish, p, ok, err)
 
             thread = None
@@ -319,8 +319,7 @@ class SourceSync:
             elif rest:
                 self._copy_s5cmd(rest, self.settings.src_workers, RUN_FILE, by_local, report, live)
         via = set(via_s5cmd)
-        self._copy_regular([p for p in partials if p not in via], by_local,
-                           lambda p, ok, err="": report(p, ok, err), live)
+        self._copy_regular([p for p in partials if p not in via], by_local, report, live)
 
     def _copy_ranged(self, partials: list[str], by_local, report, targets) -> list[str]:
         """The event loop's ranged GETs (see _copy_larger); returns what it did not fetch."""
@@ -328,7 +327,7 @@ class SourceSync:
 
         def done(partial: str, ok: bool) -> None:
             if ok:
-                report(partial, True, "")
+                report(partial, True)
             else:
                 failed.append(partial)
 

@@ -12,7 +12,7 @@ import threading
 import time
 
 from .ledger import DEST_LEDGER, SRC_LEDGER
-from .progress import DEST_STATE, SRC_STATE, read_state
+from .progress import DEST_STATE, SRC_STATE, done_since, read_state
 from .runtime import Stopper, die_with_parent
 
 log = logging.getLogger("s5jtransfer.sync")
@@ -196,9 +196,7 @@ class SourceListing:
     def start_when_staged(self) -> None:
         if self._thread is not None:
             return
-        state = read_state(SRC_STATE)
-        if (not state or float(state.get("updated") or 0) <= self.since or state.get("total_objects") is None
-                or state.get("done_objects") != state.get("total_objects")):
+        if done_since(read_state(SRC_STATE), self.since) is None:
             return
         self._thread = threading.Thread(target=self._list, name="source-listing", daemon=True)
         self._thread.start()
