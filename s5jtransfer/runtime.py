@@ -86,7 +86,9 @@ class Stopper:
 class Appender:
     """Collects ledger rows from worker threads and appends them durably in batches: the first
     row at once (the other side starts on it), then at most max_rows or max_age seconds' worth
-    at a time.
+    at a time. max_bytes: rows held for objects of this many bytes (a row's second field is
+    its object's size) are written at once, so the other side never waits on a large object
+    (its transfer costs far more than one more append).
 
     after_flush runs with the rows once they are on disk (the destination deletes staged
     copies only then). timed: rows never wait longer than max_age for a next add() (a flush
@@ -94,8 +96,11 @@ class Appender:
     """
 
     def __init__(self, ledger, after_flush: Callable[[list[tuple]], None] | None = None,
-                 max_rows: int = 500, max_age: float = 0.5, timed: bool = False) -> None:
+                 max_rows: int = 500, max_age: float = 0.5, timed: bool = False,
+                 max_bytes: int | None = None) -> None:
         self.ledger = ledger
+        self.max_bytes = max_bytes
+        self._bytes = 0  # object bytes the held rows stand for
         self.after_flush = after_flush
         self.max_rows = max_rows
         self.max_age = max_age
@@ -109,8 +114,11 @@ class Appender:
     def add(self, row: tuple) -> None:
         with self._lock:
             self._rows.append(row)
+            if self.max_bytes is not None:
+                self._bytes += row[1] if len(row) > 1 and isinstance(row[1], int) else 0
             age = None if self._since is None else time.monotonic() - self._since
-            due = len(self._rows) >= self.max_rows or age is None or age >= self.max_age
+            due = len(self._rows) >= self.max_rows or age is None or age >= self.max_age \
+                or (self.max_bytes is not None and self._bytes >= self.max_bytes)
             if not due and self.timed and self._timer is None:
                 self._timer = threading.Timer(self.max_age - age, self._timed_flush)
                 self._timer.daemon = True
@@ -126,6 +134,7 @@ class Appender:
     def flush(self) -> None:
         with self._lock:
             rows, self._rows = self._rows, []
+            self._bytes = 0
             if not rows:
                 return
             self._since = time.monotonic()

@@ -28,6 +28,7 @@ LARGE_BYTES = 8 * 1024 * 1024  # objects this big go through their own s5cmd fir
 LARGE_WORKERS = 1  # ... with one worker (s5cmd then copies two at a time) ...
 LARGE_FLAGS = ("-c", "4", "-p", "8")  # ... each in 4 parallel ranged GETs of 8 MiB
 LEDGER_DELAY = 0.2  # seconds a staged object waits at most before it is ledgered
+LEDGER_BYTES = 4 * 1024 * 1024  # ... and none waits once the held rows stand for this many bytes
 RANGE_BYTES = 4 * 1024 * 1024  # the event loop's ranges of larger objects (see _copy_larger)
 
 
@@ -210,8 +211,8 @@ class SourceSync:
     def _copy(self, assigned: list[plan.Assignment], st: CycleStats, live: list[int]) -> None:
         started = time.monotonic()
         # timed: a staged object is ledgered (and the destination side starts on it) within
-        # LEDGER_DELAY, also when no other copy finishes after it
-        appender = Appender(self.ledger, max_age=LEDGER_DELAY, timed=True)
+        # LEDGER_DELAY, also when no other copy finishes after it; a large one at once
+        appender = Appender(self.ledger, max_age=LEDGER_DELAY, timed=True, max_bytes=LEDGER_BYTES)
         lock = threading.Lock()
         by_local: dict[str, tuple[plan.Item, Volume, str]] = {}
         for a in assigned:

@@ -47,3 +47,18 @@ def test_timed_rows_never_wait_longer_than_max_age_for_another_add():
     assert time.monotonic() - t < 2
     app.flush()  # nothing left: no empty batch
     assert len(ledger.batches) == 2
+
+
+def test_rows_standing_for_max_bytes_are_written_at_once():
+    ledger = FakeLedger()
+    app = Appender(ledger, max_age=60, max_bytes=100)
+    app.add(("first", 1))  # the first row, at once
+    app.add(("small", 40))
+    app.add(("small2", 40))
+    assert ledger.batches == [[("first", 1)]]  # 80 bytes held: they wait for a batch
+    app.add(("large", 500))  # a large object is not held back: the other side starts on it
+    assert ledger.batches == [[("first", 1)], [("small", 40), ("small2", 40), ("large", 500)]]
+    app.add(("small3", 60))
+    assert len(ledger.batches) == 2  # the count starts again after a write
+    app.add(("small4", 40))
+    assert ledger.batches[-1] == [("small3", 60), ("small4", 40)]
