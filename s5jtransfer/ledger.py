@@ -189,6 +189,22 @@ class Ledger:
         keys = self._parse(data[: end + 1].decode("utf-8", "surrogateescape"), rows, first)
         return replaced, keys
 
+    def seek_end(self) -> None:
+        """Make the next tail() read only rows appended from now on, without reading the ones
+        there are (a row being appended right now, its line not yet complete, counts as new)."""
+        self._offset, self._ino = 0, None
+        try:
+            fh = open(self.path, "rb")
+        except FileNotFoundError:
+            return
+        with fh:
+            st = os.fstat(fh.fileno())
+            start = max(0, st.st_size - 65536)  # a line is far shorter: a key is 1,024 bytes at most
+            fh.seek(start)
+            end = fh.read(st.st_size - start).rfind(b"\n")
+        self._ino = st.st_ino
+        self._offset = start + end + 1 if end >= 0 else start
+
     # -- writing -------------------------------------------------------------------------
     def ensure(self) -> None:
         """Create with a header if missing; cut a torn last line left by a power cut."""

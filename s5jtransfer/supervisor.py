@@ -10,8 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-from .ledger import DEST_LEDGER, SRC_LEDGER
+from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_LEDGER, Ledger
 from .progress import DEST_STATE, SRC_STATE, done_since, read_state
 from .runtime import Stopper, die_with_parent
 
@@ -22,6 +23,9 @@ FATAL = {2, 3}  # config error, lock held: restarting cannot help
 MAX_ROUNDS = 5  # verify-and-move-again rounds of sync_mvol.py --once
 MIN_IDLE_CHECK = 5.0  # seconds between idle checks of a perpetual run (at least; see below)
 REPORT_FILE = "transfer_report.json"
+EARLY_HEADS = 1000  # objects confirmed after the early destination listing began, checked one by one at most
+EARLY_TAIL = 0.1  # seconds between looks at dest_ledger.csv while the destination side finishes
+HEAD_WORKERS = 16
 
 
 class Child:
@@ -72,7 +76,7 @@ def run(cfg, once: bool, dry_run: bool, log_file: str | None, debug: bool, stopp
         # comparison below lists both sides anyway
         src = Child(SIDES[0], (["--supervised"] if once else []) + extra)
         dest = Child(SIDES[1], (["--once", "--supervised"] if once else []) + extra)
-        listing = SourceListing(cfg) if once else None
+        listing = EarlyListings(cfg) if once else None
         try:
             rc = _supervise([src, dest], once, stopper, cfg, report, listing)
             report.restarts += src.restarts + dest.restarts
@@ -80,8 +84,10 @@ def run(cfg, once: bool, dry_run: bool, log_file: str | None, debug: bool, stopp
                 return rc
             # the source side was told to stop; the comparison runs while it exits (the ledger
             # locks keep a rewrite and an append apart)
-            rep, fig = _compare(cfg, listing.result() if listing else None)
+            rep, fig = _compare(cfg, *(listing.result() if listing else (None, None)))
         finally:
+            if listing is not None:
+                listing.stop()
             _stop([src, dest])
         report.record(fig, round_no)
         if rep.complete:
@@ -97,7 +103,7 @@ def run(cfg, once: bool, dry_run: bool, log_file: str | None, debug: bool, stopp
 
 
 def _supervise(children: list[Child], once: bool, stopper: Stopper, cfg, report: "TransferReport",
-               listing: "SourceListing | None" = None) -> int:
+               listing: "EarlyListings | None" = None) -> int:
     src, dest = children
     for c in children:
         c.start()
@@ -136,7 +142,7 @@ def _supervise(children: list[Child], once: bool, stopper: Stopper, cfg, report:
             log.info("both sides finished: every source object is confirmed at the destination")
             return 0
         if listing is not None:
-            listing.start_when_staged()
+            listing.poll()
         if not once and time.monotonic() >= next_idle_check:
             next_idle_check = time.monotonic() + idle_check
             _verify_when_idle(cfg, report)
@@ -173,48 +179,131 @@ def _verify_when_idle(cfg, report: "TransferReport") -> None:
                     fig["categories"]["missing"], fig["categories"]["differ"])
 
 
-def _compare(cfg, src=None):
+def _compare(cfg, src=None, dst=None):
     """verify.compare_and_repair, imported on first use: boto3 is not needed to start the sides."""
     from . import verify
 
-    return verify.compare_and_repair(cfg, src=src)
+    return verify.compare_and_repair(cfg, src=src, dst=dst)
 
 
-class SourceListing:
-    """The final comparison's listing of the source, made as soon as the source side reports
-    everything staged: the source link is idle while the destination side uploads the last
-    objects, so only the destination is left to list when it finishes. A listing is a snapshot
-    whenever it is made; an object that changes after it moves in the next run, as one that
-    changes after any listing."""
+class EarlyListings:
+    """The final comparison's listings, made while the destination side still uploads, so that
+    little is left to do when it finishes.
+
+    The source is listed as soon as the source side reports everything staged: its link is idle
+    from then on. The destination is listed once that listing is made and the destination side
+    reports (its state file) at most EARLY_HEADS objects left. An object confirmed after that
+    listing began (a row `dest_ledger.csv` gains after it) is checked on its own, with a
+    HeadObject made after its row appeared: every object is still seen at the destination by
+    this process after its upload, never taken on the destination side's word. A listing is a snapshot whenever it is
+    made; an object that changes after it moves in the next run, as after any listing. When
+    anything does not fit (a listing failed, the ledger was rewritten, too many objects came
+    after the listing), the comparison lists that side itself, as it would without this."""
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
-        self.since = time.time()  # the source side's state must be newer than this round
-        self._thread: threading.Thread | None = None
-        self._objects = None
+        self.since = time.time()  # the sides' state files must be newer than this round
+        self._src: threading.Thread | None = None
+        self._src_objects = None
+        self.source_listed = threading.Event()  # the source listing is made
+        self._dst: threading.Thread | None = None
+        self._dst_objects = None
+        self._finish = threading.Event()
+        self.dest_listed = threading.Event()  # the destination listing is made (the tail follows)
 
-    def start_when_staged(self) -> None:
-        if self._thread is not None:
+    def poll(self) -> None:
+        """Start each listing when its time has come (a look at the sides' state files)."""
+        if self._src is None:
+            if done_since(read_state(SRC_STATE), self.since) is None:
+                return
+            self._src = threading.Thread(target=self._list_source, name="source-listing", daemon=True)
+            self._src.start()
             return
-        if done_since(read_state(SRC_STATE), self.since) is None:
+        if self._dst is not None or not self.source_listed.is_set():
             return
-        self._thread = threading.Thread(target=self._list, name="source-listing", daemon=True)
-        self._thread.start()
+        state = read_state(DEST_STATE) or {}
+        if float(state.get("updated") or 0) < self.since:
+            return
+        left = int(state.get("total_objects") or 0) - int(state.get("done_objects") or 0)
+        if left > EARLY_HEADS:
+            return
+        self._dst = threading.Thread(target=self._list_destination, name="destination-listing", daemon=True)
+        self._dst.start()
 
-    def _list(self) -> None:
+    def _list_source(self) -> None:
         from . import verify
 
         try:
-            self._objects = verify._list_side(self.cfg.source, self.cfg)
+            self._src_objects = verify._list_side(self.cfg.source, self.cfg)
+            self.source_listed.set()
         except Exception as exc:  # noqa: BLE001 - the comparison lists the source itself
             log.debug("early listing of the source failed (%s); the comparison lists it again", exc)
 
+    def _list_destination(self) -> None:
+        from . import s3, verify
+
+        side = self.cfg.destination
+        ledger = Ledger(DEST_LEDGER, DEST_COLUMNS)
+        rows: dict[str, tuple] = {}
+        try:
+            ledger.seek_end()  # a row appended from now on is checked on its own
+            objects = verify._list_side(side, self.cfg)
+            self.dest_listed.set()
+            client = s3.client(side, self.cfg.settings, pool=HEAD_WORKERS)
+            checked = 0
+            with ThreadPoolExecutor(max_workers=HEAD_WORKERS) as pool:
+                while True:
+                    last = self._finish.is_set()  # read before the tail: nothing after it is missed
+                    replaced, keys = ledger.tail(rows)
+                    if replaced:
+                        log.debug("dest_ledger.csv was rewritten; the comparison lists the destination")
+                        return
+                    keys = list(dict.fromkeys(keys))
+                    checked += len(keys)
+                    if checked > EARLY_HEADS:
+                        log.debug("%d objects confirmed since the early listing; the comparison lists "
+                                  "the destination", checked)
+                        return
+                    for key, obj in zip(keys, pool.map(lambda k: _head(client, side, k), keys)):
+                        if obj is None:
+                            objects.pop(key, None)
+                        else:
+                            objects[key] = obj
+                    if last:
+                        break
+                    self._finish.wait(EARLY_TAIL)
+            self._dst_objects = objects
+            log.debug("destination listed while its last uploads finished; %d objects confirmed since, "
+                      "each checked with a HeadObject", checked)
+        except Exception as exc:  # noqa: BLE001 - the comparison lists the destination itself
+            log.debug("early listing of the destination failed (%s); the comparison lists it again", exc)
+
+    def stop(self) -> None:
+        """No comparison follows (the round ended otherwise): the destination listing stops tailing."""
+        self._finish.set()
+
     def result(self):
-        """The listing, or None (not started, or failed): then the comparison lists the source."""
-        if self._thread is None:
+        """(source listing, destination listing), each None when not made or not usable: the
+        comparison then lists that side itself. Call once the destination side has finished."""
+        self._finish.set()
+        for t in (self._src, self._dst):
+            if t is not None:
+                t.join()
+        return self._src_objects, self._dst_objects
+
+
+def _head(client, side, key: str):
+    """The object as a HeadObject sees it; None when it is not there."""
+    from . import s3
+
+    try:
+        head = client.head_object(Bucket=side.bucket, Key=side.prefix + key)
+    except Exception as exc:  # noqa: BLE001 - a missing object is an answer; anything else is not
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchKey", "NotFound"):
             return None
-        self._thread.join()
-        return self._objects
+        raise
+    return s3.Obj(key, int(head.get("ContentLength", -1)), str(head.get("ETag", "")).strip('"'))
 
 
 def _has_rows(path: str) -> bool:

@@ -73,15 +73,20 @@ def _list_side(side, cfg: Config) -> dict[str, s3.Obj]:
         raise s3.connect_error(exc, side) from None
 
 
-def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE,
-                       src: dict[str, s3.Obj] | None = None) -> tuple[Report, dict]:
+def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[str, s3.Obj] | None = None,
+                       dst: dict[str, s3.Obj] | None = None) -> tuple[Report, dict]:
     """List both sides, classify every source object, and rewrite the ledgers so that what is
     missing or differs moves again. Returns the report and figures for a transfer report.
-    src: a listing of the source already made (sync_mvol.py --once lists it while the
-    destination side finishes); then only the destination is listed here."""
-    if src is not None:
+    src, dst: a side's listing already made (sync_mvol.py --once makes them while the
+    destination side finishes, see supervisor.EarlyListings); a side without one is listed here."""
+    if src is not None and dst is not None:
+        log.info("compared with the listings made while the destination side finished")
+    elif src is not None:
         log.info("listing the destination %s", cfg.destination.url())
         dst = _list_side(cfg.destination, cfg)
+    elif dst is not None:
+        log.info("listing the source %s", cfg.source.url())
+        src = _list_side(cfg.source, cfg)
     else:
         # Both sides are listed at once: the two listings cross different links.
         log.info("listing the source %s and the destination %s", cfg.source.url(), cfg.destination.url())

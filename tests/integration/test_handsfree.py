@@ -77,7 +77,8 @@ def test_perpetual_run_verifies_when_idle(work):
 def test_once_lists_the_source_only_to_stage_and_to_verify(work):
     """sync_mvol.py --once: while the destination finishes, the source side does not list the
     source again, and the destination side does not list it at all: one listing to stage, one
-    for the final comparison, made as soon as everything is staged."""
+    for the final comparison, made as soon as everything is staged; the comparison's listing of
+    the destination is made while the destination side still uploads too."""
     data = {f"d{i % 4}/f{i:03d}.bin": os.urandom(20_000) for i in range(40)}
     total = work.put_all(data)
     link = FaultProxy(work.server.url, bandwidth=total / 2).start()  # uploads take two seconds
@@ -98,8 +99,12 @@ def test_once_lists_the_source_only_to_stage_and_to_verify(work):
         log = fh.read().decode("utf-8", "replace")
     listings = [ln for ln in log.splitlines() if f"GET /{work.src}?" in ln or f"GET /{work.src} " in ln]
     assert len(listings) == 2, "\n".join(listings) + r.stderr
-    # the comparison's source listing was made while the destination side still uploaded (the
-    # source link is idle then): at the end, only the destination was left to list
-    assert "repair: listing the destination" in r.stderr and "listing the source" not in r.stderr, r.stderr
+    dest_listings = [ln for ln in log.splitlines() if f"GET /{work.dst}?list-type" in ln]
+    assert len(dest_listings) == 1, "\n".join(dest_listings) + r.stderr
+    # the comparison's listings were made while the destination side still uploaded: the source
+    # as soon as everything was staged, then the destination (the objects it confirmed after
+    # that are each checked with a HeadObject); at the end, neither side was left to list
+    assert "compared with the listings made while the destination side finished" in r.stderr, r.stderr
+    assert "listing the source" not in r.stderr and "listing the destination" not in r.stderr, r.stderr
     report = json.loads((work.path / "transfer_report.json").read_text())
     assert report["complete"] is True

@@ -232,6 +232,37 @@ def test_tail_waits_for_the_end_of_a_partly_written_line(tmp_path):
     assert rows["b"] == (2, "e", "", "")
 
 
+def test_seek_end_makes_tail_read_only_rows_appended_after_it(tmp_path):
+    led = new_ledger(tmp_path)
+    led.append(rows_for(["a", "b"]))
+    with open(led.path, "ab") as fh:
+        fh.write(b"c,3,e")  # a row being appended at that moment: new, not skipped
+    led.seek_end()
+    rows: dict = {}
+    with open(led.path, "ab") as fh:
+        fh.write(b",,\n")
+    led.append([("d\nx", 4, "e", "", "")])
+    assert led.tail(rows) == (False, ["c", "d\nx"])
+    assert set(rows) == {"c", "d\nx"}
+
+
+def test_seek_end_on_a_missing_ledger_then_tail_reads_it_all(tmp_path):
+    led = new_ledger(tmp_path)
+    led.seek_end()
+    led.append(rows_for(["a"]))  # the header is not taken for a row
+    rows: dict = {}
+    assert led.tail(rows) == (False, ["a"])
+
+
+def test_seek_end_then_a_rewrite_is_reported(tmp_path):
+    led = new_ledger(tmp_path)
+    led.append(rows_for(["a", "b", "c"]))
+    led.seek_end()
+    new_ledger(tmp_path).rewrite({"z": (26, "ez", "", "")})
+    rows: dict = {}
+    assert led.tail(rows) == (True, ["z"])
+
+
 def test_tail_detects_a_rewrite_and_reloads(tmp_path):
     led = new_ledger(tmp_path)
     led.append(rows_for(["a", "b", "c"]))
