@@ -24,6 +24,7 @@ MAX_ROUNDS = 5  # verify-and-move-again rounds of sync_mvol.py --once
 MIN_IDLE_CHECK = 5.0  # seconds between idle checks of a perpetual run (at least; see below)
 REPORT_FILE = "transfer_report.json"
 EARLY_HEADS = 1000  # objects confirmed after the early destination listing began, checked one by one at most
+EARLY_BYTES = 1024 ** 3  # ... and the bytes the destination side may have left when it begins
 EARLY_TAIL = 0.1  # seconds between looks at dest_ledger.csv while the destination side finishes
 HEAD_WORKERS = 16
 
@@ -192,7 +193,8 @@ class EarlyListings:
 
     The source is listed as soon as the source side reports everything staged: its link is idle
     from then on. The destination is listed once that listing is made and the destination side
-    reports (its state file) at most EARLY_HEADS objects left. An object confirmed after that
+    reports (its state file) at most EARLY_HEADS objects and EARLY_BYTES left, so the listing is
+    made shortly before the end, not hours before it on a slow link. An object confirmed after that
     listing began (a row `dest_ledger.csv` gains after it) is checked on its own, with a
     HeadObject made after its row appeared: every object is still seen at the destination by
     this process after its upload, never taken on the destination side's word. A listing is a snapshot whenever it is
@@ -225,7 +227,8 @@ class EarlyListings:
         if float(state.get("updated") or 0) < self.since:
             return
         left = int(state.get("total_objects") or 0) - int(state.get("done_objects") or 0)
-        if left > EARLY_HEADS:
+        left_bytes = int(state.get("total_bytes") or 0) - int(state.get("done_bytes") or 0)
+        if left > EARLY_HEADS or left_bytes > EARLY_BYTES:
             return
         self._dst = threading.Thread(target=self._list_destination, name="destination-listing", daemon=True)
         self._dst.start()

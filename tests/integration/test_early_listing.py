@@ -18,9 +18,10 @@ from s5jtransfer.ledger import DEST_COLUMNS, DEST_LEDGER, Ledger
 from s5jtransfer.progress import DEST_STATE, SRC_STATE
 
 
-def write_state(path: str, total: int, done: int) -> None:
+def write_state(path: str, total: int, done: int, total_bytes: int = 10_000, done_bytes: int = 10_000) -> None:
     with open(path, "w", encoding="utf-8") as fh:
-        json.dump({"updated": time.time(), "total_objects": total, "done_objects": done}, fh)
+        json.dump({"updated": time.time(), "total_objects": total, "done_objects": done,
+                   "total_bytes": total_bytes, "done_bytes": done_bytes}, fh)
 
 
 def md5(data: bytes) -> str:
@@ -99,10 +100,15 @@ def test_more_objects_after_the_listing_than_it_may_check_leave_it_to_the_compar
     assert src is not None and dst is None
 
 
-def test_the_destination_is_not_listed_early_while_much_is_left_or_before_the_source_listing(early, monkeypatch):
+@pytest.mark.parametrize("left", ["objects", "bytes"])
+def test_the_destination_is_not_listed_early_while_much_is_left(early, monkeypatch, left):
     work, _cfg, listings, ledger, objects = early
-    monkeypatch.setattr(supervisor, "EARLY_HEADS", 1)
-    write_state(DEST_STATE, 4, 2)  # two left: more than it may check one by one
+    monkeypatch.setattr(supervisor, "EARLY_HEADS", 2)
+    monkeypatch.setattr(supervisor, "EARLY_BYTES", 5000)
+    if left == "objects":  # three left: more than it may check one by one
+        write_state(DEST_STATE, 4, 1)
+    else:  # two objects, but more bytes than may be left (the listing would be made long before the end)
+        write_state(DEST_STATE, 4, 2, total_bytes=10_000, done_bytes=3000)
     wait_for(lambda: listings.poll() or listings.source_listed.is_set(), 30, "the source listing")
     for _ in range(5):
         listings.poll()
