@@ -194,13 +194,15 @@ class EarlyListings:
     The source is listed as soon as the source side reports everything staged: its link is idle
     from then on. The destination is listed once that listing is made and the destination side
     reports (its state file) at most EARLY_HEADS objects and EARLY_BYTES left, so the listing is
-    made shortly before the end, not hours before it on a slow link. An object confirmed after that
-    listing began (a row `dest_ledger.csv` gains after it) is checked on its own, with a
+    made shortly before the end, not hours before it on a slow link. An object confirmed after
+    that listing began (a row `dest_ledger.csv` gains after it) is checked on its own, with a
     HeadObject made after its row appeared: every object is still seen at the destination by
-    this process after its upload, never taken on the destination side's word. A listing is a snapshot whenever it is
-    made; an object that changes after it moves in the next run, as after any listing. When
-    anything does not fit (a listing failed, the ledger was rewritten, too many objects came
-    after the listing), the comparison lists that side itself, as it would without this."""
+    this process after its upload, never taken on the destination side's word.
+
+    A listing is a snapshot whenever it is made; an object that changes after it moves in the
+    next run, as after any listing. When anything does not fit (a listing failed, the ledger was
+    rewritten, too many objects came after the listing), the comparison lists that side itself,
+    as it would without this."""
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
