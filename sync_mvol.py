@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from s5jtransfer import commands  # noqa: E402
+from s5jtransfer import cli, commands  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(commands.sync())
+    cli.exit_now(commands.sync())
