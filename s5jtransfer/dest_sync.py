@@ -351,12 +351,12 @@ class DestSync:
         same MD5 where both sides have one); None otherwise."""
         size, src_etag, _verified, md5 = src_row[:4]
         try:
-            head = self.client.head_object(Bucket=self.side.bucket, Key=self.side.prefix + key)
-        except Exception:  # noqa: BLE001 - not there (or not readable): fetch it again
+            there = s3.head(self.side, self.client, key)
+        except Exception:  # noqa: BLE001 - not readable: fetch it again
             return None
-        etag = str(head.get("ETag", "")).strip('"').lower()
-        if int(head.get("ContentLength", -1)) != size:
+        if there is None or there.size != size:
             return None
+        etag = there.etag.lower()
         level = checksum.SIZE
         if checksum.etag_kind(etag) == checksum.MD5 and (md5 or checksum.etag_kind(src_etag) == checksum.MD5):
             if etag not in (md5, src_etag):
@@ -629,11 +629,13 @@ class DestSync:
         the staged bytes. A dest ledger row when it matches."""
         if listed is None:
             try:
-                head = self.client.head_object(Bucket=self.side.bucket, Key=self.side.prefix + c.key)
+                listed = s3.head(self.side, self.client, c.key)
             except Exception as exc:  # noqa: BLE001
                 log.warning("cannot confirm %r at the destination: %s", c.key, s3.describe_error(exc, self.side))
                 return None
-            listed = s3.Obj(c.key, int(head.get("ContentLength", -1)), str(head.get("ETag", "")).strip('"'))
+            if listed is None:
+                log.warning("cannot confirm %r at the destination: it is not there", c.key)
+                return None
         size, src_etag = c.pending.row[:2]
         etag = listed.etag
         if listed.size != size:

@@ -90,6 +90,18 @@ def list_dict(side: Side, s3client) -> dict[str, Obj]:
     return {o.key: o for o in iter_objects(side, s3client)}
 
 
+def head(side: Side, s3client, key: str) -> Obj | None:
+    """The object `key` (prefix stripped) as a HeadObject sees it: size and ETag; None when it is
+    not there (404). Any other failure raises."""
+    try:
+        answer = s3client.head_object(Bucket=side.bucket, Key=side.prefix + key)
+    except botocore.exceptions.ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+    return Obj(key, int(answer.get("ContentLength", -1)), str(answer.get("ETag", "")).strip('"'))
+
+
 def describe_error(exc: BaseException, side: Side) -> str:
     """One line saying whether the endpoint, TLS, credentials or bucket failed, and the fix."""
     where = side.endpoint or f"AWS {side.region}"

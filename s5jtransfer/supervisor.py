@@ -269,7 +269,7 @@ class EarlyListings:
                         log.debug("%d objects confirmed since the early listing; the comparison lists "
                                   "the destination", checked)
                         return
-                    for key, obj in zip(keys, pool.map(lambda k: _head(client, side, k), keys)):
+                    for key, obj in zip(keys, pool.map(lambda k: s3.head(side, client, k), keys)):
                         if obj is None:
                             objects.pop(key, None)
                         else:
@@ -295,20 +295,6 @@ class EarlyListings:
             if t is not None:
                 t.join()
         return self._src_objects, self._dst_objects
-
-
-def _head(client, side, key: str):
-    """The object as a HeadObject sees it; None when it is not there."""
-    from . import s3
-
-    try:
-        head = client.head_object(Bucket=side.bucket, Key=side.prefix + key)
-    except Exception as exc:  # noqa: BLE001 - a missing object is an answer; anything else is not
-        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
-    return s3.Obj(key, int(head.get("ContentLength", -1)), str(head.get("ETag", "")).strip('"'))
 
 
 def _has_rows(path: str) -> bool:
