@@ -39,19 +39,33 @@ class Stopper:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.signum: int | None = None
+        self._asked = False  # set by the signal handler itself (see install)
+        self._wake_fd = -1
         self._children: set[subprocess.Popen] = set()
         # reentrant: the signal handler runs in the main thread, possibly while that thread is
         # inside track()/untrack() holding this lock; a plain Lock would deadlock there
         self._lock = threading.RLock()
 
     def install(self) -> "Stopper":
+        # The handler runs in the main thread between two bytecodes, possibly inside Event.wait()
+        # while that thread holds the event's internal lock (not reentrant): event.set() there
+        # would wait for it forever, and the process would never exit (as starting a thread
+        # could, inside threading's own locks). So the handler takes no lock of Python's: it
+        # writes a byte to a pipe, and a thread waiting on it sets the event.
+        read_fd, self._wake_fd = os.pipe()
+        threading.Thread(target=self._set_when_woken, args=(read_fd,), name="stop", daemon=True).start()
         signal.signal(signal.SIGINT, self._handle)
         signal.signal(signal.SIGTERM, self._handle)
         return self
 
+    def _set_when_woken(self, read_fd: int) -> None:
+        os.read(read_fd, 1)
+        self.event.set()
+
     def _handle(self, signum, frame) -> None:
         self.signum = signum
-        self.event.set()
+        self._asked = True  # `stopped` at once, the event an instant later
+        os.write(self._wake_fd, b"\0")
         with self._lock:
             for proc in list(self._children):
                 if proc.poll() is None:
@@ -62,17 +76,17 @@ class Stopper:
 
     @property
     def stopped(self) -> bool:
-        return self.event.is_set()
+        return self._asked or self.event.is_set()
 
     def sleep(self, seconds: float) -> bool:
         """Sleep unless stopped; True when a stop was asked for."""
-        return self.event.wait(seconds)
+        return self._asked or self.event.wait(seconds)
 
     def track(self, proc: subprocess.Popen) -> None:
         with self._lock:
             self._children = {p for p in self._children if p.poll() is None}
             self._children.add(proc)
-            if self.event.is_set():
+            if self.stopped:
                 proc.terminate()
 
     def untrack(self, proc: subprocess.Popen) -> None:

@@ -1,4 +1,5 @@
-"""cli.exit_now: the scripts end without the interpreter's teardown, and lose no output."""
+"""How the scripts end: cli.exit_now (no interpreter teardown, no output lost) and the stop signal
+handler (runtime.Stopper), which must never deadlock the process it stops."""
 
 from __future__ import annotations
 
@@ -22,3 +23,19 @@ def test_exit_now_keeps_the_exit_code_and_flushes_the_log_file_and_standard_stre
     assert r.stdout == "printed"
     assert r.stderr == "written"
     assert "INFO s5jtransfer.x: logged" in log.read_text()
+
+
+def test_a_stop_signal_arriving_inside_a_sleep_is_never_lost_in_a_deadlock():
+    """The signal handler runs in the main thread between two bytecodes, possibly while that
+    thread holds the internal lock of the event it sleeps on (inside Event.wait): a handler that
+    set the event itself would wait for that lock forever, and the side would never exit (seen as
+    a sync_mvol.py waiting 30 s for a side after SIGTERM). Here the signal lands exactly there."""
+    code = (f"import os, signal, sys; sys.path.insert(0, {str(ROOT)!r}); "
+            "from s5jtransfer.runtime import Stopper; st = Stopper().install()\n"
+            "with st.event._cond:  # as inside Event.wait, before it lets the lock go\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    for _ in range(1000): pass\n"
+            "print(st.stopped, st.sleep(30), st.event.wait(30), st.exit_code())")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "True", "True", "143"]
