@@ -89,6 +89,7 @@ class Settings:
     dest_workers: int
     direct_put_max: int
     part_size: int
+    stream_uploads: bool
     retries: int
     volume_reserve: int
     poll_interval: float
@@ -136,6 +137,7 @@ _SCHEMA: dict[str, dict[str, tuple[bool, str, Any]]] = {
         "dest_workers": (False, "posint", 64),
         "dest_direct_put_max_bytes": (False, "size", MIB),
         "part_size_mb": (False, "posint", 50),
+        "dest_stream_uploads": (False, "bool", True),
         "retries": (False, "posint", 10),
         "volume_reserve_bytes": (False, "size", 256 * MIB),
         "poll_interval_seconds": (False, "posnum", 1.0),
@@ -327,7 +329,8 @@ def load(path: str = CONFIG_NAME) -> Config:
         src_use_native_s3=ts["src_use_native_s3"], s5cmd_path=ts["s5cmd_path"],
         src_workers=ts["src_workers"], direct_get_max=ts["src_direct_get_max_bytes"],
         range_workers=ts["src_range_workers"], dest_workers=ts["dest_workers"],
-        direct_put_max=ts["dest_direct_put_max_bytes"], part_size=max(5, ts["part_size_mb"]) * MIB, retries=ts["retries"],
+        direct_put_max=ts["dest_direct_put_max_bytes"], part_size=max(5, ts["part_size_mb"]) * MIB,
+        stream_uploads=ts["dest_stream_uploads"], retries=ts["retries"],
         volume_reserve=ts["volume_reserve_bytes"], poll_interval=ts["poll_interval_seconds"],
         max_poll_interval=ts["max_poll_interval_seconds"])
     if settings.max_src2l < 1:

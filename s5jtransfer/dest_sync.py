@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from boto3.s3.transfer import TransferConfig
 
-from . import checksum, direct, s3, s5cmd
+from . import checksum, direct, s3, s5cmd, streaming
 from .config import Config
 from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, file_lock
 from .endpoints import Endpoints
@@ -101,7 +101,7 @@ class DestSync:
         self._missing_staged: set[str] = set()
         self.progress = Progress("destination", None if dry_run else DEST_STATE)
         self._progress_stale = True  # src_rows or pending changed since the totals were summed
-        self.ledger_sig: tuple[int, int, int] | None = None
+        self.ledger_sig: tuple | None = None  # see signature()
         self.drained = threading.Event()  # set when the streams have nothing left in flight
         self._streams: dict[int, s5cmd.Stream] = {}  # endpoint index -> its running s5cmd
         self._direct: dict[int, direct.Uploader] = {}  # endpoint index -> its small-object PUTs
@@ -120,6 +120,12 @@ class DestSync:
         self._live_at = 0.0
         self._appender = Appender(self.dest_ledger, after_flush=self._after_flush)
         self.started = time.time()  # a source state file older than this is from an earlier run
+        self.streamer: streaming.Streamer | None = None  # large objects uploaded while fetched
+        if self.settings.stream_uploads and not dry_run:
+            self.streamer = streaming.Streamer(
+                self.side, self.settings.part_size,
+                lambda: (lambda ep: (ep, self.eps.client(ep)))(self._live()[0]), self.eps.client,
+                lambda exc: s3.describe_error(exc, self.side))
         self._handed_back = 0.0  # when keys were last taken out of the source ledger
 
     # -- state ---------------------------------------------------------------------------
@@ -131,7 +137,7 @@ class DestSync:
     def refresh(self) -> None:
         # what the source ledger looked like when read: the sleep after this cycle wakes at once
         # if it changed since (rows appended while this cycle ran), not only on a later change
-        self.ledger_sig = file_signature(SRC_LEDGER)
+        self.ledger_sig = self.signature(SRC_LEDGER)
         if not self._loaded:
             if not self.dry_run:
                 self.dest_ledger.ensure()
@@ -141,6 +147,8 @@ class DestSync:
             self._loaded = True
             if not self.dry_run:
                 self._free_uploaded()
+            if self.streamer is not None:
+                self.streamer.recover()
             return
         replaced_s, keys = self.src_ledger.tail(self.src_rows)
         replaced_d, _ = self.dest_ledger.tail(self.dest_rows)
@@ -154,6 +162,15 @@ class DestSync:
             else:
                 self._settle(k)
         self._progress_stale |= bool(keys)
+
+    def signature(self, path: str) -> tuple:
+        """What the sleep between cycles watches: the source ledger (newly staged objects) and,
+        with streamed uploads, the folders of the source side's notes (a note written or replaced:
+        new parts to send). Local stats, no S3 request."""
+        sig: tuple = (file_signature(path),)
+        if self.streamer is not None:
+            sig += tuple(file_signature(os.path.dirname(v.note_path("x"))) for v in self.volumes)
+        return sig
 
     def _settle(self, key: str) -> None:
         """The key no longer waits for an upload (confirmed, or handed back to the source side)."""
@@ -182,6 +199,8 @@ class DestSync:
         st = DestStats()
         self.refresh()
         self._collect(st)
+        if self.streamer is not None:
+            self.streamer.scan(self.volumes)
         busy = set(self._flight) | {c.path for c, _t in self._to_confirm}
         now = time.monotonic()
         staged = scan_all(self.volumes)
@@ -471,6 +490,10 @@ class DestSync:
         for c in cands:
             ep = min(live, key=lambda i: sum(u[i].bytes_in_flight for u in (self._streams, self._direct) if i in u))
             size = c.pending.row[0]
+            if self._take_streamed(c, ep):
+                self._flight[c.path] = c
+                st.fed += 1
+                continue
             up = self._uploader(ep) if self._direct_eligible(c) else None
             if up is None and not s5cmd.run_file_safe(c.key):
                 via_api.append(c)
@@ -483,6 +506,21 @@ class DestSync:
                 self._stream(ep).add(s5cmd.cp_line(c.path, self.side.url(c.key), flags), c.path, size)
         if via_api:
             self._upload_api(via_api, live, st)
+
+    def _take_streamed(self, c: Candidate, ep: int) -> bool:
+        """Hand the object to its early multipart upload (streaming.py), if it has one."""
+        if self.streamer is None:
+            return False
+
+        u = self.streamer.uploads.get(c.key)
+        ep = u.ep if u is not None else ep  # its endpoint's failure streak counts it
+
+        def report(ok: bool, error: str, etag: str, expected: str) -> None:
+            if ok:
+                c.upload_etag = expected  # the multipart ETag of the parts sent, compared by _confirm
+            self._report(ep, c.path, ok, error, etag)
+
+        return self.streamer.take(c.key, c.pending.row[0], c.pending.row[1], c.path, report)
 
     def _collect(self, st: DestStats) -> None:
         """Results s5cmd reported since the last cycle: successes wait for confirmation, failures
@@ -623,6 +661,8 @@ class DestSync:
         for up in self._direct.values():
             up.close(timeout=10)
         self._direct.clear()
+        if self.streamer is not None:
+            self.streamer.close()
 
     def _confirm(self, c: Candidate, listed: s3.Obj | None = None) -> tuple | None:
         """Check the uploaded object (from a listing, else a HeadObject): size, then ETag against
@@ -750,6 +790,7 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, superv
         return poll_loop(lambda: sync.cycle(check_source=once, trust_source=supervised), after,
                          lambda exc: s3.describe_error(exc, cfg.destination), cfg.settings, stopper,
                          sleep=lambda seconds: sleep_until_changed(SRC_LEDGER, seconds, stopper, since=sync.ledger_sig,
+                                                                   signature=sync.signature,
                                                                    wake=sync.drained),
                          dry_run=dry_run)
     finally:

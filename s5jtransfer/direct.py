@@ -337,11 +337,22 @@ def _run_workers(targets: list[Target], workers: int, worker) -> None:
 class _Ranged:
     """One object of get_ordered: its local file, the ranges still out, whether one failed."""
 
-    __slots__ = ("key", "path", "size", "etag", "left", "failed", "fd")
+    __slots__ = ("key", "path", "size", "etag", "left", "failed", "fd", "ready", "landed")
 
     def __init__(self, key: str, path: str, size: int, etag: str, ranges: int) -> None:
         self.key, self.path, self.size, self.etag = key, path, size, etag
         self.left, self.failed, self.fd = ranges, False, None
+        self.ready = 0  # bytes [0, ready) are written
+        self.landed: dict[int, int] = {}  # start -> length of ranges written beyond `ready`
+
+    def written(self, start: int, length: int) -> bool:
+        """Note a range as written; True when the written prefix grew."""
+        self.landed[start] = length
+        grew = False
+        while self.ready in self.landed:
+            self.ready += self.landed.pop(self.ready)
+            grew = True
+        return grew
 
 
 async def _get_range(target: Target, conn: _Conn, ctx, obj: _Ranged, start: int, length: int,
@@ -385,12 +396,13 @@ async def _get_range(target: Target, conn: _Conn, ctx, obj: _Ranged, start: int,
 
 def get_ordered(targets: list[Target], jobs: Iterable[tuple[str, str, int, str]], workers: int, range_size: int,
                 done: Callable[[str, bool], None], stopped: Callable[[], bool], timeout: float = 120.0,
-                connect_timeout: float = 10.0) -> None:
+                connect_timeout: float = 10.0, advanced: Callable[[str, int, int], None] | None = None) -> None:
     """GET each (key, local path, size, etag) in ranges of range_size bytes over `workers`
     keep-alive connections that all take the next range in line, so objects complete one after
     another in the given order (each at the speed of the whole link) instead of all together at
     the end. done(path, ok) once per object, in this thread (ok=False: not fetched, repeat it the
-    regular way)."""
+    regular way). advanced(path, size, ready), when given, in this thread whenever the object's
+    written prefix [0, ready) grows, before done (see streaming.py)."""
     timeouts = (connect_timeout, timeout)
     # ranges are made as they are taken: a batch of terabytes is millions of ranges
     queue = ((o, start, min(range_size, o.size - start))
@@ -415,6 +427,8 @@ def get_ordered(targets: list[Target], jobs: Iterable[tuple[str, str, int, str]]
                     if o.fd is None:
                         o.fd = os.open(o.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                     if o.size == 0 or await _get_range(target, conn, ctx, o, start, length, timeouts):
+                        if advanced is not None and o.written(start, length) and not o.failed:
+                            advanced(o.path, o.size, o.ready)
                         finish(o)
                         continue
                 except Exception:  # noqa: BLE001 - anything unexpected: not done, the regular call repeats it

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from boto3.s3.transfer import TransferConfig
 from botocore.awsrequest import AWSRequest
 
-from . import checksum, direct, plan, s3, s5cmd
+from . import checksum, direct, plan, s3, s5cmd, streaming
 from .config import Config
 from .ledger import SRC_COLUMNS, SRC_LEDGER, Ledger
 from .endpoints import Endpoints, run_s5cmd_spread, split_by_bytes
@@ -143,7 +143,7 @@ class SourceSync:
         # Nothing is in flight between cycles (this process holds the source lock), so anything
         # in a partial folder is left from an interrupted copy and cannot be trusted.
         for v in self.volumes:
-            for path in v.scan_partial():
+            for path in v.scan_partial() + v.scan_notes():
                 remove_quietly(path)
 
     def _adopt_staged(self, todo: list[plan.Item], st: CycleStats) -> list[plan.Item]:
@@ -325,8 +325,22 @@ class SourceSync:
     def _copy_ranged(self, partials: list[str], by_local, report, targets) -> list[str]:
         """The event loop's ranged GETs (see _copy_larger); returns what it did not fetch."""
         failed: list[str] = []
+        # objects the destination side uploads as they land (streaming.py): multipart anyway
+        stream_min = self.settings.part_size if self.settings.stream_uploads else -1
+
+        def advanced(partial: str, size: int, ready: int) -> None:
+            # a note for the destination side, which may send the written parts meanwhile
+            if size >= stream_min > 0:
+                item, vol, name = by_local[partial]
+                try:
+                    streaming.write_note(vol, name, item.key, size, item.etag, ready)
+                except OSError as exc:
+                    log.debug("no streaming note for %r: %s", item.key, exc)
 
         def done(partial: str, ok: bool) -> None:
+            item, vol, name = by_local[partial]
+            if item.size >= stream_min > 0:
+                streaming.remove_note(vol, name)
             if ok:
                 report(partial, True)
             else:
@@ -335,7 +349,8 @@ class SourceSync:
         prefix = self.side.prefix
         direct.get_ordered(targets, ((prefix + by_local[p][0].key, p, by_local[p][0].size, by_local[p][0].etag)
                                      for p in partials),
-                           self.settings.range_workers, RANGE_BYTES, done, lambda: self.stopper.stopped)
+                           self.settings.range_workers, RANGE_BYTES, done, lambda: self.stopper.stopped,
+                           advanced=advanced)
         if failed:
             log.debug("%d objects are fetched again the regular way", len(failed))
         return failed

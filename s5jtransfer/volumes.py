@@ -13,6 +13,7 @@ from .errors import ConfigError
 DATA_DIR = "s5jtransfer"  # everything this suite writes on a volume lives under this folder
 PARTIAL = "partial"  # downloads in flight; never uploaded, discarded at start-up
 STAGED = "staged"  # verified copies, named by key hash, waiting for upload
+STREAMING = "streaming"  # notes on large partial copies the destination side may upload early (streaming.py)
 VOLUME_GLOB_BASE = "/tmp"
 
 
@@ -39,9 +40,12 @@ class Volume:
     def staged_path(self, name: str) -> str:
         return os.path.join(self.root, DATA_DIR, STAGED, name[:2], name)
 
+    def note_path(self, name: str) -> str:
+        return os.path.join(self.root, DATA_DIR, STREAMING, name)
+
     def ensure(self) -> None:
-        os.makedirs(os.path.join(self.data, PARTIAL), exist_ok=True)
-        os.makedirs(os.path.join(self.data, STAGED), exist_ok=True)
+        for sub in (PARTIAL, STAGED, STREAMING):
+            os.makedirs(os.path.join(self.data, sub), exist_ok=True)
 
     def free_bytes(self) -> int:
         st = os.statvfs(self.root)
@@ -67,8 +71,14 @@ class Volume:
         return out
 
     def scan_partial(self) -> list[str]:
+        return self._scan(PARTIAL)
+
+    def scan_notes(self) -> list[str]:
+        return self._scan(STREAMING)
+
+    def _scan(self, sub: str) -> list[str]:
         try:
-            return [e.path for e in os.scandir(os.path.join(self.data, PARTIAL))]
+            return [e.path for e in os.scandir(os.path.join(self.data, sub))]
         except FileNotFoundError:
             return []
 

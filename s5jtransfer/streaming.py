@@ -1,0 +1,355 @@
+"""Uploading a large object while the source side is still fetching it.
+
+A large object is fetched in ranges, one object after another at the speed of the whole source
+link (direct.get_ordered), and only once its last byte is in, verified and ledgered may the
+destination side upload it the regular way. Until then the destination link idles or carries
+small objects only, and after the last one it sends the whole object on its own. Here its parts
+go out as the ranges land, so the destination link carries them meanwhile.
+
+Source side: for an object of at least `dest_stream_min_bytes` fetched in ranges on the event
+loop, a note in <volume>/s5jtransfer/streaming/<file name>: the key, size and listed ETag, and
+how many bytes from the start of the partial copy are written. It is replaced (atomically) as
+that prefix grows, and removed when the copy is staged or given up.
+
+Destination side (Streamer): for each note, a multipart upload whose parts are read from the
+partial copy as they are written and sent with their Content-MD5. Nothing is completed on the
+note's word. When the object is staged, verified and ledgered, and the destination side takes
+it up as usual (after re-hashing the staged copy), every part sent early is compared with the
+staged copy's bytes (MD5 per part), the rest is sent from the staged copy, and only then is the
+upload completed; the object is then confirmed like any other upload. A part that does not match
+aborts the multipart upload and the object goes the regular way. Uploads never taken up (the
+copy failed, the source side stopped) are aborted. Their IDs are journaled in
+dest_multipart.jsonl first, so a destination side stopped by a power cut aborts them at its next
+start.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .config import Side
+from .runtime import remove_quietly
+from .volumes import Volume
+
+log = logging.getLogger("s5jtransfer.stream")
+MIB = 1024 * 1024
+MAX_PARTS = 10_000  # S3's limit
+JOURNAL = "dest_multipart.jsonl"
+UNCLAIMED_GRACE = 120.0  # seconds an upload whose note is gone waits to be taken up, then is aborted
+PART_WORKERS = 4
+
+
+def part_size_for(size: int, part_size: int) -> int:
+    """The configured part size; larger (whole MiB) when S3's 10,000 parts would not hold the object."""
+    need = -(-size // MAX_PARTS)
+    return max(part_size, -(-need // MIB) * MIB)
+
+
+# -- the source side's notes ----------------------------------------------------------------
+def write_note(vol: Volume, name: str, key: str, size: int, etag: str, ready: int) -> None:
+    path = vol.note_path(name)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump({"key": key, "size": size, "etag": etag, "ready": ready}, fh)
+    os.replace(tmp, path)
+
+
+def remove_note(vol: Volume, name: str) -> None:
+    remove_quietly(vol.note_path(name))
+
+
+def read_notes(volumes: list[Volume]) -> list[tuple[Volume, str, dict]]:
+    """(volume, file name, note) for every readable note; others are skipped (being replaced)."""
+    out = []
+    for vol in volumes:
+        for path in vol.scan_notes():
+            if path.endswith(".tmp"):
+                continue
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    note = json.load(fh)
+                if not (isinstance(note.get("key"), str) and isinstance(note.get("size"), int)
+                        and isinstance(note.get("etag"), str) and isinstance(note.get("ready"), int)):
+                    continue
+            except (OSError, ValueError):
+                continue
+            out.append((vol, os.path.basename(path), note))
+    return out
+
+
+# -- the destination side -------------------------------------------------------------------
+@dataclass
+class _Upload:
+    key: str
+    size: int
+    etag: str  # the source ETag the note names
+    partial: str
+    staged: str  # where the partial copy is renamed to once verified
+    part: int
+    upload_id: str
+    ep: int
+    client: object
+    ready: int = 0
+    submitted: int = 0  # parts 1..submitted are sent or being sent
+    md5s: dict[int, str] = field(default_factory=dict)  # part number -> MD5 of the bytes sent
+    futures: list[Future] = field(default_factory=list)
+    error: str = ""
+    taken: bool = False
+    seen: float = 0.0  # when its note was last seen
+
+    @property
+    def parts(self) -> int:
+        return max(1, -(-self.size // self.part))
+
+
+class Streamer:
+    """The destination side's early multipart uploads (see the module's doc). scan() and take()
+    run in the destination side's cycle; parts go out on a pool of their own."""
+
+    def __init__(self, side: Side, part_size: int, client_for: Callable[[], tuple[int, object]],
+                 client_of: Callable[[int], object], describe: Callable[[BaseException], str]) -> None:
+        self.side = side
+        self.min_bytes = part_size  # smaller objects are single PUTs: nothing to stream
+        self.part_size = part_size
+        self.client_for = client_for  # () -> (endpoint, client) for a new upload
+        self.client_of = client_of  # endpoint -> client (recovery)
+        self.describe = describe
+        self.uploads: dict[str, _Upload] = {}
+        self._pool = ThreadPoolExecutor(max_workers=PART_WORKERS, thread_name_prefix="stream-part")
+        self._finisher = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stream-finish")  # and aborts
+        self._lock = threading.Lock()  # the journal
+        self._leftover = False  # an abort failed: its journal line must stay for the next start
+        self._closing = False
+        self.started = 0  # uploads begun, for the log and tests
+        self.completed = 0
+
+    @property
+    def active(self) -> int:
+        return sum(1 for u in self.uploads.values() if not u.taken)
+
+    # journal ---------------------------------------------------------------------------
+    def _journal(self, entry: dict) -> None:
+        with self._lock, open(JOURNAL, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _journal_clear(self) -> None:
+        with self._lock:
+            if not self.uploads and not self._leftover and os.path.exists(JOURNAL):
+                os.truncate(JOURNAL, 0)
+
+    def recover(self) -> None:
+        """Abort the uploads an earlier run journaled and did not finish (a completed one answers
+        NoSuchUpload: nothing to do). Entries that cannot be aborted now are kept for next time."""
+        try:
+            with open(JOURNAL, encoding="utf-8") as fh:
+                lines = fh.read().splitlines()
+        except FileNotFoundError:
+            return
+        keep = []
+        aborted = 0
+        for line in lines:
+            try:
+                e = json.loads(line)
+                key, upload_id, ep = e["key"], e["upload_id"], int(e.get("ep", 0))
+            except (ValueError, KeyError, TypeError):
+                continue  # a line torn by a power cut: its upload was never used
+            try:
+                self.client_of(ep).abort_multipart_upload(Bucket=self.side.bucket, Key=self.side.prefix + key,
+                                                          UploadId=upload_id)
+                aborted += 1
+            except Exception as exc:  # noqa: BLE001
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+                if code not in ("NoSuchUpload", "404"):
+                    log.warning("cannot abort the unfinished multipart upload of %r (%s); trying again at the "
+                                "next start", key, self.describe(exc))
+                    keep.append(line)
+        tmp = JOURNAL + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write("".join(x + "\n" for x in keep))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, JOURNAL)
+        if aborted:
+            log.info("aborted %d unfinished multipart uploads left by an earlier run", aborted)
+
+    # the cycle's part ------------------------------------------------------------------
+    def scan(self, volumes: list[Volume]) -> None:
+        """Start uploads for new notes and send the parts now fully written; abort what is gone."""
+        now = time.monotonic()
+        for vol, name, note in read_notes(volumes):
+            key, size, etag, ready = note["key"], note["size"], note["etag"], note["ready"]
+            if size < self.min_bytes:
+                continue
+            partial = vol.partial_path(name)
+            u = self.uploads.get(key)
+            if u is not None and not u.taken and (u.size, u.etag, u.partial) != (size, etag, partial):
+                self._abort(u, "the source side is fetching another version")
+                u = None
+            if u is None:
+                u = self._begin(key, size, etag, partial, vol.staged_path(name))
+                if u is None:
+                    continue
+            if u.taken:
+                continue
+            u.seen = now
+            u.ready = max(u.ready, min(ready, size))
+            self._send_ready(u)
+        for u in list(self.uploads.values()):
+            if not u.taken and (u.error or now - u.seen > UNCLAIMED_GRACE):
+                self._abort(u, u.error or "the source side did not stage it")
+
+    def _begin(self, key: str, size: int, etag: str, partial: str, staged: str) -> _Upload | None:
+        ep, client = self.client_for()
+        try:
+            resp = client.create_multipart_upload(Bucket=self.side.bucket, Key=self.side.prefix + key)
+        except Exception as exc:  # noqa: BLE001 - the object goes the regular way
+            log.debug("no early upload of %r: %s", key, self.describe(exc))
+            self.uploads.pop(key, None)
+            return None
+        u = _Upload(key, size, etag, partial, staged, part_size_for(size, self.part_size), resp["UploadId"], ep,
+                    client, seen=time.monotonic())
+        self.uploads[key] = u  # before the journal line: an empty dict lets the journal be emptied
+        try:
+            self._journal({"key": key, "upload_id": u.upload_id, "ep": ep})
+        except OSError as exc:
+            self._abort(u, f"cannot journal it: {exc}")
+            return None
+        self.started += 1
+        log.debug("uploading %r while it is fetched (%d parts)", key, u.parts)
+        return u
+
+    def _send_ready(self, u: _Upload) -> None:
+        while u.submitted < u.parts and min((u.submitted + 1) * u.part, u.size) <= u.ready:
+            u.submitted += 1
+            u.futures.append(self._pool.submit(self._send_from_partial, u, u.submitted))
+
+    def _send_from_partial(self, u: _Upload, n: int) -> None:
+        if u.error:
+            return
+        start = (n - 1) * u.part
+        length = min(u.part, u.size - start)
+        try:
+            try:
+                fd = os.open(u.partial, os.O_RDONLY)
+            except FileNotFoundError:  # verified and renamed meanwhile: the same bytes
+                fd = os.open(u.staged, os.O_RDONLY)
+            try:
+                data = os.pread(fd, length, start)
+            finally:
+                os.close(fd)
+            if len(data) != length:
+                raise OSError(f"the partial copy holds {len(data)} of part {n}'s {length} bytes")
+            self._send(u, n, data)
+        except Exception as exc:  # noqa: BLE001 - the upload is aborted; the object goes the regular way
+            u.error = u.error or f"part {n}: {self.describe(exc) if not isinstance(exc, OSError) else exc}"
+
+    def _send(self, u: _Upload, n: int, data: bytes) -> None:
+        digest = hashlib.md5(data)
+        resp = u.client.upload_part(Bucket=self.side.bucket, Key=self.side.prefix + u.key, UploadId=u.upload_id,
+                                    PartNumber=n, Body=data, ContentMD5=base64.b64encode(digest.digest()).decode())
+        md5 = digest.hexdigest()
+        if resp.get("ETag", "").strip('"').lower() != md5:
+            raise ValueError(f"the destination answered ETag {resp.get('ETag')!r} for part {n}, not its MD5 {md5}")
+        u.md5s[n] = md5
+
+    def take(self, key: str, size: int, src_etag: str, staged: str,
+             report: Callable[[bool, str, str, str], None]) -> bool:
+        """Finish the early upload of a staged, verified object, if there is one for this version:
+        True when it is taken (report(ok, error, destination ETag, expected ETag) follows, from
+        another thread); False: upload it the regular way."""
+        u = self.uploads.get(key)
+        if u is None or u.taken:
+            return False
+        if (u.size, u.etag) != (size, src_etag) or u.error:
+            self._abort(u, u.error or "the staged copy is another version")
+            return False
+        u.taken = True
+        self._finisher.submit(self._finish, u, staged, report)
+        return True
+
+    def _finish(self, u: _Upload, staged: str, report: Callable[[bool, str, str, str], None]) -> None:
+        try:
+            for f in u.futures:
+                f.result()
+            if u.error:
+                raise ValueError(u.error)
+            md5s = []
+            early = len(u.md5s)
+            with open(staged, "rb") as fh:
+                for n in range(1, u.parts + 1):
+                    if self._closing:
+                        raise ValueError("the destination side stops")
+                    data = fh.read(min(u.part, u.size - (n - 1) * u.part))
+                    if n in u.md5s:
+                        md5 = hashlib.md5(data).hexdigest()
+                        if md5 != u.md5s[n]:
+                            raise ValueError(f"part {n} sent early differs from the staged copy")
+                    else:
+                        self._send(u, n, data)
+                        md5 = u.md5s[n]
+                    md5s.append(md5)
+            expected = hashlib.md5(b"".join(bytes.fromhex(m) for m in md5s)).hexdigest() + f"-{len(md5s)}"
+            resp = u.client.complete_multipart_upload(
+                Bucket=self.side.bucket, Key=self.side.prefix + u.key, UploadId=u.upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": f'"{m}"'} for n, m in enumerate(md5s, 1)]})
+            got = resp.get("ETag", "").strip('"')
+        except Exception as exc:  # noqa: BLE001 - aborted; the regular way takes the object next
+            error = str(exc) if isinstance(exc, (ValueError, OSError)) else self.describe(exc)
+            self._abort(u, error, wait=True)
+            report(False, f"early multipart upload: {error}", "", "")
+            return
+        self.uploads.pop(u.key, None)
+        self.completed += 1
+        self._journal_clear()
+        log.info("uploaded %r while it was fetched: %d of %d parts went out before it was staged", u.key, early,
+                 len(md5s))
+        report(True, "", got, expected)
+
+    def _abort(self, u: _Upload, why: str, wait: bool = False) -> None:
+        """Give the upload up: no part is started any more; once the parts being sent are done
+        (a part sent to an aborted upload only fails, and may be retried), it is aborted, in the
+        background unless `wait`."""
+        if self.uploads.get(u.key) is u:
+            del self.uploads[u.key]
+        u.error = u.error or why
+        for f in u.futures:
+            f.cancel()
+        if wait:
+            self._abort_now(u, why)
+        else:
+            self._finisher.submit(self._abort_now, u, why)
+
+    def _abort_now(self, u: _Upload, why: str) -> None:
+        for f in u.futures:
+            if not f.cancelled():
+                f.exception()  # waits; its error is already in u.error
+        try:
+            u.client.abort_multipart_upload(Bucket=self.side.bucket, Key=self.side.prefix + u.key,
+                                            UploadId=u.upload_id)
+        except Exception as exc:  # noqa: BLE001 - left in the journal: the next start aborts it
+            self._leftover = True
+            log.warning("cannot abort the early multipart upload of %r (%s); the next start tries again",
+                        u.key, self.describe(exc))
+            return
+        log.info("early upload of %r given up (%s); it goes the regular way", u.key, why)
+        self._journal_clear()
+
+    def close(self) -> None:
+        """Abort every upload not completed (on exit)."""
+        self._closing = True
+        for u in list(self.uploads.values()):
+            if not u.taken:
+                self._abort(u, "the destination side stops")
+        self._finisher.shutdown(wait=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
