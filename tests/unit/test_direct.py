@@ -102,3 +102,22 @@ def test_not_used_for_transfer_acceleration_or_odd_schemes(monkeypatch):
         monkeypatch.delenv(n, raising=False)
     assert not direct.usable("https://bkt.s3-accelerate.amazonaws.com")
     assert not direct.usable("ftp://example.test")
+
+
+def test_the_written_prefix_grows_only_over_contiguous_ranges():
+    o = direct._Ranged("k", "/p", 10, "e", 4)
+    assert not o.written(3, 3) and o.ready == 0  # a later range first: no prefix yet
+    assert o.written(0, 3) and o.ready == 6  # [0, 3) joins [3, 6)
+    assert not o.written(9, 1) and o.ready == 6
+    assert o.written(6, 3) and o.ready == 10
+    assert o.landed == {}
+
+
+def test_streamed_part_size_is_the_configured_one_unless_s3s_10000_parts_need_more():
+    from s5jtransfer.streaming import part_size_for
+
+    mib = 1024 * 1024
+    assert part_size_for(60 * mib, 50 * mib) == 50 * mib
+    assert part_size_for(10_000 * 50 * mib, 50 * mib) == 50 * mib
+    big = 10_000 * 50 * mib + 1
+    assert part_size_for(big, 50 * mib) == 51 * mib and -(-big // (51 * mib)) <= 10_000
