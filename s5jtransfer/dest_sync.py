@@ -200,7 +200,7 @@ class DestSync:
         self.refresh()
         self._collect(st)
         if self.streamer is not None:
-            self.streamer.scan(self.volumes)
+            self.streamer.scan(self.volumes, self.pending.__contains__)
         busy = set(self._flight) | {c.path for c, _t in self._to_confirm}
         now = time.monotonic()
         staged = scan_all(self.volumes)

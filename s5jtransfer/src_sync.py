@@ -220,9 +220,15 @@ class SourceSync:
             name = staged_name(a.item.key)
             by_local[vol.partial_path(name)] = (a.item, vol, name)
 
+        stream_min = self._stream_min()
+
         def finish(partial: str, ok: bool, error: str = "") -> None:
             item, vol, name = by_local[partial]
             row = self._verify(item, partial) if ok else None
+            if item.size >= stream_min:
+                # kept through the verification (minutes for a huge object), so the destination
+                # side keeps its early upload open and may send the last part meanwhile
+                streaming.remove_note(vol, name)
             if row is not None:
                 dest = vol.staged_path(name)
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -326,24 +332,31 @@ class SourceSync:
         """The event loop's ranged GETs (see _copy_larger); returns what it did not fetch."""
         failed: list[str] = []
         # objects the destination side uploads as they land (streaming.py): multipart anyway
-        stream_min = self.settings.part_size if self.settings.stream_uploads else -1
+        stream_min = self._stream_min()
+        noted: dict[str, int] = {}  # partial -> parts written when its note was last written
 
         def advanced(partial: str, size: int, ready: int) -> None:
-            # a note for the destination side, which may send the written parts meanwhile
-            if size >= stream_min > 0:
-                item, vol, name = by_local[partial]
-                try:
-                    streaming.write_note(vol, name, item.key, size, item.etag, ready)
-                except OSError as exc:
-                    log.debug("no streaming note for %r: %s", item.key, exc)
+            # a note for the destination side, which may send the written parts meanwhile: when a
+            # whole part more is written (each note wakes the destination side), and at the end
+            if size < stream_min:
+                return
+            parts = ready // streaming.part_size_for(size, self.settings.part_size)
+            if parts == noted.get(partial, 0) and ready < size:
+                return
+            noted[partial] = parts
+            item, vol, name = by_local[partial]
+            try:
+                streaming.write_note(vol, name, item.key, size, item.etag, ready)
+            except OSError as exc:
+                log.debug("no streaming note for %r: %s", item.key, exc)
 
         def done(partial: str, ok: bool) -> None:
-            item, vol, name = by_local[partial]
-            if item.size >= stream_min > 0:
-                streaming.remove_note(vol, name)
             if ok:
-                report(partial, True)
+                report(partial, True)  # its note goes once it is staged (or discarded): _copy
             else:
+                item, vol, name = by_local[partial]
+                if item.size >= stream_min:
+                    streaming.remove_note(vol, name)  # the regular way writes the partial copy anew
                 failed.append(partial)
 
         prefix = self.side.prefix
@@ -354,6 +367,10 @@ class SourceSync:
         if failed:
             log.debug("%d objects are fetched again the regular way", len(failed))
         return failed
+
+    def _stream_min(self) -> float:
+        """Objects at least this large get notes for the destination side (streaming.py)."""
+        return self.settings.part_size if self.settings.stream_uploads else float("inf")
 
     def _note_progress(self, objects: int, nbytes: int) -> None:
         self.progress.add(objects, nbytes)

@@ -8,8 +8,9 @@ go out as the ranges land, so the destination link carries them meanwhile.
 
 Source side: for an object of at least `dest_stream_min_bytes` fetched in ranges on the event
 loop, a note in <volume>/s5jtransfer/streaming/<file name>: the key, size and listed ETag, and
-how many bytes from the start of the partial copy are written. It is replaced (atomically) as
-that prefix grows, and removed when the copy is staged or given up.
+how many bytes from the start of the partial copy are written. It is replaced (atomically) each
+time that prefix holds one more whole part, and at the end; it is removed once the copy is
+verified and staged, or given up.
 
 Destination side (Streamer): for each note, a multipart upload whose parts are read from the
 partial copy as they are written and sent with their Content-MD5. Nothing is completed on the
@@ -184,8 +185,9 @@ class Streamer:
             log.info("aborted %d unfinished multipart uploads left by an earlier run", aborted)
 
     # the cycle's part ------------------------------------------------------------------
-    def scan(self, volumes: list[Volume]) -> None:
-        """Start uploads for new notes and send the parts now fully written; abort what is gone."""
+    def scan(self, volumes: list[Volume], waiting: Callable[[str], bool] = lambda key: False) -> None:
+        """Start uploads for new notes and send the parts now fully written; abort what is gone
+        for UNCLAIMED_GRACE seconds, unless waiting(key): staged and ledgered, its turn to come."""
         now = time.monotonic()
         for vol, name, note in read_notes(volumes):
             key, size, etag, ready = note["key"], note["size"], note["etag"], note["ready"]
@@ -206,6 +208,8 @@ class Streamer:
             u.ready = max(u.ready, min(ready, size))
             self._send_ready(u)
         for u in list(self.uploads.values()):
+            if not u.taken and not u.error and waiting(u.key):
+                u.seen = now
             if not u.taken and (u.error or now - u.seen > UNCLAIMED_GRACE):
                 self._abort(u, u.error or "the source side did not stage it")
 

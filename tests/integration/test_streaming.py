@@ -260,3 +260,20 @@ def test_parts_queued_when_the_copy_is_renamed_into_staged_are_read_from_there(s
     assert st.take("big.bin", len(data), "src-etag", staged, rep) and rep.event.wait(30)
     assert rep.got[0][0], rep.got[0]
     assert work.dest_bytes("big.bin") == data
+
+
+def test_an_upload_whose_object_waits_its_turn_is_kept(streamer, work, monkeypatch):
+    """Staged and ledgered but not yet taken up (uploads in flight fill max_size_to_transfer_l2dest,
+    say): the note is gone, the grace is over, and the upload stays open."""
+    st, vol, _client = streamer
+    data = pattern(11 * MIB, seed=8)
+    name, _ = stage(vol, "big.bin", data, ready=len(data))
+    st.scan([vol])
+    streaming.remove_note(vol, name)
+    monkeypatch.setattr(streaming, "UNCLAIMED_GRACE", 0.0)
+    st.scan([vol], waiting=lambda key: key == "big.bin")
+    assert "big.bin" in st.uploads and len(open_uploads(work)) == 1
+    rep = Reports()
+    assert st.take("big.bin", len(data), "src-etag", to_staged(vol, name, data), rep) and rep.event.wait(30)
+    assert rep.got[0][0], rep.got[0]
+    assert work.dest_bytes("big.bin") == data
