@@ -37,6 +37,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
+from . import checksum
 from .config import Side
 from .runtime import remove_quietly
 from .volumes import Volume
@@ -263,8 +264,11 @@ class Streamer:
         resp = u.client.upload_part(Bucket=self.side.bucket, Key=self.side.prefix + u.key, UploadId=u.upload_id,
                                     PartNumber=n, Body=data, ContentMD5=base64.b64encode(digest.digest()).decode())
         md5 = digest.hexdigest()
-        if resp.get("ETag", "").strip('"').lower() != md5:
-            raise ValueError(f"the destination answered ETag {resp.get('ETag')!r} for part {n}, not its MD5 {md5}")
+        etag = resp.get("ETag", "").strip('"').lower()
+        # S3 checked the bytes against Content-MD5; an ETag that is an MD5 must be this one (with
+        # SSE-KMS it is not an MD5 at all, and the object is then confirmed by size, as any upload)
+        if checksum.etag_kind(etag) == checksum.MD5 and etag != md5:
+            raise ValueError(f"the destination answered ETag {etag!r} for part {n}, not its MD5 {md5}")
         u.md5s[n] = md5
 
     def take(self, key: str, size: int, src_etag: str, staged: str,
