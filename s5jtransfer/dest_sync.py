@@ -122,10 +122,8 @@ class DestSync:
         self.started = time.time()  # a source state file older than this is from an earlier run
         self.streamer: streaming.Streamer | None = None  # large objects uploaded while fetched
         if self.settings.stream_uploads and not dry_run:
-            self.streamer = streaming.Streamer(
-                self.side, self.settings.part_size,
-                lambda: (lambda ep: (ep, self.eps.client(ep)))(self._live()[0]), self.eps.client,
-                lambda exc: s3.describe_error(exc, self.side))
+            self.streamer = streaming.Streamer(self.side, self.settings.part_size, lambda: self._live()[0],
+                                               self.eps.client, lambda exc: s3.describe_error(exc, self.side))
         self._handed_back = 0.0  # when keys were last taken out of the source ledger
 
     # -- state ---------------------------------------------------------------------------
@@ -169,7 +167,7 @@ class DestSync:
         new parts to send). Local stats, no S3 request."""
         sig: tuple = (file_signature(path),)
         if self.streamer is not None:
-            sig += tuple(file_signature(os.path.dirname(v.note_path("x"))) for v in self.volumes)
+            sig += tuple(file_signature(v.notes_dir) for v in self.volumes)
         return sig
 
     def _settle(self, key: str) -> None:
@@ -490,7 +488,7 @@ class DestSync:
         for c in cands:
             ep = min(live, key=lambda i: sum(u[i].bytes_in_flight for u in (self._streams, self._direct) if i in u))
             size = c.pending.row[0]
-            if self._take_streamed(c, ep):
+            if self._take_streamed(c):
                 self._flight[c.path] = c
                 st.fed += 1
                 continue
@@ -507,15 +505,13 @@ class DestSync:
         if via_api:
             self._upload_api(via_api, live, st)
 
-    def _take_streamed(self, c: Candidate, ep: int) -> bool:
+    def _take_streamed(self, c: Candidate) -> bool:
         """Hand the object to its early multipart upload (streaming.py), if it has one."""
         if self.streamer is None:
             return False
 
-        u = self.streamer.uploads.get(c.key)
-        ep = u.ep if u is not None else ep  # its endpoint's failure streak counts it
-
-        def report(ok: bool, error: str, etag: str, expected: str) -> None:
+        def report(ep: int, ok: bool, error: str, etag: str, expected: str) -> None:
+            # ep: the upload's own endpoint, whose failure streak counts it
             if ok:
                 c.upload_etag = expected  # the multipart ETag of the parts sent, compared by _confirm
             self._report(ep, c.path, ok, error, etag)

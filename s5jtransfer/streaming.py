@@ -6,8 +6,8 @@ destination side upload it the regular way. Until then the destination link idle
 small objects only, and after the last one it sends the whole object on its own. Here its parts
 go out as the ranges land, so the destination link carries them meanwhile.
 
-Source side: for an object of at least `dest_stream_min_bytes` fetched in ranges on the event
-loop, a note in <volume>/s5jtransfer/streaming/<file name>: the key, size and listed ETag, and
+Source side (dest_stream_uploads): for an object of at least part_size_mb fetched in ranges on
+the event loop, a note in <volume>/s5jtransfer/streaming/<file name>: the key, size and listed ETag, and
 how many bytes from the start of the partial copy are written. It is replaced (atomically) each
 time that prefix holds one more whole part, and at the end; it is removed once the copy is
 verified and staged, or given up.
@@ -117,13 +117,12 @@ class Streamer:
     """The destination side's early multipart uploads (see the module's doc). scan() and take()
     run in the destination side's cycle; parts go out on a pool of their own."""
 
-    def __init__(self, side: Side, part_size: int, client_for: Callable[[], tuple[int, object]],
+    def __init__(self, side: Side, part_size: int, endpoint: Callable[[], int],
                  client_of: Callable[[int], object], describe: Callable[[BaseException], str]) -> None:
         self.side = side
-        self.min_bytes = part_size  # smaller objects are single PUTs: nothing to stream
-        self.part_size = part_size
-        self.client_for = client_for  # () -> (endpoint, client) for a new upload
-        self.client_of = client_of  # endpoint -> client (recovery)
+        self.part_size = part_size  # also the smallest object streamed: smaller ones are single PUTs
+        self.endpoint = endpoint  # () -> the endpoint for a new upload
+        self.client_of = client_of  # endpoint -> its client
         self.describe = describe
         self.uploads: dict[str, _Upload] = {}
         self._pool = ThreadPoolExecutor(max_workers=PART_WORKERS, thread_name_prefix="stream-part")
@@ -131,12 +130,6 @@ class Streamer:
         self._lock = threading.Lock()  # the journal
         self._leftover = False  # an abort failed: its journal line must stay for the next start
         self._closing = False
-        self.started = 0  # uploads begun, for the log and tests
-        self.completed = 0
-
-    @property
-    def active(self) -> int:
-        return sum(1 for u in self.uploads.values() if not u.taken)
 
     # journal ---------------------------------------------------------------------------
     def _journal(self, entry: dict) -> None:
@@ -192,7 +185,7 @@ class Streamer:
         now = time.monotonic()
         for vol, name, note in read_notes(volumes):
             key, size, etag, ready = note["key"], note["size"], note["etag"], note["ready"]
-            if size < self.min_bytes:
+            if size < self.part_size:
                 continue
             partial = vol.partial_path(name)
             u = self.uploads.get(key)
@@ -215,7 +208,8 @@ class Streamer:
                 self._abort(u, u.error or "the source side did not stage it")
 
     def _begin(self, key: str, size: int, etag: str, partial: str, staged: str) -> _Upload | None:
-        ep, client = self.client_for()
+        ep = self.endpoint()
+        client = self.client_of(ep)
         try:
             resp = client.create_multipart_upload(Bucket=self.side.bucket, Key=self.side.prefix + key)
         except Exception as exc:  # noqa: BLE001 - the object goes the regular way
@@ -230,7 +224,6 @@ class Streamer:
         except OSError as exc:
             self._abort(u, f"cannot journal it: {exc}")
             return None
-        self.started += 1
         log.debug("uploading %r while it is fetched (%d parts)", key, u.parts)
         return u
 
@@ -257,7 +250,7 @@ class Streamer:
                 raise OSError(f"the partial copy holds {len(data)} of part {n}'s {length} bytes")
             self._send(u, n, data)
         except Exception as exc:  # noqa: BLE001 - the upload is aborted; the object goes the regular way
-            u.error = u.error or f"part {n}: {self.describe(exc) if not isinstance(exc, OSError) else exc}"
+            u.error = u.error or f"part {n}: {self._why(exc)}"
 
     def _send(self, u: _Upload, n: int, data: bytes) -> None:
         digest = hashlib.md5(data)
@@ -272,10 +265,10 @@ class Streamer:
         u.md5s[n] = md5
 
     def take(self, key: str, size: int, src_etag: str, staged: str,
-             report: Callable[[bool, str, str, str], None]) -> bool:
+             report: Callable[[int, bool, str, str, str], None]) -> bool:
         """Finish the early upload of a staged, verified object, if there is one for this version:
-        True when it is taken (report(ok, error, destination ETag, expected ETag) follows, from
-        another thread); False: upload it the regular way."""
+        True when it is taken (report(endpoint, ok, error, destination ETag, expected ETag) follows,
+        from another thread); False: upload it the regular way."""
         u = self.uploads.get(key)
         if u is None or u.taken:
             return False
@@ -286,7 +279,7 @@ class Streamer:
         self._finisher.submit(self._finish, u, staged, report)
         return True
 
-    def _finish(self, u: _Upload, staged: str, report: Callable[[bool, str, str, str], None]) -> None:
+    def _finish(self, u: _Upload, staged: str, report: Callable[[int, bool, str, str, str], None]) -> None:
         try:
             for f in u.futures:
                 f.result()
@@ -313,16 +306,19 @@ class Streamer:
                 MultipartUpload={"Parts": [{"PartNumber": n, "ETag": f'"{m}"'} for n, m in enumerate(md5s, 1)]})
             got = resp.get("ETag", "").strip('"')
         except Exception as exc:  # noqa: BLE001 - aborted; the regular way takes the object next
-            error = str(exc) if isinstance(exc, (ValueError, OSError)) else self.describe(exc)
+            error = self._why(exc)
             self._abort(u, error, wait=True)
-            report(False, f"early multipart upload: {error}", "", "")
+            report(u.ep, False, f"early multipart upload: {error}", "", "")
             return
         self.uploads.pop(u.key, None)
-        self.completed += 1
         self._journal_clear()
         log.info("uploaded %r while it was fetched: %d of %d parts went out before it was staged", u.key, early,
                  len(md5s))
-        report(True, "", got, expected)
+        report(u.ep, True, "", got, expected)
+
+    def _why(self, exc: BaseException) -> str:
+        """A failure for the log: our own checks and local I/O as they are, S3's errors named."""
+        return str(exc) if isinstance(exc, (ValueError, OSError)) else self.describe(exc)
 
     def _abort(self, u: _Upload, why: str, wait: bool = False) -> None:
         """Give the upload up: no part is started any more; once the parts being sent are done

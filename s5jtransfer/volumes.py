@@ -40,8 +40,12 @@ class Volume:
     def staged_path(self, name: str) -> str:
         return os.path.join(self.root, DATA_DIR, STAGED, name[:2], name)
 
+    @property
+    def notes_dir(self) -> str:
+        return os.path.join(self.data, STREAMING)
+
     def note_path(self, name: str) -> str:
-        return os.path.join(self.root, DATA_DIR, STREAMING, name)
+        return os.path.join(self.notes_dir, name)
 
     def ensure(self) -> None:
         for sub in (PARTIAL, STAGED, STREAMING):

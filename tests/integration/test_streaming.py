@@ -46,7 +46,7 @@ def streamer(work, monkeypatch):
     client = s3.client(cfg.destination, cfg.settings)
     vol = Volume(str(work.volumes[0]))
     vol.ensure()
-    st = streaming.Streamer(cfg.destination, cfg.settings.part_size, lambda: (0, client), lambda ep: client,
+    st = streaming.Streamer(cfg.destination, cfg.settings.part_size, lambda: 0, lambda ep: client,
                             lambda exc: s3.describe_error(exc, cfg.destination))
     yield st, vol, client
     st.close()
@@ -55,9 +55,11 @@ def streamer(work, monkeypatch):
 class Reports:
     def __init__(self) -> None:
         self.got: list[tuple] = []
+        self.eps: list[int] = []  # the endpoint each report names: the upload's own
         self.event = threading.Event()
 
-    def __call__(self, ok, error, etag, expected) -> None:
+    def __call__(self, ep, ok, error, etag, expected) -> None:
+        self.eps.append(ep)
         self.got.append((ok, error, etag, expected))
         self.event.set()
 
@@ -97,6 +99,7 @@ def test_parts_sent_early_are_completed_once_the_staged_copy_matches(streamer, w
     assert rep.event.wait(30)
     ok, error, etag, expected = rep.got[0]
     assert ok, error
+    assert rep.eps == [0]
     assert etag == expected == multipart_etag(data, 5 * MIB)
     assert work.dest_bytes("big.bin") == data
     assert open_uploads(work) == []

@@ -27,7 +27,7 @@ def upload(etag: str) -> streaming._Upload:
 
 def streamer() -> streaming.Streamer:
     side = Side("destination", "b", "p/", "us-east-1", Secret(""), Secret(""), ())
-    return streaming.Streamer(side, 5, lambda: (0, None), lambda ep: None, str)
+    return streaming.Streamer(side, 5, lambda: 0, lambda ep: None, str)
 
 
 def test_a_part_answered_with_another_md5_is_refused():
