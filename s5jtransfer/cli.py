@@ -43,6 +43,8 @@ def parser(description: str, once: bool = False, dry_run: bool = False) -> argpa
         p.add_argument("--once", action="store_true", help="exit 0 when the work is done instead of polling forever")
         # set by sync_mvol.py --once for its children (it verifies both sides itself at the end)
         p.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
+        # ... with the time its round started: the other side's state files must be newer
+        p.add_argument("--round-start", type=float, default=None, help=argparse.SUPPRESS)
     if dry_run:
         p.add_argument("--dry-run", action="store_true", help="print what would move and change nothing")
     p.add_argument("--log-file", help="append log lines to this file instead of standard error")

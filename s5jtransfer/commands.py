@@ -33,7 +33,8 @@ def dest_sync(argv: list[str] | None = None) -> int:
                       once=True, dry_run=True).parse_args(argv)
 
     def body(a, cfg) -> int:
-        return mod.run(cfg, a.once, Stopper().install(), dry_run=a.dry_run, supervised=a.supervised)
+        return mod.run(cfg, a.once, Stopper().install(), dry_run=a.dry_run, supervised=a.supervised,
+                       round_start=a.round_start)
 
     return cli.run(body, args, lock="dest")
 

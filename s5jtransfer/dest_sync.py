@@ -731,11 +731,16 @@ class DestSync:
                 self._failed(c, error, st)
 
 
-def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, supervised: bool = False) -> int:
+def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, supervised: bool = False,
+        round_start: float | None = None) -> int:
     """supervised (sync_mvol.py --once, which compares both sides at the end): finish when
     everything the source side staged is confirmed and it reports the source done, without
-    listing the source here."""
+    listing the source here. round_start: when sync_mvol.py started both sides; a source state
+    file written since is this round's, even when it came before this side was up (a source
+    side can list and stage a few objects in half a second, while this one still starts)."""
     sync = DestSync(cfg, stopper, dry_run)
+    if round_start is not None:
+        sync.started = min(sync.started, round_start)
     log.info("destination side: %d staging volume(s) -> %s via %s", len(sync.volumes), cfg.destination.url(),
              cfg.destination.endpoint or f"AWS {cfg.destination.region}")
 

@@ -75,9 +75,10 @@ def run(cfg, once: bool, dry_run: bool, log_file: str | None, debug: bool, stopp
         # (only a handed-back object wakes it), and the destination side finishes when it has
         # confirmed everything the source side staged, without listing the source: the
         # comparison below lists both sides anyway
-        src = Child(SIDES[0], (["--supervised"] if once else []) + extra)
-        dest = Child(SIDES[1], (["--once", "--supervised"] if once else []) + extra)
         listing = EarlyListings(cfg) if once else None
+        round_start = ["--round-start", repr(listing.since)] if listing else []
+        src = Child(SIDES[0], (["--supervised"] if once else []) + extra)
+        dest = Child(SIDES[1], (["--once", "--supervised", *round_start] if once else []) + extra)
         try:
             rc = _supervise([src, dest], once, stopper, cfg, report, listing)
             report.restarts += src.restarts + dest.restarts
