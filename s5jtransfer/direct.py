@@ -33,7 +33,7 @@ import ssl
 import threading
 import time
 import urllib.parse
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 log = logging.getLogger("s5jtransfer.direct")
 UNSIGNED = "UNSIGNED-PAYLOAD"
@@ -80,6 +80,27 @@ class Target:
         target._source, target._read_at = creds, time.monotonic()
         return target
 
+    @classmethod
+    def from_side(cls, side, index: int = 0) -> "Target | None":
+        """The Target of a side's custom endpoint (a Snowball, or any S3-compatible store) with
+        the credentials of config.yaml, built without boto3: path-style addressing, as the
+        side's boto3 client uses for such an endpoint (s3.client). None when boto3 is needed to
+        tell: the AWS endpoints (virtual-hosted style, regional rules), the credential chain, an
+        endpoint URL with a path, a proxy. tests/unit/test_direct.py checks that it matches the
+        Target read off a boto3 client (from_client)."""
+        from .s3 import api_endpoint
+
+        endpoint = api_endpoint(side, index)
+        if not endpoint or not side.has_credentials or not usable(endpoint):
+            return None
+        parts = urllib.parse.urlsplit(endpoint)
+        if parts.path not in ("", "/") or parts.query or parts.fragment or not parts.hostname:
+            return None
+        base = urllib.parse.urlunsplit((parts.scheme, parts.netloc, f"/{side.bucket}/", "", ""))
+        # custom endpoints (Snowballs) are self-signed: not verified, as for boto3 and s5cmd here
+        return cls(base, side.access_key.reveal(), side.secret_key.reveal(), None, side.region or "us-east-1",
+                   verify=False)
+
     def _fresh_credentials(self) -> None:
         """Re-read the client's credentials every CREDS_TTL seconds: an instance role's or an
         assumed role's expire and botocore refreshes them; a long-lived uploader must follow."""
@@ -101,9 +122,11 @@ class Target:
         return self._key_day[2]
 
     def headers(self, method: str, path: str, now: datetime.datetime | None = None,
-                payload: str = UNSIGNED, extra: dict[str, str] | None = None) -> list[tuple[str, str]]:
+                payload: str = UNSIGNED, extra: dict[str, str] | None = None,
+                query: str = "") -> list[tuple[str, str]]:
         """The request's headers, Authorization included (SigV4, header form, S3 rules: the path
-        is signed as sent, never normalized). `extra` headers are signed too."""
+        is signed as sent, never normalized). `extra` headers are signed too; `query` is the
+        canonical query string (see canonical_query), sent as it is signed."""
         self._fresh_credentials()
         now = now or datetime.datetime.now(datetime.timezone.utc)
         stamp = now.strftime("%Y%m%dT%H%M%SZ")
@@ -115,7 +138,7 @@ class Target:
             hdrs[k.lower()] = v
         names = sorted(hdrs)
         signed = ";".join(names)
-        canonical = "\n".join([method, path, "", *(f"{n}:{' '.join(str(hdrs[n]).split())}" for n in names), "",
+        canonical = "\n".join([method, path, query, *(f"{n}:{' '.join(str(hdrs[n]).split())}" for n in names), "",
                                signed, payload])
         scope = f"{day}/{self.region}/s3/aws4_request"
         to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
@@ -289,6 +312,105 @@ async def _put_one(target: Target, conn: _Conn, ctx, key: str, body: bytes, md5_
         return True, ans.headers["etag"].strip('"'), ""
     m = _CODE.search(doc.decode("utf-8", "replace"))
     return False, "", f"HTTP {ans.status}{' ' + m.group(1) if m else ''} (direct PUT)"
+
+
+class ListingError(Exception):
+    """A listing answer this path does not take; the caller lists the regular way (boto3)."""
+
+
+LIST_PAGE = 1000  # keys per page asked (S3's most, and what s3.iter_objects asks of a Snowball)
+
+
+def canonical_query(params: dict[str, str]) -> str:
+    """SigV4's canonical query string, which is also sent as it is: names and values
+    percent-encoded except unreserved characters, sorted by name."""
+    def q(v: str) -> str:
+        return urllib.parse.quote(v, safe="-_.~")
+    return "&".join(f"{q(k)}={q(v)}" for k, v in sorted(params.items()))
+
+
+def list_objects(target: Target, side, timeout: float = 60.0) -> Iterator:
+    """Every object under the side's prefix, as s3.iter_objects yields them (s3.Obj: prefix
+    stripped, folder markers skipped), page by page over one keep-alive connection, without
+    boto3: ListObjectsV2, or ListObjects (v1) on a Snowball, with encoding-type=url (keys come
+    percent-encoded, so control characters pass the XML) and decoded as botocore decodes them.
+
+    About 0.3 s sooner than boto3 on the source side's start: its import and client cost about
+    0.25 s of CPU, and parsing a 1,000-key page into dictionaries about 30 ms more.
+
+    Only complete 200 answers are taken. Anything else (an error status, a redirect, a body that
+    is not a listing, a page that would not advance, a broken connection) raises; the caller then
+    lists from the start the regular way, which retries and names the error."""
+    import http.client
+    import xml.etree.ElementTree as ET
+
+    from .s3 import Obj
+
+    if target.scheme == "https":
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            target.host, target.port, timeout=timeout, context=_ssl_context(target))
+    else:
+        conn = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
+    path = target.base.rstrip("/") or "/"
+    plen = len(side.prefix)
+    token: str | None = None  # the continuation token (v2) or marker (v1) of the next page
+    try:
+        while True:
+            params = {"prefix": side.prefix, "encoding-type": "url", "max-keys": str(LIST_PAGE)}
+            if side.is_snow:
+                if token is not None:
+                    params["marker"] = token
+            else:
+                params["list-type"] = "2"
+                if token is not None:
+                    params["continuation-token"] = token
+            query = canonical_query(params)
+            for attempt in (1, 2):
+                headers = dict(target.headers("GET", path, payload=EMPTY_SHA256, query=query))
+                headers["User-Agent"] = "s5jtransfer"
+                try:
+                    conn.request("GET", f"{path}?{query}", headers=headers)
+                    resp = conn.getresponse()
+                except (http.client.RemoteDisconnected, ConnectionError):
+                    # a keep-alive connection the server closed while idle: once more on a new one
+                    conn.close()
+                    if attempt == 2:
+                        raise
+                    continue
+                body = resp.read()
+                break
+            if resp.status != 200:
+                m = _CODE.search(body.decode("utf-8", "replace"))
+                raise ListingError(f"HTTP {resp.status}{' ' + m.group(1) if m else ''}")
+            root = ET.fromstring(body)
+            ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+            if root.tag != ns + "ListBucketResult":
+                raise ListingError(f"not a listing: <{root.tag}>")
+            decode = urllib.parse.unquote_plus if root.findtext(ns + "EncodingType") == "url" else str
+            last = None
+            for node in root.iterfind(ns + "Contents"):
+                raw, size = node.findtext(ns + "Key"), node.findtext(ns + "Size")
+                if raw is None or size is None:
+                    raise ListingError("an entry without Key or Size")
+                key = last = decode(raw)
+                n = int(size)
+                if key.endswith("/") and n == 0:
+                    continue  # a folder marker
+                rel = key[plen:]
+                if rel:
+                    yield Obj(rel, n, (node.findtext(ns + "ETag") or "").strip('"'))
+            if (root.findtext(ns + "IsTruncated") or "").strip().lower() != "true":
+                return
+            if side.is_snow:
+                marker = root.findtext(ns + "NextMarker")
+                following = decode(marker) if marker else last
+            else:
+                following = root.findtext(ns + "NextContinuationToken")
+            if not following or following == token:
+                raise ListingError("a truncated page without a way to the next one")
+            token = following
+    finally:
+        conn.close()
 
 
 def get_many(targets: list[Target], jobs: Iterable[tuple[str, str]], workers: int,

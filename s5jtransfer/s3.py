@@ -1,14 +1,13 @@
-"""boto3 clients for a side (endpoint, TLS, credentials, retries), streamed listings, error naming."""
+"""boto3 clients for a side (endpoint, TLS, credentials, retries), streamed listings, error naming.
+
+boto3 is imported on first use, not with this module: it costs about 0.25 s of CPU, and the
+source side's start (its listing and first GETs, see direct.py) does without it."""
 
 from __future__ import annotations
 
 import os
 import warnings
 from typing import Iterator, NamedTuple
-
-import boto3
-import botocore.config
-import botocore.exceptions
 
 from .config import Side, Settings
 from .errors import ConnectError
@@ -35,6 +34,9 @@ def api_endpoint(side: Side, index: int = 0) -> str | None:
 def client(side: Side, settings: Settings | None = None, index: int = 0, pool: int = 10, probe: bool = False):
     """A boto3 S3 client for one side, with its own credentials (never os.environ writes).
     probe: short timeouts and no retries, to tell quickly whether an endpoint answers."""
+    import boto3
+    import botocore.config
+
     if side.has_credentials:
         session = boto3.session.Session(aws_access_key_id=side.access_key.reveal(),
                                         aws_secret_access_key=side.secret_key.reveal(),
@@ -93,6 +95,8 @@ def list_dict(side: Side, s3client) -> dict[str, Obj]:
 def head(side: Side, s3client, key: str) -> Obj | None:
     """The object `key` (prefix stripped) as a HeadObject sees it: size and ETag; None when it is
     not there (404). Any other failure raises."""
+    import botocore.exceptions
+
     try:
         answer = s3client.head_object(Bucket=side.bucket, Key=side.prefix + key)
     except botocore.exceptions.ClientError as exc:
@@ -104,6 +108,8 @@ def head(side: Side, s3client, key: str) -> Obj | None:
 
 def describe_error(exc: BaseException, side: Side) -> str:
     """One line saying whether the endpoint, TLS, credentials or bucket failed, and the fix."""
+    import botocore.exceptions
+
     where = side.endpoint or f"AWS {side.region}"
     name = type(exc).__name__
     if isinstance(exc, botocore.exceptions.SSLError):

@@ -9,9 +9,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from boto3.s3.transfer import TransferConfig
-from botocore.awsrequest import AWSRequest
-
 from . import checksum, direct, plan, s3, s5cmd, streaming
 from .config import Config
 from .ledger import SRC_COLUMNS, SRC_LEDGER, Ledger
@@ -64,7 +61,7 @@ class SourceSync:
         self.ledger = Ledger(SRC_LEDGER, SRC_COLUMNS)
         self.rows: dict[str, tuple] = {}
         self.eps = Endpoints(self.side, self.settings, pool=self.settings.src_workers)
-        self.client = self.eps.client(0)
+        self._client_at = 0  # the endpoint whose boto3 client lists and reads part sizes
         self.native = self.settings.src_use_native_s3
         self.binary = None if self.native else s5cmd.find_binary(self.settings.s5cmd_path)
         self.part_hints: dict[str, int] = {}
@@ -72,6 +69,12 @@ class SourceSync:
         self.ledger_inode: int | None = None
         self.progress = Progress("source", None if dry_run else SRC_STATE)
         self._last_progress_log = time.monotonic()
+
+    @property
+    def client(self):
+        """The boto3 client of the endpoint in use, made when first needed: a start whose listing
+        and GETs all go through the event loop's path never imports boto3 (see direct.py)."""
+        return self.eps.client(self._client_at)
 
     # -- state ---------------------------------------------------------------------------
     def load_ledger(self) -> None:
@@ -91,8 +94,8 @@ class SourceSync:
         st = CycleStats()
         self.load_ledger()
         live = self.eps.live()
-        self.client = self.eps.client(live[0])  # lists, and reads part sizes
-        items = [plan.Item(o.key, o.size, o.etag) for o in s3.iter_objects(self.side, self.client)]
+        self._client_at = live[0]
+        items = self._list(live[0])
         st.listed = len(items)
         st.listed_bytes = sum(i.size for i in items)
         todo = plan.todo(items, self.rows)
@@ -126,6 +129,17 @@ class SourceSync:
         st.done += st.moved + st.adopted
         st.done_bytes += st.moved_bytes + st.adopted_bytes
         return st
+
+    def _list(self, i: int) -> list[plan.Item]:
+        """The source listing through endpoint i: without boto3 where it can be (direct.list_objects),
+        else, or when that fails, the regular way from the start (retries, error names)."""
+        target = direct.Target.from_side(self.side, i)
+        if target is not None:
+            try:
+                return [plan.Item(o.key, o.size, o.etag) for o in direct.list_objects(target, self.side)]
+            except Exception as exc:  # noqa: BLE001 - the regular listing follows, and names any error
+                log.debug("listing again through boto3: %s: %s", type(exc).__name__, exc)
+        return [plan.Item(o.key, o.size, o.etag) for o in s3.iter_objects(self.side, self.client)]
 
     def _print_plan(self, assigned: list[plan.Assignment], waiting: list[plan.Item], live: list[int]) -> None:
         groups = split_by_bytes(assigned, [a.item.size for a in assigned], len(live))
@@ -288,7 +302,8 @@ class SourceSync:
         (src_direct_get_max_bytes 0) or cannot serve them all (a proxy, say: see direct.usable)."""
         if self.settings.direct_get_max <= 0:
             return None
-        targets = [direct.target_for(self.eps.client(i), self.side) for i in live]
+        targets = [direct.Target.from_side(self.side, i) or direct.target_for(self.eps.client(i), self.side)
+                   for i in live]
         return None if None in targets else targets
 
     def _copy_larger(self, partials: list[str], by_local, report, live: list[int], targets) -> None:
@@ -394,6 +409,8 @@ class SourceSync:
         ranged GETs."""
         if not partials:
             return
+        from boto3.s3.transfer import TransferConfig
+
         tcfg = TransferConfig(max_concurrency=4, multipart_chunksize=self.settings.part_size,
                               multipart_threshold=self.settings.part_size)
         clients = [self.eps.client(i) for i in live]
@@ -444,6 +461,8 @@ def _presigned_get(client, bucket: str, key: str, path: str) -> bool:
     session, so the same proxy, TLS, timeout and connection-pool settings apply. Only a complete
     200 answer counts: anything else returns False (or raises), and the caller makes the regular
     call, with its retries and its error names."""
+    from botocore.awsrequest import AWSRequest
+
     url = client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=900)
     resp = client._endpoint.http_session.send(AWSRequest(method="GET", url=url, stream_output=True).prepare())
     raw = resp.raw

@@ -8,6 +8,7 @@ import socket
 import threading
 
 import boto3
+import pytest
 import botocore.config
 
 from conftest import wait_for
@@ -294,3 +295,128 @@ def test_larger_objects_are_staged_in_ranges_on_the_event_loop(work):
     assert log.count(f"GET /{work.src}/data/big/multi.bin ") == 3  # 4 + 4 + 3 MiB
     assert log.count(f"GET /{work.src}/data/mid.bin ") == 1  # below one range: one GET
     assert "multipart" in (work.path / "src_ledger.csv").read_text()  # verified as multipart, not by size
+
+
+# (a newline in a key: moto cannot store it, its router does not match the path)
+LISTING_KEYS = HOSTILE + ["ctl\x01\x1f.bin", "tab\tkey", "plus+plus", "pct%2Fslash", "folder/",
+                          "sub/folder/", "zz/last.bin", "data"]
+
+
+def side_for(server, bucket, prefix, snow=False):
+    from s5jtransfer.config import Secret, Side
+    return Side("source", bucket, prefix, "snow" if snow else "us-east-1", Secret("testing"), Secret("testing"),
+                (server.url,))
+
+
+@pytest.mark.parametrize("snow", [False, True], ids=["ListObjectsV2", "ListObjects-v1-snowball"])
+def test_listing_without_boto3_equals_boto3s_for_hostile_keys_over_many_pages(s3server, monkeypatch, snow):
+    from s5jtransfer import s3
+    bucket = s3server.new_bucket("dlist")
+    c = client(s3server)
+    for i, k in enumerate(LISTING_KEYS):
+        body = b"" if k.endswith("/") and k != "dir/trailing/" else os.urandom(i)  # folder markers are empty
+        c.put_object(Bucket=bucket, Key="data/" + k, Body=body)
+    c.put_object(Bucket=bucket, Key="other/outside.bin", Body=b"x")
+    c.put_object(Bucket=bucket, Key="data/", Body=b"")  # the prefix itself
+    side = side_for(s3server, bucket, "data/", snow)
+    monkeypatch.setattr(direct, "LIST_PAGE", 3)  # many pages: continuation tokens / markers carry hostile keys
+    target = direct.Target.from_side(side)
+    assert target is not None
+    mine = list(direct.list_objects(target, side))
+    ref = list(s3.iter_objects(side, s3.client(side)))
+    assert mine == ref
+    keys = {o.key for o in mine}
+    assert "ctl\x01\x1f.bin" in keys and "sp ace/ü+&=?#%25.bin" in keys
+    assert "folder/" not in keys and "other/outside.bin" not in keys and "dir/trailing/" in keys
+    assert len(mine) == len(LISTING_KEYS) - 2  # the two folder markers are skipped
+
+
+def test_a_listing_this_path_cannot_take_raises_and_the_source_side_lists_through_boto3(s3server, monkeypatch):
+    from s5jtransfer import s3
+    side = side_for(s3server, "no-such-bucket-here", "data/")
+    with pytest.raises(direct.ListingError, match="404 NoSuchBucket"):
+        list(direct.list_objects(direct.Target.from_side(side), side))
+    bad = side_for(s3server, "no-such-bucket-here", "data/")
+    with pytest.raises(Exception) as exc:  # the regular listing names it
+        list(s3.iter_objects(bad, s3.client(bad)))
+    assert "does not exist" in s3.describe_error(exc.value, bad)
+
+
+class PagesServer(OneAnswerServer):
+    """Answers each request with the next of `pages` (status, body), then closes the connection
+    without saying so; keeps each request line."""
+
+    def __init__(self, pages: list[tuple[int, bytes]]) -> None:
+        self.pages = list(pages)
+        self.lines: list[str] = []
+        super().__init__(b"")
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                buf = b""
+                while b"\r\n\r\n" not in buf:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    buf += chunk
+                if not buf:
+                    continue
+                self.lines.append(buf.split(b"\r\n", 1)[0].decode())
+                status, body = self.pages.pop(0) if self.pages else (500, b"")
+                conn.sendall(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n" % (status, len(body)) + body)
+
+
+def page(keys: list[str], token: str | None, encoded: bool = True, ns: bool = True) -> bytes:
+    x = "".join(f"<Contents><Key>{k}</Key><Size>{0 if k.endswith('/') else len(k)}</Size>"
+                f"<ETag>&quot;e{n}&quot;</ETag></Contents>" for n, k in enumerate(keys))
+    return (f"<?xml version='1.0' encoding='UTF-8'?><ListBucketResult"
+            f"{' xmlns=' + chr(34) + 'http://s3.amazonaws.com/doc/2006-03-01/' + chr(34) if ns else ''}>"
+            f"<Name>b</Name>{'<EncodingType>url</EncodingType>' if encoded else ''}"
+            f"<IsTruncated>{'true' if token else 'false'}</IsTruncated>"
+            f"{f'<NextContinuationToken>{token}</NextContinuationToken>' if token else ''}{x}"
+            f"</ListBucketResult>").encode()
+
+
+def test_listing_decodes_keys_as_s3_encodes_them_and_follows_tokens_over_dropped_connections():
+    """S3 writes a space as '+' and a '+' as %2B; a page's token is sent back as it came. The
+    server closes each connection after one answer without saying so: the next page is asked
+    again on a new connection."""
+    server = PagesServer([(200, page(["data/sp+ace%2Bplus", "data/%E6%97%A5%01"], "tok/+=")),
+                          (200, page(["data/last", "data/folder/"], None))])
+    try:
+        side = side_for(type("S", (), {"url": f"http://127.0.0.1:{server.port}"}), "b", "data/")
+        got = list(direct.list_objects(direct.Target.from_side(side), side))
+        assert [(o.key, o.etag) for o in got] == [("sp ace+plus", "e0"), ("日\x01", "e1"), ("last", "e0")]
+        assert [o.size for o in got] == [18, 17, 9]  # the sizes given (the encoded keys' lengths)
+        assert "continuation-token=tok%2F%2B%3D" in server.lines[1] and "encoding-type=url" in server.lines[0]
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("pages, why", [
+    ([(200, page(["data/a"], None, encoded=False, ns=False)), ], None),  # a store without namespace or encoding
+    ([(403, b"<Error><Code>AccessDenied</Code></Error>")], "HTTP 403 AccessDenied"),
+    ([(301, b"")], "HTTP 301"),
+    ([(200, b"<Error><Code>Busy</Code></Error>")], "not a listing"),
+    ([(200, b"<ListBucketResult><Contents><Key>data/a</Key></Contents></ListBucketResult>")], "without Key or Size"),
+    ([(200, page(["data/a"], "t")), (200, page(["data/b"], "t"))], "without a way to the next one"),
+    ([(200, b"<ListBucketResult")], "ParseError"),
+])
+def test_a_listing_answer_this_path_does_not_take_raises(pages, why):
+    server = PagesServer(pages)
+    try:
+        side = side_for(type("S", (), {"url": f"http://127.0.0.1:{server.port}"}), "b", "data/")
+        target = direct.Target.from_side(side)
+        if why is None:
+            assert [o.key for o in direct.list_objects(target, side)] == ["a"]
+            return
+        with pytest.raises(Exception) as exc:
+            list(direct.list_objects(target, side))
+        assert why in f"{type(exc.value).__name__}: {exc.value}"
+    finally:
+        server.close()

@@ -121,3 +121,62 @@ def test_streamed_part_size_is_the_configured_one_unless_s3s_10000_parts_need_mo
     assert part_size_for(10_000 * 50 * mib, 50 * mib) == 50 * mib
     big = 10_000 * 50 * mib + 1
     assert part_size_for(big, 50 * mib) == 51 * mib and -(-big // (51 * mib)) <= 10_000
+
+
+def side_of(endpoints=("http://127.0.0.1:9000",), key="AKIDEXAMPLE", region="eu-west-1", bucket="bkt"):
+    from s5jtransfer.config import Secret, Side
+    return Side("source", bucket, "data/", region, Secret(key), Secret("SECRET/KEY+x" if key else ""), tuple(endpoints))
+
+
+@pytest.mark.parametrize("params", [
+    {"list-type": "2", "prefix": "data/", "encoding-type": "url", "max-keys": "1000"},
+    {"list-type": "2", "prefix": "sp ace/ü+&=?#%25/~x", "encoding-type": "url", "max-keys": "7",
+     "continuation-token": "abc/+=="},
+    {"prefix": "", "encoding-type": "url", "max-keys": "1000", "marker": "日本/語 +&.bin"},
+])
+def test_listing_query_is_canonical_and_signed_as_botocore_signs_it(params):
+    t = direct.Target("http://127.0.0.1:9000/bkt/", "AKIDEXAMPLE", "SECRET/KEY+x", None, "eu-west-1", verify=False)
+    query = direct.canonical_query(params)
+    ref = botocore_auth("GET", "http://127.0.0.1:9000/bkt?" + query, None, {}, b"")
+    mine = dict(t.headers("GET", "/bkt", now=stamp_of(ref), payload=direct.EMPTY_SHA256, query=query))
+    assert mine["Authorization"] == ref.headers["Authorization"]
+    import urllib.parse
+    assert dict(urllib.parse.parse_qsl(query, keep_blank_values=True)) == params  # sent as signed, nothing lost
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:9000", "http://127.0.0.1:9000/", "https://snow.local:8443",
+                                      "https://192.168.1.20"])
+def test_target_from_config_matches_the_one_read_off_a_boto3_client(monkeypatch, endpoint):
+    for n in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(n, raising=False)
+    from s5jtransfer import s3
+    side = side_of((endpoint,))
+    mine = direct.Target.from_side(side)
+    ref = direct.target_for(s3.client(side), side)
+    assert mine is not None and ref is not None
+    for attr in ("scheme", "host_header", "host", "port", "base", "access_key", "secret_key", "token", "region",
+                 "verify"):
+        assert getattr(mine, attr) == getattr(ref, attr), attr
+    assert mine.path("sp ace/ü+.bin") == ref.path("sp ace/ü+.bin")
+
+
+def test_target_from_config_is_left_to_boto3_where_boto3_must_tell(monkeypatch):
+    for n in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(n, raising=False)
+    assert direct.Target.from_side(side_of(())) is None  # AWS: regional, virtual-hosted rules
+    assert direct.Target.from_side(side_of(key="")) is None  # the credential chain
+    assert direct.Target.from_side(side_of(("http://gw.local:9000/s3",))) is None  # a path under the endpoint
+    assert direct.Target.from_side(side_of(("https://b.s3-accelerate.amazonaws.com",))) is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    assert direct.Target.from_side(side_of()) is None
+
+
+def test_the_source_side_starts_without_importing_boto3():
+    """Its listing and GETs go through direct.py; boto3 (about 0.25 s of CPU) is loaded only when
+    a fallback or another feature needs it."""
+    import subprocess
+    import sys
+    code = ("import sys, s5jtransfer.src_sync, s5jtransfer.commands; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 's3transfer')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
