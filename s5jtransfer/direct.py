@@ -335,8 +335,8 @@ def list_objects(target: Target, side, timeout: float = 60.0) -> Iterator:
     boto3: ListObjectsV2, or ListObjects (v1) on a Snowball, with encoding-type=url (keys come
     percent-encoded, so control characters pass the XML) and decoded as botocore decodes them.
 
-    About 0.3 s sooner than boto3 on the source side's start: its import and client cost about
-    0.25 s of CPU, and parsing a 1,000-key page into dictionaries about 30 ms more.
+    boto3's import and client cost about 0.25 s of CPU (the source side's start does without
+    them), and botocore reads a 1,000-key page in about 19 ms of CPU, this in about 5 ms.
 
     Only complete 200 answers are taken. Anything else (an error status, a redirect, a body that
     is not a listing, a page that would not advance, a broken connection) raises; the caller then

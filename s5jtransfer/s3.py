@@ -5,12 +5,16 @@ source side's start (its listing and first GETs, see direct.py) does without it.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 from .config import Side, Settings
 from .errors import ConnectError
+
+log = logging.getLogger("s5jtransfer.s3")
+T = TypeVar("T")
 
 # Custom endpoints (Snowballs) use self-signed certificates; the original did not verify them
 # either. Silence the per-request urllib3 warning so it does not bury the log.
@@ -90,6 +94,22 @@ def iter_objects(side: Side, s3client) -> Iterator[Obj]:
 
 def list_dict(side: Side, s3client) -> dict[str, Obj]:
     return {o.key: o for o in iter_objects(side, s3client)}
+
+
+def listing(side: Side, client_of: Callable[[], object], build: Callable[[Iterable[Obj]], T], index: int = 0) -> T:
+    """build(every object under the side's prefix), as iter_objects yields them: without boto3
+    where it can be (direct.list_objects: a custom endpoint with the credentials of config.yaml,
+    no proxy), else, or when that fails, through client_of()'s boto3 client from the start, which
+    retries and whose errors describe_error names."""
+    from . import direct
+
+    target = direct.Target.from_side(side, index)
+    if target is not None:
+        try:
+            return build(direct.list_objects(target, side))
+        except Exception as exc:  # noqa: BLE001 - the regular listing follows, and names any error
+            log.debug("listing the %s again through boto3: %s: %s", side.name, type(exc).__name__, exc)
+    return build(iter_objects(side, client_of()))
 
 
 def head(side: Side, s3client, key: str) -> Obj | None:

@@ -95,7 +95,8 @@ class SourceSync:
         self.load_ledger()
         live = self.eps.live()
         self._client_at = live[0]
-        items = self._list(live[0])
+        items = s3.listing(self.side, lambda: self.client, lambda objs: [plan.Item(o.key, o.size, o.etag) for o in objs],
+                           live[0])
         st.listed = len(items)
         st.listed_bytes = sum(i.size for i in items)
         todo = plan.todo(items, self.rows)
@@ -129,17 +130,6 @@ class SourceSync:
         st.done += st.moved + st.adopted
         st.done_bytes += st.moved_bytes + st.adopted_bytes
         return st
-
-    def _list(self, i: int) -> list[plan.Item]:
-        """The source listing through endpoint i: without boto3 where it can be (direct.list_objects),
-        else, or when that fails, the regular way from the start (retries, error names)."""
-        target = direct.Target.from_side(self.side, i)
-        if target is not None:
-            try:
-                return [plan.Item(o.key, o.size, o.etag) for o in direct.list_objects(target, self.side)]
-            except Exception as exc:  # noqa: BLE001 - the regular listing follows, and names any error
-                log.debug("listing again through boto3: %s: %s", type(exc).__name__, exc)
-        return [plan.Item(o.key, o.size, o.etag) for o in s3.iter_objects(self.side, self.client)]
 
     def _print_plan(self, assigned: list[plan.Assignment], waiting: list[plan.Item], live: list[int]) -> None:
         groups = split_by_bytes(assigned, [a.item.size for a in assigned], len(live))

@@ -68,7 +68,7 @@ def classify(src: dict[str, s3.Obj], dst: dict[str, s3.Obj], src_rows: dict[str,
 
 def _list_side(side, cfg: Config) -> dict[str, s3.Obj]:
     try:
-        return s3.list_dict(side, s3.client(side, cfg.settings))
+        return s3.listing(side, lambda: s3.client(side, cfg.settings), lambda objs: {o.key: o for o in objs})
     except Exception as exc:  # noqa: BLE001 - one line naming what failed
         raise s3.connect_error(exc, side) from None
 
