@@ -23,10 +23,12 @@ def test_status_during_a_run_and_after(work):
             r = work.run("status.py", "--json")
             assert r.returncode == 0, r.stderr
             s = json.loads(r.stdout)
-            return s if 0 < s["source"]["done_objects"] < len(data) else None
+            # both sides up (the source side may stage its first objects while the destination
+            # side still starts) and the source side part way
+            up = s["source"]["running_pid"] and s["destination"]["running_pid"]
+            return s if up and 0 < s["source"]["done_objects"] < len(data) else None
 
-        s = wait_for(mid_run, 60, "status.py to show a run in progress")
-        assert s["source"]["running_pid"] and s["destination"]["running_pid"]
+        s = wait_for(mid_run, 60, "status.py to show a run in progress, both sides running")
         assert s["sync_mvol_pid"] == proc.pid
         assert s["source"]["total_objects"] == len(data) and s["source"]["total_bytes"] == total
         assert s["complete"] is False
