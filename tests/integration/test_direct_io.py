@@ -151,7 +151,10 @@ class OneAnswerServer:
                 if not buf:
                     continue
                 self.requests += 1
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nETag: \"x\"\r\n\r\n" % len(self.body) + self.body)
+                conn.sendall(self.answer(buf))
+
+    def answer(self, request: bytes) -> bytes:
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nETag: \"x\"\r\n\r\n" % len(self.body) + self.body
 
     def close(self) -> None:
         self.sock.close()
@@ -351,24 +354,10 @@ class PagesServer(OneAnswerServer):
         self.lines: list[str] = []
         super().__init__(b"")
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                buf = b""
-                while b"\r\n\r\n" not in buf:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    buf += chunk
-                if not buf:
-                    continue
-                self.lines.append(buf.split(b"\r\n", 1)[0].decode())
-                status, body = self.pages.pop(0) if self.pages else (500, b"")
-                conn.sendall(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n" % (status, len(body)) + body)
+    def answer(self, request: bytes) -> bytes:
+        self.lines.append(request.split(b"\r\n", 1)[0].decode())
+        status, body = self.pages.pop(0) if self.pages else (500, b"")
+        return b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n" % (status, len(body)) + body
 
 
 def page(keys: list[str], token: str | None, encoded: bool = True, ns: bool = True) -> bytes:
