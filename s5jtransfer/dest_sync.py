@@ -410,13 +410,15 @@ class DestSync:
 
     def _check_source(self, st: DestStats) -> None:
         """Completion: every source object is confirmed at the destination (one source listing)."""
-        total = missing = 0
-        for o in s3.iter_objects(self.cfg.source, self._source_client()):
-            total += 1
-            r = self.dest_rows.get(o.key)
-            if not dest_done((o.size, o.etag), r):
-                missing += 1
-        st.source_total, st.source_missing = total, missing
+        def count(objs) -> tuple[int, int]:
+            total = missing = 0
+            for o in objs:
+                total += 1
+                if not dest_done((o.size, o.etag), self.dest_rows.get(o.key)):
+                    missing += 1
+            return total, missing
+
+        st.source_total, st.source_missing = s3.listing(self.cfg.source, self._source_client, count)
 
     # -- uploading -----------------------------------------------------------------------
     # Uploads stream: one long-lived `s5cmd run` per destination endpoint, fed through its
@@ -698,9 +700,9 @@ class DestSync:
         """One paginated listing of the destination prefix, kept only for `keys`."""
         out: dict[str, s3.Obj] = {}
         try:
-            for o in s3.iter_objects(self.side, self.client):
-                if o.key in keys:
-                    out[o.key] = o
+            ep = self._live()[0]
+            out = s3.listing(self.side, lambda: self.eps.client(ep),
+                             lambda objs: {o.key: o for o in objs if o.key in keys}, ep)
         except Exception as exc:  # noqa: BLE001 - fall back to one HeadObject per upload
             log.warning("destination listing failed (%s); confirming each upload on its own",
                         s3.describe_error(exc, self.side))

@@ -101,6 +101,33 @@ def test_source_once_ledgers_everything_then_destination_once(work):
     assert_all_moved(work, data)
 
 
+def test_uploads_through_s5cmd_are_confirmed_by_one_listing_made_without_boto3(work):
+    """dest_sync_mvol.py --once alone: 30 uploads through s5cmd (no PUT answer to confirm them)
+    cost less as one listing page than as 30 HeadObjects; the page is read by direct.list_objects
+    (its query comes in sorted order, encoding-type first; botocore's starts with list-type), and
+    the side's own completeness check lists the source the same way."""
+    data = {f"c{i:02d}.bin": os.urandom(2000 + i) for i in range(30)}
+    work.put_all(data)
+    work.cfg["transfer_settings"]["dest_direct_put_max_bytes"] = 0  # every upload through s5cmd
+    work.write_config()
+    assert work.run("src_sync_mvol.py", "--once").returncode == 0
+    log_start = work.server.log_path.stat().st_size
+    r = work.run("dest_sync_mvol.py", "--once")
+    assert r.returncode == 0, r.stderr
+    with open(work.server.log_path, "rb") as fh:
+        fh.seek(log_start)
+        log = fh.read().decode("utf-8", "replace").splitlines()
+    heads = [ln for ln in log if f"HEAD /{work.dst}/" in ln]
+    dest_lists = [ln for ln in log if f"GET /{work.dst}?encoding-type=url&list-type=2" in ln]
+    src_lists = [ln for ln in log if f"GET /{work.src}?encoding-type=url&list-type=2" in ln]
+    assert dest_lists and src_lists, "\n".join(log[-40:])
+    assert len(heads) < len(data)
+    assert not [ln for ln in log if "?list-type=2" in ln]  # no listing went through botocore
+    for k, v in data.items():
+        assert work.dest_bytes(k) == v
+    assert work.ledger_lines("dest_ledger.csv") == len(data) + 1
+
+
 def test_native_mode_moves_through_boto3_without_s5cmd_for_the_source(work):
     data = seed(work, n_small=10)
     work.cfg["transfer_settings"]["src_use_native_s3"] = True
