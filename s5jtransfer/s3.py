@@ -92,10 +92,6 @@ def iter_objects(side: Side, s3client) -> Iterator[Obj]:
             yield Obj(rel, size, item.get("ETag", "").strip('"'))
 
 
-def list_dict(side: Side, s3client) -> dict[str, Obj]:
-    return {o.key: o for o in iter_objects(side, s3client)}
-
-
 def listing(side: Side, client_of: Callable[[], object], build: Callable[[Iterable[Obj]], T], index: int = 0) -> T:
     """build(every object under the side's prefix), as iter_objects yields them: without boto3
     where it can be (direct.list_objects: a custom endpoint with the credentials of config.yaml,
