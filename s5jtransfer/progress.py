@@ -8,6 +8,8 @@ import threading
 import time
 from collections import deque
 
+from .atomic import write_atomic
+
 SRC_STATE = ".src_state.json"
 DEST_STATE = ".dest_state.json"
 WINDOW = 60.0
@@ -85,11 +87,8 @@ class Progress:
         if not force and now - self._last_write < 1.0:
             return
         self._last_write = now
-        tmp = f"{self.state_file}.{os.getpid()}.tmp"
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(self.snapshot(), fh)
-            os.replace(tmp, self.state_file)
+            write_atomic(self.state_file, json.dumps(self.snapshot()), tmp=f"{self.state_file}.{os.getpid()}.tmp")
         except OSError:
             pass
 

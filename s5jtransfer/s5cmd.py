@@ -12,6 +12,7 @@ import subprocess
 import threading
 from typing import Callable, Iterable
 
+from .atomic import write_atomic
 from .config import Side
 
 log = logging.getLogger(__name__)
@@ -241,10 +242,7 @@ def run_batch(binary: str, gargs: list[str], run_file: str, lines: list[str], lo
               preexec: Callable[[], None] | None = None) -> int:
     """Write a run file (atomically) and run it; report(local, ok, error) exactly once per local
     path, also for the objects s5cmd never reported on."""
-    tmp = run_file + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines) + "\n")
-    os.replace(tmp, run_file)
+    write_atomic(run_file, "\n".join(lines) + "\n")
     seen: set[str] = set()
     wanted = set(local_paths)
 

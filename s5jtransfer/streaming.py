@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import checksum
+from .atomic import write_atomic
 from .config import Side
 from .runtime import remove_quietly
 from .volumes import Volume
@@ -58,11 +59,7 @@ def part_size_for(size: int, part_size: int) -> int:
 
 # -- the source side's notes ----------------------------------------------------------------
 def write_note(vol: Volume, name: str, key: str, size: int, etag: str, ready: int) -> None:
-    path = vol.note_path(name)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump({"key": key, "size": size, "etag": etag, "ready": ready}, fh)
-    os.replace(tmp, path)
+    write_atomic(vol.note_path(name), json.dumps({"key": key, "size": size, "etag": etag, "ready": ready}))
 
 
 def remove_note(vol: Volume, name: str) -> None:
@@ -169,12 +166,7 @@ class Streamer:
                     log.warning("cannot abort the unfinished multipart upload of %r (%s); trying again at the "
                                 "next start", key, self.describe(exc))
                     keep.append(line)
-        tmp = JOURNAL + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write("".join(x + "\n" for x in keep))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, JOURNAL)
+        write_atomic(JOURNAL, (x + "\n" for x in keep), durable=True)
         if aborted:
             log.info("aborted %d unfinished multipart uploads left by an earlier run", aborted)
 

@@ -12,6 +12,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from .atomic import write_atomic
 from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_LEDGER, Ledger
 from .progress import DEST_STATE, SRC_STATE, done_since, read_state
 from .runtime import Stopper, die_with_parent
@@ -344,10 +345,7 @@ class TransferReport:
                         "process_restarts": self.restarts},
             "rounds": self.history,
         }
-        tmp = REPORT_FILE + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-        os.replace(tmp, REPORT_FILE)
+        write_atomic(REPORT_FILE, json.dumps(data, indent=2))
         cats = data["categories"] or {}
         lines = [
             "==== transfer report ====",

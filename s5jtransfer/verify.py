@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import checksum, s3
+from .atomic import write_atomic
 from .config import Config
 from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, encode_key, file_lock
 from .plan import is_done
@@ -118,11 +118,7 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
         if keep_dest.keys() != dest_rows.keys():
             dest_ledger.write_locked(keep_dest)
     todo = rep.keys(MISSING, DIFFER)
-    tmp = missing_file + ".tmp"
-    with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as fh:
-        for k in todo:
-            fh.write(encode_key(k) + "\n")
-    os.replace(tmp, missing_file)
+    write_atomic(missing_file, (encode_key(k) + "\n" for k in todo), errors="surrogateescape")
     counts = rep.counts()
     figures = {
         "source_objects": len(src), "source_bytes": sum(o.size for o in src.values()),
