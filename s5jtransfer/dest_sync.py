@@ -9,8 +9,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from boto3.s3.transfer import TransferConfig
-
 from . import checksum, direct, s3, s5cmd, streaming
 from .config import Config
 from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, file_lock
@@ -94,7 +92,8 @@ class DestSync:
         self.dest_rows: dict[str, tuple] = {}
         self.pending: dict[str, Pending] = {}
         self.eps = Endpoints(self.side, self.settings, pool=self.settings.dest_workers)
-        self.client = self.eps.client(0)
+        self._client_at = 0  # the endpoint that confirms uploads (see _head)
+        self._heads: dict[int, s3.Heads] = {}
         self._src_client = None
         self.binary = s5cmd.find_binary(self.settings.s5cmd_path)
         self._loaded = False
@@ -125,6 +124,17 @@ class DestSync:
             self.streamer = streaming.Streamer(self.side, self.settings.part_size, lambda: self._live()[0],
                                                self.eps.client, lambda exc: s3.describe_error(exc, self.side))
         self._handed_back = 0.0  # when keys were last taken out of the source ledger
+
+    def _heads_at(self, ep: int) -> s3.Heads:
+        heads = self._heads.get(ep)
+        if heads is None:
+            heads = self._heads[ep] = s3.Heads(self.side, lambda: self.eps.client(ep), ep)
+        return heads
+
+    def _head(self, key: str) -> s3.Obj | None:
+        """HeadObject at the endpoint in use: without boto3 where it can be (s3.Heads), so a run
+        whose uploads go through the event loop and s5cmd never imports boto3 (see direct.py)."""
+        return self._heads_at(self._client_at).head(key)
 
     # -- state ---------------------------------------------------------------------------
     def _recompute_pending(self) -> None:
@@ -368,7 +378,7 @@ class DestSync:
         same MD5 where both sides have one); None otherwise."""
         size, src_etag, _verified, md5 = src_row[:4]
         try:
-            there = s3.head(self.side, self.client, key)
+            there = self._head(key)
         except Exception:  # noqa: BLE001 - not readable: fetch it again
             return None
         if there is None or there.size != size:
@@ -468,7 +478,7 @@ class DestSync:
             up.close(timeout=0)
             up = None
         if up is None:
-            target = direct.target_for(self.eps.client(ep), self.side)
+            target = direct.Target.from_side(self.side, ep) or direct.target_for(self.eps.client(ep), self.side)
             if target is None:  # s5cmd does them all
                 self._direct_ok = False
                 return None
@@ -591,7 +601,8 @@ class DestSync:
         listing: dict[str, s3.Obj] = dict(answered or {})
         rest = [c for c in cands if c.key not in listing]
         if rest:
-            self.client = self.eps.client(self._live()[0])
+            self._client_at = self._live()[0]
+            self._heads_at(self._client_at)  # made here, before the threads that use it
             listable = {c.key for c in rest if s5cmd.run_file_safe(c.key)}
             if len(listable) > LIST_PAGE_COST * ((len(self.dest_rows) + len(rest)) // 1000 + 1):
                 listing.update(self._listing_for(listable))
@@ -661,13 +672,16 @@ class DestSync:
         self._direct.clear()
         if self.streamer is not None:
             self.streamer.close()
+        for heads in self._heads.values():
+            heads.close()
+        self._heads.clear()
 
     def _confirm(self, c: Candidate, listed: s3.Obj | None = None) -> tuple | None:
         """Check the uploaded object (from a listing, else a HeadObject): size, then ETag against
         the staged bytes. A dest ledger row when it matches."""
         if listed is None:
             try:
-                listed = s3.head(self.side, self.client, c.key)
+                listed = self._head(c.key)
             except Exception as exc:  # noqa: BLE001
                 log.warning("cannot confirm %r at the destination: %s", c.key, s3.describe_error(exc, self.side))
                 return None
@@ -710,6 +724,8 @@ class DestSync:
 
     def _upload_api(self, cands: list[Candidate], live: list[int], st: DestStats) -> None:
         """boto3 uploads for keys an s5cmd run file cannot carry (waits for them; rare)."""
+        from boto3.s3.transfer import TransferConfig
+
         tcfg = TransferConfig(max_concurrency=4, multipart_chunksize=self.settings.part_size,
                               multipart_threshold=self.settings.part_size)
         clients = [self.eps.client(i) for i in live]

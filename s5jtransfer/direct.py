@@ -2,7 +2,8 @@
 
 get_many: small objects, one GET each. get_ordered: larger ones in ranges, all connections on
 the first unfinished object, so objects are staged one after another at the speed of the link.
-Uploader: small PUTs with Content-MD5, fed from other threads.
+Uploader: small PUTs with Content-MD5, fed from other threads. list_objects and Heads:
+listings and HeadObjects on blocking keep-alive connections, so that boto3 need not be loaded.
 
 For objects of a few KiB the cost of a transfer is all per request, and in a threaded client
 most of it is the interpreter handing its lock from thread to thread (hundreds of futex calls
@@ -329,6 +330,72 @@ def canonical_query(params: dict[str, str]) -> str:
     return "&".join(f"{q(k)}={q(v)}" for k, v in sorted(params.items()))
 
 
+class HeadError(Exception):
+    """A HeadObject answer this path does not take; the caller asks boto3."""
+
+
+def _http_connection(target: Target, timeout: float):
+    """A blocking keep-alive connection (http.client) for one sequential request at a time."""
+    import http.client
+
+    if target.scheme == "https":
+        return http.client.HTTPSConnection(target.host, target.port, timeout=timeout, context=_ssl_context(target))
+    return http.client.HTTPConnection(target.host, target.port, timeout=timeout)
+
+
+def _request(target: Target, conn, method: str, path: str, query: str = ""):
+    """Send one signed request without a body and read its whole answer: (response, body). A
+    keep-alive connection the server closed while idle is replaced and the request sent once more."""
+    import http.client
+
+    for attempt in (1, 2):
+        headers = dict(target.headers(method, path, payload=EMPTY_SHA256, query=query))
+        headers["User-Agent"] = "s5jtransfer"
+        try:
+            conn.request(method, f"{path}?{query}" if query else path, headers=headers)
+            resp = conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionError):
+            conn.close()
+            if attempt == 2:
+                raise
+            continue
+        return resp, resp.read()
+    raise AssertionError("unreachable")
+
+
+class Heads:
+    """HeadObject without boto3 (see list_objects for why), from any number of threads: one
+    keep-alive connection per thread. head(full key) is (size, ETag), or None for a 404; any
+    other answer raises (HeadError), and the caller asks boto3, which retries and names it."""
+
+    def __init__(self, target: Target, timeout: float = 60.0) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._local = threading.local()
+        self._conns: list = []
+        self._lock = threading.Lock()
+
+    def head(self, key: str) -> tuple[int, str] | None:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = _http_connection(self.target, self.timeout)
+            with self._lock:
+                self._conns.append(conn)
+        resp, _ = _request(self.target, conn, "HEAD", self.target.path(key))
+        if resp.status == 404:
+            return None
+        length = resp.getheader("Content-Length") or ""
+        if resp.status != 200 or not length.isdigit():
+            raise HeadError(f"HTTP {resp.status}" + (" without a Content-Length" if resp.status == 200 else ""))
+        return int(length), (resp.getheader("ETag") or "").strip('"')
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            c.close()
+
+
 def list_objects(target: Target, side, timeout: float = 60.0) -> Iterator:
     """Every object under the side's prefix, as s3.iter_objects yields them (s3.Obj: prefix
     stripped, folder markers skipped), page by page over one keep-alive connection, without
@@ -341,16 +408,11 @@ def list_objects(target: Target, side, timeout: float = 60.0) -> Iterator:
     Only complete 200 answers are taken. Anything else (an error status, a redirect, a body that
     is not a listing, a page that would not advance, a broken connection) raises; the caller then
     lists from the start the regular way, which retries and names the error."""
-    import http.client
     import xml.etree.ElementTree as ET
 
     from .s3 import Obj
 
-    if target.scheme == "https":
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            target.host, target.port, timeout=timeout, context=_ssl_context(target))
-    else:
-        conn = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
+    conn = _http_connection(target, timeout)
     path = target.base.rstrip("/") or "/"
     plen = len(side.prefix)
     token: str | None = None  # the continuation token (v2) or marker (v1) of the next page
@@ -364,21 +426,7 @@ def list_objects(target: Target, side, timeout: float = 60.0) -> Iterator:
                 params["list-type"] = "2"
                 if token is not None:
                     params["continuation-token"] = token
-            query = canonical_query(params)
-            for attempt in (1, 2):
-                headers = dict(target.headers("GET", path, payload=EMPTY_SHA256, query=query))
-                headers["User-Agent"] = "s5jtransfer"
-                try:
-                    conn.request("GET", f"{path}?{query}", headers=headers)
-                    resp = conn.getresponse()
-                except (http.client.RemoteDisconnected, ConnectionError):
-                    # a keep-alive connection the server closed while idle: once more on a new one
-                    conn.close()
-                    if attempt == 2:
-                        raise
-                    continue
-                body = resp.read()
-                break
+            resp, body = _request(target, conn, "GET", path, canonical_query(params))
             if resp.status != 200:
                 m = _CODE.search(body.decode("utf-8", "replace"))
                 raise ListingError(f"HTTP {resp.status}{' ' + m.group(1) if m else ''}")

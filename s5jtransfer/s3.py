@@ -6,6 +6,7 @@ source side's start (its listing and first GETs, see direct.py) does without it.
 from __future__ import annotations
 
 import logging
+import threading
 import os
 import warnings
 from typing import Callable, Iterable, Iterator, NamedTuple, TypeVar
@@ -120,6 +121,39 @@ def head(side: Side, s3client, key: str) -> Obj | None:
             return None
         raise
     return Obj(key, int(answer.get("ContentLength", -1)), str(answer.get("ETag", "")).strip('"'))
+
+
+class Heads:
+    """HeadObject (as head) from any number of threads: without boto3 where it can be
+    (direct.Heads: the cases of listing), else, or when that answer is not taken (an error
+    status, a broken connection), through client_of()'s boto3 client, which retries and whose
+    errors describe_error names."""
+
+    def __init__(self, side: Side, client_of: Callable[[], object], index: int = 0) -> None:
+        from . import direct
+
+        self.side = side
+        self.client_of = client_of
+        target = direct.Target.from_side(side, index)
+        self._direct = direct.Heads(target) if target is not None else None
+        self._client = None
+        self._lock = threading.Lock()
+
+    def head(self, key: str) -> Obj | None:
+        if self._direct is not None:
+            try:
+                got = self._direct.head(self.side.prefix + key)
+                return None if got is None else Obj(key, *got)
+            except Exception as exc:  # noqa: BLE001 - boto3 asks again, and names any error
+                log.debug("HeadObject of %r again through boto3: %s: %s", key, type(exc).__name__, exc)
+        with self._lock:  # one client for every thread, made when first needed
+            if self._client is None:
+                self._client = self.client_of()
+        return head(self.side, self._client, key)
+
+    def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
 
 
 def describe_error(exc: BaseException, side: Side) -> str:

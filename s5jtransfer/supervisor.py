@@ -252,11 +252,11 @@ class EarlyListings:
         side = self.cfg.destination
         ledger = Ledger(DEST_LEDGER, DEST_COLUMNS)
         rows: dict[str, tuple] = {}
+        heads = s3.Heads(side, lambda: s3.client(side, self.cfg.settings, pool=HEAD_WORKERS))
         try:
             ledger.seek_end()  # a row appended from now on is checked on its own
             objects = verify._list_side(side, self.cfg)
             self.dest_listed.set()
-            client = s3.client(side, self.cfg.settings, pool=HEAD_WORKERS)
             checked = 0
             with ThreadPoolExecutor(max_workers=HEAD_WORKERS) as pool:
                 while True:
@@ -271,7 +271,7 @@ class EarlyListings:
                         log.debug("%d objects confirmed since the early listing; the comparison lists "
                                   "the destination", checked)
                         return
-                    for key, obj in zip(keys, pool.map(lambda k: s3.head(side, client, k), keys)):
+                    for key, obj in zip(keys, pool.map(heads.head, keys)):
                         if obj is None:
                             objects.pop(key, None)
                         else:
@@ -284,6 +284,8 @@ class EarlyListings:
                       "each checked with a HeadObject", checked)
         except Exception as exc:  # noqa: BLE001 - the comparison lists the destination itself
             log.debug("early listing of the destination failed (%s); the comparison lists it again", exc)
+        finally:
+            heads.close()
 
     def stop(self) -> None:
         """No comparison follows (the round ended otherwise): the destination listing stops tailing."""

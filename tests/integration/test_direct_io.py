@@ -409,3 +409,75 @@ def test_a_listing_answer_this_path_does_not_take_raises(pages, why):
         assert why in f"{type(exc.value).__name__}: {exc.value}"
     finally:
         server.close()
+
+
+def test_heads_without_boto3_equal_boto3s_for_hostile_keys_and_a_missing_one(s3server):
+    """s3.Heads answers as s3.head does (size, ETag; None for a missing key), from many threads,
+    and never needs boto3 for it: client_of is never called."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from s5jtransfer import s3
+    bucket = s3server.new_bucket("dhead")
+    c = client(s3server)
+    for i, k in enumerate(LISTING_KEYS):
+        c.put_object(Bucket=bucket, Key="data/" + k, Body=os.urandom(i * 7))
+    side = side_for(s3server, bucket, "data/")
+    keys = LISTING_KEYS + ["not/there.bin", "sp ace/ü+&=?#%25.bin.missing"]
+
+    def no_boto3():
+        raise AssertionError("boto3 was asked")
+
+    heads = s3.Heads(side, no_boto3)
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            mine = list(pool.map(heads.head, keys))
+    finally:
+        heads.close()
+    ref = [s3.head(side, s3.client(side), k) for k in keys]
+    assert mine == ref
+    assert mine[-1] is None and mine[-2] is None and all(o is not None for o in mine[:-2])
+
+
+class HeadServer(OneAnswerServer):
+    """Answers each HEAD with the next of `answers` (a status line and headers), one per
+    connection; keeps each request line."""
+
+    def __init__(self, answers: list[bytes]) -> None:
+        self.answers = list(answers)
+        self.lines: list[str] = []
+        super().__init__(b"")
+
+    def answer(self, request: bytes) -> bytes:
+        self.lines.append(request.split(b"\r\n", 1)[0].decode())
+        return (self.answers.pop(0) if self.answers else b"HTTP/1.1 500 X\r\nContent-Length: 0") + b"\r\n\r\n"
+
+
+def test_heads_follow_dropped_connections_and_leave_what_they_do_not_take_to_boto3():
+    from s5jtransfer import s3
+    server = HeadServer([b'HTTP/1.1 200 OK\r\nContent-Length: 12\r\nETag: "e1"',
+                         b"HTTP/1.1 404 Not Found\r\nContent-Length: 0",
+                         b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0",
+                         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked"])
+    asked = []
+
+    class Boto3Stub:
+        def head_object(self, Bucket, Key):
+            asked.append(Key)
+            return {"ContentLength": 5, "ETag": '"from-boto3"'}
+
+    try:
+        side = side_for(type("S", (), {"url": f"http://127.0.0.1:{server.port}"}), "b", "data/")
+        heads = s3.Heads(side, Boto3Stub)
+        # the server closes each connection after one answer: every HEAD after the first is
+        # sent again on a new connection
+        assert heads.head("sp ace/x") == s3.Obj("sp ace/x", 12, "e1")
+        assert heads.head("gone") is None
+        assert heads.head("denied") == s3.Obj("denied", 5, "from-boto3")  # 403: boto3 asks again
+        assert heads.head("odd") == s3.Obj("odd", 5, "from-boto3")  # no Content-Length
+        assert asked == ["data/denied", "data/odd"]
+        assert server.lines[0] == "HEAD /b/data/sp%20ace/x HTTP/1.1"
+        with pytest.raises(direct.HeadError, match="HTTP 500"):
+            direct.Heads(direct.Target.from_side(side)).head("data/more")
+        heads.close()
+    finally:
+        server.close()

@@ -128,6 +128,32 @@ def test_uploads_through_s5cmd_are_confirmed_by_one_listing_made_without_boto3(w
     assert work.ledger_lines("dest_ledger.csv") == len(data) + 1
 
 
+def test_the_destination_side_uploads_and_confirms_without_boto3(work, tmp_path):
+    """Small objects by direct PUT (confirmed by their answers), the rest through s5cmd, too few
+    for a listing: each confirmed by a HeadObject made by s3.Heads, not boto3, which this run
+    cannot import at all."""
+    blocker = tmp_path / "no-boto3"
+    for name in ("boto3", "botocore"):
+        (blocker / name).mkdir(parents=True)
+        (blocker / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked in this test')\n")
+    data = {f"h{i:02d}.bin": os.urandom(1000 + 3000 * i) for i in range(8)}
+    work.put_all(data)
+    work.cfg["transfer_settings"]["dest_direct_put_max_bytes"] = 10000  # 4 direct PUTs, 4 through s5cmd
+    work.write_config()
+    assert work.run("src_sync_mvol.py", "--once").returncode == 0
+    log_start = work.server.log_path.stat().st_size
+    r = work.run("dest_sync_mvol.py", "--once", env={"PYTHONPATH": str(blocker)})
+    assert r.returncode == 0, r.stderr
+    assert "blocked" not in r.stderr
+    with open(work.server.log_path, "rb") as fh:
+        fh.seek(log_start)
+        log = fh.read().decode("utf-8", "replace").splitlines()
+    assert len([ln for ln in log if f"HEAD /{work.dst}/" in ln]) == 4, "\n".join(log[-40:])
+    for k, v in data.items():
+        assert work.dest_bytes(k) == v
+    assert work.ledger_lines("dest_ledger.csv") == len(data) + 1
+
+
 def test_native_mode_moves_through_boto3_without_s5cmd_for_the_source(work):
     data = seed(work, n_small=10)
     work.cfg["transfer_settings"]["src_use_native_s3"] = True

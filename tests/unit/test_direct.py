@@ -171,12 +171,13 @@ def test_target_from_config_is_left_to_boto3_where_boto3_must_tell(monkeypatch):
     assert direct.Target.from_side(side_of()) is None
 
 
-def test_the_source_side_starts_without_importing_boto3():
-    """Its listing and GETs go through direct.py; boto3 (about 0.25 s of CPU) is loaded only when
-    a fallback or another feature needs it."""
+@pytest.mark.parametrize("module", ["src_sync", "dest_sync", "supervisor"])
+def test_the_sides_start_without_importing_boto3(module):
+    """Listings, GETs, small PUTs and HeadObjects go through direct.py; boto3 (about 0.25 s of
+    CPU) is loaded only when a fallback or another feature needs it."""
     import subprocess
     import sys
-    code = ("import sys, s5jtransfer.src_sync, s5jtransfer.commands; "
+    code = (f"import sys, s5jtransfer.{module}, s5jtransfer.commands; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 's3transfer')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
