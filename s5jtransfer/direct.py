@@ -381,7 +381,11 @@ class Heads:
             conn = self._local.conn = _http_connection(self.target, self.timeout)
             with self._lock:
                 self._conns.append(conn)
-        resp, _ = _request(self.target, conn, "HEAD", self.target.path(key))
+        try:
+            resp, _ = _request(self.target, conn, "HEAD", self.target.path(key))
+        except Exception:
+            conn.close()  # whatever state it was left in: the next HEAD opens it anew
+            raise
         if resp.status == 404:
             return None
         length = resp.getheader("Content-Length") or ""

@@ -6,8 +6,8 @@ source side's start (its listing and first GETs, see direct.py) does without it.
 from __future__ import annotations
 
 import logging
-import threading
 import os
+import threading
 import warnings
 from typing import Callable, Iterable, Iterator, NamedTuple, TypeVar
 
