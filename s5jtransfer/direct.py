@@ -364,28 +364,30 @@ def _request(target: Target, conn, method: str, path: str, query: str = ""):
 
 
 class Heads:
-    """HeadObject without boto3 (see list_objects for why), from any number of threads: one
-    keep-alive connection per thread. head(full key) is (size, ETag), or None for a 404; any
-    other answer raises (HeadError), and the caller asks boto3, which retries and names it."""
+    """HeadObject without boto3 (see list_objects for why), from any number of threads: each
+    HEAD takes an idle keep-alive connection (or opens one) and gives it back, so there are never
+    more connections than HEADs at once, however many threads come and go. head(full key) is
+    (size, ETag), or None for a 404; any other answer raises (HeadError), and the caller asks
+    boto3, which retries and names it."""
 
     def __init__(self, target: Target, timeout: float = 60.0) -> None:
         self.target = target
         self.timeout = timeout
-        self._local = threading.local()
-        self._conns: list = []
+        self._idle: list = []
         self._lock = threading.Lock()
 
     def head(self, key: str) -> tuple[int, str] | None:
-        conn = getattr(self._local, "conn", None)
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
         if conn is None:
-            conn = self._local.conn = _http_connection(self.target, self.timeout)
-            with self._lock:
-                self._conns.append(conn)
+            conn = _http_connection(self.target, self.timeout)
         try:
             resp, _ = _request(self.target, conn, "HEAD", self.target.path(key))
         except Exception:
-            conn.close()  # whatever state it was left in: the next HEAD opens it anew
+            conn.close()  # whatever state it was left in: not reused
             raise
+        with self._lock:
+            self._idle.append(conn)
         if resp.status == 404:
             return None
         length = resp.getheader("Content-Length") or ""
@@ -393,9 +395,14 @@ class Heads:
             raise HeadError(f"HTTP {resp.status}" + (" without a Content-Length" if resp.status == 200 else ""))
         return int(length), (resp.getheader("ETag") or "").strip('"')
 
+    def idle(self) -> int:
+        """Connections kept open for the next HEADs."""
+        with self._lock:
+            return len(self._idle)
+
     def close(self) -> None:
         with self._lock:
-            conns, self._conns = self._conns, []
+            conns, self._idle = self._idle, []
         for c in conns:
             c.close()
 
