@@ -714,7 +714,7 @@ class DestSync:
         """One paginated listing of the destination prefix, kept only for `keys`."""
         out: dict[str, s3.Obj] = {}
         try:
-            ep = self._live()[0]
+            ep = self._client_at  # the endpoint _confirm_uploads just chose
             out = s3.listing(self.side, lambda: self.eps.client(ep),
                              lambda objs: {o.key: o for o in objs if o.key in keys}, ep)
         except Exception as exc:  # noqa: BLE001 - fall back to one HeadObject per upload
