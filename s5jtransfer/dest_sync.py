@@ -98,6 +98,7 @@ class DestSync:
         self.binary = s5cmd.find_binary(self.settings.s5cmd_path)
         self._loaded = False
         self._missing_staged: set[str] = set()
+        self._warned_empty_key = False  # see cycle: the source prefix itself, no destination prefix
         self.progress = Progress("destination", None if dry_run else DEST_STATE)
         self._progress_stale = True  # src_rows or pending changed since the totals were summed
         self.ledger_sig: tuple | None = None  # see signature()
@@ -215,6 +216,15 @@ class DestSync:
         cands: list[Candidate] = []
         lost = []
         for key, p in self.pending.items():
+            if not key and not self.side.prefix:
+                # the source prefix itself, ledgered under another configuration: an empty key
+                # would be a request on the bucket (src_sync._mappable says why and what to do)
+                if not self._warned_empty_key:
+                    self._warned_empty_key = True
+                    log.error("the ledgered object whose key is the source prefix itself cannot be uploaded: "
+                              "with an empty destination.bucket_prefix its key would be empty; set "
+                              "destination.bucket_prefix in config.yaml")
+                continue
             hit = staged.get(p.name)
             if hit is None:
                 lost.append(key)

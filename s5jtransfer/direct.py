@@ -455,9 +455,7 @@ def list_objects(target: Target, side, timeout: float = 60.0) -> Iterator:
                 n = int(size)
                 if key.endswith("/") and n == 0:
                     continue  # a folder marker
-                rel = key[plen:]
-                if rel:
-                    yield Obj(rel, n, (node.findtext(ns + "ETag") or "").strip('"'))
+                yield Obj(key[plen:], n, (node.findtext(ns + "ETag") or "").strip('"'))
             if (root.findtext(ns + "IsTruncated") or "").strip().lower() != "true":
                 return
             if side.is_snow:

@@ -73,7 +73,8 @@ def iter_objects(side: Side, s3client) -> Iterator[Obj]:
 
     A Snowball (region snow) is listed with ListObjects (v1), which every Snowball supports.
     A zero-byte key ending in '/' is a folder marker and is skipped, as the original did; a
-    key ending in '/' that holds data is a real object and is kept.
+    key ending in '/' that holds data is a real object and is kept, also the one whose key is
+    the prefix itself (its relative key is '': it maps to the other side's prefix).
     """
     op = "list_objects" if side.is_snow else "list_objects_v2"
     paginator = s3client.get_paginator(op)
@@ -87,10 +88,7 @@ def iter_objects(side: Side, s3client) -> Iterator[Obj]:
             size = int(item["Size"])
             if key.endswith("/") and size == 0:
                 continue
-            rel = key[plen:]
-            if not rel:
-                continue
-            yield Obj(rel, size, item.get("ETag", "").strip('"'))
+            yield Obj(key[plen:], size, item.get("ETag", "").strip('"'))
 
 
 def listing(side: Side, client_of: Callable[[], object], build: Callable[[Iterable[Obj]], T], index: int = 0) -> T:

@@ -44,6 +44,7 @@ class CycleStats:
     failed: int = 0
     mismatched: int = 0
     size_only: int = 0
+    unmappable: int = 0  # listed, but without a valid destination key (see _mappable)
 
     @property
     def complete(self) -> bool:
@@ -104,6 +105,7 @@ class SourceSync:
         st.todo = len(todo)
         st.done = st.listed - st.todo
         st.done_bytes = st.listed_bytes - sum(i.size for i in todo)
+        todo = self._mappable(todo, st)
         self.progress.set_totals(st.listed, st.listed_bytes, st.done, st.done_bytes)
         self.progress.write_state(force=True)
         if not todo:
@@ -130,6 +132,21 @@ class SourceSync:
         st.done += st.moved + st.adopted
         st.done_bytes += st.moved_bytes + st.adopted_bytes
         return st
+
+    def _mappable(self, todo: list[plan.Item], st: CycleStats) -> list[plan.Item]:
+        """The object whose key is the source prefix itself (relative key '', a key ending in '/'
+        that holds data) goes to the destination prefix; with an empty destination prefix it
+        would have an empty key, which S3 cannot hold. It is not staged, and the run stays
+        incomplete (it counts as not done) until the configuration changes: never a silent skip."""
+        if self.cfg.destination.prefix or not any(not i.key for i in todo):
+            return todo
+        item = next(i for i in todo if not i.key)
+        st.unmappable = 1
+        log.error("%r (%d bytes) has the source prefix itself as its key: its destination key would be "
+                  "empty, so it cannot be moved and the transfer stays incomplete; set "
+                  "destination.bucket_prefix in config.yaml (it then goes to exactly that key), or move "
+                  "it by hand", self.side.url(item.key), item.size)
+        return [i for i in todo if i.key]
 
     def _print_plan(self, assigned: list[plan.Assignment], waiting: list[plan.Item], live: list[int]) -> None:
         groups = split_by_bytes(assigned, [a.item.size for a in assigned], len(live))

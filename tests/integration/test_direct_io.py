@@ -327,6 +327,7 @@ def test_listing_without_boto3_equals_boto3s_for_hostile_keys_over_many_pages(s3
         c.put_object(Bucket=bucket, Key="data/" + k, Body=body)
     c.put_object(Bucket=bucket, Key="other/outside.bin", Body=b"x")
     c.put_object(Bucket=bucket, Key="data/", Body=b"")  # the prefix itself
+    c.put_object(Bucket=bucket, Key="data/zz/", Body=b"holds data")  # a prefix below, itself an object
     side = side_for(s3server, bucket, "data/", snow)
     monkeypatch.setattr(direct, "LIST_PAGE", 3)  # many pages: continuation tokens / markers carry hostile keys
     target = direct.Target.from_side(side)
@@ -337,7 +338,12 @@ def test_listing_without_boto3_equals_boto3s_for_hostile_keys_over_many_pages(s3
     keys = {o.key for o in mine}
     assert "ctl\x01\x1f.bin" in keys and "sp ace/ü+&=?#%25.bin" in keys
     assert "folder/" not in keys and "other/outside.bin" not in keys and "dir/trailing/" in keys
-    assert len(mine) == len(LISTING_KEYS) - 2  # the two folder markers are skipped
+    assert len(mine) == len(LISTING_KEYS) - 2 + 1  # the two folder markers are skipped; zz/ is kept
+    # listed from the prefix that is itself an object: it comes as the relative key ''
+    below = side_for(s3server, bucket, "data/zz/", snow)
+    mine = list(direct.list_objects(direct.Target.from_side(below), below))
+    assert mine == list(s3.iter_objects(below, s3.client(below)))
+    assert sorted(o.key for o in mine) == ["", "last.bin"]
 
 
 def test_a_listing_this_path_cannot_take_raises_and_the_source_side_lists_through_boto3(s3server, monkeypatch):

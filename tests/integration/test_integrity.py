@@ -61,6 +61,51 @@ def test_every_valid_key_moves_byte_exact_and_nothing_escapes(work, tmp_path, mo
     assert work.staged_files() == []
 
 
+@pytest.mark.parametrize("mode", ["s5cmd", "direct"])
+def test_object_whose_key_is_the_source_prefix_itself_moves_to_the_destination_prefix(work, mode):
+    """s3://src/data/ holding data (not a zero-byte folder marker) is under the prefix: it goes to
+    exactly s3://dst/copy/, is ledgered, and the final comparison counts it."""
+    data = {"a.txt": b"a" * 100, "sub/b.txt": b"b" * 5000}
+    work.put_all(data)
+    work.put("", b"the prefix itself")  # key "data/"
+    work.put("sub/", b"")  # a folder marker: skipped, as always
+    work.cfg["transfer_settings"]["src_direct_get_max_bytes"] = 1024 * 1024 if mode == "direct" else 0
+    work.write_config()
+    r = work.run("sync_mvol.py", "--once")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert work.dest_bytes("") == b"the prefix itself"
+    assert set(work.listing(work.dst, "copy/")) == set(data) | {""}
+    assert work.ledger_lines() == 4 and work.ledger_lines("dest_ledger.csv") == 4
+    assert "source objects:      3" in r.stdout
+    assert work.run("repair_ledger.py").returncode == 0
+    again = work.run("sync_mvol.py", "--once")
+    assert again.returncode == 0 and work.ledger_lines() == 4
+
+
+def test_object_whose_key_is_the_source_prefix_with_no_destination_prefix_keeps_the_run_incomplete(work):
+    """Its destination key would be empty: it is never uploaded (a request without a key would be
+    a request on the bucket), an error names it and the fix, the rest moves, and the run is not
+    reported complete."""
+    work.put("a.txt", b"a" * 100)
+    work.put("", b"the prefix itself")
+    work.cfg["destination"]["bucket_prefix"] = ""
+    work.write_config()
+    proc = work.start("sync_mvol.py", "--once")
+    try:
+        log = work.path / "sync_mvol.py.log"
+        wait_for(lambda: "its destination key would be empty" in log.read_text(errors="replace"), 60,
+                 "the error naming the object")
+        wait_for(lambda: "a.txt" in work.listing(work.dst, ""), 60, "the other object at the destination")
+        text = log.read_text(errors="replace")
+        assert "set destination.bucket_prefix" in text and "'s3://" in text and "/data/'" in text
+        assert proc.poll() is None  # --once does not end: the transfer is not complete
+        assert set(work.listing(work.dst, "")) == {"a.txt"}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert work.run("repair_ledger.py").returncode == 1
+
+
 def test_corrupted_staged_copy_is_never_uploaded_and_is_fetched_again(work):
     data = {f"f{i}.bin": os.urandom(20_000) for i in range(5)}
     work.put_all(data)
