@@ -538,7 +538,7 @@ class DestSync:
                 c.upload_etag = expected  # the multipart ETag of the parts sent, compared by _confirm
             self._report(ep, c.path, ok, error, etag)
 
-        return self.streamer.take(c.key, c.pending.row[0], c.pending.row[1], c.path, report)
+        return self.streamer.take(c.key, c.pending.row[0], c.pending.row[1], c.path, c.md5, report)
 
     def _collect(self, st: DestStats) -> None:
         """Results s5cmd reported since the last cycle: successes wait for confirmation, failures
@@ -710,11 +710,17 @@ class DestSync:
         elif kind == checksum.MULTIPART:
             level = checksum.MULTIPART if etag.lower() == c.upload_etag else None
             if level is None:
-                # uploaded with another part size than configured (e.g. by the boto3 path)
+                # uploaded with another part size than configured (e.g. by the boto3 path): the
+                # staged copy is hashed again, and counts only while it still has the verified MD5
+                # (one changed after its check may be what went out, and would match itself)
                 try:
-                    level = checksum.check(c.path, size, etag)[0]
+                    level, now_md5, _ = checksum.check(c.path, size, etag)
                 except OSError:
                     level = None
+                else:
+                    if level is not None and c.md5 and now_md5 != c.md5:
+                        log.warning("staged copy of %r changed after its check", c.key)
+                        level = None
         if level is None:
             log.warning("destination ETag of %r (%s) does not match the staged bytes: uploading again", c.key, etag)
             return None

@@ -256,11 +256,12 @@ class Streamer:
             raise ValueError(f"the destination answered ETag {etag!r} for part {n}, not its MD5 {md5}")
         u.md5s[n] = md5
 
-    def take(self, key: str, size: int, src_etag: str, staged: str,
+    def take(self, key: str, size: int, src_etag: str, staged: str, md5: str,
              report: Callable[[int, bool, str, str, str], None]) -> bool:
         """Finish the early upload of a staged, verified object, if there is one for this version:
         True when it is taken (report(endpoint, ok, error, destination ETag, expected ETag) follows,
-        from another thread); False: upload it the regular way."""
+        from another thread); False: upload it the regular way. md5: of the verified bytes; the
+        upload is completed only when the bytes it is made of hash to it."""
         u = self.uploads.get(key)
         if u is None or u.taken:
             return False
@@ -268,10 +269,11 @@ class Streamer:
             self._abort(u, u.error or "the staged copy is another version")
             return False
         u.taken = True
-        self._finisher.submit(self._finish, u, staged, report)
+        self._finisher.submit(self._finish, u, staged, md5, report)
         return True
 
-    def _finish(self, u: _Upload, staged: str, report: Callable[[int, bool, str, str, str], None]) -> None:
+    def _finish(self, u: _Upload, staged: str, verified_md5: str,
+                report: Callable[[int, bool, str, str, str], None]) -> None:
         try:
             for f in u.futures:
                 f.result()
@@ -279,11 +281,16 @@ class Streamer:
                 raise ValueError(u.error)
             md5s = []
             early = len(u.md5s)
+            # the whole of what the upload is made of (the parts sent early equal these bytes, the
+            # others are these bytes), in order: a staged copy changed after its verification
+            # (between the destination side's check and this read, say) is never completed
+            whole = hashlib.md5()
             with open(staged, "rb") as fh:
                 for n in range(1, u.parts + 1):
                     if self._closing:
                         raise ValueError("the destination side stops")
                     data = fh.read(min(u.part, u.size - (n - 1) * u.part))
+                    whole.update(data)
                     if n in u.md5s:
                         md5 = hashlib.md5(data).hexdigest()
                         if md5 != u.md5s[n]:
@@ -292,6 +299,8 @@ class Streamer:
                         self._send(u, n, data)
                         md5 = u.md5s[n]
                     md5s.append(md5)
+            if verified_md5 and whole.hexdigest() != verified_md5:
+                raise ValueError("the staged copy no longer matches the checksum verified at staging")
             expected = hashlib.md5(b"".join(bytes.fromhex(m) for m in md5s)).hexdigest() + f"-{len(md5s)}"
             resp = u.client.complete_multipart_upload(
                 Bucket=self.side.bucket, Key=self.side.prefix + u.key, UploadId=u.upload_id,

@@ -32,6 +32,10 @@ def multipart_etag(data: bytes, part: int) -> str:
     return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
 
 
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
 def open_uploads(work) -> list[dict]:
     return work.server.client().list_multipart_uploads(Bucket=work.dst).get("Uploads", [])
 
@@ -95,7 +99,7 @@ def test_parts_sent_early_are_completed_once_the_staged_copy_matches(streamer, w
     assert [p["PartNumber"] for p in parts] == [1, 2]
     staged = to_staged(vol, name, data)
     rep = Reports()
-    assert st.take("big.bin", len(data), "src-etag", staged, rep)
+    assert st.take("big.bin", len(data), "src-etag", staged, md5(data), rep)
     assert rep.event.wait(30)
     ok, error, etag, expected = rep.got[0]
     assert ok, error
@@ -116,14 +120,35 @@ def test_a_part_that_differs_from_the_staged_copy_aborts_the_upload(streamer, wo
     for f in list(st.uploads["big.bin"].futures):
         f.result(timeout=30)
     rep = Reports()
-    assert st.take("big.bin", len(data), "src-etag", to_staged(vol, name, data), rep)
+    assert st.take("big.bin", len(data), "src-etag", to_staged(vol, name, data), md5(data), rep)
     assert rep.event.wait(30)
     ok, error, _etag, _expected = rep.got[0]
     assert not ok and "part 1 sent early differs from the staged copy" in error
     assert open_uploads(work) == []
     assert "big.bin" not in work.listing(work.dst, "copy/")
     # the next try goes the regular way
-    assert not st.take("big.bin", len(data), "src-etag", vol.staged_path(name), Reports())
+    assert not st.take("big.bin", len(data), "src-etag", vol.staged_path(name), md5(data), Reports())
+
+
+def test_a_staged_copy_changed_after_its_verification_is_never_completed(streamer, work):
+    """Parts 1-2 went out early from the right bytes; the staged copy then changed in part 3,
+    which goes out only now: the parts agree with the file, but the file no longer has the MD5
+    verified at staging, so the upload is aborted (the destination side discards the copy)."""
+    st, vol, _client = streamer
+    data = pattern(12 * MIB + 7, seed=5)
+    name, _ = stage(vol, "big.bin", data, ready=10 * MIB)
+    st.scan([vol])
+    for f in list(st.uploads["big.bin"].futures):
+        f.result(timeout=30)
+    changed = bytearray(data)
+    changed[-3] ^= 0xFF
+    rep = Reports()
+    assert st.take("big.bin", len(data), "src-etag", to_staged(vol, name, bytes(changed)), md5(data), rep)
+    assert rep.event.wait(30)
+    ok, error, _etag, _expected = rep.got[0]
+    assert not ok and "no longer matches the checksum verified at staging" in error
+    assert open_uploads(work) == []
+    assert "big.bin" not in work.listing(work.dst, "copy/")
 
 
 def test_another_version_is_not_completed_with_the_parts_of_the_first(streamer, work):
@@ -131,7 +156,7 @@ def test_another_version_is_not_completed_with_the_parts_of_the_first(streamer, 
     data = pattern(11 * MIB, seed=2)
     name, _ = stage(vol, "big.bin", data, ready=len(data))
     st.scan([vol])
-    assert not st.take("big.bin", len(data), "another-etag", to_staged(vol, name, data), Reports())
+    assert not st.take("big.bin", len(data), "another-etag", to_staged(vol, name, data), md5(data), Reports())
     assert st.uploads == {}
     wait_for(lambda: open_uploads(work) == [], 30, "the upload aborted")
 
@@ -260,7 +285,7 @@ def test_parts_queued_when_the_copy_is_renamed_into_staged_are_read_from_there(s
         f.result(timeout=30)
     assert not u.error and sorted(u.md5s) == [1, 2, 3]
     rep = Reports()
-    assert st.take("big.bin", len(data), "src-etag", staged, rep) and rep.event.wait(30)
+    assert st.take("big.bin", len(data), "src-etag", staged, md5(data), rep) and rep.event.wait(30)
     assert rep.got[0][0], rep.got[0]
     assert work.dest_bytes("big.bin") == data
 
@@ -277,6 +302,6 @@ def test_an_upload_whose_object_waits_its_turn_is_kept(streamer, work, monkeypat
     st.scan([vol], waiting=lambda key: key == "big.bin")
     assert "big.bin" in st.uploads and len(open_uploads(work)) == 1
     rep = Reports()
-    assert st.take("big.bin", len(data), "src-etag", to_staged(vol, name, data), rep) and rep.event.wait(30)
+    assert st.take("big.bin", len(data), "src-etag", to_staged(vol, name, data), md5(data), rep) and rep.event.wait(30)
     assert rep.got[0][0], rep.got[0]
     assert work.dest_bytes("big.bin") == data
