@@ -399,6 +399,14 @@ class DestSync:
             if etag not in (md5, src_etag):
                 return None
             level = checksum.MD5
+        elif etag == src_etag.lower() and checksum.etag_kind(etag) == checksum.MULTIPART:
+            level = checksum.MULTIPART  # the same parts: the same bytes
+        else:
+            prev = self.dest_rows.get(key)
+            if prev is not None and (prev[3] != src_etag or prev[1] != etag):
+                # by size only, but this side knows another version: the one there was confirmed
+                # for an older source object, or replaced since it was confirmed
+                return None
         return (key, size, etag, level, src_etag)
 
     def _source_side_done(self) -> bool:

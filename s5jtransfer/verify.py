@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from . import checksum, s3
 from .atomic import write_atomic
 from .config import Config
-from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, encode_key, file_lock
+from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, decode_key, encode_key, file_lock
 from .plan import is_done
 from .volumes import discover, scan_all, staged_name
 
@@ -37,8 +37,9 @@ class Report:
 
 
 def classify(src: dict[str, s3.Obj], dst: dict[str, s3.Obj], src_rows: dict[str, tuple],
-             dest_rows: dict[str, tuple], staged: dict[str, int]) -> Report:
-    """Pure: the category of every source object (staged: staged file name -> size)."""
+             dest_rows: dict[str, tuple], staged: dict[str, int], to_move: frozenset[str] = frozenset()) -> Report:
+    """Pure: the category of every source object (staged: staged file name -> size; to_move: the
+    keys the last comparison found missing or different, whose ledger rows it took away)."""
     rep = Report()
     for key, o in src.items():
         rep.sizes[key] = o.size
@@ -52,10 +53,21 @@ def classify(src: dict[str, s3.Obj], dst: dict[str, s3.Obj], src_rows: dict[str,
                 confirmed = row is not None and row[0] == o.size and row[3] == o.etag and row[1] == d.etag
                 same = d.etag == o.etag
                 comparable = checksum.etag_kind(o.etag) == checksum.etag_kind(d.etag) == checksum.MD5
-                if confirmed or same or not comparable:
+                # ETags that cannot be compared (multipart of other part sizes, SSE-KMS) count by
+                # size only where nothing says otherwise (a bucket moved by other means). The
+                # ledgers say otherwise when they know another version: the destination object
+                # was confirmed with another ETag (replaced since), or for another source version,
+                # or the source object was ledgered with another ETag (changed since); and so
+                # does the last comparison, which found it so and took those rows away
+                srow = src_rows.get(key)
+                other = (row is not None and (row[1] != d.etag or row[3] != o.etag)) or \
+                    (srow is not None and srow[1] != o.etag) or key in to_move
+                if confirmed or same:
                     cat = MOVED
-                else:
+                elif comparable or other:
                     cat = DIFFER
+                else:
+                    cat = MOVED
         if cat != MOVED:
             if is_done(o.size, o.etag, src_rows.get(key)) and staged.get(staged_name(key)) == o.size:
                 cat = PENDING  # the current version is staged and ledgered: on its way
@@ -64,6 +76,15 @@ def classify(src: dict[str, s3.Obj], dst: dict[str, s3.Obj], src_rows: dict[str,
         rep.categories[key] = cat
     rep.extra_at_destination = sum(1 for k in dst if k not in src)
     return rep
+
+
+def _to_move(missing_file: str) -> frozenset[str]:
+    """The keys the last comparison wrote to move again (see classify)."""
+    try:
+        with open(missing_file, encoding="utf-8", errors="surrogateescape", newline="\n") as fh:
+            return frozenset(decode_key(line[:-1] if line.endswith("\n") else line) for line in fh)
+    except FileNotFoundError:
+        return frozenset()
 
 
 def _list_side(side, cfg: Config) -> dict[str, s3.Obj]:
@@ -102,7 +123,7 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
         src_rows = src_ledger.load()
         dest_rows = dest_ledger.load()
         staged = {name: size for name, (_v, size) in scan_all(volumes).items()}
-        rep = classify(src, dst, src_rows, dest_rows, staged)
+        rep = classify(src, dst, src_rows, dest_rows, staged, _to_move(missing_file))
         keep_src = {}
         for key, cat in rep.categories.items():
             if cat == PENDING:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -170,6 +171,62 @@ def test_source_object_overwritten_mid_run_moves_again(work):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     assert work.run("repair_ledger.py").returncode == 0
+
+
+def test_same_size_changes_behind_its_back_with_incomparable_etags_move_again(work):
+    """A multipart source object (its ETag cannot be compared with the destination's single-PUT
+    MD5): the destination copy replaced by other bytes of the same size, then the source object
+    replaced the same way, each after a completed run. The ledgers know the version they moved,
+    so neither counts as moved by size."""
+    mib = 1024 * 1024
+    v1, v2 = os.urandom(12 * mib), os.urandom(12 * mib)
+    work.put_multipart("mp.bin", v1)
+    work.put("small.txt", b"stays")
+    assert work.run("sync_mvol.py", "--once").returncode == 0
+    assert work.dest_bytes("mp.bin") == v1
+    # the destination object replaced behind its back
+    work.server.client().put_object(Bucket=work.dst, Key="copy/mp.bin", Body=os.urandom(12 * mib))
+    r = work.run("repair_ledger.py")
+    assert r.returncode == 1 and re.search(r"Differ:\s+1", r.stdout), r.stdout
+    assert work.run("sync_mvol.py", "--once").returncode == 0
+    assert work.dest_bytes("mp.bin") == v1
+    # the source object replaced by another multipart object of the same size
+    work.put_multipart("mp.bin", v2)
+    r = work.run("sync_mvol.py", "--once")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert work.dest_bytes("mp.bin") == v2
+    assert work.run("repair_ledger.py").returncode == 0
+
+
+def test_a_lost_staged_copy_of_a_new_version_is_not_confirmed_by_the_old_one_at_the_destination(work):
+    """The source object changed (same size) after a completed run; its new version is staged and
+    ledgered, then its staged copy is lost. The destination still holds the old version, whose
+    multipart ETag cannot be compared with the new single-part one: the same size is not enough,
+    since the destination ledger knows it was confirmed for the old version. It moves again."""
+    mib = 1024 * 1024
+    work.cfg["transfer_settings"]["part_size_mb"] = 5  # the 6 MiB object is a multipart upload
+    work.write_config()
+    v1, v2 = os.urandom(6 * mib), os.urandom(6 * mib)
+    work.put("m.bin", v1)
+    assert work.run("sync_mvol.py", "--once").returncode == 0
+    assert "-" in work.server.client().head_object(Bucket=work.dst, Key="copy/m.bin")["ETag"]
+    work.put("m.bin", v2)
+    assert work.run("src_sync_mvol.py", "--once").returncode == 0
+    for f in work.staged_files():
+        f.unlink()  # the new version's staged copy is lost
+    proc = work.start("dest_sync_mvol.py")  # the destination side on its own finds it lost
+    try:
+        wait_for(lambda: "m.bin" not in (work.path / "src_ledger.csv").read_text()
+                 or ",size," in (work.path / "dest_ledger.csv").read_text(), 60, "the lost copy dealt with")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert ",size," not in (work.path / "dest_ledger.csv").read_text()  # not confirmed by size
+    r = work.run("sync_mvol.py", "--once")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert work.dest_bytes("m.bin") == v2
+    rows = [line for line in (work.path / "dest_ledger.csv").read_text().splitlines() if line.startswith("m.bin,")]
+    assert len(rows) == 1 and ",size," not in rows[0], rows
 
 
 def test_credentials_only_in_each_sides_own_child_environment(work, tmp_path):

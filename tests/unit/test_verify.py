@@ -85,6 +85,28 @@ def test_non_md5_etags_of_same_size_count_as_moved():
     assert rep.categories == {"k": MOVED}
 
 
+MULTI_OTHER = md5("other parts") + "-2"
+
+
+def test_incomparable_etags_of_same_size_are_moved_only_when_no_ledger_knows_another_version():
+    src = {"k": Obj("k", 100, MULTI)}
+    dst = {"k": Obj("k", 100, MULTI_OTHER)}  # uploaded with another part size: cannot be compared
+    assert one(src, dst).categories == {"k": MOVED}  # moved by other means: size is all there is
+    assert one(src, dst, src_rows={"k": src_row(100, MULTI)}).categories == {"k": MOVED}
+    for kwargs in (
+        # the destination object was confirmed with another ETag: replaced since, same size
+        {"dest_rows": {"k": dest_row(100, md5("confirmed") + "-2", MULTI)}},
+        # the destination object was confirmed for an older source version (the source changed)
+        {"dest_rows": {"k": dest_row(100, MULTI_OTHER, md5("older source") + "-3")}},
+        # the source object was ledgered with another ETag: it changed since it was staged
+        {"src_rows": {"k": src_row(100, md5("older source") + "-3")}},
+    ):
+        assert one(src, dst, **kwargs).categories == {"k": DIFFER}, kwargs
+    # the last comparison found it so, and took those rows away: it stays to be moved
+    assert classify(src, dst, {}, {}, {}, frozenset({"k"})).categories == {"k": DIFFER}
+    assert classify(src, src, {}, {}, {}, frozenset({"k"})).categories == {"k": MOVED}  # the same ETag
+
+
 def test_ledgered_and_staged_with_same_size_is_pending():
     key = "dir/file name.bin"
     src = {key: Obj(key, 42, E1)}
