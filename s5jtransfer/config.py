@@ -94,6 +94,7 @@ class Settings:
     volume_reserve: int
     poll_interval: float
     max_poll_interval: float
+    idle_verify_interval: int = 3600  # a perpetual sync_mvol.py compares the sides this often when idle (0: never)
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ _SCHEMA: dict[str, dict[str, tuple[bool, str, Any]]] = {
         "volume_reserve_bytes": (False, "size", 256 * MIB),
         "poll_interval_seconds": (False, "posnum", 1.0),
         "max_poll_interval_seconds": (False, "posnum", 30.0),
+        "idle_verify_interval_seconds": (False, "count", 3600),
     },
 }
 
@@ -332,7 +334,7 @@ def load(path: str = CONFIG_NAME) -> Config:
         direct_put_max=ts["dest_direct_put_max_bytes"], part_size=max(5, ts["part_size_mb"]) * MIB,
         stream_uploads=ts["dest_stream_uploads"], retries=ts["retries"],
         volume_reserve=ts["volume_reserve_bytes"], poll_interval=ts["poll_interval_seconds"],
-        max_poll_interval=ts["max_poll_interval_seconds"])
+        max_poll_interval=ts["max_poll_interval_seconds"], idle_verify_interval=ts["idle_verify_interval_seconds"])
     if settings.max_src2l < 1:
         raise _fail(path, "transfer_settings.max_size_to_transfer_src2l", "must be above 0", "write a number of bytes, e.g. 500000000000")
     warnings = []

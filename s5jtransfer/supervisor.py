@@ -158,14 +158,17 @@ def _supervise(children: list[Child], once: bool, stopper: Stopper, cfg, report:
 
 def _verify_when_idle(cfg, report: "TransferReport") -> None:
     """A perpetual run that has gone idle (both sides report everything done) verifies the
-    destination once per change of the ledgers; what is missing moves again by itself."""
+    destination once per change of the ledgers, and again every idle_verify_interval_seconds
+    (a change at the destination behind its back changes no ledger); what is missing or
+    differs moves again by itself."""
     src, dest = read_state(SRC_STATE), read_state(DEST_STATE)
     if not src or not dest or not src.get("total_objects"):
         return
     if src["done_objects"] < src["total_objects"] or dest["done_objects"] < dest["total_objects"]:
         return
     stamp = tuple(_mtime(p) for p in (SRC_LEDGER, DEST_LEDGER))
-    if stamp == report.verified_stamp:
+    every = cfg.settings.idle_verify_interval
+    if stamp == report.verified_stamp and not (every and time.monotonic() - report.verified_at >= every):
         return
     try:
         rep, fig = _compare(cfg)
@@ -174,6 +177,7 @@ def _verify_when_idle(cfg, report: "TransferReport") -> None:
         return
     report.record(fig, report.rounds + 1)
     report.verified_stamp = tuple(_mtime(p) for p in (SRC_LEDGER, DEST_LEDGER))
+    report.verified_at = time.monotonic()
     if rep.complete:
         report.finish(True)
         log.info("idle: verified every source object at the destination; report in %s", REPORT_FILE)
@@ -327,6 +331,7 @@ class TransferReport:
         self.figures: dict = {}
         self.history: list[dict] = []
         self.verified_stamp: tuple | None = None
+        self.verified_at = 0.0  # time.monotonic() of the last idle verification
 
     def record(self, figures: dict, round_no: int) -> None:
         self.rounds = round_no

@@ -74,6 +74,28 @@ def test_perpetual_run_verifies_when_idle(work):
     assert work.dest_bytes("g2.bin") == data["g2.bin"]
 
 
+def test_perpetual_run_verifies_again_when_idle_after_a_change_at_the_destination_alone(work):
+    """A deletion or a same-size overwrite at the destination changes no ledger: the idle run
+    compares again every idle_verify_interval_seconds and moves the object again by itself."""
+    data = {f"h{i}.bin": os.urandom(5000) for i in range(4)}
+    work.put_all(data)
+    work.cfg["transfer_settings"]["idle_verify_interval_seconds"] = 2
+    work.write_config()
+    proc = work.start("sync_mvol.py", log_name="sync.log")
+    try:
+        report = work.path / "transfer_report.json"
+        wait_for(report.exists, 60, "the idle verification report")
+        c = work.server.client()
+        c.delete_object(Bucket=work.dst, Key="copy/h1.bin")
+        c.put_object(Bucket=work.dst, Key="copy/h2.bin", Body=os.urandom(5000))  # same size, other bytes
+        wait_for(lambda: "h1.bin" in work.listing(work.dst, "copy/"), 60, "the deleted object moved again")
+        wait_for(lambda: work.dest_bytes("h2.bin") == data["h2.bin"], 60, "the overwritten object moved again")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert work.dest_bytes("h1.bin") == data["h1.bin"]
+
+
 def test_once_lists_the_source_only_to_stage_and_to_verify(work):
     """sync_mvol.py --once: while the destination finishes, the source side does not list the
     source again, and the destination side does not list it at all: one listing to stage, one

@@ -84,7 +84,8 @@ def test_optional_settings_override_defaults(tmp_path):
     c = base_cfg()
     c["transfer_settings"].update(src_workers=8, dest_workers="16", part_size_mb=8, retries=3,
                                   volume_reserve_bytes=0, poll_interval_seconds=0.5,
-                                  max_poll_interval_seconds=2, max_size_to_transfer_l2dest=1000)
+                                  max_poll_interval_seconds=2, max_size_to_transfer_l2dest=1000,
+                                  idle_verify_interval_seconds=0)
     c["local"]["volumes"] = ["/data/v1", " /data/v2 "]
     c["destination"]["delete_staging_data"] = "no"
     cfg = load(write(tmp_path, c))
@@ -92,6 +93,8 @@ def test_optional_settings_override_defaults(tmp_path):
     assert (s.src_workers, s.dest_workers, s.retries, s.volume_reserve) == (8, 16, 3, 0)
     assert s.part_size == 8 * 1024 * 1024
     assert (s.poll_interval, s.max_poll_interval, s.max_l2dest) == (0.5, 2.0, 1000)
+    assert s.idle_verify_interval == 0
+    assert load(write(tmp_path, base_cfg())).settings.idle_verify_interval == 3600
     assert cfg.volumes == ("/data/v1", "/data/v2")
     assert cfg.delete_staging_data is False
 
@@ -241,12 +244,13 @@ def test_negative_or_fractional_size_is_rejected(tmp_path, value):
     assert_names(msg, "transfer_settings.volume_reserve_bytes", "write a number of bytes")
 
 
+@pytest.mark.parametrize("key", ["src_range_workers", "idle_verify_interval_seconds"])
 @pytest.mark.parametrize("value", [-1, 2.5, "many", True])
-def test_range_workers_must_be_a_whole_number_of_zero_or_more(tmp_path, value):
+def test_counts_must_be_a_whole_number_of_zero_or_more(tmp_path, value, key):
     c = base_cfg()
-    c["transfer_settings"]["src_range_workers"] = value
+    c["transfer_settings"][key] = value
     msg = load_error(write(tmp_path, c))
-    assert_names(msg, "transfer_settings.src_range_workers", "write a whole number, 0 or more")
+    assert_names(msg, f"transfer_settings.{key}", "write a whole number, 0 or more")
 
 
 def test_range_workers_default_to_6_and_0_turns_them_off(tmp_path):
