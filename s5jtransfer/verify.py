@@ -132,7 +132,11 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
                 o = src[key]
                 row = src_rows.get(key)
                 keep_src[key] = row if is_done(o.size, o.etag, row) else (o.size, o.etag, "destination", "")
-        keep_dest = {k: r for k, r in dest_rows.items() if rep.categories.get(k) == MOVED}
+        # a row is kept only for a moved object and only as it is at the destination (a row edited
+        # by hand, or left from another version, is dropped; the destination side confirms the
+        # object there again)
+        keep_dest = {k: r for k, r in dest_rows.items() if rep.categories.get(k) == MOVED
+                     and (r[0], r[1]) == (dst[k].size, dst[k].etag)}
         changed_src = keep_src.keys() != src_rows.keys() or any(keep_src[k] != src_rows[k] for k in keep_src)
         if changed_src or src_ledger.exists() is False:
             src_ledger.write_locked(keep_src)

@@ -62,6 +62,21 @@ def test_repair_flags_a_changed_destination_object_as_differ(work):
     assert work.run("repair_ledger.py").returncode == 0
 
 
+def test_repair_drops_a_destination_ledger_row_that_does_not_match_the_destination(work):
+    seed(work, 3)
+    assert work.run("sync_mvol.py", "--once").returncode == 0
+    path = work.path / "dest_ledger.csv"
+    lines = path.read_text().splitlines()
+    key, size, *rest = lines[1].split(",")
+    lines[1] = ",".join([key, str(int(size) + 1), *rest])  # edited by hand: a wrong size
+    path.write_text("\n".join(lines) + "\n")
+    assert work.run("repair_ledger.py").returncode == 0  # the object itself is there: moved
+    assert all(not line.startswith(key + ",") for line in path.read_text().splitlines())
+    assert work.ledger_lines("dest_ledger.csv") == 3  # the other two rows stay
+    assert work.run("sync_mvol.py", "--once").returncode == 0
+    assert work.run("repair_ledger.py").returncode == 0
+
+
 def test_reset_starts_over(work):
     seed(work, 3)
     work.cfg["destination"]["delete_staging_data"] = False
