@@ -5,8 +5,10 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import socket
 import stat
 import sys
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -263,6 +265,37 @@ def _section(path: str, doc: dict, name: str) -> dict[str, Any]:
     return out
 
 
+def _addresses(url: str) -> set[tuple]:
+    """Where an endpoint URL leads: (scheme, address, port) for each address its host resolves
+    to, so that http://localhost:9000 and http://127.0.0.1:9000 are known for one server."""
+    u = urllib.parse.urlsplit(url)
+    scheme = (u.scheme or "https").lower()
+    try:
+        port = u.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        port = 0
+    host = (u.hostname or "").lower()
+    try:
+        return {(scheme, info[4][0], port) for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError):
+        return {(scheme, host, port)}
+
+
+def _same_server(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Whether two sides' endpoints (empty: AWS) may be the same S3 server. Called only for one
+    bucket name on both sides, where it decides whether a transfer would copy into its own source."""
+    def aws(urls: tuple[str, ...]) -> bool:
+        return not urls or any((urllib.parse.urlsplit(u).hostname or "").lower().endswith(".amazonaws.com")
+                               for u in urls)
+
+    if aws(a) and aws(b):
+        return True
+    if not a or not b:
+        return False
+    mine = set().union(*(_addresses(u) for u in a))
+    return any(mine & _addresses(u) for u in b)
+
+
 def _side(path: str, name: str, sec: dict, endpoints: list[str]) -> Side:
     if not sec["bucket_name"]:
         raise _fail(path, f"{name}.bucket_name", "is empty", "write the bucket name")
@@ -317,7 +350,7 @@ def load(path: str = CONFIG_NAME) -> Config:
     if destination.is_snow:
         raise _fail(path, "destination.region", "a Snowball (snow) cannot be the destination",
                     "set the destination bucket's AWS region, e.g. us-east-1")
-    if source.bucket == destination.bucket and source.endpoints == destination.endpoints and (
+    if source.bucket == destination.bucket and _same_server(source.endpoints, destination.endpoints) and (
             source.prefix.startswith(destination.prefix) or destination.prefix.startswith(source.prefix)):
         raise _fail(path, "destination.bucket_prefix", "overlaps the source prefix in the same bucket",
                     "use separate buckets or non-overlapping prefixes")

@@ -354,6 +354,32 @@ def test_overlapping_prefixes_in_one_bucket_are_rejected(tmp_path):
     assert_names(msg, "destination.bucket_prefix", "non-overlapping prefixes")
 
 
+@pytest.mark.parametrize("src_ep, dst_ep", [
+    ("http://127.0.0.1:9000", "http://localhost:9000"),  # one server, spelled two ways
+    ("http://127.0.0.1:9000", ["http://192.0.2.1:9000", "http://LOCALHOST:9000/"]),  # one in common
+    ("no_endpoint", "https://s3.us-east-1.amazonaws.com"),  # AWS either way
+])
+def test_one_bucket_on_one_server_however_spelled_with_overlapping_prefixes_is_rejected(tmp_path, src_ep, dst_ep):
+    """Else the transfer copies its own output into itself without end (copy/copy/copy/...)."""
+    c = base_cfg()
+    c["source"].update(region="us-east-1", bucket_prefix="")
+    c["transfer_settings"].update(src_endpoint_url=src_ep, dest_endpoint_url=dst_ep)
+    c["destination"].update(bucket_name="src-bucket", bucket_prefix="copy/")
+    msg = load_error(write(tmp_path, c))
+    assert_names(msg, "destination.bucket_prefix", "non-overlapping prefixes")
+
+
+def test_one_bucket_name_on_two_servers_is_a_transfer(tmp_path):
+    """A Snowball's bucket imported into the S3 bucket of the same name: the usual case."""
+    c = base_cfg()
+    c["source"].update(bucket_prefix="")
+    c["destination"].update(bucket_name="src-bucket", bucket_prefix="")
+    assert load(write(tmp_path, c)).destination.bucket == "src-bucket"
+    c["source"]["region"] = "us-east-1"
+    c["transfer_settings"].update(src_endpoint_url="http://127.0.0.1:9000", dest_endpoint_url="http://127.0.0.1:9001")
+    assert load(write(tmp_path, c)).destination.bucket == "src-bucket"
+
+
 # --- secrets never print -----------------------------------------------------------------------
 
 def secret_cfg(tmp_path):
