@@ -446,7 +446,10 @@ class DestSync:
                     missing += 1
             return total, missing
 
-        st.source_total, st.source_missing = s3.listing(self.cfg.source, self._source_client, count)
+        try:
+            st.source_total, st.source_missing = s3.listing(self.cfg.source, self._source_client, count)
+        except Exception as exc:  # noqa: BLE001 - named for the source, not this side's destination
+            raise s3.connect_error(exc, self.cfg.source) from None
 
     # -- uploading -----------------------------------------------------------------------
     # Uploads stream: one long-lived `s5cmd run` per destination endpoint, fed through its

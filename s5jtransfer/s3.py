@@ -158,6 +158,8 @@ def describe_error(exc: BaseException, side: Side) -> str:
     """One line saying whether the endpoint, TLS, credentials or bucket failed, and the fix."""
     import botocore.exceptions
 
+    if isinstance(exc, ConnectError):
+        return str(exc)  # described already, for the side it concerns (see connect_error)
     where = side.endpoint or f"AWS {side.region}"
     name = type(exc).__name__
     if isinstance(exc, botocore.exceptions.SSLError):

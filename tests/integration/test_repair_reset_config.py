@@ -77,6 +77,22 @@ def test_repair_drops_a_destination_ledger_row_that_does_not_match_the_destinati
     assert work.run("repair_ledger.py").returncode == 0
 
 
+def test_the_destination_side_names_the_source_when_the_source_fails(work):
+    """dest_sync_mvol.py --once lists the source to know it is complete: a failure there names
+    the source's key to fix, not the destination's."""
+    work.cfg["source"]["bucket_name"] = "no-such-bucket-s5j"
+    work.write_config()
+    proc = work.start("dest_sync_mvol.py", "--once")
+    try:
+        log = work.path / "dest_sync_mvol.py.log"
+        wait_for(lambda: "cycle failed" in log.read_text(errors="replace"), 60, "the failed cycle")
+        line = next(x for x in log.read_text(errors="replace").splitlines() if "cycle failed" in x)
+        assert "'no-such-bucket-s5j'" in line and "source.bucket_name" in line and "destination" not in line, line
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def test_reset_starts_over(work):
     seed(work, 3)
     work.cfg["destination"]["delete_staging_data"] = False
