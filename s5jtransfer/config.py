@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import socket
 import stat
 import sys
@@ -221,6 +222,15 @@ def _value(path: str, dotted: str, kind: str, raw: Any) -> Any:
                 return []
             if not (item.startswith("http://") or item.startswith("https://")) or len(item.split("://", 1)[1]) == 0:
                 raise bad(f"{item!r} is not a URL", f"write {NO_ENDPOINT} or a URL starting with http:// or https://")
+            u = urllib.parse.urlsplit(item)
+            try:
+                u.port
+            except ValueError:
+                raise bad(f"{item!r} has no valid port", "write the port as a number, e.g. http://192.0.2.10:8080") from None
+            if not u.hostname or any(c.isspace() for c in item) or u.path.strip("/") or u.query or u.fragment:
+                raise bad(f"{item!r} is not an S3 endpoint: it is a scheme, a host and a port only (no path, "
+                          "spaces or query)", "write e.g. http://192.0.2.10:8080; the bucket and folder go in "
+                          "bucket_name and bucket_prefix")
             out.append(item.rstrip("/"))
         if not out:
             raise bad("the endpoint list is empty", f"write {NO_ENDPOINT} or at least one URL")
@@ -296,9 +306,18 @@ def _same_server(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     return any(mine & _addresses(u) for u in b)
 
 
+# S3's bucket names (3-63 of a-z, 0-9, '.', '-'), plus the upper case and '_' of older buckets
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
+# upper bounds beyond which a value is a typo, not a setting (a billion workers exhausts memory)
+_MAX = {"src_workers": 4096, "dest_workers": 4096, "src_range_workers": 256, "part_size_mb": 5 * 1024}
+
+
 def _side(path: str, name: str, sec: dict, endpoints: list[str]) -> Side:
     if not sec["bucket_name"]:
         raise _fail(path, f"{name}.bucket_name", "is empty", "write the bucket name")
+    if not _BUCKET.fullmatch(sec["bucket_name"]):
+        raise _fail(path, f"{name}.bucket_name", f"{sec['bucket_name']!r} is not a bucket name",
+                    "write the name alone, e.g. my-bucket (letters, digits, '.', '-'); a folder goes in bucket_prefix")
     if not sec["region"]:
         raise _fail(path, f"{name}.region", "is empty", "write the region, e.g. us-east-1 (or snow for a Snowball source)")
     if bool(sec["access_key"]) != bool(sec["secret_access_key"]):
@@ -356,6 +375,13 @@ def load(path: str = CONFIG_NAME) -> Config:
                     "use separate buckets or non-overlapping prefixes")
     if not local["directory"]:
         raise _fail(path, "local.directory", "is empty", "write a staging folder, e.g. /tmp/s5jtransfer")
+    for key, most in _MAX.items():
+        if ts[key] > most:
+            raise _fail(path, f"transfer_settings.{key}", f"{ts[key]} is more than {most}",
+                        f"write at most {most}" + (" (S3's largest part is 5 GiB)" if key == "part_size_mb" else ""))
+    if ts["part_size_mb"] < 5:
+        raise _fail(path, "transfer_settings.part_size_mb", f"{ts['part_size_mb']} is below 5",
+                    "write 5 or more: S3's smallest part is 5 MiB")
     if ts["max_poll_interval_seconds"] < ts["poll_interval_seconds"]:
         raise _fail(path, "transfer_settings.max_poll_interval_seconds", "is below poll_interval_seconds",
                     "make it at least as large")

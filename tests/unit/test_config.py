@@ -380,6 +380,39 @@ def test_one_bucket_name_on_two_servers_is_a_transfer(tmp_path):
     assert load(write(tmp_path, c)).destination.bucket == "src-bucket"
 
 
+@pytest.mark.parametrize("name", ["s3://srcb", "srcb/data", "my bucket", "b", "x" * 300, "bad:name"])
+def test_a_bucket_name_that_is_not_one_is_refused_with_the_fix(tmp_path, name):
+    c = base_cfg()
+    c["destination"]["bucket_name"] = name
+    msg = load_error(write(tmp_path, c))
+    assert_names(msg, "destination.bucket_name", "a folder goes in bucket_prefix")
+
+
+@pytest.mark.parametrize("url", ["http://192.0.2.1:9000/bucket", "http://192.0.2.1:9000/?x=1", "http://192.0.2.1 :9000",
+                                 "http://192.0.2.1:port", "http://:9000"])
+def test_an_endpoint_with_a_path_space_or_bad_port_is_refused_with_the_fix(tmp_path, url):
+    c = base_cfg()
+    c["transfer_settings"]["src_endpoint_url"] = url
+    msg = load_error(write(tmp_path, c))
+    assert "transfer_settings.src_endpoint_url" in msg and "http://192.0.2.10:8080" in msg, msg
+
+
+@pytest.mark.parametrize("key, value, most", [("src_workers", 1_000_000_000, 4096), ("dest_workers", 5000, 4096),
+                                               ("src_range_workers", 1000, 256), ("part_size_mb", 1_000_000, 5120)])
+def test_values_far_beyond_any_use_are_refused(tmp_path, key, value, most):
+    c = base_cfg()
+    c["transfer_settings"][key] = value
+    msg = load_error(write(tmp_path, c))
+    assert_names(msg, f"transfer_settings.{key}", f"write at most {most}")
+
+
+def test_a_part_size_below_s3s_smallest_is_refused_not_raised_silently(tmp_path):
+    c = base_cfg()
+    c["transfer_settings"]["part_size_mb"] = 1
+    msg = load_error(write(tmp_path, c))
+    assert_names(msg, "transfer_settings.part_size_mb", "write 5 or more")
+
+
 # --- secrets never print -----------------------------------------------------------------------
 
 def secret_cfg(tmp_path):
