@@ -2,6 +2,11 @@
 """Format and mount blank disks as staging volumes /tmp/volume-NN (see README)."""
 import os, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from s5jtransfer.setup_volumes import main
 if __name__ == "__main__":
-    sys.exit(main())
+    try:  # a Ctrl-C while the modules load, before the command handles it: no traceback
+        from s5jtransfer.setup_volumes import main
+        code = main()
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        code = 130
+    sys.exit(code)

@@ -5,7 +5,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from s5jtransfer import commands  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(commands.connect_test("source"))
+    try:  # a Ctrl-C while the modules load, before the command handles it: no traceback
+        from s5jtransfer import commands
+        code = commands.connect_test("source")
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        code = 130
+    sys.exit(code)

@@ -5,7 +5,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from s5jtransfer import cli, commands  # noqa: E402
 
 if __name__ == "__main__":
-    cli.exit_now(commands.src_sync())
+    try:  # a Ctrl-C while the modules load, before the command handles it: no traceback
+        from s5jtransfer import cli, commands
+        code = commands.src_sync()
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    cli.exit_now(code)

@@ -63,13 +63,23 @@ def run(body: Callable[[argparse.Namespace, config_mod.Config], int], args: argp
         lock: str | None = None) -> int:
     """Load config.yaml, take the command's lock, run its body; map S5jError to one line and
     its exit code, without a traceback. Nothing is written before the config is valid."""
-    setup_logging(getattr(args, "log_file", None), getattr(args, "debug", False))
+    try:
+        setup_logging(getattr(args, "log_file", None), getattr(args, "debug", False))
+    except OSError as exc:
+        sys.stderr.write(f"cannot open the log file {args.log_file!r}: {exc.strerror or exc}; "
+                         "give --log-file a file in a folder that exists and is writable\n")
+        return CONFIG
     held = None
     try:
         cfg = load_config()
         if lock and not getattr(args, "dry_run", False):
             path, what = LOCKS[lock]
-            held = ProcessLock(path, what).acquire()
+            try:
+                held = ProcessLock(path, what).acquire()
+            except OSError as exc:
+                log.error("cannot write in the working folder %s (%s); run the scripts from a folder you can "
+                          "write, which holds the ledgers", os.getcwd(), exc.strerror or exc)
+                return CONFIG
         return body(args, cfg)
     except S5jError as exc:
         log.error("%s", exc)

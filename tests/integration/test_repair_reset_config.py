@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import time
 
 import pytest
 
@@ -129,6 +131,34 @@ def test_reset_refuses_while_a_sync_runs_in_the_folder(work):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("script", ["sync_mvol.py", "repair_ledger.py", "status.py"])
+def test_a_log_file_that_cannot_be_opened_is_one_line_and_exit_2(work, script):
+    r = work.run(script, "--log-file", str(work.path / "no-such-folder" / "x.log"))
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and "--log-file" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_working_folder_it_cannot_write_in_is_named_with_exit_2(work):
+    (work.path / ".sync_mvol.lock").mkdir()  # as a read-only folder would, the lock cannot be written
+    r = work.run("sync_mvol.py", "--once")
+    assert r.returncode == 2, r.stderr
+    assert "cannot write in the working folder" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("script", ["sync_mvol.py", "reset.py", "status.py", "src_connect_test.py"])
+def test_ctrl_c_while_a_script_starts_is_no_traceback(work, script):
+    """Ctrl-C at any moment of the start (modules still loading, or the command running): exit
+    130 (or the signal itself, before Python has set up its handler), never a traceback."""
+    for delay in (0.02, 0.05, 0.1, 0.2):
+        proc = subprocess.Popen(work.argv(script), cwd=work.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, text=True)
+        time.sleep(delay)  # a moment of the start, not a wait for something
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, (delay, err)
+        assert proc.returncode in (0, 130, -signal.SIGINT), (delay, proc.returncode, err)
 
 
 BAD_CONFIGS = [
