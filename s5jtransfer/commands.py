@@ -7,7 +7,7 @@ import os
 import sys
 
 from . import cli
-from .errors import LockHeld
+from .errors import LockHeld, S5jError
 from .ledger import DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, holder_pid, is_locked
 from .runtime import Stopper
 
@@ -77,6 +77,17 @@ def reset(argv: list[str] | None = None) -> int:
                                f"(kill {pid or '<pid>'}), then run reset.py again")
         import glob
 
+        # the staging areas first: one that cannot be emptied (a read-only mount) leaves the
+        # ledgers as they were, so nothing is half reset
+        os.makedirs(cfg.directory, exist_ok=True)
+        for root in discover_roots(cfg.volumes, cfg.directory):
+            if os.path.isdir(root):
+                try:
+                    clear_staging(root)
+                except OSError as exc:
+                    raise S5jError(f"cannot empty the staging area of {root} ({exc.strerror or exc}); nothing was "
+                                   "reset: make it writable (mounted read-write), then run reset.py again") from None
+                log.info("emptied the staging area of %s", root)
         run_files = glob.glob("src_commands*.txt*") + glob.glob("dest_commands*.txt*")
         for name in (*run_files, SRC_LEDGER, DEST_LEDGER, ".src_state.json", ".dest_state.json",
                      "missing_keys.txt", "transfer_report.json"):
@@ -87,11 +98,6 @@ def reset(argv: list[str] | None = None) -> int:
                 pass
         Ledger(SRC_LEDGER, SRC_COLUMNS).ensure()
         log.info("wrote an empty %s", SRC_LEDGER)
-        os.makedirs(cfg.directory, exist_ok=True)
-        for root in discover_roots(cfg.volumes, cfg.directory):
-            if os.path.isdir(root):
-                clear_staging(root)
-                log.info("emptied the staging area of %s", root)
         return cli.OK
 
     return cli.run(body, args)

@@ -375,6 +375,15 @@ def load(path: str = CONFIG_NAME) -> Config:
                     "use separate buckets or non-overlapping prefixes")
     if not local["directory"]:
         raise _fail(path, "local.directory", "is empty", "write a staging folder, e.g. /tmp/s5jtransfer")
+    if os.path.exists(local["directory"]) and not os.path.isdir(local["directory"]):
+        raise _fail(path, "local.directory", f"{local['directory']} is a file, not a folder",
+                    "write the path of a staging folder (created if missing)")
+    roots = [os.path.realpath(v) for v in local["volumes"]]
+    for i, a in enumerate(roots):
+        for b in roots[i + 1:]:
+            if a == b or b.startswith(a.rstrip("/") + "/") or a.startswith(b.rstrip("/") + "/"):
+                raise _fail(path, "local.volumes", f"{a} and {b} are the same folder or one holds the other",
+                            "list each staging volume once, none inside another")
     for key, most in _MAX.items():
         if ts[key] > most:
             raise _fail(path, f"transfer_settings.{key}", f"{ts[key]} is more than {most}",

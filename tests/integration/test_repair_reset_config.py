@@ -161,6 +161,44 @@ def test_ctrl_c_while_a_script_starts_is_no_traceback(work, script):
         assert proc.returncode in (0, 130, -signal.SIGINT), (delay, proc.returncode, err)
 
 
+def test_an_s5cmd_path_that_is_not_one_stops_the_sync_with_exit_2_instead_of_restarting(work):
+    work.cfg["transfer_settings"]["s5cmd_path"] = str(work.path / "no-s5cmd")
+    work.write_config()
+    r = work.run("sync_mvol.py", "--once", timeout=60)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "transfer_settings.s5cmd_path" in r.stderr and "restarting" not in r.stderr
+
+
+@pytest.mark.parametrize("script", ["sync_mvol.py", "reset.py", "repair_ledger.py"])
+def test_a_staging_directory_that_is_a_file_is_exit_2_and_nothing_is_touched(work, script):
+    seed(work, 1)
+    (work.path / "src_ledger.csv").write_text("Key,Size,ETag,Verified,MD5\nk,1,e,md5,e\n")
+    (work.path / "afile").write_text("x")
+    work.cfg["local"] = {"directory": str(work.path / "afile"), "volumes": []}
+    work.write_config()
+    r = work.run(script)
+    assert r.returncode == 2 and "local.directory" in r.stderr and "is a file" in r.stderr, r.stderr
+    assert (work.path / "src_ledger.csv").read_text() == "Key,Size,ETag,Verified,MD5\nk,1,e,md5,e\n"
+
+
+def test_reset_that_cannot_empty_a_staging_area_resets_nothing(work, monkeypatch):
+    """A read-only mount (root ignores file modes, so the refusal is made here): the ledgers stay."""
+    import errno
+
+    from s5jtransfer import commands, volumes
+
+    (work.path / "src_ledger.csv").write_text("Key,Size,ETag,Verified,MD5\nk,1,e,md5,e\n")
+    (work.volumes[0] / "s5jtransfer").mkdir()
+
+    def refuse(path, *a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", path)
+
+    monkeypatch.setattr(volumes.shutil, "rmtree", refuse)
+    monkeypatch.chdir(work.path)
+    assert commands.reset([]) == 1
+    assert (work.path / "src_ledger.csv").read_text() == "Key,Size,ETag,Verified,MD5\nk,1,e,md5,e\n"
+
+
 BAD_CONFIGS = [
     (lambda c: c["source"].pop("bucket_name"), "source.bucket_name"),
     (lambda c: c["source"].update(bucket_prefx="x/"), "did you mean 'bucket_prefix'"),

@@ -413,6 +413,14 @@ def test_a_part_size_below_s3s_smallest_is_refused_not_raised_silently(tmp_path)
     assert_names(msg, "transfer_settings.part_size_mb", "write 5 or more")
 
 
+@pytest.mark.parametrize("vols", [["/data/v1", "/data/v1/"], ["/data/v1", "/data/v1/inner"], ["/data/a/../v1", "/data/v1"]])
+def test_a_volume_listed_twice_or_inside_another_is_refused(tmp_path, vols):
+    c = base_cfg()
+    c["local"]["volumes"] = vols
+    msg = load_error(write(tmp_path, c))
+    assert_names(msg, "local.volumes", "list each staging volume once")
+
+
 # --- secrets never print -----------------------------------------------------------------------
 
 def secret_cfg(tmp_path):
