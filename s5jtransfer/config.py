@@ -334,6 +334,27 @@ def _side(path: str, name: str, sec: dict, endpoints: list[str]) -> Side:
                 access_key=sec["access_key"], secret_key=sec["secret_access_key"], endpoints=tuple(endpoints))
 
 
+class _RepeatedKey(Exception):
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(key)
+        self.key, self.line = key, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping (a pasted section, a key
+    written again further down) is an error instead of the last one silently winning."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise _RepeatedKey(key, key_node.start_mark.line + 1)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(path: str = CONFIG_NAME) -> Config:
     """Read and validate a config file; raise ConfigError with a one-line message."""
     try:
@@ -345,7 +366,15 @@ def load(path: str = CONFIG_NAME) -> Config:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror}); check its permissions") from None
     try:
-        doc = yaml.safe_load(text)
+        text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = text[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte 0x{text[exc.start]:02x}); save the file as "
+                          "UTF-8") from None
+    try:
+        doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader that refuses repeated keys
+    except _RepeatedKey as exc:
+        raise ConfigError(f"{path}: line {exc.line}: {exc.key!r} is given twice at one level; keep one") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "somewhere"

@@ -92,10 +92,24 @@ def render(s: dict) -> str:
     return "\n".join(lines)
 
 
+def _seconds(text: str) -> float:
+    """--watch's interval: a number of seconds from 0.1 to a day."""
+    import argparse
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (0.1 <= v <= 86400):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0.1 to 86400")
+    return v
+
+
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser("Show both sides' progress from the ledgers and staging volumes (no S3 calls).")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
-    p.add_argument("--watch", nargs="?", type=float, const=2.0, metavar="SECONDS",
+    p.add_argument("--watch", nargs="?", type=_seconds, const=2.0, metavar="SECONDS",
                    help="refresh every SECONDS (default 2) until Ctrl-C")
     args = p.parse_args(argv)
 

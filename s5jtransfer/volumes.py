@@ -103,11 +103,12 @@ def discover_roots(volumes: tuple[str, ...] | list[str], directory: str, base: s
 
 def discover(cfg: Config, base: str = VOLUME_GLOB_BASE, create: bool = True) -> list[Volume]:
     roots = discover_roots(cfg.volumes, cfg.directory, base)
-    out = []
-    for root in roots:
+    for root in roots:  # all of them checked before anything is created on any
         if cfg.volumes and not os.path.isdir(root):
             what = "is a file, not a folder" if os.path.exists(root) else "does not exist"
             raise ConfigError(f"{cfg.path}: local.volumes: {root} {what}; create or mount it, or remove it from the list")
+    out = []
+    for root in roots:
         if create:
             try:
                 os.makedirs(root, exist_ok=True)

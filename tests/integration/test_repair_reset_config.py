@@ -199,6 +199,21 @@ def test_reset_that_cannot_empty_a_staging_area_resets_nothing(work, monkeypatch
     assert (work.path / "src_ledger.csv").read_text() == "Key,Size,ETag,Verified,MD5\nk,1,e,md5,e\n"
 
 
+@pytest.mark.parametrize("value", ["-1", "nan", "1e300", "soon"])
+def test_status_watch_takes_a_sane_interval_or_says_so(work, value):
+    r = work.run("status.py", "--watch", value)
+    assert r.returncode == 2 and "--watch" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_missing_volume_is_exit_2_before_anything_is_created_on_the_others(work):
+    work.cfg["local"]["volumes"] = [str(work.volumes[0]), str(work.path / "not-mounted")]
+    work.write_config()
+    for script in ("src_sync_mvol.py", "dest_sync_mvol.py"):
+        r = work.run(script, "--once")
+        assert r.returncode == 2 and "not-mounted" in r.stderr, r.stderr
+    assert list(work.volumes[0].iterdir()) == []
+
+
 BAD_CONFIGS = [
     (lambda c: c["source"].pop("bucket_name"), "source.bucket_name"),
     (lambda c: c["source"].update(bucket_prefx="x/"), "did you mean 'bucket_prefix'"),

@@ -421,6 +421,24 @@ def test_a_volume_listed_twice_or_inside_another_is_refused(tmp_path, vols):
     assert_names(msg, "local.volumes", "list each staging volume once")
 
 
+def test_bytes_that_are_not_utf8_are_named_by_line(tmp_path):
+    p = tmp_path / "config.yaml"
+    p.write_bytes(yaml.safe_dump(base_cfg(), sort_keys=False).encode().replace(b"src-bucket", b"src-caf\xe9"))
+    p.chmod(0o600)
+    msg = load_error(str(p))
+    assert "not UTF-8" in msg and "line 2" in msg and "save the file as UTF-8" in msg, msg
+
+
+@pytest.mark.parametrize("extra, key", [("\nsource:\n  bucket_name: other\n", "source"),
+                                        ("", "bucket_name")])
+def test_a_key_given_twice_is_refused_not_silently_replaced(tmp_path, extra, key):
+    text = yaml.safe_dump(base_cfg(), sort_keys=False) + extra
+    if not extra:  # the same key twice inside one section
+        text = text.replace("  bucket_name: src-bucket\n", "  bucket_name: src-bucket\n  bucket_name: typo\n", 1)
+    msg = load_error(write(tmp_path, text))
+    assert f"{key!r} is given twice" in msg and "line" in msg, msg
+
+
 # --- secrets never print -----------------------------------------------------------------------
 
 def secret_cfg(tmp_path):
