@@ -57,3 +57,10 @@ def get_disk_usage(path: str) -> dict[str, int]:
     total = st.f_blocks * st.f_frsize
     free = st.f_bavail * st.f_frsize
     return {"total": total, "used": total - st.f_bfree * st.f_frsize, "free": free}
+
+
+if __name__ == "__main__":
+    # a module for scripts, not a command: say so, instead of doing nothing silently
+    sys.stdout.write(f"{__doc__}\nImport it from a script run in the working folder: import helper; "
+                     f"helper.read_config(). Functions: {', '.join(__all__)}\n")
+    sys.exit(0 if sys.argv[1:] in ([], ["-h"], ["--help"]) else 2)
