@@ -62,7 +62,7 @@ def run(cfg, once: bool, dry_run: bool, log_file: str | None, debug: bool, stopp
         # do, before starting (and listing again from) two more processes.
         rep, fig = _compare(cfg)
         if rep.complete:
-            report.record(fig, 0)
+            report.record(fig, 1)  # that comparison is this run's verification round
             report.finish(True)
             log.info("nothing to do: every source object is already verified at the destination")
             return 0
@@ -339,7 +339,9 @@ class TransferReport:
         self.history.append({"round": round_no, "time": time.time(), **figures["categories"]})
 
     def finish(self, complete: bool) -> dict:
-        src, dest = read_state(SRC_STATE) or {}, read_state(DEST_STATE) or {}
+        # the sides' retries of this run: a state file left by an earlier run does not count
+        src, dest = ({} if (st := read_state(path) or {}).get("started", 0) < self.started else st
+                     for path in (SRC_STATE, DEST_STATE))
         f = self.figures
         data = {
             "complete": complete, "started": self.started, "finished": time.time(),

@@ -164,3 +164,17 @@ def test_a_source_side_done_before_the_destination_side_is_up_still_counts_for_i
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_a_run_with_nothing_to_do_reports_its_own_round_and_no_retries_of_an_earlier_run(work):
+    work.put("a.bin", b"a" * 10)
+    assert work.run("sync_mvol.py", "--once").returncode == 0
+    state = work.path / ".src_state.json"
+    st = json.loads(state.read_text())
+    st["retries"] = 5  # an earlier run's failed copies
+    state.write_text(json.dumps(st))
+    r = work.run("sync_mvol.py", "--once")
+    assert r.returncode == 0 and "nothing to do" in r.stderr
+    rep = json.loads((work.path / "transfer_report.json").read_text())
+    assert rep["verification_rounds"] == 1 and rep["retries"]["source_failed_copies"] == 0, rep
+    assert "over 1 verification round(s)" in r.stdout
