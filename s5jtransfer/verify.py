@@ -100,6 +100,7 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
     missing or differs moves again. Returns the report and figures for a transfer report.
     src, dst: a side's listing already made (sync_mvol.py --once makes them while the
     destination side finishes, see supervisor.EarlyListings); a side without one is listed here."""
+    volumes = discover(cfg, create=False)  # a volume missing from the config: said before any listing
     if src is not None and dst is not None:
         log.info("compared with the listings made while the destination side finished")
     elif src is not None:
@@ -116,7 +117,6 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
             src, dst = (f.result() for f in futs)
     src_ledger = Ledger(SRC_LEDGER, SRC_COLUMNS)
     dest_ledger = Ledger(DEST_LEDGER, DEST_COLUMNS)
-    volumes = discover(cfg, create=False)
     # Both ledgers are locked while they are read and rewritten: a running sync waits for
     # the few milliseconds this takes, then reloads the new files.
     with file_lock(src_ledger.lock_path), file_lock(dest_ledger.lock_path):
