@@ -15,12 +15,19 @@ def write_atomic(path: str, text: str | Iterable[str], durable: bool = False, tm
     (path + ".tmp" by default; a per-process name where several processes write the same file).
     errors: the encoding's error handler (surrogateescape for keys that are not UTF-8)."""
     tmp = tmp or path + ".tmp"
-    with open(tmp, "w", encoding="utf-8", errors=errors) as fh:
-        if isinstance(text, str):
-            fh.write(text)
-        else:
-            fh.writelines(text)
-        if durable:
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", errors=errors) as fh:
+            if isinstance(text, str):
+                fh.write(text)
+            else:
+                fh.writelines(text)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:  # a full disk, say: no half-written temporary file is left behind
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise

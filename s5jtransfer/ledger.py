@@ -248,8 +248,19 @@ class Ledger:
                     os.ftruncate(fd, size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else 0)
                     if os.fstat(fd).st_size == 0:
                         data = _row_line(self.columns).encode() + data
-                os.write(fd, data)
-                os.fsync(fd)
+                start = os.fstat(fd).st_size
+                try:
+                    view = memoryview(data)
+                    while view:  # a full disk takes part of a write and says so only at the next
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                except OSError:
+                    # all or nothing: no row is half on disk, none is on disk twice after the retry
+                    try:
+                        os.ftruncate(fd, start)
+                    except OSError:
+                        pass
+                    raise
             finally:
                 os.close(fd)
 

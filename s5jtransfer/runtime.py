@@ -124,6 +124,7 @@ class Appender:
         self._since: float | None = None  # when last flushed; None: never, the first row goes at once
         self._timer: threading.Timer | None = None
         self.flushed = 0
+        self._warned = False  # a failed timed flush was logged (see _timed_flush)
 
     def add(self, row: tuple) -> None:
         with self._lock:
@@ -143,19 +144,40 @@ class Appender:
     def _timed_flush(self) -> None:
         with self._lock:
             self._timer = None
-        self.flush()
+        try:
+            self.flush()
+        except Exception as exc:  # noqa: BLE001 - the rows are held; the next flush tries again
+            if not self._warned:  # once until an append works again, not every max_age
+                self._warned = True
+                log.warning("cannot append to %s (%s); the rows are kept and written at the next flush",
+                            getattr(self.ledger, "path", "the ledger"), exc)
 
     def flush(self) -> None:
+        """Append the held rows. When that fails (a full disk), the rows stay held, in order, for
+        the next flush, and the error is raised: a row is never dropped."""
         with self._lock:
             rows, self._rows = self._rows, []
             self._bytes = 0
             if not rows:
                 return
             self._since = time.monotonic()
-            self.ledger.append(rows)
+            try:
+                self.ledger.append(rows)
+            except BaseException:
+                self._rows[:0] = rows
+                if self.max_bytes is not None:
+                    self._bytes += sum(r[1] for r in rows if len(r) > 1 and isinstance(r[1], int))
+                raise
             self.flushed += len(rows)
+            self._warned = False
         if self.after_flush:
             self.after_flush(rows)
+
+    @property
+    def held(self) -> int:
+        """Rows not yet on disk."""
+        with self._lock:
+            return len(self._rows)
 
 
 def file_signature(path: str) -> tuple[int, int, int] | None:

@@ -5,6 +5,7 @@ source side's start (its listing and first GETs, see direct.py) does without it.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -154,12 +155,20 @@ class Heads:
             self._direct.close()
 
 
+_LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO}
+
+
 def describe_error(exc: BaseException, side: Side) -> str:
     """One line saying whether the endpoint, TLS, credentials or bucket failed, and the fix."""
     import botocore.exceptions
 
     if isinstance(exc, ConnectError):
         return str(exc)  # described already, for the side it concerns (see connect_error)
+    if isinstance(exc, OSError) and exc.errno in _LOCAL_ERRNOS:
+        # this machine's disk, not the S3 side: a full file system, a read-only mount, a quota
+        what = f" {exc.filename}" if exc.filename else ""
+        return (f"cannot write{what} on this machine ({exc.strerror}); free space in the working folder and on "
+                "the staging volumes, or fix the mount")
     where = side.endpoint or f"AWS {side.region}"
     name = type(exc).__name__
     if isinstance(exc, botocore.exceptions.SSLError):

@@ -112,7 +112,11 @@ class SourceSync:
             return st
         if not self.dry_run:
             self._clear_partials()
-            todo = self._adopt_staged(todo, st)
+            try:
+                todo = self._adopt_staged(todo, st)
+            except OSError:
+                self._loaded = False  # rows kept in memory may not be on disk: the next cycle reloads
+                raise
         slots = [plan.VolumeSlot(i, v.device(), self.settings.max_src2l) for i, v in enumerate(self.volumes)]
         budgets = device_budgets(self.volumes, self.settings.volume_reserve)
         assigned, waiting = plan.assign(todo, slots, budgets)
@@ -125,7 +129,14 @@ class SourceSync:
                      fmt_bytes(sum(i.size for i in waiting)))
         if assigned:
             again = {a.item.key for a in assigned if a.item.key in self.rows}  # changed at the source
-            self._copy(assigned, st, live)
+            try:
+                self._copy(assigned, st, live)
+            except OSError:
+                # the ledger could not be written (a full disk under the working folder): what this
+                # cycle holds as ledgered may not be on disk, so the next cycle reloads it and adopts
+                # the verified staged copies that lost their rows; nothing is taken for done meanwhile
+                self._loaded = False
+                raise
             if again:
                 self.rows = self.ledger.compact()
                 self.ledger_inode = file_inode(SRC_LEDGER)  # our own rewrite is no news
@@ -235,6 +246,7 @@ class SourceSync:
         # LEDGER_DELAY, also when no other copy finishes after it; a large one at once
         appender = Appender(self.ledger, max_age=LEDGER_DELAY, timed=True, max_bytes=LEDGER_BYTES)
         lock = threading.Lock()
+        append_failed: list[OSError] = []
         by_local: dict[str, tuple[plan.Item, Volume, str]] = {}
         for a in assigned:
             vol = self.volumes[a.volume]
@@ -254,7 +266,15 @@ class SourceSync:
                 dest = vol.staged_path(name)
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
                 os.replace(partial, dest)
-                appender.add(row)
+                try:
+                    appender.add(row)
+                except OSError as exc:
+                    # the row is held and written by the batch's last flush, or the cycle fails
+                    # there and the next one reloads the ledger and adopts the staged copy
+                    if not append_failed:
+                        append_failed.append(exc)
+                        log.warning("cannot append to %s (%s); rows are held until it can be written",
+                                    SRC_LEDGER, exc)
                 with lock:
                     self.rows[item.key] = row[1:]
                     st.moved += 1

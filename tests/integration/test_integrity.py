@@ -9,11 +9,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, wait_for
+from conftest import ROOT, script_env, wait_for
 from faultproxy import FaultProxy
 
 # Every class of valid S3 key an operator's bucket can hold (LF is valid in S3 but moto's HTTP
@@ -419,3 +420,56 @@ def test_an_upload_is_not_confirmed_from_a_staged_copy_changed_after_its_check(w
         assert row is not None and row[3] == "multipart"
     finally:
         sync.close()
+
+
+@needs_root
+def test_a_ledger_that_cannot_be_written_holds_its_rows_and_the_run_still_completes(work, tmp_path):
+    """The working folder's disk fills while the source side stages (its staging volumes have
+    room): rows that cannot be appended are held, never dropped and never taken for done; once
+    there is space again every object is ledgered once and the run completes."""
+    wf = tmp_path / "wf"
+    wf.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(wf)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs: {r.stderr!r}")
+    link = FaultProxy(work.server.url, bandwidth=300_000).start()  # ~120 objects in ~2 s
+    try:
+        data = {f"f{i:03d}.bin": os.urandom(5000) for i in range(120)}
+        work.put_all(data)
+        work.cfg["transfer_settings"]["src_endpoint_url"] = link.url
+        work.cfg["transfer_settings"]["src_workers"] = 4
+        work.write_config()
+        shutil.copy(work.path / "config.yaml", wf / "config.yaml")
+        log = open(tmp_path / "src.log", "wb")  # not on the full disk: the warning must be readable
+        proc = subprocess.Popen(work.argv("src_sync_mvol.py", "--once"), cwd=wf, stdout=log, stderr=subprocess.STDOUT,
+                                env=script_env(), stdin=subprocess.DEVNULL)
+        filler = wf / "filler"
+        try:
+            wait_for(lambda: (wf / "src_ledger.csv").exists() and (wf / "src_ledger.csv").stat().st_size > 200, 60,
+                     "the first rows")
+            fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+            try:  # take every byte left
+                while os.write(fd, b"\0" * 4096):
+                    pass
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+            wait_for(lambda: "cannot append to src_ledger.csv" in (tmp_path / "src.log").read_text(errors="replace"), 60,
+                     "an append refused for lack of space")
+            # the batch ends while the disk is still full: its last flush fails, so does the cycle
+            wait_for(lambda: "cycle failed" in (tmp_path / "src.log").read_text(errors="replace"), 60,
+                     "the cycle to fail rather than count unwritten rows as done")
+            assert proc.poll() is None  # not finished while rows are not on disk
+            filler.unlink()
+            assert proc.wait(timeout=90) == 0, (tmp_path / "src.log").read_text(errors="replace")[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            log.close()
+        keys = [line.split(",")[0] for line in (wf / "src_ledger.csv").read_text().splitlines()[1:]]
+        assert sorted(keys) == sorted(data)  # every object once, none lost
+        assert "adopted" in (tmp_path / "src.log").read_text()  # the staged copies, not fetched again
+    finally:
+        link.stop()
+        subprocess.run(["umount", "-l", str(wf)], capture_output=True)

@@ -62,3 +62,50 @@ def test_rows_standing_for_max_bytes_are_written_at_once():
     assert len(ledger.batches) == 2  # the count starts again after a write
     app.add(("small4", 40))
     assert ledger.batches[-1] == [("small3", 60), ("small4", 40)]
+
+
+class FullDiskLedger(FakeLedger):
+    """Appends fail (ENOSPC) until `full` is cleared, as on a full file system."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = True
+        self.path = "src_ledger.csv"
+
+    def append(self, rows: list[tuple]) -> None:
+        if self.full:
+            raise OSError(28, "No space left on device")
+        super().append(rows)
+
+
+def test_rows_that_cannot_be_written_are_held_in_order_and_written_later_never_dropped():
+    import pytest
+
+    ledger = FullDiskLedger()
+    freed = []
+    app = Appender(ledger, max_age=60, after_flush=freed.extend)
+    with pytest.raises(OSError):
+        app.add(("a", 1))  # the first row goes at once: the disk is full
+    app.add(("b", 2))
+    with pytest.raises(OSError):
+        app.flush()
+    assert app.held == 2 and ledger.batches == [] and freed == []  # nothing freed: nothing is on disk
+    ledger.full = False
+    app.flush()
+    assert ledger.batches == [[("a", 1), ("b", 2)]] and freed == [("a", 1), ("b", 2)] and app.held == 0
+
+
+def test_a_timed_flush_that_fails_keeps_its_rows_and_raises_nothing_in_its_thread():
+    ledger = FullDiskLedger()
+    app = Appender(ledger, max_age=0.05, timed=True)
+    try:
+        app.add(("a", 1))
+    except OSError:
+        pass
+    ledger.full = True
+    app.add(("b", 2))  # held for the timer, whose flush fails
+    wait_for(lambda: app._timer is None, 5, "the timed flush")
+    assert app.held == 2
+    ledger.full = False
+    app.flush()
+    assert ledger.batches == [[("a", 1), ("b", 2)]]
