@@ -6,6 +6,7 @@ import csv
 import errno
 import fcntl
 import io
+import logging
 import os
 import urllib.parse
 from contextlib import contextmanager
@@ -18,6 +19,8 @@ DEST_LEDGER = "dest_ledger.csv"
 SRC_COLUMNS = ("Key", "Size", "ETag", "Verified", "MD5")
 DEST_COLUMNS = ("Key", "Size", "ETag", "Verified", "SourceETag")
 _ENC = "urlenc:"
+
+log = logging.getLogger("s5jtransfer.ledger")
 
 
 def encode_key(key: str) -> str:
@@ -120,6 +123,7 @@ class Ledger:
         self.lock_path = os.path.join(os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".lock")
         self._offset = 0
         self._ino: int | None = None
+        self.bad_lines = 0  # lines read that are not rows (damaged by hand or by a disk): skipped
 
     # -- reading -------------------------------------------------------------------------
     def _parse(self, text: str, rows: dict[str, tuple], skip_header: bool) -> list[str]:
@@ -131,21 +135,28 @@ class Ledger:
         lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()
-        for rec in csv.reader(lines):
-            if skip_header:
-                skip_header = False
-                if rec and rec[0] == "Key":
+        reader = csv.reader(lines)
+        at = 0  # lines read so far
+        for rec in reader:
+            # A row is one line (keys with a line break are encoded): a record over several lines
+            # is a quote left open by a damaged line, which would swallow every row after it.
+            # Those lines are read one by one instead, so only the damaged one is lost.
+            recs = [rec] if reader.line_num - at == 1 else [next(csv.reader([x]), []) for x in lines[at:reader.line_num]]
+            at = reader.line_num
+            for rec in recs:
+                if skip_header:
+                    skip_header = False
+                    if rec and rec[0] == "Key":
+                        continue
+                rec += [""] * (ncol - len(rec))
+                try:
+                    size = int(rec[1])
+                except (ValueError, IndexError):
+                    self.bad_lines += 1
                     continue
-            if len(rec) < 2:
-                continue
-            rec += [""] * (ncol - len(rec))
-            try:
-                size = int(rec[1])
-            except ValueError:
-                continue
-            key = decode_key(rec[0])
-            rows[key] = (size, *rec[2:ncol])
-            keys.append(key)
+                key = decode_key(rec[0])
+                rows[key] = (size, *rec[2:ncol])
+                keys.append(key)
         return keys
 
     def exists(self) -> bool:
@@ -155,7 +166,11 @@ class Ledger:
         """All rows: key -> (size, *other columns). Remembers where it stopped for tail()."""
         rows: dict[str, tuple] = {}
         self._offset, self._ino = 0, None
+        self.bad_lines = 0
         self.tail(rows)
+        if self.bad_lines:
+            log.warning("%s: %d line(s) are not ledger rows and are skipped; repair_ledger.py rewrites the file "
+                        "without them", self.path, self.bad_lines)
         return rows
 
     def tail(self, rows: dict[str, tuple]) -> tuple[bool, list[str]]:

@@ -138,9 +138,9 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
         keep_dest = {k: r for k, r in dest_rows.items() if rep.categories.get(k) == MOVED
                      and (r[0], r[1]) == (dst[k].size, dst[k].etag)}
         changed_src = keep_src.keys() != src_rows.keys() or any(keep_src[k] != src_rows[k] for k in keep_src)
-        if changed_src or src_ledger.exists() is False:
+        if changed_src or src_ledger.exists() is False or src_ledger.bad_lines:
             src_ledger.write_locked(keep_src)
-        if keep_dest.keys() != dest_rows.keys():
+        if keep_dest.keys() != dest_rows.keys() or dest_ledger.bad_lines:
             dest_ledger.write_locked(keep_dest)
     todo = rep.keys(MISSING, DIFFER)
     write_atomic(missing_file, (encode_key(k) + "\n" for k in todo), errors="surrogateescape")

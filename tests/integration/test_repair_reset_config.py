@@ -333,3 +333,18 @@ def test_upgrade_from_an_original_v11_ledger_moves_nothing_twice(work):
         assert fetched == k.startswith("new"), k  # only the new objects were read from the source
     assert work.ledger_lines() == len(data) + 1
     assert work.run("repair_ledger.py").returncode == 0
+
+
+def test_a_damaged_ledger_line_hides_no_rows_and_repair_rewrites_the_ledgers_without_it(work):
+    data = seed(work, 5)
+    assert work.run("sync_mvol.py", "--once").returncode == 0
+    for name in ("src_ledger.csv", "dest_ledger.csv"):
+        p = work.path / name
+        lines = p.read_text().splitlines()
+        p.write_text("\n".join(lines[:2] + ['oops,"unclosed'] + lines[2:]) + "\n")
+    r = work.run("sync_mvol.py", "--once")
+    assert r.returncode == 0 and "nothing to do" in r.stderr, r.stderr[-2000:]
+    assert "line(s) are not ledger rows" in r.stderr
+    assert work.run("repair_ledger.py").returncode == 0
+    for name in ("src_ledger.csv", "dest_ledger.csv"):
+        assert work.ledger_lines(name) == len(data) + 1 and "unclosed" not in (work.path / name).read_text()

@@ -399,3 +399,19 @@ def test_append_after_a_torn_append_does_not_glue_rows(tmp_path):
     rows = led.load()
     assert rows == {"a": (1, "e1", "md5", "m1"), "c": (3, "e3", "md5", "m3")}
     assert open(led.path, "rb").read().count(b"\n") == 3
+
+
+@pytest.mark.parametrize("damaged", ['bad,"open quote,1,e', '"', '\x00\x00\x00', 'garbage line', ''])
+def test_a_damaged_line_loses_only_itself_never_the_rows_after_it(tmp_path, damaged, caplog):
+    """An unmatched quote made the CSV reader take the rest of the file as one field, hiding
+    every later row (objects then moved again, and ledgered again, on every start)."""
+    p = tmp_path / "src_ledger.csv"
+    rows = [f"k{i},{i},e{i},md5,m{i}" for i in range(5)]
+    p.write_text("Key,Size,ETag,Verified,MD5\n" + "\n".join(rows[:2] + [damaged] + rows[2:]) + "\n",
+                 errors="surrogateescape")
+    led = Ledger(str(p), SRC_COLUMNS)
+    with caplog.at_level("WARNING"):
+        got = led.load()
+    assert sorted(got) == [f"k{i}" for i in range(5)]
+    assert got["k4"] == (4, "e4", "md5", "m4")
+    assert "1 line(s) are not ledger rows" in caplog.text
