@@ -61,7 +61,9 @@ def run(cfg, once: bool, dry_run: bool, log_file: str | None, debug: bool, stopp
         # A run over earlier work: one listing of each side tells whether anything is left to
         # do, before starting (and listing again from) two more processes.
         rep, fig = _compare(cfg)
-        if rep.complete:
+        # complete, and nothing left on the staging volumes (a run cut short after its last
+        # upload leaves staged copies: the sides run, and the destination side frees them)
+        if rep.complete and not (fig.get("staged") and cfg.delete_staging_data):
             report.record(fig, 1)  # that comparison is this run's verification round
             report.finish(True)
             log.info("nothing to do: every source object is already verified at the destination")

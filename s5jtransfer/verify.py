@@ -117,6 +117,9 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
             src, dst = (f.result() for f in futs)
     src_ledger = Ledger(SRC_LEDGER, SRC_COLUMNS)
     dest_ledger = Ledger(DEST_LEDGER, DEST_COLUMNS)
+    for led in (src_ledger, dest_ledger):
+        if led.exists():
+            led.ensure()  # a torn last line (a power cut mid-append) is cut, as a side's start does
     # Both ledgers are locked while they are read and rewritten: a running sync waits for
     # the few milliseconds this takes, then reloads the new files.
     with file_lock(src_ledger.lock_path), file_lock(dest_ledger.lock_path):
@@ -137,10 +140,19 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
         # object there again)
         keep_dest = {k: r for k, r in dest_rows.items() if rep.categories.get(k) == MOVED
                      and (r[0], r[1]) == (dst[k].size, dst[k].etag)}
+        # a moved object whose destination row was lost (a power cut between upload and ledger):
+        # ledgered from the listing where the ETags prove the bytes, so the destination side
+        # frees its staged copy instead of uploading it again
+        for key, cat in rep.categories.items():
+            d, o = dst.get(key), src[key]
+            if cat == MOVED and key not in keep_dest and d is not None and d.etag == o.etag:
+                kind = checksum.etag_kind(d.etag)
+                if kind in (checksum.MD5, checksum.MULTIPART):
+                    keep_dest[key] = (d.size, d.etag, kind, o.etag)
         changed_src = keep_src.keys() != src_rows.keys() or any(keep_src[k] != src_rows[k] for k in keep_src)
         if changed_src or src_ledger.exists() is False or src_ledger.bad_lines:
             src_ledger.write_locked(keep_src)
-        if keep_dest.keys() != dest_rows.keys() or dest_ledger.bad_lines:
+        if keep_dest != dest_rows or dest_ledger.bad_lines:
             dest_ledger.write_locked(keep_dest)
     todo = rep.keys(MISSING, DIFFER)
     write_atomic(missing_file, (encode_key(k) + "\n" for k in todo), errors="surrogateescape")
@@ -155,6 +167,7 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
             "destination": dict(Counter(r[2] or "size" for r in keep_dest.values())),
         },
         "ledgered": len(keep_src), "missing_file": missing_file, "to_move_again": len(todo),
+        "staged": len(staged),  # copies still on the volumes (sync_mvol.py --once then runs the sides)
     }
     return rep, figures
 

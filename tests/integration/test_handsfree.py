@@ -178,3 +178,29 @@ def test_a_run_with_nothing_to_do_reports_its_own_round_and_no_retries_of_an_ear
     rep = json.loads((work.path / "transfer_report.json").read_text())
     assert rep["verification_rounds"] == 1 and rep["retries"]["source_failed_copies"] == 0, rep
     assert "over 1 verification round(s)" in r.stdout
+
+
+def test_a_run_cut_short_after_its_last_uploads_is_finished_without_uploading_again(work):
+    """A power cut after the uploads, before their destination rows (and the staged copies'
+    deletion): the next sync_mvol.py --once does not take "nothing to do" with copies left on the
+    volumes; the comparison ledgers what the ETags prove, so the staged copies are freed without
+    being uploaded again; a torn last line of dest_ledger.csv is cut."""
+    data = {f"p{i}.bin": os.urandom(3000 + i) for i in range(6)}
+    work.put_all(data)
+    assert work.run("src_sync_mvol.py", "--once").returncode == 0
+    c = work.server.client()
+    for k, v in data.items():  # uploaded, then the power cut: no rows, copies still staged
+        c.put_object(Bucket=work.dst, Key="copy/" + k, Body=v)
+    (work.path / "dest_ledger.csv").write_text("Key,Size,ETag,Verified,SourceETag\np0.bin,30")  # torn
+    assert len(work.staged_files()) == len(data)
+    mark = work.server.log_path.stat().st_size
+    r = work.run("sync_mvol.py", "--once")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "nothing to do" not in r.stderr
+    assert work.staged_files() == []
+    assert work.ledger_lines("dest_ledger.csv") == len(data) + 1
+    with open(work.server.log_path, "rb") as fh:
+        fh.seek(mark)
+        assert b"PUT /" + work.dst.encode() + b"/copy/" not in fh.read()  # nothing uploaded again
+    for k, v in data.items():
+        assert work.dest_bytes(k) == v
