@@ -403,7 +403,7 @@ class DestSync:
             level = checksum.MULTIPART  # the same parts: the same bytes
         else:
             prev = self.dest_rows.get(key)
-            if prev is not None and (prev[3] != src_etag or prev[1] != etag):
+            if prev is not None and ((prev[3] and prev[3] != src_etag) or (prev[1] and prev[1] != etag)):
                 # by size only, but this side knows another version: the one there was confirmed
                 # for an older source object, or replaced since it was confirmed
                 return None

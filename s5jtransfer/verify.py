@@ -60,8 +60,9 @@ def classify(src: dict[str, s3.Obj], dst: dict[str, s3.Obj], src_rows: dict[str,
                 # or the source object was ledgered with another ETag (changed since); and so
                 # does the last comparison, which found it so and took those rows away
                 srow = src_rows.get(key)
-                other = (row is not None and (row[1] != d.etag or row[3] != o.etag)) or \
-                    (srow is not None and srow[1] != o.etag) or key in to_move
+                # (an empty ETag, as in the original scripts' two-column ledgers, knows nothing)
+                other = (row is not None and ((row[1] and row[1] != d.etag) or (row[3] and row[3] != o.etag))) \
+                    or (srow is not None and srow[1] and srow[1] != o.etag) or key in to_move
                 if confirmed or same:
                     cat = MOVED
                 elif comparable or other:

@@ -102,6 +102,9 @@ def test_incomparable_etags_of_same_size_are_moved_only_when_no_ledger_knows_ano
         {"src_rows": {"k": src_row(100, md5("older source") + "-3")}},
     ):
         assert one(src, dst, **kwargs).categories == {"k": DIFFER}, kwargs
+    # rows of the original scripts' two-column ledgers carry no ETag: they know no other version
+    assert one(src, dst, src_rows={"k": src_row(100, "")}, dest_rows={"k": dest_row(100, "", "")}).categories == \
+        {"k": MOVED}
     # the last comparison found it so, and took those rows away: it stays to be moved
     assert classify(src, dst, {}, {}, {}, frozenset({"k"})).categories == {"k": DIFFER}
     assert classify(src, src, {}, {}, {}, frozenset({"k"})).categories == {"k": MOVED}  # the same ETag
