@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 import re
-import socket
 import stat
 import sys
 import urllib.parse
@@ -276,19 +276,28 @@ def _section(path: str, doc: dict, name: str) -> dict[str, Any]:
 
 
 def _addresses(url: str) -> set[tuple]:
-    """Where an endpoint URL leads: (scheme, address, port) for each address its host resolves
-    to, so that http://localhost:9000 and http://127.0.0.1:9000 are known for one server."""
+    """Where an endpoint URL leads, as far as can be told without asking DNS (config.yaml is read
+    by every script, also at an edge site without a name server): (scheme, host, port), with
+    IP addresses in one spelling and localhost as the loopback addresses, so that
+    http://localhost:9000 and http://127.0.0.1:9000 are known for one server."""
     u = urllib.parse.urlsplit(url)
     scheme = (u.scheme or "https").lower()
     try:
         port = u.port or (443 if scheme == "https" else 80)
     except ValueError:
         port = 0
-    host = (u.hostname or "").lower()
-    try:
-        return {(scheme, info[4][0], port) for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)}
-    except (OSError, UnicodeError):
-        return {(scheme, host, port)}
+    host = (u.hostname or "").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        hosts = {"127.0.0.1", "::1"}
+    else:
+        try:
+            ip = ipaddress.ip_address(host)
+            hosts = {str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip)}
+            if ip.is_loopback:
+                hosts |= {"127.0.0.1", "::1"}
+        except ValueError:
+            hosts = {host}
+    return {(scheme, h, port) for h in hosts}
 
 
 def _same_server(a: tuple[str, ...], b: tuple[str, ...]) -> bool:

@@ -140,7 +140,7 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
         # by hand, or left from another version, is dropped; the destination side confirms the
         # object there again)
         keep_dest = {k: r for k, r in dest_rows.items() if rep.categories.get(k) == MOVED
-                     and (r[0], r[1]) == (dst[k].size, dst[k].etag)}
+                     and r[0] == dst[k].size and (not r[1] or r[1] == dst[k].etag)}  # '': the original ledger
         # a moved object whose destination row was lost (a power cut between upload and ledger):
         # ledgered from the listing where the ETags prove the bytes, so the destination side
         # frees its staged copy instead of uploading it again
