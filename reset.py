@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Start over: remove the ledgers and run files and empty the staging areas (see README)."""
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -13,4 +14,5 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         code = 130
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # done: a Ctrl-C now would only interrupt the exit
     sys.exit(code)

@@ -102,6 +102,21 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
     src, dst: a side's listing already made (sync_mvol.py --once makes them while the
     destination side finishes, see supervisor.EarlyListings); a side without one is listed here."""
     volumes = discover(cfg, create=False)  # a volume missing from the config: said before any listing
+    src_ledger = Ledger(SRC_LEDGER, SRC_COLUMNS)
+    dest_ledger = Ledger(DEST_LEDGER, DEST_COLUMNS)
+    for led in (src_ledger, dest_ledger):
+        if led.exists():
+            led.ensure()  # a torn last line (a power cut mid-append) is cut, as a side's start does
+    # The ledgers and the staged copies are read BEFORE the listings. Sides may be running (an
+    # idle check, repair beside the syncs): an object staged now is pending in this snapshot,
+    # and one whose staged copy is already gone was uploaded before the listings start, so it
+    # is in them. Read after the listings, an object uploaded and freed meanwhile would look
+    # missing and move twice.
+    with file_lock(src_ledger.lock_path), file_lock(dest_ledger.lock_path):
+        src_rows = src_ledger.load()
+        dest_rows = dest_ledger.load()
+        bad_lines = src_ledger.bad_lines + dest_ledger.bad_lines
+        staged = {name: size for name, (_v, size) in scan_all(volumes).items()}
     if src is not None and dst is not None:
         log.info("compared with the listings made while the destination side finished")
     elif src is not None:
@@ -116,45 +131,43 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
         with ThreadPoolExecutor(max_workers=2) as pool:
             futs = [pool.submit(_list_side, side, cfg) for side in (cfg.source, cfg.destination)]
             src, dst = (f.result() for f in futs)
-    src_ledger = Ledger(SRC_LEDGER, SRC_COLUMNS)
-    dest_ledger = Ledger(DEST_LEDGER, DEST_COLUMNS)
-    for led in (src_ledger, dest_ledger):
-        if led.exists():
-            led.ensure()  # a torn last line (a power cut mid-append) is cut, as a side's start does
-    # Both ledgers are locked while they are read and rewritten: a running sync waits for
-    # the few milliseconds this takes, then reloads the new files.
+    rep = classify(src, dst, src_rows, dest_rows, staged, _to_move(missing_file))
+    keep_src = {}
+    for key, cat in rep.categories.items():
+        if cat == PENDING:
+            keep_src[key] = src_rows[key]
+        elif cat == MOVED:
+            o = src[key]
+            row = src_rows.get(key)
+            keep_src[key] = row if is_done(o.size, o.etag, row) else (o.size, o.etag, "destination", "")
+    # a row is kept only for a moved object and only as it is at the destination (a row edited
+    # by hand, or left from another version, is dropped; the destination side confirms the
+    # object there again)
+    keep_dest = {k: r for k, r in dest_rows.items() if rep.categories.get(k) == MOVED
+                 and r[0] == dst[k].size and (not r[1] or r[1] == dst[k].etag)}  # '': the original ledger
+    # a moved object whose destination row was lost (a power cut between upload and ledger):
+    # ledgered from the listing where the ETags prove the bytes, so the destination side
+    # frees its staged copy instead of uploading it again
+    for key, cat in rep.categories.items():
+        d, o = dst.get(key), src[key]
+        if cat == MOVED and key not in keep_dest and d is not None and d.etag == o.etag:
+            kind = checksum.etag_kind(d.etag)
+            if kind in (checksum.MD5, checksum.MULTIPART):
+                keep_dest[key] = (d.size, d.etag, kind, o.etag)
+    # Both ledgers are locked while they are read again and rewritten: a running sync waits for
+    # the few milliseconds this takes, then reloads the new files. What the sides wrote while
+    # the listings ran is newer than this comparison and stays as they wrote it (a row added or
+    # changed is kept, a row they took out stays out).
     with file_lock(src_ledger.lock_path), file_lock(dest_ledger.lock_path):
-        src_rows = src_ledger.load()
-        dest_rows = dest_ledger.load()
-        staged = {name: size for name, (_v, size) in scan_all(volumes).items()}
-        rep = classify(src, dst, src_rows, dest_rows, staged, _to_move(missing_file))
-        keep_src = {}
-        for key, cat in rep.categories.items():
-            if cat == PENDING:
-                keep_src[key] = src_rows[key]
-            elif cat == MOVED:
-                o = src[key]
-                row = src_rows.get(key)
-                keep_src[key] = row if is_done(o.size, o.etag, row) else (o.size, o.etag, "destination", "")
-        # a row is kept only for a moved object and only as it is at the destination (a row edited
-        # by hand, or left from another version, is dropped; the destination side confirms the
-        # object there again)
-        keep_dest = {k: r for k, r in dest_rows.items() if rep.categories.get(k) == MOVED
-                     and r[0] == dst[k].size and (not r[1] or r[1] == dst[k].etag)}  # '': the original ledger
-        # a moved object whose destination row was lost (a power cut between upload and ledger):
-        # ledgered from the listing where the ETags prove the bytes, so the destination side
-        # frees its staged copy instead of uploading it again
-        for key, cat in rep.categories.items():
-            d, o = dst.get(key), src[key]
-            if cat == MOVED and key not in keep_dest and d is not None and d.etag == o.etag:
-                kind = checksum.etag_kind(d.etag)
-                if kind in (checksum.MD5, checksum.MULTIPART):
-                    keep_dest[key] = (d.size, d.etag, kind, o.etag)
-        changed_src = keep_src.keys() != src_rows.keys() or any(keep_src[k] != src_rows[k] for k in keep_src)
-        if changed_src or src_ledger.exists() is False or src_ledger.bad_lines:
-            src_ledger.write_locked(keep_src)
-        if keep_dest != dest_rows or dest_ledger.bad_lines:
-            dest_ledger.write_locked(keep_dest)
+        for led, before, keep in ((src_ledger, src_rows, keep_src), (dest_ledger, dest_rows, keep_dest)):
+            now = led.load()
+            for k in [k for k in keep if k in before and k not in now]:
+                del keep[k]
+            keep.update({k: r for k, r in now.items() if before.get(k) != r})
+            if keep != now or bad_lines or not led.exists():
+                if led is dest_ledger and not keep and not led.exists():
+                    continue  # no destination ledger to write
+                led.write_locked(keep)
     todo = rep.keys(MISSING, DIFFER)
     write_atomic(missing_file, (encode_key(k) + "\n" for k in todo), errors="surrogateescape")
     counts = rep.counts()

@@ -354,3 +354,38 @@ def test_a_damaged_ledger_line_hides_no_rows_and_repair_rewrites_the_ledgers_wit
     assert work.run("repair_ledger.py").returncode == 0
     for name in ("src_ledger.csv", "dest_ledger.csv"):
         assert work.ledger_lines(name) == len(data) + 1 and "unclosed" not in (work.path / name).read_text()
+
+
+def test_a_comparison_beside_running_sides_does_not_move_an_object_uploaded_while_it_lists(work, monkeypatch):
+    """An idle check or repair_ledger.py beside running sides: an object the destination side
+    uploads, ledgers and frees while the comparison lists the destination is not in that
+    listing. The ledgers are read before the listings, so it counts as pending, and the rows the
+    side wrote meanwhile are kept: nothing is handed back to move twice."""
+    from s5jtransfer import config, verify
+
+    data = {"a.bin": b"a" * 100, "b.bin": b"b" * 200}
+    work.put_all(data)
+    assert work.run("src_sync_mvol.py", "--once").returncode == 0
+    monkeypatch.chdir(work.path)
+    cfg = config.load("config.yaml")
+    listing = verify._list_side
+
+    def list_while_b_is_uploaded(side, cfg_):
+        got = listing(side, cfg_)
+        if side.name == "destination":  # b.bin goes out right after this listing was made
+            work.server.client().put_object(Bucket=work.dst, Key="copy/b.bin", Body=data["b.bin"])
+            etag = work.server.client().head_object(Bucket=work.dst, Key="copy/b.bin")["ETag"].strip('"')
+            with open("dest_ledger.csv", "a") as fh:
+                fh.write(("" if os.path.exists("dest_ledger.csv") and os.path.getsize("dest_ledger.csv") else
+                          "Key,Size,ETag,Verified,SourceETag\n") + f"b.bin,200,{etag},md5,{etag}\n")
+            for f in work.staged_files():
+                if f.stat().st_size == 200:
+                    f.unlink()
+        return got
+
+    monkeypatch.setattr(verify, "_list_side", list_while_b_is_uploaded)
+    rep, _fig = verify.compare_and_repair(cfg)
+    assert rep.categories["b.bin"] == verify.PENDING
+    src_keys = {line.split(",")[0] for line in (work.path / "src_ledger.csv").read_text().splitlines()[1:]}
+    assert src_keys == {"a.bin", "b.bin"}  # nothing handed back
+    assert "b.bin,200," in (work.path / "dest_ledger.csv").read_text()  # the side's row kept
