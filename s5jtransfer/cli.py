@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.handlers
 import os
 import sys
 from typing import Callable, NoReturn
@@ -29,7 +30,9 @@ def setup_logging(log_file: str | None = None, debug: bool = False) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
     root = logging.getLogger()
     root.handlers.clear()
-    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    # WatchedFileHandler: a log file moved away by logrotate (or by hand) is opened anew
+    handler: logging.Handler = logging.handlers.WatchedFileHandler(log_file) if log_file \
+        else logging.StreamHandler(sys.stderr)
     handler.setFormatter(fmt)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)

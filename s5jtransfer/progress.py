@@ -56,7 +56,8 @@ class Progress:
             t0, d0, b0 = self._samples[0]
             now = time.monotonic()
             span = max(now - t0, 1e-3)
-            return (self.done - d0) / span, (self.done_bytes - b0) / span
+            # never below 0: objects deleted at the source lower the done count, not the rate
+            return max(0.0, (self.done - d0) / span), max(0.0, (self.done_bytes - b0) / span)
 
     def eta(self) -> float | None:
         _, bps = self.rates()

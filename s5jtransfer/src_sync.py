@@ -546,8 +546,13 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, superv
             raise Done
         if st.complete and supervised:
             return cfg.settings.max_poll_interval
-        if st.moved or st.adopted or st.waiting:
+        if st.moved or st.adopted:
             return cfg.settings.poll_interval
+        if st.waiting:
+            # only waiting for space, which the destination side frees as it uploads: look again
+            # soon, but not with a listing of the source every poll_interval (up to 4 x)
+            return min(max(delay * 2, cfg.settings.poll_interval), 4 * cfg.settings.poll_interval,
+                       cfg.settings.max_poll_interval)
         return min(delay * 2, cfg.settings.max_poll_interval)
 
     return poll_loop(sync.cycle, after, lambda exc: s3.describe_error(exc, cfg.source), cfg.settings, stopper,

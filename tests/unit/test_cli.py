@@ -39,3 +39,33 @@ def test_a_stop_signal_arriving_inside_a_sleep_is_never_lost_in_a_deadlock():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["True", "True", "True", "143"]
+
+
+def test_a_log_file_moved_away_by_rotation_is_opened_anew(tmp_path):
+    import logging
+
+    from s5jtransfer import cli
+
+    path = tmp_path / "sync.log"
+    try:
+        cli.setup_logging(str(path))
+        logging.getLogger("s5jtransfer").info("before")
+        path.rename(tmp_path / "sync.log.1")  # logrotate's default: move, then the program goes on
+        logging.getLogger("s5jtransfer").info("after")
+    finally:
+        cli.setup_logging()  # back to standard error for the other tests
+    assert "before" in (tmp_path / "sync.log.1").read_text() and "after" not in (tmp_path / "sync.log.1").read_text()
+    assert "after" in path.read_text()
+
+
+def test_rates_never_go_below_zero_when_objects_leave_the_source():
+    from s5jtransfer.progress import Progress
+
+    p = Progress("source", None)
+    p.set_totals(10, 1000, 10, 1000)
+    p.add(0, 0)
+    p.set_totals(5, 500, 5, 500)  # half the objects deleted at the source
+    p.add(0, 0)
+    ops, bps = p.rates()
+    assert ops >= 0 and bps >= 0
+    assert "-" not in p.line()
