@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """Format and mount blank disks as staging volumes /tmp/volume-NN (see README)."""
-import os, signal, sys
+import os, sys, _signal  # the C module: at once (signal imports enum and functools)
+# a Ctrl-C while the modules load (inside an import it can surface as another error): nothing
+# is written yet, so exit at once, without a traceback; the command's own handling takes over
+_signal.signal(_signal.SIGINT, lambda *_: (sys.stderr.write("interrupted\n"), os._exit(130)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import signal  # noqa: E402
 if __name__ == "__main__":
-    try:  # a Ctrl-C while the modules load, before the command handles it: no traceback
-        from s5jtransfer.setup_volumes import main
+    from s5jtransfer.setup_volumes import main
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
         code = main()
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

@@ -1,15 +1,21 @@
 #!/usr/bin/env python3
 """Show both sides' progress, staging volumes, rates and ETA, from local files only (see README)."""
 import os
-import signal
 import sys
 
+import _signal  # the C module, loaded at once (signal imports enum and functools first)
+
+# a Ctrl-C while the modules load (inside an import it can surface as another error): nothing
+# is written yet, so exit at once, without a traceback; the command's own handling takes over
+_signal.signal(_signal.SIGINT, lambda *_: (sys.stderr.write("interrupted\n"), os._exit(130)))
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import signal  # noqa: E402
 
 
 if __name__ == "__main__":
-    try:  # a Ctrl-C while the modules load, before the command handles it: no traceback
-        from s5jtransfer import status
+    from s5jtransfer import status
+    try:
         code = status.main()
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

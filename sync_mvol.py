@@ -3,14 +3,20 @@
 import os
 import sys
 
+import _signal  # the C module, loaded at once (signal imports enum and functools first)
+
+# a Ctrl-C while the modules load (inside an import it can surface as another error): nothing
+# is written yet, so exit at once, without a traceback; the command's own handling takes over
+_signal.signal(_signal.SIGINT, lambda *_: (sys.stderr.write("interrupted\n"), os._exit(130)))
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 if __name__ == "__main__":
-    try:  # a Ctrl-C while the modules load, before the command handles it: no traceback
-        from s5jtransfer import cli, commands
+    from s5jtransfer import cli, commands
+    try:
         code = commands.sync()
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
-        sys.exit(130)
+        code = 130
     cli.exit_now(code)

@@ -6,7 +6,9 @@ import argparse
 import logging
 import logging.handlers
 import os
+import signal
 import sys
+import threading
 from typing import Callable, NoReturn
 
 from . import config as config_mod
@@ -66,6 +68,10 @@ def run(body: Callable[[argparse.Namespace, config_mod.Config], int], args: argp
         lock: str | None = None) -> int:
     """Load config.yaml, take the command's lock, run its body; map S5jError to one line and
     its exit code, without a traceback. Nothing is written before the config is valid."""
+    if threading.current_thread() is threading.main_thread():
+        # the script's start-up handler (exit at once while modules load) gives way to
+        # KeyboardInterrupt, which this function and the commands' own handlers turn into 130
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         setup_logging(getattr(args, "log_file", None), getattr(args, "debug", False))
     except OSError as exc:

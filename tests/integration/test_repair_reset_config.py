@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -152,15 +153,20 @@ def test_a_working_folder_it_cannot_write_in_is_named_with_exit_2(work):
 @pytest.mark.parametrize("script", ["sync_mvol.py", "reset.py", "status.py", "src_connect_test.py"])
 def test_ctrl_c_while_a_script_starts_is_no_traceback(work, script):
     """Ctrl-C at any moment of the start (modules still loading, or the command running): exit
-    130 (or the signal itself, before Python has set up its handler), never a traceback."""
+    130 (or the signal itself, before Python has set up its handler), never a traceback from the
+    script or the suite. (The interpreter's own start-up, before the script's first line, is
+    Python's: a Ctrl-C in those few milliseconds is reported by Python itself.)"""
     for delay in (0.02, 0.05, 0.1, 0.2):
         proc = subprocess.Popen(work.argv(script), cwd=work.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL, text=True)
         time.sleep(delay)  # a moment of the start, not a wait for something
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
-        assert "Traceback" not in err and "KeyboardInterrupt" not in err, (delay, err)
-        assert proc.returncode in (0, 130, -signal.SIGINT), (delay, proc.returncode, err)
+        # a frame of the suite, or of the script past its first line ("line 0": not started yet)
+        ours = "Traceback" in err and ("s5jtransfer" in err or re.search(re.escape(script) + r'", line [1-9]', err))
+        assert not ours and ("KeyboardInterrupt" not in err or "Traceback" in err), (delay, err)
+        python_start = "init_import_site" in err  # Python's own start-up, before the script
+        assert proc.returncode in (0, 130, -signal.SIGINT) or python_start, (delay, proc.returncode, err)
 
 
 def test_an_s5cmd_path_that_is_not_one_stops_the_sync_with_exit_2_instead_of_restarting(work):
