@@ -158,6 +158,18 @@ class Heads:
 _LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO}
 
 
+def _failed_endpoint(exc: BaseException) -> str | None:
+    """The endpoint a botocore connection error names (scheme, host and port of its request URL):
+    with several endpoints (a Snowball cluster), the one that failed, not the side's first."""
+    import urllib.parse
+
+    url = (getattr(exc, "kwargs", None) or {}).get("endpoint_url")
+    if not isinstance(url, str) or "://" not in url:
+        return None
+    u = urllib.parse.urlsplit(url)
+    return f"{u.scheme}://{u.netloc}"
+
+
 def describe_error(exc: BaseException, side: Side) -> str:
     """One line saying whether the endpoint, TLS, credentials or bucket failed, and the fix."""
     import botocore.exceptions
@@ -169,7 +181,7 @@ def describe_error(exc: BaseException, side: Side) -> str:
         what = f" {exc.filename}" if exc.filename else ""
         return (f"cannot write{what} on this machine ({exc.strerror}); free space in the working folder and on "
                 "the staging volumes, or fix the mount")
-    where = side.endpoint or f"AWS {side.region}"
+    where = _failed_endpoint(exc) or side.endpoint or f"AWS {side.region}"
     name = type(exc).__name__
     if isinstance(exc, botocore.exceptions.SSLError):
         return f"TLS failed talking to {where}: {exc}; check the URL scheme (http/https) and the certificate"

@@ -181,3 +181,17 @@ def test_the_sides_start_without_importing_boto3(module):
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 's3transfer')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_connection_error_names_the_endpoint_that_failed_not_the_sides_first():
+    """A Snowball cluster: the third endpoint is down; the line must name it."""
+    import botocore.exceptions
+
+    from s5jtransfer import s3
+    from s5jtransfer.config import Secret, Side
+
+    side = Side("source", "b", "", "snow", Secret("k"), Secret("s"),
+                ("http://192.0.2.1:8080", "http://192.0.2.2:8080", "http://192.0.2.3:8080"))
+    exc = botocore.exceptions.EndpointConnectionError(endpoint_url="http://192.0.2.3:8080/b?list-type=2")
+    line = s3.describe_error(exc, side)
+    assert "http://192.0.2.3:8080" in line and "192.0.2.1" not in line, line
