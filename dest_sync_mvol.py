@@ -14,9 +14,4 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 if __name__ == "__main__":
     from s5jtransfer import cli, commands
-    try:
-        code = commands.dest_sync()
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        code = 130
-    cli.exit_now(code)
+    cli.script_main(commands.dest_sync, fast=True)

@@ -10,15 +10,8 @@ import _signal  # the C module, loaded at once (signal imports enum and functool
 _signal.signal(_signal.SIGINT, lambda *_: (sys.stderr.write("interrupted\n"), os._exit(130)))
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import signal  # noqa: E402
 
 
 if __name__ == "__main__":
-    from s5jtransfer import commands
-    try:
-        code = commands.connect_test("source")
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        code = 130
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # done: a Ctrl-C now would only interrupt the exit
-    sys.exit(code)
+    from s5jtransfer import cli, commands
+    cli.script_main(lambda: commands.connect_test("source"))

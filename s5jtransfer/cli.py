@@ -108,6 +108,21 @@ def run(body: Callable[[argparse.Namespace, config_mod.Config], int], args: argp
             held.release()
 
 
+def script_main(command: Callable[[], int], fast: bool = False) -> NoReturn:
+    """A top-level script's end: run its command, a Ctrl-C that escapes it is 130 without a
+    traceback, then exit. fast: without the interpreter's teardown (exit_now); else a Ctrl-C
+    arriving once the work is done is ignored, so it cannot interrupt the exit."""
+    try:
+        code = command()
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        code = 130
+    if fast:
+        exit_now(code)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
+
+
 def exit_now(code: int) -> NoReturn:
     """Exit with `code` at once, without the interpreter's teardown: with boto3 loaded, freeing
     every object one by one takes a few tenths of a second, on the critical path of a
