@@ -94,7 +94,6 @@ class DestSync:
         self.eps = Endpoints(self.side, self.settings, pool=self.settings.dest_workers)
         self._client_at = 0  # the endpoint that confirms uploads (see _head)
         self._heads: dict[int, s3.Heads] = {}
-        self._src_client = None
         self.binary = s5cmd.find_binary(self.settings.s5cmd_path)
         self._loaded = False
         self._missing_staged: set[str] = set()
@@ -431,11 +430,6 @@ class DestSync:
         if total is not None:
             st.source_total, st.source_missing = total, 0
 
-    def _source_client(self):
-        if self._src_client is None:
-            self._src_client = s3.client(self.cfg.source, self.settings)
-        return self._src_client
-
     def _check_source(self, st: DestStats) -> None:
         """Completion: every source object is confirmed at the destination (one source listing)."""
         def count(objs) -> tuple[int, int]:
@@ -447,7 +441,7 @@ class DestSync:
             return total, missing
 
         try:
-            st.source_total, st.source_missing = s3.listing(self.cfg.source, self._source_client, count)
+            (st.source_total, st.source_missing), _ = s3.listing_any(self.cfg.source, self.settings, count)
         except Exception as exc:  # noqa: BLE001 - named for the source, not this side's destination
             raise s3.connect_error(exc, self.cfg.source) from None
 

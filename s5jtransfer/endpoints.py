@@ -52,7 +52,8 @@ class Endpoints:
             return [0]
         now = time.monotonic()
         due = [i for i in range(len(self.urls)) if self._aside.get(i, (0.0, 0.0))[0] <= now]
-        if not due:  # everything is set aside: try them all rather than stall
+        forced = not due
+        if forced:  # everything is set aside: try them all rather than stall
             due = list(range(len(self.urls)))
         out = []
         for i in due:
@@ -63,10 +64,15 @@ class Endpoints:
                     del self._aside[i]
                 out.append(i)
                 continue
-            backoff = min(self._aside[i][1] * 2, MAX_BACKOFF) if i in self._aside else FIRST_BACKOFF
+            if i not in self._aside:
+                backoff = FIRST_BACKOFF
+            elif forced:  # asked before its backoff ran out: the backoff stays as it was
+                backoff = self._aside[i][1]
+            else:
+                backoff = min(self._aside[i][1] * 2, MAX_BACKOFF)
             self._aside[i] = (now + backoff, backoff)
             log.warning("%s endpoint %s set aside for %.0fs: %s", self.side.name, self.name(i), backoff,
-                        s3.describe_error(exc, self.side))
+                        s3.describe_error(exc, self.side, at=self.name(i)))
         if not out:
             raise ConnectError(f"no {self.side.name} endpoint answers ({', '.join(self.name(i) for i in due)})")
         return out

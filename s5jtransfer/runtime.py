@@ -249,6 +249,9 @@ def poll_loop(cycle: Callable[[], object], after: Callable[[object, float, float
         except Exception as exc:  # noqa: BLE001 - a failed cycle is logged and retried
             if stopper.stopped:
                 break
+            if dry_run:  # a dry run reports once: nothing to retry
+                log.error("dry run failed: %s", describe(exc))
+                return 1
             log.error("cycle failed: %s (retrying in %.0fs)", describe(exc), delay)
             log.debug("cycle failure", exc_info=True)
             if stopper.sleep(delay):

@@ -108,6 +108,27 @@ def listing(side: Side, client_of: Callable[[], object], build: Callable[[Iterab
     return build(iter_objects(side, client_of()))
 
 
+def listing_any(side: Side, settings: Settings | None, build: Callable[[Iterable[Obj]], T]) -> tuple[T, int]:
+    """listing() through the first of the side's endpoints that answers, and its index. A side
+    with several endpoints (a Snowball cluster) is listed through any of them: each is asked
+    first with a quick HeadBucket (no retries), and one that does not answer, or whose listing
+    fails, is named in a warning and the next is tried. A single endpoint is listed as it is."""
+    if len(side.endpoints) <= 1:
+        return listing(side, lambda: client(side, settings), build), 0
+    failures = []
+    for i, url in enumerate(side.endpoints):
+        try:
+            client(side, settings, index=i, probe=True).head_bucket(Bucket=side.bucket)
+            return listing(side, lambda i=i: client(side, settings, index=i), build, index=i), i
+        except Exception as exc:  # noqa: BLE001 - the next endpoint is tried
+            why = describe_error(exc, side, at=url)
+            failures.append(why)
+            if i + 1 < len(side.endpoints):
+                log.warning("cannot list the %s through %s (%s); trying %s", side.name, url, why,
+                            side.endpoints[i + 1])
+    raise ConnectError(f"no {side.name} endpoint could be listed: " + "; ".join(failures))
+
+
 def head(side: Side, s3client, key: str) -> Obj | None:
     """The object `key` (prefix stripped) as a HeadObject sees it: size and ETag; None when it is
     not there (404). Any other failure raises."""
@@ -170,8 +191,9 @@ def _failed_endpoint(exc: BaseException) -> str | None:
     return f"{u.scheme}://{u.netloc}"
 
 
-def describe_error(exc: BaseException, side: Side) -> str:
-    """One line saying whether the endpoint, TLS, credentials or bucket failed, and the fix."""
+def describe_error(exc: BaseException, side: Side, at: str | None = None) -> str:
+    """One line saying whether the endpoint, TLS, credentials or bucket failed, and the fix.
+    at: the endpoint the failed request went to, when the caller knows it (one of several)."""
     import botocore.exceptions
 
     if isinstance(exc, ConnectError):
@@ -181,7 +203,7 @@ def describe_error(exc: BaseException, side: Side) -> str:
         what = f" {exc.filename}" if exc.filename else ""
         return (f"cannot write{what} on this machine ({exc.strerror}); free space in the working folder and on "
                 "the staging volumes, or fix the mount")
-    where = _failed_endpoint(exc) or side.endpoint or f"AWS {side.region}"
+    where = _failed_endpoint(exc) or at or side.endpoint or f"AWS {side.region}"
     name = type(exc).__name__
     if isinstance(exc, botocore.exceptions.SSLError):
         return f"TLS failed talking to {where}: {exc}; check the URL scheme (http/https) and the certificate"

@@ -258,10 +258,11 @@ class EarlyListings:
         side = self.cfg.destination
         ledger = Ledger(DEST_LEDGER, DEST_COLUMNS)
         rows: dict[str, tuple] = {}
-        heads = s3.Heads(side, lambda: s3.client(side, self.cfg.settings, pool=HEAD_WORKERS))
+        heads = None
         try:
             ledger.seek_end()  # a row appended from now on is checked on its own
-            objects = verify._list_side(side, self.cfg)
+            objects, ep = verify.list_side_at(side, self.cfg)
+            heads = s3.Heads(side, lambda: s3.client(side, self.cfg.settings, index=ep, pool=HEAD_WORKERS), ep)
             self.dest_listed.set()
             checked = 0
             with ThreadPoolExecutor(max_workers=HEAD_WORKERS) as pool:
@@ -291,7 +292,8 @@ class EarlyListings:
         except Exception as exc:  # noqa: BLE001 - the comparison lists the destination itself
             log.debug("early listing of the destination failed (%s); the comparison lists it again", exc)
         finally:
-            heads.close()
+            if heads is not None:
+                heads.close()
 
     def stop(self) -> None:
         """No comparison follows (the round ended otherwise): the destination listing stops tailing."""

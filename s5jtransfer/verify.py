@@ -88,11 +88,17 @@ def _to_move(missing_file: str) -> frozenset[str]:
         return frozenset()
 
 
-def _list_side(side, cfg: Config) -> dict[str, s3.Obj]:
+def list_side_at(side, cfg: Config) -> tuple[dict[str, s3.Obj], int]:
+    """Every object of a side by key, listed through any of its endpoints that answers, and the
+    index of that endpoint."""
     try:
-        return s3.listing(side, lambda: s3.client(side, cfg.settings), lambda objs: {o.key: o for o in objs})
+        return s3.listing_any(side, cfg.settings, lambda objs: {o.key: o for o in objs})
     except Exception as exc:  # noqa: BLE001 - one line naming what failed
         raise s3.connect_error(exc, side) from None
+
+
+def _list_side(side, cfg: Config) -> dict[str, s3.Obj]:
+    return list_side_at(side, cfg)[0]
 
 
 def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[str, s3.Obj] | None = None,
