@@ -122,7 +122,8 @@ class DestSync:
         self.streamer: streaming.Streamer | None = None  # large objects uploaded while fetched
         if self.settings.stream_uploads and not dry_run:
             self.streamer = streaming.Streamer(self.side, self.settings.part_size, lambda: self._live()[0],
-                                               self.eps.client, lambda exc: s3.describe_error(exc, self.side))
+                                               self.eps.client, lambda exc: s3.describe_error(exc, self.side),
+                                               self._stream_target)
         self._handed_back = 0.0  # when keys were last taken out of the source ledger
 
     def _heads_at(self, ep: int) -> s3.Heads:
@@ -501,6 +502,14 @@ class DestSync:
                 target, self.settings.dest_workers, lambda local, ok, etag, error: self._report(ep, local, ok, error, etag))
         return up
 
+    def _stream_target(self, ep: int):
+        """The endpoint's direct.Target for PUTs streamed while their objects are fetched
+        (streaming._Single), as its direct uploads use; None when it has none."""
+        if not self._direct_ok:
+            return None
+        up = self._uploader(ep)
+        return up.target if up is not None else None
+
     def _direct_eligible(self, c: Candidate) -> bool:
         size = c.pending.row[0]
         return self._direct_ok and size <= self.settings.direct_put_max and size < self.settings.part_size \
@@ -539,7 +548,7 @@ class DestSync:
 
         def report(ep: int, ok: bool, error: str, etag: str, expected: str) -> None:
             # ep: the upload's own endpoint, whose failure streak counts it
-            if ok:
+            if ok and expected:
                 c.upload_etag = expected  # the multipart ETag of the parts sent, compared by _confirm
             self._report(ep, c.path, ok, error, etag)
 

@@ -382,7 +382,9 @@ class SourceSync:
             # whole part more is written (each note wakes the destination side), and at the end
             if size < stream_min:
                 return
-            parts = ready // streaming.part_size_for(size, self.settings.part_size)
+            # below the part size, one PUT takes every byte as it lands; above, whole parts
+            parts = ready if size < self.settings.part_size else \
+                ready // streaming.part_size_for(size, self.settings.part_size)
             if parts == noted.get(partial, 0) and ready < size:
                 return
             noted[partial] = parts
@@ -412,7 +414,7 @@ class SourceSync:
 
     def _stream_min(self) -> float:
         """Objects at least this large get notes for the destination side (streaming.py)."""
-        return self.settings.part_size if self.settings.stream_uploads else float("inf")
+        return min(streaming.SINGLE_MIN, self.settings.part_size) if self.settings.stream_uploads else float("inf")
 
     def _note_progress(self, objects: int, nbytes: int) -> None:
         self.progress.add(objects, nbytes)

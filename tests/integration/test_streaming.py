@@ -305,3 +305,146 @@ def test_an_upload_whose_object_waits_its_turn_is_kept(streamer, work, monkeypat
     assert st.take("big.bin", len(data), "src-etag", to_staged(vol, name, data), md5(data), rep) and rep.event.wait(30)
     assert rep.got[0][0], rep.got[0]
     assert work.dest_bytes("big.bin") == data
+
+
+# -- objects below the part size: one PUT streamed while the object is fetched -----------------
+@pytest.fixture
+def singles(work, monkeypatch):
+    """A Streamer whose objects from 1 MiB to the 5 MiB part size go out as one streamed PUT."""
+    from s5jtransfer import direct
+
+    monkeypatch.chdir(work.path)
+    monkeypatch.setattr(streaming, "SINGLE_MIN", MIB)
+    work.cfg["transfer_settings"]["part_size_mb"] = 5
+    work.write_config()
+    cfg = config.load(str(work.path / "config.yaml"))
+    client = s3.client(cfg.destination, cfg.settings)
+    vol = Volume(str(work.volumes[0]))
+    vol.ensure()
+    targets = {"url": None}
+
+    def target_of(ep):
+        if targets["url"] is None:
+            return direct.Target.from_side(cfg.destination, ep)
+        return direct.Target(targets["url"] + f"/{work.dst}/", "a", "b", None, "us-east-1", False)
+
+    st = streaming.Streamer(cfg.destination, cfg.settings.part_size, lambda: 0, lambda ep: client,
+                            lambda exc: s3.describe_error(exc, cfg.destination), target_of)
+    yield st, vol, targets
+    st.close()
+
+
+def sent(u, n: int) -> bool:
+    return u.sent >= n
+
+
+def test_a_single_put_sends_all_but_the_last_byte_until_the_object_is_verified(singles, work):
+    st, vol, _ = singles
+    data = pattern(3 * MIB + 5, seed=9)
+    name, _ = stage(vol, "mid.bin", data, ready=2 * MIB)
+    st.scan([vol])
+    u = st.uploads["mid.bin"]
+    wait_for(lambda: sent(u, 2 * MIB), 30, "the written prefix sent")
+    assert u.sent == 2 * MIB
+    streaming.write_note(vol, name, "mid.bin", len(data), "src-etag", len(data))  # every range landed
+    st.scan([vol])
+    wait_for(lambda: sent(u, len(data) - 1), 30, "all but the last byte sent")
+    assert u.sent == len(data) - 1 and not u.error
+    assert "mid.bin" not in work.listing(work.dst, "copy/")  # the PUT is not over: nothing there yet
+    rep = Reports()
+    assert st.take("mid.bin", len(data), "src-etag", to_staged(vol, name, data), md5(data), rep)
+    assert rep.event.wait(30)
+    ok, error, etag, _expected = rep.got[0]
+    assert ok, error
+    assert etag == md5(data) and rep.eps == [0]
+    assert work.dest_bytes("mid.bin") == data
+    assert st.uploads == {}
+
+
+def test_a_single_put_whose_bytes_differ_from_the_verified_copy_leaves_nothing(singles, work):
+    """The partial copy held other bytes when they went out (or the staged copy changed): the
+    connection is cut before the last byte, and the destination keeps nothing."""
+    st, vol, _ = singles
+    data = pattern(3 * MIB, seed=10)
+    bad = bytearray(data)
+    bad[10] ^= 0xFF
+    name, _ = stage(vol, "mid.bin", data, ready=len(data), partial=bytes(bad))
+    st.scan([vol])
+    u = st.uploads["mid.bin"]
+    wait_for(lambda: sent(u, len(data) - 1), 30, "all but the last byte sent")
+    rep = Reports()
+    assert st.take("mid.bin", len(data), "src-etag", to_staged(vol, name, data), md5(data), rep)
+    assert rep.event.wait(30)
+    ok, error, _etag, _expected = rep.got[0]
+    assert not ok and "do not hash to the checksum verified at staging" in error
+    wait_for(lambda: "mid.bin" not in st.uploads, 10, "the upload forgotten")
+    assert "mid.bin" not in work.listing(work.dst, "copy/")
+    assert not st.take("mid.bin", len(data), "src-etag", vol.staged_path(name), md5(data), Reports())
+
+
+def test_a_single_put_cut_by_a_stop_leaves_nothing(singles, work):
+    st, vol, _ = singles
+    data = pattern(3 * MIB, seed=11)
+    stage(vol, "mid.bin", data, ready=2 * MIB)
+    st.scan([vol])
+    u = st.uploads["mid.bin"]
+    wait_for(lambda: sent(u, 2 * MIB), 30, "the written prefix sent")
+    st.close()
+    wait_for(lambda: u._done, 10, "the PUT given up")
+    assert "mid.bin" not in work.listing(work.dst, "copy/")
+
+
+def test_an_endpoint_that_refuses_streamed_puts_gets_none_more(singles, work):
+    """An S3 store that refuses an unsigned streamed body (403): the object goes the regular
+    way, and no other object is streamed as one PUT for the rest of the run."""
+    import http.server
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self):  # noqa: N802 - answered at once, the body unread
+            doc = b"<Error><Code>AccessDenied</Code></Error>"
+            self.send_response(403)
+            self.send_header("Content-Length", str(len(doc)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(doc)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        st, vol, targets = singles
+        targets["url"] = f"http://127.0.0.1:{server.server_address[1]}"
+        data = pattern(3 * MIB, seed=12)
+        name, _ = stage(vol, "mid.bin", data, ready=len(data))
+        st.scan([vol])
+        u = st.uploads["mid.bin"]
+        wait_for(lambda: u._done, 30, "the refusal")
+        assert "403 AccessDenied" in u.error, u.error
+        assert not st.take("mid.bin", len(data), "src-etag", to_staged(vol, name, data), md5(data), Reports())
+        stage(vol, "other.bin", data, ready=len(data))
+        st.scan([vol])
+        assert "other.bin" not in st.uploads
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_sync_streams_an_object_below_the_part_size_as_one_put(work):
+    data = pattern(9 * MIB + 3, seed=13)
+    work.put_all({"mid.bin": data})
+    work.put_all({f"small-{i}.bin": bytes([i]) * 1000 for i in range(5)})
+    with FaultProxy(work.server.url, bandwidth=4_000_000) as link:  # about 2.5 s for the object
+        streaming_config(work, link.url)
+        work.cfg["transfer_settings"]["part_size_mb"] = 16
+        work.write_config()
+        r = work.run("sync_mvol.py", "--once", timeout=120)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    m = re.search(r"uploaded 'mid\.bin' while it was fetched: (\d+) of (\d+) bytes went out before it was staged", out)
+    assert m and int(m.group(2)) == len(data) and 0 < int(m.group(1)) < len(data), out
+    assert work.dest_bytes("mid.bin") == data
+    row = [ln for ln in (work.path / "dest_ledger.csv").read_text().splitlines() if ln.startswith("mid.bin,")]
+    assert row and row[0].split(",")[2] == md5(data) and row[0].split(",")[3] == "md5"
+    assert work.listing(work.dst, "copy/") == work.listing(work.src, "data/")
