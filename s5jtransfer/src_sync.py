@@ -247,6 +247,7 @@ class SourceSync:
         appender = Appender(self.ledger, max_age=LEDGER_DELAY, timed=True, max_bytes=LEDGER_BYTES)
         lock = threading.Lock()
         append_failed: list[OSError] = []
+        cut_short: list[str] = []  # copies a stop ended before they were done
         by_local: dict[str, tuple[plan.Item, Volume, str]] = {}
         for a in assigned:
             vol = self.volumes[a.volume]
@@ -288,7 +289,10 @@ class SourceSync:
                     st.mismatched += 1
                 else:
                     st.failed += 1
-            if not ok:
+            if not ok and self.stopper.stopped:
+                with lock:
+                    cut_short.append(item.key)  # one line for them all, below
+            elif not ok:
                 log.warning("copy of %r failed: %s (retried next cycle)", item.key, error or "unknown error")
 
         # Small objects (whose cost is per request, not per byte) on one event loop; the larger
@@ -317,6 +321,9 @@ class SourceSync:
                     thread.join()
         appender.flush()
         secs = time.monotonic() - started
+        if cut_short:
+            log.info("stopping: %d copies not finished (%s); they are fetched again at the next start", len(cut_short),
+                     ", ".join(repr(k) for k in sorted(cut_short)[:3]) + (", ..." if len(cut_short) > 3 else ""))
         log.info("copied %d objects (%s) to staging in %.1fs (%s/s); %d failed, %d checksum mismatches",
                  st.moved, fmt_bytes(st.moved_bytes), secs, fmt_bytes(st.moved_bytes / max(secs, 1e-6)),
                  st.failed, st.mismatched)

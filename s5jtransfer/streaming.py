@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import re
+import select
 import socket
 import threading
 import time
@@ -54,6 +55,7 @@ PART_WORKERS = 4
 SINGLE_MIN = 8 * MIB  # objects from this size to the part size are streamed as one PUT (_Single)
 SINGLE_CHUNK = 1 * MIB
 SINGLE_IDLE = 30.0  # seconds a streamed PUT waits for more bytes (S3 itself gives up after about 20)
+SINGLE_FAILS = 3  # streamed PUTs failing in a row that turn them off for the run
 
 
 def part_size_for(size: int, part_size: int) -> int:
@@ -100,7 +102,7 @@ class _Single:
     body, and S3 keeps nothing of a PUT whose body did not arrive whole."""
 
     def __init__(self, key: str, size: int, etag: str, partial: str, staged: str, ep: int, target,
-                 path: str, on_refused: Callable[[str], None]) -> None:
+                 path: str, on_refused: Callable[[str, str], None]) -> None:
         self.key, self.size, self.etag, self.partial, self.staged, self.ep = key, size, etag, partial, staged, ep
         self.target, self.path, self.on_refused = target, path, on_refused
         self.ready = 0
@@ -176,24 +178,32 @@ class _Single:
             self._conn.putheader("Content-Length", str(self.size))
             self._conn.putheader("User-Agent", "s5jtransfer")
             self._conn.endheaders()
+            idle_since = time.monotonic()
             while True:
                 with self._cond:  # the object's last byte waits for the verification
-                    while not self.error and self._take is None and min(self.ready, self.size - 1) <= self.sent:
-                        if not self._cond.wait(SINGLE_IDLE):
-                            raise TimeoutError(f"nothing more to send for {SINGLE_IDLE:.0f}s")
+                    if not self.error and self._take is None and min(self.ready, self.size - 1) <= self.sent:
+                        self._cond.wait(0.5)
                     if self.error:
                         raise ValueError(self.error)
                     take, limit = self._take, min(self.ready, self.size - 1)
                 if take is not None:
                     break
-                self._send_upto(limit)
+                if limit > self.sent:
+                    self._send_upto(limit)
+                    idle_since = time.monotonic()
+                elif select.select([self._conn.sock], [], [], 0)[0]:
+                    # the server answered (or closed) before the body was whole: a refusal, say
+                    self._answer()
+                    raise ValueError("the destination answered before the whole body was sent")
+                elif time.monotonic() - idle_since > SINGLE_IDLE:
+                    raise TimeoutError(f"nothing more to send for {SINGLE_IDLE:.0f}s")
             staged, verified_md5, report = take
             self.early = self.sent
             self.staged = staged
             rest = self._read(self.sent, self.size - self.sent)
             whole = self.md5.copy()
             whole.update(rest)
-            if not verified_md5 or whole.hexdigest() != verified_md5:
+            if verified_md5 and whole.hexdigest() != verified_md5:  # none: only the benchmark's size-only variant
                 raise ValueError("the bytes sent do not hash to the checksum verified at staging")
             self._conn.send(rest)
             self.sent = self.size
@@ -216,6 +226,7 @@ class _Single:
         with self._cond:
             self._done = True
         self._conn.close()
+        self.on_refused("", "")  # a success: failures in a row start again from none
         log.info("uploaded %r while it was fetched: %d of %d bytes went out before it was staged", self.key,
                  self.early, self.size)
         report(self.ep, True, "", etag, "")
@@ -229,16 +240,20 @@ class _Single:
             m = re.search(rb"<Code>([^<]{1,64})</Code>", doc)
             why = f"HTTP {resp.status}{' ' + m.group(1).decode('latin-1') if m else ''}"
             if 400 <= resp.status < 500 and resp.status not in (408, 409, 429):
-                self.on_refused(why)  # this endpoint does not take such PUTs: none more
+                self.on_refused(why, "")  # this endpoint does not take such PUTs: none more
             raise ValueError(f"the destination answered {why}")
         return etag
 
     def _failed(self, exc: BaseException) -> None:
         """The connection is closed mid-body (nothing is kept); the failure is reported once taken."""
+        why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
         with self._cond:
-            self.error = self.error or (str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")
+            own = not self.error  # failed on its own, not given up by the Streamer
+            self.error = self.error or why
             self._done = True
             take = self._take
+        if own:
+            self.on_refused("", why)
         if self._conn is not None:
             self._conn.close()
         log.debug("streamed PUT of %r given up: %s", self.key, self.error)
@@ -283,6 +298,8 @@ class Streamer:
         # direct.Target (None: not streamed); off for the run once an endpoint refuses one
         self.target_of = target_of
         self._singles_off = ""
+        self._singles_failed: dict[str, tuple[int, str, str]] = {}  # key -> (size, ETag, partial copy)
+        self._single_fails = 0  # streamed PUTs that failed on their own, in a row
         self.endpoint = endpoint  # () -> the endpoint for a new upload
         self.client_of = client_of  # endpoint -> its client
         self.describe = describe
@@ -346,6 +363,8 @@ class Streamer:
             if single and (size < SINGLE_MIN or self.target_of is None or self._singles_off):
                 continue
             partial = vol.partial_path(name)
+            if single and self._singles_failed.get(key) == (size, etag, partial):
+                continue  # this copy's PUT failed already: the regular way, not one PUT after another
             u = self.uploads.get(key)
             if u is not None and not u.taken and (u.size, u.etag, u.partial) != (size, etag, partial):
                 self._abort(u, "the source side is fetching another version")
@@ -400,11 +419,21 @@ class Streamer:
         log.debug("uploading %r while it is fetched (one PUT)", key)
         return u
 
-    def _refused(self, why: str) -> None:
-        if not self._singles_off:
-            self._singles_off = why
-            log.info("the destination refused a PUT streamed while its object was fetched (%s); objects below "
-                     "the part size are uploaded once staged for the rest of this run", why)
+    def _refused(self, refused: str, failed: str) -> None:
+        """A streamed PUT ended on its own: refused (a 4xx answer), failed otherwise, or neither
+        (a success). A refusal, or SINGLE_FAILS in a row, turn streamed PUTs off for the run (a
+        store that resets such requests may never answer with a status)."""
+        with self._lock:
+            if not refused and not failed:
+                self._single_fails = 0
+                return
+            self._single_fails += 1
+            if refused or self._single_fails >= SINGLE_FAILS:
+                why = refused or f"{self._single_fails} failed in a row, the last: {failed}"
+                if not self._singles_off:
+                    self._singles_off = why
+                    log.info("PUTs streamed while their objects are fetched do not work at the destination (%s); "
+                             "objects below the part size are uploaded once staged for the rest of this run", why)
 
     def _send_ready(self, u: _Upload) -> None:
         while u.submitted < u.parts and min((u.submitted + 1) * u.part, u.size) <= u.ready:
@@ -512,6 +541,8 @@ class Streamer:
     def _single_done(self, u: _Single, report, ep: int, ok: bool, error: str, etag: str, expected: str) -> None:
         if self.uploads.get(u.key) is u:
             del self.uploads[u.key]
+        if not ok:
+            self._singles_failed[u.key] = (u.size, u.etag, u.partial)
         report(ep, ok, error, etag, expected)
 
     def _why(self, exc: BaseException) -> str:
@@ -525,6 +556,7 @@ class Streamer:
         if self.uploads.get(u.key) is u:
             del self.uploads[u.key]
         if isinstance(u, _Single):  # nothing to abort at the destination: its PUT never ends
+            self._singles_failed[u.key] = (u.size, u.etag, u.partial)
             u.abort(why)
             return
         u.error = u.error or why

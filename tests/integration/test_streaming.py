@@ -417,15 +417,22 @@ def test_an_endpoint_that_refuses_streamed_puts_gets_none_more(singles, work):
         st, vol, targets = singles
         targets["url"] = f"http://127.0.0.1:{server.server_address[1]}"
         data = pattern(3 * MIB, seed=12)
-        name, _ = stage(vol, "mid.bin", data, ready=len(data))
-        st.scan([vol])
-        u = st.uploads["mid.bin"]
-        wait_for(lambda: u._done, 30, "the refusal")
-        assert "403 AccessDenied" in u.error, u.error
-        assert not st.take("mid.bin", len(data), "src-etag", to_staged(vol, name, data), md5(data), Reports())
-        stage(vol, "other.bin", data, ready=len(data))
-        st.scan([vol])
-        assert "other.bin" not in st.uploads
+        tried = 0
+        # the 403 is read when it arrives before the connection is reset, else the PUT only
+        # fails: then SINGLE_FAILS of them in a row turn streamed PUTs off
+        for i in range(streaming.SINGLE_FAILS + 1):
+            key = f"mid-{i}.bin"
+            name, _ = stage(vol, key, data, ready=len(data))
+            st.scan([vol])
+            u = st.uploads.get(key)
+            if u is None:
+                break
+            tried += 1
+            wait_for(lambda: u._done, 30, "the refusal")
+            assert "403 AccessDenied" in u.error or "Error" in u.error, u.error
+            assert not st.take(key, len(data), "src-etag", to_staged(vol, name, data), md5(data), Reports())
+        assert 1 <= tried <= streaming.SINGLE_FAILS
+        assert st._singles_off
     finally:
         server.shutdown()
         server.server_close()
@@ -448,3 +455,25 @@ def test_sync_streams_an_object_below_the_part_size_as_one_put(work):
     row = [ln for ln in (work.path / "dest_ledger.csv").read_text().splitlines() if ln.startswith("mid.bin,")]
     assert row and row[0].split(",")[2] == md5(data) and row[0].split(",")[3] == "md5"
     assert work.listing(work.dst, "copy/") == work.listing(work.src, "data/")
+
+
+def test_a_single_put_that_failed_is_not_started_again_for_the_same_copy(singles, work):
+    """A destination that does not answer: the PUT fails once, and the next notes of the same
+    copy do not open another PUT each (the object goes the regular way once staged)."""
+    from conftest import free_port
+
+    st, vol, targets = singles
+    targets["url"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    data = pattern(3 * MIB, seed=14)
+    name, _ = stage(vol, "mid.bin", data, ready=MIB)
+    st.scan([vol])
+    u = st.uploads["mid.bin"]
+    wait_for(lambda: u._done, 30, "the PUT failed")
+    st.scan([vol])  # the failure seen: given up
+    assert "mid.bin" not in st.uploads
+    streaming.write_note(vol, name, "mid.bin", len(data), "src-etag", 2 * MIB)
+    st.scan([vol])
+    assert "mid.bin" not in st.uploads
+    stage(vol, "next.bin", data, ready=MIB)  # another object is still tried
+    st.scan([vol])
+    assert "next.bin" in st.uploads

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 
@@ -283,3 +284,25 @@ def test_small_objects_by_one_get_and_one_put_larger_ones_in_ranges_and_by_s5cmd
     assert f"HEAD /{work.dst}/copy/dir0/file0.bin" not in log
     dest_lines = (work.path / "dest_commands.txt").read_text().splitlines()
     assert len(dest_lines) == 1 and "big/multipart.bin" in dest_lines[0]
+
+
+def test_a_stop_mid_batch_logs_one_line_for_the_copies_it_cut_short(work):
+    """SIGTERM while many copies are in flight: one line says how many were not finished (they
+    are fetched again at the next start), not one warning per object."""
+    from faultproxy import FaultProxy
+
+    data = {f"s/{i:03d}.bin": os.urandom(20_000) for i in range(60)}
+    work.put_all(data)
+    with FaultProxy(work.server.url, bandwidth=150_000) as link:  # about 8 s for the batch
+        work.cfg["transfer_settings"].update(src_endpoint_url=link.url, src_workers=8)
+        work.write_config()
+        src = work.start("src_sync_mvol.py", log_name="src.log")
+        try:
+            wait_for(lambda: work.ledger_lines() >= 3, 60, "the first objects staged")
+        finally:
+            src.send_signal(signal.SIGTERM)
+            src.wait(timeout=30)
+    assert src.returncode == 128 + signal.SIGTERM
+    log = (work.path / "src.log").read_text()
+    assert "failed: stopped" not in log and "(retried next cycle)" not in log, log[-3000:]
+    assert len(re.findall(r"stopping: \d+ copies not finished", log)) == 1, log[-3000:]
