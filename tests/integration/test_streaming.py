@@ -477,3 +477,34 @@ def test_a_single_put_that_failed_is_not_started_again_for_the_same_copy(singles
     stage(vol, "next.bin", data, ready=MIB)  # another object is still tried
     st.scan([vol])
     assert "next.bin" in st.uploads
+
+
+def test_destination_side_killed_mid_streamed_put_leaves_nothing_then_uploads_it(work):
+    """A power cut (for the destination side) in the middle of a PUT streamed while its object
+    is fetched: the destination keeps nothing of it, and the next start uploads the staged copy."""
+    data = pattern(12 * MIB + 1, seed=15)
+    work.put_all({"mid.bin": data})
+    with FaultProxy(work.server.url, bandwidth=2_500_000) as src_link, FaultProxy(work.server.url) as dst_link:
+        streaming_config(work, src_link.url)
+        work.cfg["transfer_settings"].update(part_size_mb=16, dest_endpoint_url=dst_link.url)
+        work.write_config()
+        src = work.start("src_sync_mvol.py", "--once")
+        dest = work.start("dest_sync_mvol.py")
+        try:
+            def put_bytes() -> int:
+                return dst_link.traffic.get("PUT object", {}).get("bytes_in", 0)
+
+            wait_for(lambda: put_bytes() >= 4 * MIB, 60, "part of the object sent while it is fetched")
+            dest.send_signal(signal.SIGKILL)
+            dest.wait(10)
+            assert put_bytes() < len(data)
+            assert src.wait(120) == 0
+        finally:
+            for p in (src, dest):
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        assert "mid.bin" not in work.listing(work.dst, "copy/")
+        r = work.run("dest_sync_mvol.py", "--once", timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert work.dest_bytes("mid.bin") == data
