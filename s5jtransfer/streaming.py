@@ -12,6 +12,11 @@ how many bytes from the start of the partial copy are written. It is replaced (a
 time that prefix holds one more whole part, and at the end; it is removed once the copy is
 verified and staged, or given up.
 
+Objects from SINGLE_MIN (8 MiB) up to the part size are sent as one PUT instead (_Single): its
+body is read from the partial copy as it grows, all but the last byte, which is sent only once
+the object is taken up and every byte sent hashes to the verified MD5; otherwise the connection
+is cut mid-body and S3 keeps nothing. The source side then replaces the note at every range.
+
 Destination side (Streamer): for each note, a multipart upload whose parts are read from the
 partial copy as they are written and sent with their Content-MD5. Nothing is completed on the
 note's word. When the object is staged, verified and ledgered, and the destination side takes
@@ -147,11 +152,13 @@ class _Single:
             except OSError:
                 pass
 
-    def _read(self, start: int, length: int) -> bytes:
+    def _read(self, start: int, length: int, path: str | None = None) -> bytes:
         try:
-            fd = os.open(self.partial, os.O_RDONLY)
-        except FileNotFoundError:  # verified and renamed meanwhile: the same bytes
-            fd = os.open(self.staged, os.O_RDONLY)
+            fd = os.open(path or self.partial, os.O_RDONLY)
+        except FileNotFoundError:
+            if path:
+                raise
+            fd = os.open(self.staged, os.O_RDONLY)  # verified and renamed meanwhile: the same bytes
         try:
             data = os.pread(fd, length, start)
         finally:
@@ -200,7 +207,7 @@ class _Single:
             staged, verified_md5, report = take
             self.early = self.sent
             self.staged = staged
-            rest = self._read(self.sent, self.size - self.sent)
+            rest = self._read(self.sent, self.size - self.sent, staged)  # the copy taken up, nothing else
             whole = self.md5.copy()
             whole.update(rest)
             if verified_md5 and whole.hexdigest() != verified_md5:  # none: only the benchmark's size-only variant
