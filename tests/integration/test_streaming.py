@@ -399,8 +399,11 @@ def test_an_endpoint_that_refuses_streamed_puts_gets_none_more(singles, work):
     way, and no other object is streamed as one PUT for the rest of the run."""
     import http.server
 
+    seen: list[str] = []
+
     class Refuse(http.server.BaseHTTPRequestHandler):
         def do_PUT(self):  # noqa: N802 - answered at once, the body unread
+            seen.append(self.path.rsplit("/", 1)[-1])
             doc = b"<Error><Code>AccessDenied</Code></Error>"
             self.send_response(403)
             self.send_header("Content-Length", str(len(doc)))
@@ -420,19 +423,20 @@ def test_an_endpoint_that_refuses_streamed_puts_gets_none_more(singles, work):
         tried = 0
         # the 403 is read when it arrives before the connection is reset, else the PUT only
         # fails: then SINGLE_FAILS of them in a row turn streamed PUTs off
-        for i in range(streaming.SINGLE_FAILS + 1):
+        for i in range(streaming.SINGLE_FAILS):
             key = f"mid-{i}.bin"
             name, _ = stage(vol, key, data, ready=len(data))
             st.scan([vol])
-            u = st.uploads.get(key)
-            if u is None:
-                break
+            wait_for(lambda: key in seen, 30, "the PUT sent")
             tried += 1
-            wait_for(lambda: u._done, 30, "the refusal")
-            assert "403 AccessDenied" in u.error or "Error" in u.error, u.error
+            wait_for(lambda: st._singles_off or st._single_fails >= tried, 30, "the failure counted")
             assert not st.take(key, len(data), "src-etag", to_staged(vol, name, data), md5(data), Reports())
-        assert 1 <= tried <= streaming.SINGLE_FAILS
+            if st._singles_off:
+                break
         assert st._singles_off
+        stage(vol, "after.bin", data, ready=len(data))
+        st.scan([vol])
+        assert "after.bin" not in st.uploads and "after.bin" not in seen
     finally:
         server.shutdown()
         server.server_close()
@@ -458,25 +462,44 @@ def test_sync_streams_an_object_below_the_part_size_as_one_put(work):
 
 
 def test_a_single_put_that_failed_is_not_started_again_for_the_same_copy(singles, work):
-    """A destination that does not answer: the PUT fails once, and the next notes of the same
-    copy do not open another PUT each (the object goes the regular way once staged)."""
-    from conftest import free_port
+    """A destination that drops every connection without an answer: the PUT fails once, and the
+    next notes of the same copy do not open another PUT each (the object goes the regular way
+    once staged)."""
+    import socket
 
-    st, vol, targets = singles
-    targets["url"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    data = pattern(3 * MIB, seed=14)
-    name, _ = stage(vol, "mid.bin", data, ready=MIB)
-    st.scan([vol])
-    u = st.uploads["mid.bin"]
-    wait_for(lambda: u._done, 30, "the PUT failed")
-    st.scan([vol])  # the failure seen: given up
-    assert "mid.bin" not in st.uploads
-    streaming.write_note(vol, name, "mid.bin", len(data), "src-etag", 2 * MIB)
-    st.scan([vol])
-    assert "mid.bin" not in st.uploads
-    stage(vol, "next.bin", data, ready=MIB)  # another object is still tried
-    st.scan([vol])
-    assert "next.bin" in st.uploads
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def drop() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            conn.close()  # a reset, no answer
+
+    threading.Thread(target=drop, daemon=True).start()
+    try:
+        st, vol, targets = singles
+        targets["url"] = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        data = pattern(3 * MIB, seed=14)
+        name, _ = stage(vol, "mid.bin", data, ready=MIB)
+        st.scan([vol])
+        u = st.uploads["mid.bin"]
+        wait_for(lambda: u._done, 30, "the PUT failed")
+        st.scan([vol])  # the failure seen: given up
+        assert "mid.bin" not in st.uploads
+        streaming.write_note(vol, name, "mid.bin", len(data), "src-etag", 2 * MIB)
+        st.scan([vol])
+        assert "mid.bin" not in st.uploads
+        assert len(accepted) == 1
+        stage(vol, "next.bin", data, ready=MIB)  # another object is still tried
+        st.scan([vol])
+        wait_for(lambda: len(accepted) == 2, 30, "a PUT for the other object")
+    finally:
+        listener.close()
 
 
 def test_destination_side_killed_mid_streamed_put_leaves_nothing_then_uploads_it(work):
