@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from . import checksum, direct, s3, s5cmd, streaming
 from .config import Config
-from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, file_lock
+from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, dest_done, file_lock
 from .endpoints import Endpoints
 from .progress import DEST_STATE, SRC_STATE, Progress, done_since, read_state
 from .runtime import (Appender, Done, Stopper, die_with_parent, file_signature, fmt_bytes, poll_loop,
@@ -67,15 +67,6 @@ class DestStats:
     @property
     def complete(self) -> bool:
         return self.source_missing == 0
-
-
-def dest_done(src_row: tuple, dest_row: tuple | None) -> bool:
-    """The destination holds this version: same size, uploaded from the same source ETag.
-    Where either side has no ETag (rows of the original two-column ledger, or objects such a
-    ledger had already moved), the size decides, as it did for the original scripts."""
-    if dest_row is None or dest_row[0] != src_row[0]:
-        return False
-    return dest_row[3] == src_row[1] or not dest_row[3] or not src_row[1]
 
 
 class DestSync:

@@ -308,3 +308,11 @@ class Ledger:
         """rewrite() for a caller that already holds the ledger lock."""
         self._write_new((k, *v) for k, v in rows.items())
 
+
+def dest_done(src_row: tuple, dest_row: tuple | None) -> bool:
+    """The destination holds this version: same size, uploaded from the same source ETag.
+    Where either side has no ETag (rows of the original two-column ledger, or objects such a
+    ledger had already moved), the size decides, as it did for the original scripts."""
+    if dest_row is None or dest_row[0] != src_row[0]:
+        return False
+    return dest_row[3] == src_row[1] or not dest_row[3] or not src_row[1]

@@ -9,7 +9,7 @@ import time
 
 from . import cli
 from .config import Config
-from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, holder_pid, is_locked
+from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, dest_done, holder_pid, is_locked
 from .progress import DEST_STATE, SRC_STATE, fmt_bytes, fmt_eta, read_state
 from .volumes import Volume, discover_roots
 
@@ -25,7 +25,9 @@ def collect(cfg: Config) -> dict:
     src_state = read_state(SRC_STATE) or {}
     dest_state = read_state(DEST_STATE) or {}
     ledgered_bytes = sum(r[0] for r in src_rows.values())
-    confirmed = {k: r for k, r in dest_rows.items() if k in src_rows}
+    # confirmed: the destination holds the version the source side ledgered (a row of another
+    # version, or one for an object no longer in the source ledger, does not count)
+    confirmed = {k: r for k, r in dest_rows.items() if k in src_rows and dest_done(src_rows[k], r)}
     confirmed_bytes = sum(r[0] for r in confirmed.values())
     total = max(int(src_state.get("total_objects") or 0), len(src_rows))
     total_bytes = max(int(src_state.get("total_bytes") or 0), ledgered_bytes)
@@ -62,7 +64,11 @@ def collect(cfg: Config) -> dict:
         "destination": side(dest_state, len(confirmed), confirmed_bytes, _running("dest")),
         "sync_mvol_pid": _running("sync"),
         "volumes": vols,
-        "complete": total > 0 and len(confirmed) >= total and bool(src_state),
+        # complete: the source side's last listing found every object ledgered, and every ledgered
+        # object is confirmed (rows of objects deleted at the source since count only as moved)
+        "complete": bool(src_state) and int(src_state.get("total_objects") or 0) > 0
+        and int(src_state.get("done_objects") or 0) >= int(src_state.get("total_objects") or 0)
+        and len(confirmed) == len(src_rows),
     }
 
 

@@ -70,3 +70,33 @@ def test_status_watch_refreshes_until_stopped(work):
         proc.wait(timeout=10)
     assert proc.returncode == 130
     assert "Traceback" not in proc.stderr.read()
+
+
+def test_complete_follows_source_deletions_additions_and_changes_in_split_mode(work):
+    """The sides run on their own (split mode): after an object is deleted at the source and
+    another added, or one replaced, status.py says complete only once the destination holds
+    what the source side ledgered (the deleted object's rows stay and no longer make up the count)."""
+    data = {f"f{i}.bin": os.urandom(2000 + i) for i in range(4)}
+    work.put_all(data)
+    assert work.run("sync_mvol.py", "--once").returncode == 0
+
+    def status() -> dict:
+        r = work.run("status.py", "--json")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    assert status()["complete"] is True
+    work.server.client().delete_object(Bucket=work.src, Key="data/f0.bin")
+    work.put("new.bin", b"n" * 500)
+    assert work.run("src_sync_mvol.py", "--once").returncode == 0
+    s = status()
+    assert s["complete"] is False
+    assert s["destination"]["done_objects"] == 4  # f0..f3 confirmed; new.bin not yet
+    assert work.run("dest_sync_mvol.py", "--once").returncode == 0
+    assert status()["complete"] is True
+    work.put("f1.bin", b"another version of f1")  # replaced at the source
+    assert work.run("src_sync_mvol.py", "--once").returncode == 0
+    s = status()
+    assert s["complete"] is False and s["destination"]["done_objects"] == 4  # f1's confirmed row is the old version
+    assert work.run("dest_sync_mvol.py", "--once").returncode == 0
+    assert status()["complete"] is True
