@@ -60,11 +60,19 @@ class Progress:
             return max(0.0, (self.done - d0) / span), max(0.0, (self.done_bytes - b0) / span)
 
     def eta(self) -> float | None:
-        _, bps = self.rates()
-        left = self.total_bytes - self.done_bytes
-        if left <= 0:
-            return 0.0
-        return left / bps if bps > 0 else None
+        """Seconds left at the last minute's rates: the longer of what the bytes left and the
+        objects left need (many small or empty objects cost per object, not per byte); None
+        when something is left and nothing moved in the last minute."""
+        ops, bps = self.rates()
+        with self._lock:
+            left_bytes, left_objects = self.total_bytes - self.done_bytes, self.total - self.done
+        out = 0.0
+        for left, rate in ((left_bytes, bps), (left_objects, ops)):
+            if left > 0:
+                if rate <= 0:
+                    return None
+                out = max(out, left / rate)
+        return out
 
     def snapshot(self) -> dict:
         ops, bps = self.rates()
