@@ -37,6 +37,10 @@ def api_endpoint(side: Side, index: int = 0) -> str | None:
     return None if "s3-accelerate" in ep else ep
 
 
+READ_TIMEOUT = 120.0  # seconds boto3 waits for an answer, per attempt
+LIST_TIMEOUT = 60.0  # seconds the listing without boto3 waits for an answer
+
+
 def client(side: Side, settings: Settings | None = None, index: int = 0, pool: int = 10, probe: bool = False):
     """A boto3 S3 client for one side, with its own credentials (never os.environ writes).
     probe: short timeouts and no retries, to tell quickly whether an endpoint answers."""
@@ -56,7 +60,7 @@ def client(side: Side, settings: Settings | None = None, index: int = 0, pool: i
     retries = settings.retries if settings else 10
     cfg = botocore.config.Config(
         retries={"mode": "standard", "max_attempts": 1 if probe else retries},
-        connect_timeout=3 if probe else 10, read_timeout=5 if probe else 120, max_pool_connections=max(10, pool),
+        connect_timeout=3 if probe else 10, read_timeout=5 if probe else READ_TIMEOUT, max_pool_connections=max(10, pool),
         s3={"addressing_style": "path"} if endpoint else {},
         # Only checksum when the service requires it: Snowballs and most S3-compatible stores
         # reject or mangle the newer flexible checksums.
@@ -102,7 +106,13 @@ def listing(side: Side, client_of: Callable[[], object], build: Callable[[Iterab
     target = direct.Target.from_side(side, index)
     if target is not None:
         try:
-            return build(direct.list_objects(target, side))
+            return build(direct.list_objects(target, side, timeout=LIST_TIMEOUT))
+        except TimeoutError:
+            # an endpoint that takes connections and does not answer (a stuck S3 service) would
+            # otherwise keep the side silent while boto3 waits and retries: say so now
+            log.warning("%s endpoint %s did not answer a listing request within %gs; asking again (with "
+                        "retries, up to %gs each); check the device and the network link", side.name,
+                        api_endpoint(side, index), LIST_TIMEOUT, READ_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - the regular listing follows, and names any error
             log.debug("listing the %s again through boto3: %s: %s", side.name, type(exc).__name__, exc)
     return build(iter_objects(side, client_of()))

@@ -195,3 +195,32 @@ def test_a_connection_error_names_the_endpoint_that_failed_not_the_sides_first()
     exc = botocore.exceptions.EndpointConnectionError(endpoint_url="http://192.0.2.3:8080/b?list-type=2")
     line = s3.describe_error(exc, side)
     assert "http://192.0.2.3:8080" in line and "192.0.2.1" not in line, line
+
+
+def test_a_listing_endpoint_that_never_answers_is_named_at_once(monkeypatch, caplog):
+    """An endpoint that takes the connection and never answers (a stuck S3 service): a warning
+    names it after the listing timeout, before boto3 starts its own waits and retries."""
+    import logging
+    import socket
+
+    from s5jtransfer import s3
+    from s5jtransfer.config import Secret, Side
+
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts (the backlog), never answers
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    side = Side(name="source", bucket="b", prefix="", region="snow", access_key=Secret("a"),
+                secret_key=Secret("b"), endpoints=(url,))
+    monkeypatch.setattr(s3, "LIST_TIMEOUT", 0.3)
+
+    class Stop(Exception):
+        pass
+
+    def client_of():
+        raise Stop
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="s5jtransfer"), pytest.raises(Stop):
+            s3.listing(side, client_of, list)
+    finally:
+        listener.close()
+    assert f"source endpoint {url} did not answer a listing request within 0.3s" in caplog.text
