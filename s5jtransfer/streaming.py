@@ -107,9 +107,9 @@ class _Single:
     body, and S3 keeps nothing of a PUT whose body did not arrive whole."""
 
     def __init__(self, key: str, size: int, etag: str, partial: str, staged: str, ep: int, target,
-                 path: str, on_refused: Callable[[str, str], None]) -> None:
+                 path: str, on_end: Callable[[str, str], None]) -> None:
         self.key, self.size, self.etag, self.partial, self.staged, self.ep = key, size, etag, partial, staged, ep
-        self.target, self.path, self.on_refused = target, path, on_refused
+        self.target, self.path, self.on_end = target, path, on_end
         self.ready = 0
         self.sent = 0
         self.md5 = hashlib.md5()  # of the bytes sent so far
@@ -233,7 +233,7 @@ class _Single:
         with self._cond:
             self._done = True
         self._conn.close()
-        self.on_refused("", "")  # a success: failures in a row start again from none
+        self.on_end("", "")  # a success: failures in a row start again from none
         log.info("uploaded %r while it was fetched: %d of %d bytes went out before it was staged", self.key,
                  self.early, self.size)
         report(self.ep, True, "", etag, "")
@@ -247,7 +247,7 @@ class _Single:
             m = re.search(rb"<Code>([^<]{1,64})</Code>", doc)
             why = f"HTTP {resp.status}{' ' + m.group(1).decode('latin-1') if m else ''}"
             if 400 <= resp.status < 500 and resp.status not in (408, 409, 429):
-                self.on_refused(why, "")  # this endpoint does not take such PUTs: none more
+                self.on_end(why, "")  # this endpoint does not take such PUTs: none more
             raise ValueError(f"the destination answered {why}")
         return etag
 
@@ -260,7 +260,7 @@ class _Single:
             self._done = True
             take = self._take
         if own:
-            self.on_refused("", why)
+            self.on_end("", why)
         if self._conn is not None:
             self._conn.close()
         log.debug("streamed PUT of %r given up: %s", self.key, self.error)
