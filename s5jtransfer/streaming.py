@@ -98,6 +98,21 @@ def read_notes(volumes: list[Volume]) -> list[tuple[Volume, str, dict]]:
 
 
 # -- the destination side -------------------------------------------------------------------
+def read_copy(partial: str, staged: str | None, start: int, length: int) -> bytes:
+    """Up to `length` bytes at `start` of the partial copy, or of the staged copy when the
+    partial one was verified and renamed meanwhile (the same bytes)."""
+    try:
+        fd = os.open(partial, os.O_RDONLY)
+    except FileNotFoundError:
+        if staged is None:
+            raise
+        fd = os.open(staged, os.O_RDONLY)
+    try:
+        return os.pread(fd, length, start)
+    finally:
+        os.close(fd)
+
+
 class _Single:
     """An object below the part size sent as one PUT while it is fetched: the request's body is
     read from the partial copy as its written prefix grows, all but its last byte. The PUT ends,
@@ -153,16 +168,8 @@ class _Single:
                 pass
 
     def _read(self, start: int, length: int, path: str | None = None) -> bytes:
-        try:
-            fd = os.open(path or self.partial, os.O_RDONLY)
-        except FileNotFoundError:
-            if path:
-                raise
-            fd = os.open(self.staged, os.O_RDONLY)  # verified and renamed meanwhile: the same bytes
-        try:
-            data = os.pread(fd, length, start)
-        finally:
-            os.close(fd)
+        """Bytes of the copy being fetched (or of `path` only, when given)."""
+        data = read_copy(path, None, start, length) if path else read_copy(self.partial, self.staged, start, length)
         if len(data) != length:
             raise OSError(f"the copy holds {start + len(data)} of its first {start + length} bytes")
         return data
@@ -453,14 +460,7 @@ class Streamer:
         start = (n - 1) * u.part
         length = min(u.part, u.size - start)
         try:
-            try:
-                fd = os.open(u.partial, os.O_RDONLY)
-            except FileNotFoundError:  # verified and renamed meanwhile: the same bytes
-                fd = os.open(u.staged, os.O_RDONLY)
-            try:
-                data = os.pread(fd, length, start)
-            finally:
-                os.close(fd)
+            data = read_copy(u.partial, u.staged, start, length)
             if len(data) != length:
                 raise OSError(f"the partial copy holds {len(data)} of part {n}'s {length} bytes")
             self._send(u, n, data)

@@ -36,20 +36,33 @@ def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 
+def reap(*procs) -> None:
+    """Kill whichever of the processes still runs (a test's cleanup)."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def open_uploads(work) -> list[dict]:
     return work.server.client().list_multipart_uploads(Bucket=work.dst).get("Uploads", [])
 
 
 # -- the Streamer on its own, fed notes by hand ------------------------------------------------
-@pytest.fixture
-def streamer(work, monkeypatch):
+def streamer_setup(work, monkeypatch):
+    """(config, destination client, volume) for a Streamer run by hand, with 5 MiB parts."""
     monkeypatch.chdir(work.path)
     work.cfg["transfer_settings"]["part_size_mb"] = 5
     work.write_config()
     cfg = config.load(str(work.path / "config.yaml"))
-    client = s3.client(cfg.destination, cfg.settings)
     vol = Volume(str(work.volumes[0]))
     vol.ensure()
+    return cfg, s3.client(cfg.destination, cfg.settings), vol
+
+
+@pytest.fixture
+def streamer(work, monkeypatch):
+    cfg, client, vol = streamer_setup(work, monkeypatch)
     st = streaming.Streamer(cfg.destination, cfg.settings.part_size, lambda: 0, lambda ep: client,
                             lambda exc: s3.describe_error(exc, cfg.destination))
     yield st, vol, client
@@ -244,10 +257,7 @@ def test_destination_side_killed_mid_upload_aborts_it_at_its_next_start(work):
             assert len(open_uploads(work)) == 1
             assert src.wait(120) == 0
         finally:
-            for p in (src, dest):
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
+            reap(src, dest)
         r = work.run("dest_sync_mvol.py", "--once", timeout=120)  # it lists the source, through the link
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
@@ -313,14 +323,8 @@ def singles(work, monkeypatch):
     """A Streamer whose objects from 1 MiB to the 5 MiB part size go out as one streamed PUT."""
     from s5jtransfer import direct
 
-    monkeypatch.chdir(work.path)
     monkeypatch.setattr(streaming, "SINGLE_MIN", MIB)
-    work.cfg["transfer_settings"]["part_size_mb"] = 5
-    work.write_config()
-    cfg = config.load(str(work.path / "config.yaml"))
-    client = s3.client(cfg.destination, cfg.settings)
-    vol = Volume(str(work.volumes[0]))
-    vol.ensure()
+    cfg, client, vol = streamer_setup(work, monkeypatch)
     targets = {"url": None}
 
     def target_of(ep):
@@ -523,10 +527,7 @@ def test_destination_side_killed_mid_streamed_put_leaves_nothing_then_uploads_it
             assert put_bytes() < len(data)
             assert src.wait(120) == 0
         finally:
-            for p in (src, dest):
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
+            reap(src, dest)
         assert "mid.bin" not in work.listing(work.dst, "copy/")
         r = work.run("dest_sync_mvol.py", "--once", timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
