@@ -9,10 +9,11 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Callable
+from typing import Callable, TypeVar
 
 from .progress import fmt_bytes  # noqa: F401 - re-exported for the sync modules
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
@@ -229,6 +230,35 @@ def remove_quietly(path: str) -> None:
         os.remove(path)
     except FileNotFoundError:
         pass
+
+
+class Interrupted(Exception):
+    """A stop was asked for while a read-only step (a listing) waited on the network."""
+
+
+def interruptible(fn: Callable[[], T], stopper: "Stopper", name: str = "listing") -> T:
+    """fn() in a thread of its own, given up at once (Interrupted) when a stop is asked for, so
+    a dead or hanging endpoint (boto3 waiting and retrying for minutes) does not hold the stop
+    up. Only for steps that write nothing, such as a listing: the thread is left behind, and the
+    process exits without waiting for it."""
+    box: dict[str, object] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    while not done.wait(0.1):
+        if stopper.stopped:
+            raise Interrupted(f"stopped during the {name}")
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]
 
 
 class Done(Exception):

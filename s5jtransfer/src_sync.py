@@ -14,8 +14,8 @@ from .config import Config
 from .ledger import SRC_COLUMNS, SRC_LEDGER, Ledger
 from .endpoints import Endpoints, run_s5cmd_spread, split_by_bytes
 from .progress import SRC_STATE, Progress
-from .runtime import (Appender, Done, Stopper, die_with_parent, file_inode, fmt_bytes, poll_loop, remove_quietly,
-                      sleep_until_changed)
+from .runtime import (Appender, Done, Stopper, die_with_parent, file_inode, fmt_bytes, interruptible, poll_loop,
+                      remove_quietly, sleep_until_changed)
 from .volumes import Volume, device_budgets, discover, scan_all, staged_name
 
 log = logging.getLogger("s5jtransfer.src")
@@ -96,8 +96,10 @@ class SourceSync:
         self.load_ledger()
         live = self.eps.live()
         self._client_at = live[0]
-        items = s3.listing(self.side, lambda: self.client, lambda objs: [plan.Item(o.key, o.size, o.etag) for o in objs],
-                           live[0])
+        # a stop does not wait for a listing stuck on a dead or hanging endpoint (boto3's retries)
+        items = interruptible(lambda: s3.listing(self.side, lambda: self.client,
+                                                 lambda objs: [plan.Item(o.key, o.size, o.etag) for o in objs],
+                                                 live[0]), self.stopper)
         st.listed = len(items)
         st.listed_bytes = sum(i.size for i in items)
         todo = plan.todo(items, self.rows)

@@ -11,8 +11,9 @@ import csv
 import hashlib
 import http.client
 import os
-import re
 import random
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -366,3 +367,28 @@ def test_proxy_command_line(s3server):
     assert proc.returncode == 0, err
     st = json.loads(out.strip().splitlines()[-1])
     assert st["requests"] == 1 and st["forwarded"] == 1 and st["faults"] == 0
+
+
+def test_a_stop_does_not_wait_for_a_listing_stuck_on_a_hanging_endpoint(work):
+    """An endpoint that takes connections and never answers: the source side is stuck in its
+    listing (60 s, then boto3's waits and retries); SIGTERM ends it at once, exit 143."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    try:
+        work.put_all({"a.bin": b"x" * 100})
+        work.cfg["transfer_settings"]["src_endpoint_url"] = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        work.write_config()
+        listener.settimeout(60)
+        proc = work.start("src_sync_mvol.py", "--once")
+        try:
+            conn, _ = listener.accept()  # the listing's request has come
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=15) == 128 + signal.SIGTERM
+            conn.close()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        listener.close()
