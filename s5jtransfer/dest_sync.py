@@ -27,6 +27,7 @@ SET_ASIDE_STREAK = 5  # failed uploads in a row, with no success between, that s
 MAX_RETRY_BACKOFF = 60.0  # seconds; a failed upload is retried after 1, 2, 4 ... up to this
 STREAM_IDLE = 2.0  # seconds an s5cmd with nothing to do is kept before it is ended
 LIVE_REFRESH = 5.0  # seconds between endpoint probes while uploading
+IN_FLIGHT_POLL = 0.25  # seconds between cycles while uploads are in flight (results are collected, confirmed, ledgered)
 PROGRESS_EVERY = 10.0  # seconds between progress lines while uploading
 FEED_BYTES = 2 * 1024 ** 3  # bytes re-hashed and fed per cycle at most, so the cycle comes round
 
@@ -816,7 +817,7 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, superv
         if st.in_flight:
             # uploads stream from s5cmd's queue; come back to collect results, and at once (the
             # sleep wakes on it) when the source side ledgers newly staged objects
-            return 0.5
+            return IN_FLIGHT_POLL
         if st.staged and not st.fed:
             return cfg.settings.poll_interval  # staged copies waiting for a retry backoff
         if st.pending:
