@@ -14,8 +14,8 @@ from .config import Config
 from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, dest_done, file_lock
 from .endpoints import Endpoints
 from .progress import DEST_STATE, SRC_STATE, Progress, done_since, read_state
-from .runtime import (Appender, Done, Interrupted, Stopper, die_with_parent, file_signature, fmt_bytes,
-                      interruptible, poll_loop, remove_quietly, sleep_until_changed)
+from .runtime import (Appender, Done, Stopper, die_with_parent, file_signature, fmt_bytes, interruptible,
+                      poll_loop, remove_quietly, sleep_until_changed)
 from .volumes import Volume, discover, scan_all, staged_name
 
 log = logging.getLogger("s5jtransfer.dest")
@@ -433,13 +433,13 @@ class DestSync:
                     missing += 1
             return total, missing
 
-        try:
-            (st.source_total, st.source_missing), _ = interruptible(
-                lambda: s3.listing_any(self.cfg.source, self.settings, count), self.stopper)
-        except Interrupted:
-            raise
-        except Exception as exc:  # noqa: BLE001 - named for the source, not this side's destination
-            raise s3.connect_error(exc, self.cfg.source) from None
+        def listed() -> tuple[tuple[int, int], int]:
+            try:
+                return s3.listing_any(self.cfg.source, self.settings, count)
+            except Exception as exc:  # noqa: BLE001 - named for the source, not this side's destination
+                raise s3.connect_error(exc, self.cfg.source) from None
+
+        (st.source_total, st.source_missing), _ = interruptible(listed, self.stopper)
 
     # -- uploading -----------------------------------------------------------------------
     # Uploads stream: one long-lived `s5cmd run` per destination endpoint, fed through its

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -114,11 +115,8 @@ class SourceSync:
             return st
         if not self.dry_run:
             self._clear_partials()
-            try:
+            with self._reload_on_os_error():
                 todo = self._adopt_staged(todo, st)
-            except OSError:
-                self._loaded = False  # rows kept in memory may not be on disk: the next cycle reloads
-                raise
         slots = [plan.VolumeSlot(i, v.device(), self.settings.max_src2l) for i, v in enumerate(self.volumes)]
         budgets = device_budgets(self.volumes, self.settings.volume_reserve)
         assigned, waiting = plan.assign(todo, slots, budgets)
@@ -131,20 +129,26 @@ class SourceSync:
                      fmt_bytes(sum(i.size for i in waiting)))
         if assigned:
             again = {a.item.key for a in assigned if a.item.key in self.rows}  # changed at the source
-            try:
+            with self._reload_on_os_error():
                 self._copy(assigned, st, live)
-            except OSError:
-                # the ledger could not be written (a full disk under the working folder): what this
-                # cycle holds as ledgered may not be on disk, so the next cycle reloads it and adopts
-                # the verified staged copies that lost their rows; nothing is taken for done meanwhile
-                self._loaded = False
-                raise
             if again:
                 self.rows = self.ledger.compact()
                 self.ledger_inode = file_inode(SRC_LEDGER)  # our own rewrite is no news
         st.done += st.moved + st.adopted
         st.done_bytes += st.moved_bytes + st.adopted_bytes
         return st
+
+    @contextlib.contextmanager
+    def _reload_on_os_error(self):
+        """A step that appends to the ledger: when it fails locally (a full disk under the working
+        folder), what this cycle holds as ledgered may not be on disk, so the next cycle reloads
+        the ledger and adopts the verified staged copies that lost their rows; nothing is taken
+        for done meanwhile."""
+        try:
+            yield
+        except OSError:
+            self._loaded = False
+            raise
 
     def _mappable(self, todo: list[plan.Item], st: CycleStats) -> list[plan.Item]:
         """The object whose key is the source prefix itself (relative key '', a key ending in '/'

@@ -29,7 +29,8 @@ def collect(cfg: Config) -> dict:
     # version, or one for an object no longer in the source ledger, does not count)
     confirmed = {k: r for k, r in dest_rows.items() if k in src_rows and dest_done(src_rows[k], r)}
     confirmed_bytes = sum(r[0] for r in confirmed.values())
-    total = max(int(src_state.get("total_objects") or 0), len(src_rows))
+    listed = int(src_state.get("total_objects") or 0)  # by the source side's last listing
+    total = max(listed, len(src_rows))
     total_bytes = max(int(src_state.get("total_bytes") or 0), ledgered_bytes)
     vols = []
     for root in discover_roots(cfg.volumes, cfg.directory):
@@ -66,9 +67,7 @@ def collect(cfg: Config) -> dict:
         "volumes": vols,
         # complete: the source side's last listing found every object ledgered, and every ledgered
         # object is confirmed (rows of objects deleted at the source since count only as moved)
-        "complete": bool(src_state) and int(src_state.get("total_objects") or 0) > 0
-        and int(src_state.get("done_objects") or 0) >= int(src_state.get("total_objects") or 0)
-        and len(confirmed) == len(src_rows),
+        "complete": 0 < listed <= int(src_state.get("done_objects") or 0) and len(confirmed) == len(src_rows),
     }
 
 

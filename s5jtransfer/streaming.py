@@ -428,12 +428,12 @@ class Streamer:
         if target is None:
             return None
         u = _Single(key, size, etag, partial, staged, ep, target, target.path(self.side.prefix + key),
-                    self._refused)
+                    self._single_ended)
         self.uploads[key] = u
         log.debug("uploading %r while it is fetched (one PUT)", key)
         return u
 
-    def _refused(self, refused: str, failed: str) -> None:
+    def _single_ended(self, refused: str, failed: str) -> None:
         """A streamed PUT ended on its own: refused (a 4xx answer), failed otherwise, or neither
         (a success). A refusal, or SINGLE_FAILS in a row, turn streamed PUTs off for the run (a
         store that resets such requests may never answer with a status)."""
