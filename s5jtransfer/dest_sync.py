@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from . import checksum, direct, s3, s5cmd, streaming
 from .config import Config
-from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, dest_done, file_lock
+from .ledger import (DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, dest_done, dest_knows_other,
+                     file_lock)
 from .endpoints import Endpoints
 from .progress import DEST_STATE, SRC_STATE, Progress, done_since, read_state
 from .runtime import (Appender, Done, Stopper, die_with_parent, file_signature, fmt_bytes, interruptible,
@@ -394,8 +395,7 @@ class DestSync:
         elif etag == src_etag.lower() and checksum.etag_kind(etag) == checksum.MULTIPART:
             level = checksum.MULTIPART  # the same parts: the same bytes
         else:
-            prev = self.dest_rows.get(key)
-            if prev is not None and ((prev[3] and prev[3] != src_etag) or (prev[1] and prev[1] != etag)):
+            if dest_knows_other(self.dest_rows.get(key), etag, src_etag):
                 # by size only, but this side knows another version: the one there was confirmed
                 # for an older source object, or replaced since it was confirmed
                 return None

@@ -316,3 +316,11 @@ def dest_done(src_row: tuple, dest_row: tuple | None) -> bool:
     if dest_row is None or dest_row[0] != src_row[0]:
         return False
     return dest_row[3] == src_row[1] or not dest_row[3] or not src_row[1]
+
+
+def dest_knows_other(dest_row: tuple | None, dest_etag: str, src_etag: str) -> bool:
+    """A destination row that confirmed another version than (dest_etag, src_etag): the object
+    there has been replaced since, or was uploaded for another source object. An empty ETag (the
+    original scripts' two-column ledger) knows nothing."""
+    return dest_row is not None and bool((dest_row[1] and dest_row[1] != dest_etag)
+                                         or (dest_row[3] and dest_row[3] != src_etag))

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from . import checksum, s3
 from .atomic import write_atomic
 from .config import Config
-from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, decode_key, encode_key, file_lock
+from .ledger import (DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, decode_key, dest_knows_other, encode_key,
+                     file_lock)
 from .plan import is_done
 from .volumes import discover, scan_all, staged_name
 
@@ -61,8 +62,8 @@ def classify(src: dict[str, s3.Obj], dst: dict[str, s3.Obj], src_rows: dict[str,
                 # does the last comparison, which found it so and took those rows away
                 srow = src_rows.get(key)
                 # (an empty ETag, as in the original scripts' two-column ledgers, knows nothing)
-                other = (row is not None and ((row[1] and row[1] != d.etag) or (row[3] and row[3] != o.etag))) \
-                    or (srow is not None and srow[1] and srow[1] != o.etag) or key in to_move
+                other = dest_knows_other(row, d.etag, o.etag) or (srow is not None and srow[1] and srow[1] != o.etag) \
+                    or key in to_move
                 if confirmed or same:
                     cat = MOVED
                 elif comparable or other:
