@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import checksum, direct, s3, s5cmd, streaming
+from . import checksum, s3, s5cmd, streaming
 from .config import Config
 from .ledger import (DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, dest_done, dest_knows_other,
                      file_lock)
@@ -96,11 +96,8 @@ class DestSync:
         self.ledger_sig: tuple | None = None  # see signature()
         self.drained = threading.Event()  # set when the streams have nothing left in flight
         self._streams: dict[int, s5cmd.Stream] = {}  # endpoint index -> its running s5cmd
-        self._direct: dict[int, direct.Uploader] = {}  # endpoint index -> its small-object PUTs
-        self._direct_ok = direct.usable(self.side.endpoint) and self.settings.direct_put_max > 0
-        self._direct_off: set[str] = set()  # keys a direct PUT failed for: s5cmd from now on
         self._stream_busy: dict[int, float] = {}  # endpoint index -> when it last had work
-        # (endpoint, local, ok, error, ETag the destination answered: direct PUTs only) from the uploaders
+        # (endpoint, local, ok, error, ETag the destination answered: early multipart uploads only)
         self._results: list[tuple[int, str, bool, str, str | None]] = []
         self._results_lock = threading.Lock()
         self._flight: dict[str, Candidate] = {}  # staged path -> candidate handed to s5cmd, no result yet
@@ -115,8 +112,7 @@ class DestSync:
         self.streamer: streaming.Streamer | None = None  # large objects uploaded while fetched
         if self.settings.stream_uploads and not dry_run:
             self.streamer = streaming.Streamer(self.side, self.settings.part_size, lambda: self._live()[0],
-                                               self.eps.client, lambda exc: s3.describe_error(exc, self.side),
-                                               self._stream_target)
+                                               self.eps.client, lambda exc: s3.describe_error(exc, self.side))
         self._handed_back = 0.0  # when keys were last taken out of the source ledger
 
     def _heads_at(self, ep: int) -> s3.Heads:
@@ -126,8 +122,7 @@ class DestSync:
         return heads
 
     def _head(self, key: str) -> s3.Obj | None:
-        """HeadObject at the endpoint in use: without boto3 where it can be (s3.Heads), so a run
-        whose uploads go through the event loop and s5cmd never imports boto3 (see direct.py)."""
+        """HeadObject at the endpoint in use (the second way to confirm an upload)."""
         return self._heads_at(self._client_at).head(key)
 
     # -- state ---------------------------------------------------------------------------
@@ -427,7 +422,8 @@ class DestSync:
         """Completion: every source object is confirmed at the destination (one source listing)."""
         def count(objs) -> tuple[int, int]:
             total = missing = 0
-            for o in objs:
+            from .shard import owns  # SHARDS (issue 19, shard.py): only the keys this host's shard owns
+            for o in (o for o in objs if owns(o.key, self.cfg.shard_spec)):
                 total += 1
                 if not dest_done((o.size, o.etag), self.dest_rows.get(o.key)):
                     missing += 1
@@ -479,60 +475,28 @@ class DestSync:
     def _report(self, ep: int, local: str, ok: bool, error: str, etag: str | None) -> None:
         with self._results_lock:
             self._results.append((ep, local, ok, error, etag))
-        if not any(len(u) for u in [*self._streams.values(), *self._direct.values()]):
+        if not any(len(u) for u in self._streams.values()):
             self.drained.set()  # the last upload in flight is done: confirm it now, not after a pause
 
-    def _uploader(self, ep: int) -> direct.Uploader | None:
-        """The endpoint's direct PUTs (see direct.py); None when it cannot have them."""
-        up = self._direct.get(ep)
-        if up is not None and not up.alive():  # its loop ended (never expected): what it held is retried
-            up.close(timeout=0)
-            up = None
-        if up is None:
-            target = direct.Target.from_side(self.side, ep) or direct.target_for(self.eps.client(ep), self.side)
-            if target is None:  # s5cmd does them all
-                self._direct_ok = False
-                return None
-            up = self._direct[ep] = direct.Uploader(
-                target, self.settings.dest_workers, lambda local, ok, etag, error: self._report(ep, local, ok, error, etag))
-        return up
-
-    def _stream_target(self, ep: int):
-        """The endpoint's direct.Target for PUTs streamed while their objects are fetched
-        (streaming._Single), as its direct uploads use; None when it has none."""
-        if not self._direct_ok:
-            return None
-        up = self._uploader(ep)
-        return up.target if up is not None else None
-
-    def _direct_eligible(self, c: Candidate) -> bool:
-        size = c.pending.row[0]
-        return self._direct_ok and size <= self.settings.direct_put_max and size < self.settings.part_size \
-            and c.key not in self._direct_off
-
     def _feed(self, cands: list[Candidate], st: DestStats) -> None:
-        """Hand verified staged copies to the endpoint with the fewest bytes in flight: small ones
-        to its event loop, the rest to its s5cmd (keys a run file cannot carry: boto3, here)."""
+        """Hand verified staged copies to their early multipart upload (streaming.py) when they have
+        one, else to the s5cmd of the endpoint with the fewest bytes in flight (keys a run file
+        cannot carry: boto3, here)."""
         flags = ["-p", str(self.settings.part_size // (1024 * 1024))]
         via_api = []
         live = self._live()
         for c in cands:
-            ep = min(live, key=lambda i: sum(u[i].bytes_in_flight for u in (self._streams, self._direct) if i in u))
-            size = c.pending.row[0]
             if self._take_streamed(c):
                 self._flight[c.path] = c
                 st.fed += 1
                 continue
-            up = self._uploader(ep) if self._direct_eligible(c) else None
-            if up is None and not s5cmd.run_file_safe(c.key):
+            if not s5cmd.run_file_safe(c.key):
                 via_api.append(c)
                 continue
+            ep = min(live, key=lambda i: self._streams[i].bytes_in_flight if i in self._streams else 0)
             self._flight[c.path] = c
             st.fed += 1
-            if up is not None:
-                up.add(self.side.prefix + c.key, c.path, size, c.md5, c.path)
-            else:
-                self._stream(ep).add(s5cmd.cp_line(c.path, self.side.url(c.key), flags), c.path, size)
+            self._stream(ep).add(s5cmd.cp_line(c.path, self.side.url(c.key), flags), c.path, c.pending.row[0])
         if via_api:
             self._upload_api(via_api, live, st)
 
@@ -555,7 +519,7 @@ class DestSync:
         with self._results_lock:
             results, self._results = self._results, []
         now = time.monotonic()
-        answered: dict[str, s3.Obj] = {}  # direct PUTs: the destination's answer confirms them
+        answered: dict[str, s3.Obj] = {}  # early multipart uploads: CompleteMultipartUpload's answer
         confirmed: list[Candidate] = []
         for ep, local, ok, error, etag in results:  # in the order the uploaders reported them
             if ok:
@@ -571,8 +535,6 @@ class DestSync:
             elif ok:
                 self._to_confirm.append((c, now))
             else:
-                if etag is not None:
-                    self._direct_off.add(c.key)  # its next try goes through s5cmd
                 self._failed(c, error, st)
         self._confirm_uploads(confirmed, st, answered)
         for ep, (n, error) in list(self._streak.items()):
@@ -580,9 +542,6 @@ class DestSync:
                 del self._streak[ep]
                 self.eps.failed(ep, error or "uploads keep failing")
                 self._live_cache = None
-                up = self._direct.pop(ep, None)
-                if up is not None:
-                    up.close(timeout=10)  # what it still held is reported, and retried elsewhere
                 stream = self._streams.pop(ep, None)
                 if stream is not None:
                     stream.proc.terminate()  # what it still holds is retried on another endpoint
@@ -686,9 +645,6 @@ class DestSync:
         for stream in self._streams.values():
             stream.close(timeout=10)
         self._streams.clear()
-        for up in self._direct.values():
-            up.close(timeout=10)
-        self._direct.clear()
         if self.streamer is not None:
             self.streamer.close()
         for heads in self._heads.values():

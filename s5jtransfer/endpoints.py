@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from typing import Callable
 
-from . import s3, s5cmd
+from . import s3
 from .config import Settings, Side
 from .errors import ConnectError
 
@@ -94,37 +92,3 @@ def split_by_bytes(items: list, sizes: list[int], n: int) -> list[list]:
         groups[j].append(item)
         loads[j] += size
     return groups
-
-
-def run_s5cmd_spread(eps: Endpoints, live: list[int], binary: str, workers: int, retries: int, run_file: str,
-                     paths: list[str], sizes: list[int], line: Callable[[str], str],
-                     report: Callable[[str, bool, str], None], stopper, preexec) -> None:
-    """One s5cmd per live endpoint, each with its share of the bytes, all at once. The first
-    writes `run_file`; the others `<name>-2.txt`, `-3`... An endpoint whose every copy failed is
-    set aside."""
-    groups = split_by_bytes(paths, sizes, len(live))
-
-    def one(n: int) -> None:
-        ep, group = live[n], groups[n]
-        if not group:
-            return
-        failures: list[str] = []
-
-        def rep(p: str, ok: bool, err: str) -> None:
-            if not ok:
-                failures.append(err)
-            report(p, ok, err)
-
-        name = run_file if n == 0 else run_file.replace(".txt", f"-{n + 1}.txt")
-        gargs = s5cmd.global_args(eps.side, workers, retries, eps.urls[ep])
-        s5cmd.run_batch(binary, gargs, name, [line(p) for p in group], group, s3.child_env(eps.side), rep,
-                        on_start=stopper.track, preexec=preexec)
-        if len(live) > 1 and failures and len(failures) == len(group):
-            eps.failed(ep, failures[-1])
-
-    threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in range(1, len(live))]
-    for t in threads:
-        t.start()
-    one(0)
-    for t in threads:
-        t.join()

@@ -26,7 +26,9 @@ def is_done(size: int, etag: str, row: tuple | None) -> bool:
 def todo(listing: Iterable[Item], ledger: Mapping[str, tuple]) -> list[Item]:
     """Objects not yet ledgered (or changed since), largest first. O(n) dict lookups."""
     get = ledger.get
-    out = [o for o in listing if not is_done(o.size, o.etag, get(o.key))]
+    # not is_done(o.size, o.etag, get(o.key)), inlined: a call per object is a tenth of the diff at 1M
+    out = [o for o in listing
+           if (row := get(o.key)) is None or row[0] != o.size or (row[1] != o.etag and row[1] and o.etag)]
     out.sort(key=lambda o: (-o.size, o.key))
     return out
 
@@ -77,3 +79,22 @@ def assign(items: list[Item], slots: list[VolumeSlot], device_free: Mapping[int,
         if not placed:
             waiting.append(item)
     return out, waiting
+
+
+# How an object moves from the source to a staging volume (see fetch.py).
+API = "api"  # boto3 in-process: native mode, and keys an s5cmd run file cannot carry
+CAT = "cat"  # `s5cmd cat` into the partial copy, in order, so its parts upload while it lands
+LARGE = "large"  # s5cmd `cp` in parallel ranges, a few objects at a time, largest first
+SMALL = "small"  # s5cmd `cp`, many objects at once (their cost is per request)
+LARGE_BYTES = 8 * 1024 * 1024
+
+
+def route(size: int, native: bool, run_file_safe: bool, part_size: int, stream_uploads: bool) -> str:
+    """The way one object is fetched. Objects larger than a part are fetched in order when the
+    destination side uploads them while they land (dest_stream_uploads); they then have at least
+    two parts, so the first can go out before the last arrives."""
+    if native or not run_file_safe:
+        return API
+    if stream_uploads and size > part_size:
+        return CAT
+    return LARGE if size >= LARGE_BYTES else SMALL

@@ -1,7 +1,7 @@
 """boto3 clients for a side (endpoint, TLS, credentials, retries), streamed listings, error naming.
 
-boto3 is imported on first use, not with this module: it costs about 0.25 s of CPU, and the
-source side's start (its listing and first GETs, see direct.py) does without it."""
+boto3 is imported on first use, not with this module: it costs about 0.25 s of CPU that the
+scripts which never talk to S3 (status.py, reset.py) do without."""
 
 from __future__ import annotations
 
@@ -9,17 +9,20 @@ import errno
 import logging
 import os
 import threading
+import time
 import warnings
 from typing import Callable, Iterable, Iterator, NamedTuple, TypeVar
 
+from . import tls
 from .config import Side, Settings
 from .errors import ConnectError
 
 log = logging.getLogger("s5jtransfer.s3")
 T = TypeVar("T")
 
-# Custom endpoints (Snowballs) use self-signed certificates; the original did not verify them
-# either. Silence the per-request urllib3 warning so it does not bury the log.
+# An endpoint that is not verified (a Snowball's self-signed certificate, or verify_tls: false)
+# is named in one warning per start (tls.start_warning); silence urllib3's per-request warning
+# so it does not bury the log.
 warnings.filterwarnings("ignore", message="Unverified HTTPS request")
 
 
@@ -38,7 +41,7 @@ def api_endpoint(side: Side, index: int = 0) -> str | None:
 
 
 READ_TIMEOUT = 120.0  # seconds boto3 waits for an answer, per attempt
-LIST_TIMEOUT = 60.0  # seconds the listing without boto3 waits for an answer
+LIST_TIMEOUT = 60.0  # seconds a listing may go unanswered before a warning names the endpoint
 
 
 def client(side: Side, settings: Settings | None = None, index: int = 0, pool: int = 10, probe: bool = False):
@@ -70,7 +73,24 @@ def client(side: Side, settings: Settings | None = None, index: int = 0, pool: i
         # SigV2, which new AWS regions and Snowball devices refuse)
         signature_version="s3v4",
     )
-    return session.client("s3", endpoint_url=endpoint, verify=False if endpoint else None, config=cfg)
+    verify = tls_verify(side, index)
+    # True: botocore's own verification (its CA store, or a profile's ca_bundle) is left as it is
+    return session.client("s3", endpoint_url=endpoint, verify=None if verify is True else verify, config=cfg)
+
+
+def tls_mode(side: Side, index: int = 0, env: dict[str, str] | None = None) -> tls.Mode:
+    """How the certificate of the side's endpoint `index` is checked (tls.decide): what boto3
+    (tls_verify) and s5cmd (s5cmd.global_args, child_env) are given. A Transfer Acceleration
+    endpoint is judged as itself (AWS: verified), for s5cmd's uploads and boto3's listings alike."""
+    env = os.environ if env is None else env
+    url = side.endpoints[index % len(side.endpoints)] if side.endpoints else None
+    return tls.decide(side.region, url, side.ca_bundle, side.verify_tls, env.get("AWS_CA_BUNDLE") or None)
+
+
+def tls_verify(side: Side, index: int = 0) -> bool | str:
+    """The `verify` of any HTTPS client for the side's endpoint `index`: a CA bundle's path,
+    True (the system's CAs) or False (not verified: a Snowball without ca_bundle, verify_tls false)."""
+    return tls_mode(side, index).verify
 
 
 def iter_objects(side: Side, s3client) -> Iterator[Obj]:
@@ -97,25 +117,33 @@ def iter_objects(side: Side, s3client) -> Iterator[Obj]:
 
 
 def listing(side: Side, client_of: Callable[[], object], build: Callable[[Iterable[Obj]], T], index: int = 0) -> T:
-    """build(every object under the side's prefix), as iter_objects yields them: without boto3
-    where it can be (direct.list_objects: a custom endpoint with the credentials of config.yaml,
-    no proxy), else, or when that fails, through client_of()'s boto3 client from the start, which
-    retries and whose errors describe_error names."""
-    from . import direct
+    """build(every object under the side's prefix), as iter_objects yields them through
+    client_of()'s boto3 client, which retries and whose errors describe_error names. An endpoint
+    that takes connections and does not answer is named in a warning after LIST_TIMEOUT seconds,
+    instead of leaving the side silent while boto3 waits and retries."""
+    done = threading.Event()
+    last = [time.monotonic()]  # when the listing last moved on
 
-    target = direct.Target.from_side(side, index)
-    if target is not None:
-        try:
-            return build(direct.list_objects(target, side, timeout=LIST_TIMEOUT))
-        except TimeoutError:
-            # an endpoint that takes connections and does not answer (a stuck S3 service) would
-            # otherwise keep the side silent while boto3 waits and retries: say so now
-            log.warning("%s endpoint %s did not answer a listing request within %gs; asking again (with "
-                        "retries, up to %gs each); check the device and the network link", side.name,
-                        api_endpoint(side, index), LIST_TIMEOUT, READ_TIMEOUT)
-        except Exception as exc:  # noqa: BLE001 - the regular listing follows, and names any error
-            log.debug("listing the %s again through boto3: %s: %s", side.name, type(exc).__name__, exc)
-    return build(iter_objects(side, client_of()))
+    def warn() -> None:
+        while not done.wait(1.0):
+            if time.monotonic() - last[0] > LIST_TIMEOUT:
+                log.warning("%s endpoint %s has not answered a listing request within %gs; still waiting (with "
+                            "retries, up to %gs each); check the device and the network link", side.name,
+                            api_endpoint(side, index) or f"AWS {side.region}", LIST_TIMEOUT, READ_TIMEOUT)
+                return
+
+    def moving(objs: Iterable[Obj]) -> Iterator[Obj]:
+        for n, o in enumerate(objs):
+            if not n & 255:
+                last[0] = time.monotonic()
+            yield o
+
+    watcher = threading.Thread(target=warn, daemon=True, name="listing-watch")
+    watcher.start()
+    try:
+        return build(moving(iter_objects(side, client_of())))
+    finally:
+        done.set()
 
 
 def listing_any(side: Side, settings: Settings | None, build: Callable[[Iterable[Obj]], T]) -> tuple[T, int]:
@@ -154,36 +182,23 @@ def head(side: Side, s3client, key: str) -> Obj | None:
 
 
 class Heads:
-    """HeadObject (as head) from any number of threads: without boto3 where it can be
-    (direct.Heads: the cases of listing), else, or when that answer is not taken (an error
-    status, a broken connection), through client_of()'s boto3 client, which retries and whose
-    errors describe_error names."""
+    """HeadObject (as head) from any number of threads through one boto3 client (thread-safe),
+    made by client_of() when first needed; its errors describe_error names."""
 
     def __init__(self, side: Side, client_of: Callable[[], object], index: int = 0) -> None:
-        from . import direct
-
         self.side = side
         self.client_of = client_of
-        target = direct.Target.from_side(side, index)
-        self._direct = direct.Heads(target) if target is not None else None
         self._client = None
         self._lock = threading.Lock()
 
     def head(self, key: str) -> Obj | None:
-        if self._direct is not None:
-            try:
-                got = self._direct.head(self.side.prefix + key)
-                return None if got is None else Obj(key, *got)
-            except Exception as exc:  # noqa: BLE001 - boto3 asks again, and names any error
-                log.debug("HeadObject of %r again through boto3: %s: %s", key, type(exc).__name__, exc)
         with self._lock:  # one client for every thread, made when first needed
             if self._client is None:
                 self._client = self.client_of()
         return head(self.side, self._client, key)
 
     def close(self) -> None:
-        if self._direct is not None:
-            self._direct.close()
+        pass
 
 
 _LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO}
@@ -216,6 +231,9 @@ def describe_error(exc: BaseException, side: Side, at: str | None = None) -> str
     where = _failed_endpoint(exc) or at or side.endpoint or f"AWS {side.region}"
     name = type(exc).__name__
     if isinstance(exc, botocore.exceptions.SSLError):
+        reason = tls.cert_failure(str(exc))
+        if reason:
+            return tls.refusal(side.name, where, reason)
         return f"TLS failed talking to {where}: {exc}; check the URL scheme (http/https) and the certificate"
     if isinstance(exc, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
                         botocore.exceptions.ConnectionClosedError, botocore.exceptions.ReadTimeoutError)):
@@ -262,4 +280,6 @@ def child_env(side: Side, base: dict[str, str] | None = None) -> dict[str, str]:
         env.update({k: base[k] for k in _CHAIN_ENV if k in base})
     env["AWS_REGION"] = side.region
     env["AWS_DEFAULT_REGION"] = side.region
+    if side.ca_bundle:  # s5cmd's aws-sdk-go reads its CA bundle from here (tls_mode)
+        env["AWS_CA_BUNDLE"] = side.ca_bundle
     return env

@@ -12,7 +12,7 @@ import subprocess
 import threading
 from typing import Callable, Iterable
 
-from .atomic import write_atomic
+from . import tls
 from .config import Side
 from .errors import ConfigError
 
@@ -72,7 +72,13 @@ def global_args(side: Side, workers: int, retries: int, endpoint: str | None = N
     args = ["--json", "--numworkers", str(workers), "--retry-count", str(retries)]
     endpoint = endpoint or side.endpoint
     if endpoint:
-        args += ["--endpoint-url", endpoint, "--no-verify-ssl"]
+        args += ["--endpoint-url", endpoint]
+        # certificates are verified (a ca_bundle reaches s5cmd as AWS_CA_BUNDLE, s3.child_env)
+        # unless tls.decide says not: a Snowball without ca_bundle, or verify_tls false
+        mode = tls.decide(side.region, endpoint, side.ca_bundle, side.verify_tls,
+                          os.environ.get("AWS_CA_BUNDLE") or None)
+        if not mode.checks:
+            args.append("--no-verify-ssl")
     if side.is_snow:
         args.append("--use-list-objects-v1")
     return args
@@ -121,27 +127,6 @@ class _Output:
     def drain(self, pipe, stream: str) -> None:
         for raw in pipe:
             self.handle(raw, stream)
-
-
-def run(binary: str, gargs: list[str], run_file: str, env: dict[str, str], local_paths: set[str],
-        on_result: Callable[[Result], None], on_start: Callable[[subprocess.Popen], None] | None = None,
-        preexec: Callable[[], None] | None = None) -> int:
-    """Run `s5cmd <gargs> run <run_file>`, calling on_result for each object as s5cmd reports it.
-    Returns s5cmd's exit code."""
-    argv = [binary, *gargs, "run", run_file]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            stdin=subprocess.DEVNULL, close_fds=True, preexec_fn=preexec)
-    if on_start:
-        on_start(proc)
-    out = _Output(local_paths.__contains__, on_result)
-    t = threading.Thread(target=out.drain, args=(proc.stderr, "stderr"), daemon=True)
-    t.start()
-    out.drain(proc.stdout, "stdout")
-    rc = proc.wait()
-    t.join(timeout=5)
-    if rc != 0 and out.errors:
-        log.debug("s5cmd exited %s: %s", rc, " | ".join(out.errors[-5:]))
-    return rc
 
 
 class Stream:
@@ -238,28 +223,3 @@ class Stream:
         if rc != 0 and self._out.errors:
             log.debug("s5cmd exited %s: %s", rc, " | ".join(self._out.errors[-5:]))
         return rc
-
-
-def run_batch(binary: str, gargs: list[str], run_file: str, lines: list[str], local_paths: list[str],
-              env: dict[str, str], report: Callable[[str, bool, str], None],
-              on_start: Callable[[subprocess.Popen], None] | None = None,
-              preexec: Callable[[], None] | None = None) -> int:
-    """Write a run file (atomically) and run it; report(local, ok, error) exactly once per local
-    path, also for the objects s5cmd never reported on."""
-    write_atomic(run_file, "\n".join(lines) + "\n")
-    seen: set[str] = set()
-    wanted = set(local_paths)
-
-    def on_result(res: Result) -> None:
-        if res.local is None or res.local in seen:
-            if not res.ok:
-                log.warning("s5cmd: %s", res.error)
-            return
-        seen.add(res.local)
-        report(res.local, res.ok, res.error)
-
-    rc = run(binary, gargs, run_file, env, wanted, on_result, on_start=on_start, preexec=preexec)
-    for p in local_paths:
-        if p not in seen:
-            report(p, False, f"s5cmd exited {rc} without a result for it")
-    return rc

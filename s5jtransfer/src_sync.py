@@ -10,12 +10,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import checksum, direct, plan, s3, s5cmd, streaming
+from . import checksum, fetch, plan, s3, s5cmd, streaming
 from .config import Config
 from .ledger import SRC_COLUMNS, SRC_LEDGER, Ledger
-from .endpoints import Endpoints, run_s5cmd_spread, split_by_bytes
+from .endpoints import Endpoints, split_by_bytes
 from .progress import SRC_STATE, Progress
-from .runtime import (Appender, Done, Stopper, die_with_parent, file_inode, fmt_bytes, interruptible, poll_loop,
+from .runtime import (Appender, Done, Stopper, file_inode, fmt_bytes, interruptible, poll_loop,
                       remove_quietly, sleep_until_changed)
 from .volumes import Volume, device_budgets, discover, scan_all, staged_name
 
@@ -27,7 +27,6 @@ LARGE_WORKERS = 1  # ... with one worker (s5cmd then copies two at a time) ...
 LARGE_FLAGS = ("-c", "4", "-p", "8")  # ... each in 4 parallel ranged GETs of 8 MiB
 LEDGER_DELAY = 0.2  # seconds a staged object waits at most before it is ledgered
 LEDGER_BYTES = 4 * 1024 * 1024  # ... and none waits once the held rows stand for this many bytes
-RANGE_BYTES = 4 * 1024 * 1024  # the event loop's ranges of larger objects (see _copy_larger)
 
 
 @dataclass
@@ -66,6 +65,7 @@ class SourceSync:
         self._client_at = 0  # the endpoint whose boto3 client lists and reads part sizes
         self.native = self.settings.src_use_native_s3
         self.binary = None if self.native else s5cmd.find_binary(self.settings.s5cmd_path)
+        self.fetcher = fetch.Fetcher(self.side, self.settings, self.eps, self.binary, self.stopper)
         self.part_hints: dict[str, int] = {}
         self._loaded = False
         self.ledger_inode: int | None = None
@@ -74,8 +74,7 @@ class SourceSync:
 
     @property
     def client(self):
-        """The boto3 client of the endpoint in use, made when first needed: a start whose listing
-        and GETs all go through the event loop's path never imports boto3 (see direct.py)."""
+        """The boto3 client of the endpoint in use (listings, part sizes), made when first needed."""
         return self.eps.client(self._client_at)
 
     # -- state ---------------------------------------------------------------------------
@@ -101,6 +100,8 @@ class SourceSync:
         items = interruptible(lambda: s3.listing(self.side, lambda: self.client,
                                                  lambda objs: [plan.Item(o.key, o.size, o.etag) for o in objs],
                                                  live[0]), self.stopper)
+        from .shard import select  # SHARDS (issue 19, shard.py): only the keys this host's shard owns
+        items = select(items, self.cfg.shard_spec)
         st.listed = len(items)
         st.listed_bytes = sum(i.size for i in items)
         todo = plan.todo(items, self.rows)
@@ -247,6 +248,8 @@ class SourceSync:
 
     # -- copying -------------------------------------------------------------------------
     def _copy(self, assigned: list[plan.Assignment], st: CycleStats, live: list[int]) -> None:
+        """Fetch the assigned objects (fetch.py), then verify each as it lands (in threads:
+        hashlib releases the GIL), stage it under its final name and ledger it."""
         started = time.monotonic()
         # timed: a staged object is ledgered (and the destination side starts on it) within
         # LEDGER_DELAY, also when no other copy finishes after it; a large one at once
@@ -259,16 +262,12 @@ class SourceSync:
             vol = self.volumes[a.volume]
             name = staged_name(a.item.key)
             by_local[vol.partial_path(name)] = (a.item, vol, name)
-
-        stream_min = self._stream_min()
+        notes = _Notes(by_local, self.settings.part_size)
 
         def finish(partial: str, ok: bool, error: str = "") -> None:
             item, vol, name = by_local[partial]
             row = self._verify(item, partial) if ok else None
-            if item.size >= stream_min:
-                # kept through the verification (minutes for a huge object), so the destination
-                # side keeps its early upload open and may send the last part meanwhile
-                streaming.remove_note(vol, name)
+            notes.done(partial)  # kept through the verification, so an early upload stays open
             if row is not None:
                 dest = vol.staged_path(name)
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -301,30 +300,10 @@ class SourceSync:
             elif not ok:
                 log.warning("copy of %r failed: %s (retried next cycle)", item.key, error or "unknown error")
 
-        # Small objects (whose cost is per request, not per byte) on one event loop; the larger
-        # ones beside them, on the event loop too, in ranges, one object after another (see
-        # _copy_larger). What the event loop cannot do or did not finish goes the regular way.
-        # src_direct_get_max_bytes 0: no event loop (s5cmd, or boto3 in native mode).
-        targets = self._targets(live)
-        limit = min(self.settings.direct_get_max, self.settings.part_size - 1) if self.settings.direct_get_max > 0 else -1
-        small = [p for p, (item, _v, _n) in by_local.items() if item.size <= limit]
-        larger = [p for p, (item, _v, _n) in by_local.items() if item.size > limit]
+        jobs = [fetch.Job(item.key, item.size, p) for p, (item, _v, _n) in by_local.items()]
         with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as verify_pool:
-            def report(p: str, ok: bool, err: str = "") -> None:
-                verify_pool.submit(finish, p, ok, err)
-
-            thread = None
-            if larger:
-                thread = threading.Thread(target=self._copy_larger, args=(larger, by_local, report, live, targets),
-                                          daemon=True)
-                thread.start()
-            try:
-                if small:
-                    left = self._copy_direct(small, by_local, finish, targets) if targets else small
-                    self._copy_regular(left, by_local, finish, live)
-            finally:
-                if thread:
-                    thread.join()
+            self.fetcher.fetch(jobs, live, lambda p, ok, err: verify_pool.submit(finish, p, ok, err),
+                               notes.advanced if self.settings.stream_uploads else _ignore)
         appender.flush()
         secs = time.monotonic() - started
         if cut_short:
@@ -337,98 +316,6 @@ class SourceSync:
             log.warning("%d of them verified by size only: their source ETag is not an MD5 (SSE-KMS, or an "
                         "S3-compatible store); run with --debug to see which", st.size_only)
 
-    def _targets(self, live: list[int]) -> list[direct.Target] | None:
-        """The event loop's target per live endpoint; None when it is off
-        (src_direct_get_max_bytes 0) or cannot serve them all (a proxy, say: see direct.usable)."""
-        if self.settings.direct_get_max <= 0:
-            return None
-        targets = [direct.Target.from_side(self.side, i) or direct.target_for(self.eps.client(i), self.side)
-                   for i in live]
-        return None if None in targets else targets
-
-    def _copy_larger(self, partials: list[str], by_local, report, live: list[int], targets) -> None:
-        """Objects above the event loop's single-GET size, largest first.
-
-        On the event loop (src_range_workers connections, 0: not there): every connection takes
-        the next RANGE_BYTES of the first unfinished object, so each object is staged at the speed
-        of the whole link, one after another, and the destination side starts uploading the first
-        within a second or two, instead of many objects sharing the link and all finishing late.
-
-        Through s5cmd (or boto3 in native mode, and for keys a run file cannot carry): what the
-        event loop did not finish, or everything when it is off."""
-        partials = sorted(partials, key=lambda p: -by_local[p][0].size)
-        if targets and self.settings.range_workers > 0:
-            partials = self._copy_ranged(partials, by_local, report, targets)
-        if not partials:
-            return
-        if self.stopper.stopped:
-            for p in partials:
-                report(p, False, "stopped")
-            return
-        via_s5cmd = [p for p in partials if not self.native and s5cmd.run_file_safe(by_local[p][0].key)]
-        if via_s5cmd:
-            # the largest first, through their own s5cmd, each in parallel ranges (LARGE_FLAGS),
-            # so they are staged one after another from the start; then the rest
-            large = [p for p in via_s5cmd if by_local[p][0].size >= LARGE_BYTES]
-            rest = [p for p in via_s5cmd if by_local[p][0].size < LARGE_BYTES]
-            if large and rest:
-                self._copy_s5cmd(large, LARGE_WORKERS, RUN_FILE_LARGE, by_local, report, live, LARGE_FLAGS)
-            else:
-                rest = via_s5cmd  # one kind only: one s5cmd with every worker
-            if rest and self.stopper.stopped:
-                for p in rest:
-                    report(p, False, "stopped")
-            elif rest:
-                self._copy_s5cmd(rest, self.settings.src_workers, RUN_FILE, by_local, report, live)
-        via = set(via_s5cmd)
-        self._copy_regular([p for p in partials if p not in via], by_local, report, live)
-
-    def _copy_ranged(self, partials: list[str], by_local, report, targets) -> list[str]:
-        """The event loop's ranged GETs (see _copy_larger); returns what it did not fetch."""
-        failed: list[str] = []
-        # objects the destination side uploads as they land (streaming.py): multipart anyway
-        stream_min = self._stream_min()
-        noted: dict[str, int] = {}  # partial -> parts written when its note was last written
-
-        def advanced(partial: str, size: int, ready: int) -> None:
-            # a note for the destination side, which may send the written parts meanwhile: when a
-            # whole part more is written (each note wakes the destination side), and at the end
-            if size < stream_min:
-                return
-            # below the part size, one PUT takes every byte as it lands; above, whole parts
-            parts = ready if size < self.settings.part_size else \
-                ready // streaming.part_size_for(size, self.settings.part_size)
-            if parts == noted.get(partial, 0) and ready < size:
-                return
-            noted[partial] = parts
-            item, vol, name = by_local[partial]
-            try:
-                streaming.write_note(vol, name, item.key, size, item.etag, ready)
-            except OSError as exc:
-                log.debug("no streaming note for %r: %s", item.key, exc)
-
-        def done(partial: str, ok: bool) -> None:
-            if ok:
-                report(partial, True)  # its note goes once it is staged (or discarded): _copy
-            else:
-                item, vol, name = by_local[partial]
-                if item.size >= stream_min:
-                    streaming.remove_note(vol, name)  # the regular way writes the partial copy anew
-                failed.append(partial)
-
-        prefix = self.side.prefix
-        direct.get_ordered(targets, ((prefix + by_local[p][0].key, p, by_local[p][0].size, by_local[p][0].etag)
-                                     for p in partials),
-                           self.settings.range_workers, RANGE_BYTES, done, lambda: self.stopper.stopped,
-                           advanced=advanced)
-        if failed:
-            log.debug("%d objects are fetched again the regular way", len(failed))
-        return failed
-
-    def _stream_min(self) -> float:
-        """Objects at least this large get notes for the destination side (streaming.py)."""
-        return min(streaming.SINGLE_MIN, self.settings.part_size) if self.settings.stream_uploads else float("inf")
-
     def _note_progress(self, objects: int, nbytes: int) -> None:
         self.progress.add(objects, nbytes)
         self.progress.write_state()
@@ -437,108 +324,35 @@ class SourceSync:
             self._last_progress_log = now
             log.info("source progress: %s", self.progress.line())
 
-    def _copy_s5cmd(self, partials: list[str], workers: int, run_file: str, by_local, report,
-                    live: list[int], flags=()) -> None:
-        run_s5cmd_spread(self.eps, live, self.binary, workers, self.settings.retries, run_file,
-                         partials, [by_local[p][0].size for p in partials],
-                         lambda p: s5cmd.cp_line(self.side.url(by_local[p][0].key), p, flags), report, self.stopper,
-                         die_with_parent())
 
-    def _copy_regular(self, partials: list[str], by_local, finish, live: list[int]) -> None:
-        """boto3 in-process: native mode, keys s5cmd cannot take, and what the event loop did not
-        fetch. An object up to the part size is one GetObject streamed to disk (s5cmd and the
-        transfer manager both spend a HeadObject first); larger ones use the transfer manager's
-        ranged GETs."""
-        if not partials:
+def _ignore(partial: str, size: int) -> None:
+    pass
+
+
+class _Notes:
+    """The notes that tell the destination side how much of an object fetched in order has landed
+    (streaming.py): rewritten each time one more whole part is in, and at the end."""
+
+    def __init__(self, by_local: dict[str, tuple[plan.Item, Volume, str]], part_size: int) -> None:
+        self.by_local = by_local
+        self.part_size = part_size
+        self.parts: dict[str, int] = {}  # partial -> whole parts when its note was last written
+
+    def advanced(self, partial: str, ready: int) -> None:
+        item, vol, name = self.by_local[partial]
+        parts = ready // streaming.part_size_for(item.size, self.part_size)
+        if parts == self.parts.get(partial, 0) and ready < item.size:
             return
-        from boto3.s3.transfer import TransferConfig
+        self.parts[partial] = parts
+        try:
+            streaming.write_note(vol, name, item.key, item.size, item.etag, ready)
+        except OSError as exc:
+            log.debug("no streaming note for %r: %s", item.key, exc)
 
-        tcfg = TransferConfig(max_concurrency=4, multipart_chunksize=self.settings.part_size,
-                              multipart_threshold=self.settings.part_size)
-        clients = [self.eps.client(i) for i in live]
-
-        def one(n_partial: tuple[int, str]) -> None:
-            n, partial = n_partial
-            if self.stopper.stopped:
-                finish(partial, False, "stopped")
-                return
-            item = by_local[partial][0]
-            client = clients[n % len(clients)]
-            try:
-                if item.size < self.settings.part_size:
-                    _get_to_file(client, self.side.bucket, self.side.prefix + item.key, partial)
-                else:
-                    client.download_file(self.side.bucket, self.side.prefix + item.key, partial, Config=tcfg)
-            except Exception as exc:  # noqa: BLE001 - every failure is retried next cycle
-                finish(partial, False, s3.describe_error(exc, self.side))
-                return
-            finish(partial, True)
-
-        with ThreadPoolExecutor(max_workers=self.settings.src_workers) as pool:
-            list(pool.map(one, enumerate(partials)))
-
-    def _copy_direct(self, partials: list[str], by_local, finish, targets) -> list[str]:
-        """Small objects, one GET each on one event loop (see direct.py); returns what it did not
-        fetch, for the regular calls. Largest first: they take longest to pass on."""
-        small = sorted(partials, key=lambda p: -by_local[p][0].size)
-        failed: list[str] = []
-
-        def done(partial: str, ok: bool) -> None:
-            if ok:
-                finish(partial, True)
-            else:
-                failed.append(partial)
-
-        prefix = self.side.prefix
-        direct.get_many(targets, ((prefix + by_local[p][0].key, p) for p in small), self.settings.src_workers,
-                        done, lambda: self.stopper.stopped)
-        if failed:
-            log.debug("%d small objects are fetched again by regular GetObject calls", len(failed))
-        return failed
-
-
-def _presigned_get(client, bucket: str, key: str, path: str) -> bool:
-    """GetObject without botocore's per-call machinery, about 1.2 ms of CPU less per object (the
-    cost that dominates for small objects): a presigned URL sent through the client's own HTTP
-    session, so the same proxy, TLS, timeout and connection-pool settings apply. Only a complete
-    200 answer counts: anything else returns False (or raises), and the caller makes the regular
-    call, with its retries and its error names."""
-    from botocore.awsrequest import AWSRequest
-
-    url = client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=900)
-    resp = client._endpoint.http_session.send(AWSRequest(method="GET", url=url, stream_output=True).prepare())
-    raw = resp.raw
-    try:
-        want = resp.headers.get("content-length")
-        if resp.status_code != 200 or want is None:
-            raw.read()  # a short error document: read it so the connection can be reused
-            return False
-        n = 0
-        with open(path, "wb") as fh:
-            for chunk in raw.stream(1024 * 1024, decode_content=False):
-                fh.write(chunk)
-                n += len(chunk)
-        return n == int(want)
-    finally:
-        raw.release_conn()
-
-
-def _get_to_file(client, bucket: str, key: str, path: str) -> None:
-    """One GetObject, streamed to path: presigned first (see _presigned_get), else the regular
-    call. A short or broken body raises (botocore checks the Content-Length), and the size and
-    checksum checks that follow catch anything else."""
-    try:
-        if _presigned_get(client, bucket, key, path):
-            return
-    except Exception as exc:  # noqa: BLE001 - the regular call below retries and names the error
-        log.debug("presigned GET of %r failed (%s); regular GetObject", key, exc)
-    body = client.get_object(Bucket=bucket, Key=key)["Body"]
-    try:
-        with open(path, "wb") as fh:
-            for chunk in body.iter_chunks(1024 * 1024):
-                fh.write(chunk)
-    finally:
-        body.close()
+    def done(self, partial: str) -> None:
+        if self.parts.pop(partial, None) is not None:
+            _item, vol, name = self.by_local[partial]
+            streaming.remove_note(vol, name)
 
 
 def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, supervised: bool = False) -> int:

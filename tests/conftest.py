@@ -117,9 +117,6 @@ class Work:
             "transfer_settings": {"max_size_to_transfer_src2l": 10_000_000_000, "max_size_to_transfer_l2dest": "",
                                   "dest_endpoint_url": server.url, "src_endpoint_url": server.url,
                                   "src_use_native_s3": False, "volume_reserve_bytes": 0,
-                                  # every object through s5cmd, so the tests cover it; the direct
-                                  # GetObject path for small objects is tested on its own
-                                  "src_direct_get_max_bytes": 0,
                                   "poll_interval_seconds": 0.2, "max_poll_interval_seconds": 1},
         }
         self.write_config()

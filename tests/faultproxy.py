@@ -282,6 +282,9 @@ class _Handler(BaseHTTPRequestHandler):
         obj = is_object_path(self.path)
         self._tkey = f"{self.command} {target_kind(self.path)}"
         p._account(self._tkey, 0, 1)
+        with p._lock:  # which client sent it: the first word of its User-Agent
+            agent = (self.headers.get("User-Agent") or "-").split(" ", 1)[0].split("/", 1)[0]
+            p.agents[agent] = p.agents.get(agent, 0) + 1
         fault = p._decide(self.command, obj)
         if fault == "drop":
             raise _Abort()
@@ -442,6 +445,7 @@ class FaultProxy:
         self._stats = {"requests": 0, "object_requests": 0, "forwarded": 0, "faults": 0, "fail": 0,
                        "drop": 0, "truncate": 0, "short": 0, "corrupt": 0, "upstream_errors": 0, "bytes": 0}
         self._traffic: dict[str, list[int]] = {}  # "METHOD kind" -> [requests, bytes_in, bytes_out]
+        self.agents: dict[str, int] = {}  # User-Agent product (its first word, before '/') -> requests
         self._conns: dict[socket.socket, threading.Thread] = {}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None

@@ -1,8 +1,9 @@
 """Power cuts at random instants: SIGKILL sync_mvol.py and all its children, many times, then finish.
 
 CI runs a reduced version; `make chaos` runs a long one (S5J_CHAOS_ROUNDS, S5J_CHAOS_OBJECTS),
-in both copy modes. S5J_CHAOS_MODE: `direct` (the default settings: the source side's event loop,
-single GETs and ranged ones) or `s5cmd` (every source copy through s5cmd).
+in both modes of fetching large objects. S5J_CHAOS_MODE: `s5cmd` (the defaults: the two 9 MB
+objects through s5cmd cp in 8 MiB ranges) or `cat` (5 MiB parts: they are fetched in order by
+s5cmd cat, and uploaded part by part while they land).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import urllib.parse
 
 from conftest import wait_for
 from faultproxy import FaultProxy
-from s5jtransfer.src_sync import RANGE_BYTES
+from s5jtransfer.fetch import CAT_WORKERS, LARGE_WORKERS
 
 ROUNDS = int(os.environ.get("S5J_CHAOS_ROUNDS", "6"))
 OBJECTS = int(os.environ.get("S5J_CHAOS_OBJECTS", "60"))
 SEED = int(os.environ.get("S5J_CHAOS_SEED", str(random.randrange(1 << 30))))
 WORKERS = 4
-MODE = os.environ.get("S5J_CHAOS_MODE", "direct")
+MODE = os.environ.get("S5J_CHAOS_MODE", "s5cmd")
+RANGE_BYTES = 8 * 1024 * 1024  # -p 8 of fetch.LARGE_FLAGS and fetch.CAT_FLAGS
 
 
 def source_gets(log_text: str, bucket: str) -> collections.Counter:
@@ -47,15 +49,14 @@ def test_sigkill_at_random_moments_loses_nothing_and_refetches_little(work):
     rng = random.Random(SEED)
     print(f"chaos seed {SEED}: {ROUNDS} rounds, {OBJECTS} objects, {MODE} mode")
     data = {f"obj{i:04d}.bin": rng.randbytes(rng.choice([0, 1, 1000, 30_000, 200_000, 900_000])) for i in range(OBJECTS)}
-    if MODE == "direct":  # two objects of three 4 MiB ranges each, so cuts land between ranges too
-        data.update({f"big{i}.bin": rng.randbytes(9_000_000) for i in range(2)})
+    # two objects of two 8 MiB ranges each, so cuts land between ranges too
+    data.update({f"big{i}.bin": rng.randbytes(9_000_000) for i in range(2)})
     total = work.put_all(data)
     # A slow source link (the whole transfer takes several rounds) so the cuts land mid-transfer.
     link = FaultProxy(work.server.url, bandwidth=max(total / (ROUNDS * 0.8), 200_000)).start()
     work.cfg["transfer_settings"].update(src_workers=WORKERS, dest_workers=WORKERS, src_endpoint_url=link.url)
-    if MODE == "direct":
-        # the shipped defaults' event loop: objects up to 100 kB one GET each, larger ones in ranges
-        work.cfg["transfer_settings"].update(src_direct_get_max_bytes=100_000, src_range_workers=WORKERS)
+    if MODE == "cat":
+        work.cfg["transfer_settings"].update(part_size_mb=5)
     work.write_config()
     log_start = work.server.log_path.stat().st_size
     kills = cut_mid_transfer = 0
@@ -87,13 +88,13 @@ def test_sigkill_at_random_moments_loses_nothing_and_refetches_little(work):
         fh.seek(log_start)
         gets = source_gets(fh.read().decode("utf-8", "replace"), work.src)
     # downloads per key: ranged GETs count as one download per full set of ranges (rounded up)
-    ranges = {k: max(1, -(-len(v) // RANGE_BYTES)) if MODE == "direct" and len(v) > 100_000 else 1
+    ranges = {k: max(1, -(-len(v) // RANGE_BYTES)) if len(v) >= 8 * 1024 * 1024 else 1
               for k, v in data.items()}
     gets = collections.Counter({k: -(-n // ranges[k]) for k, n in gets.items()})
     twice = {k: n for k, n in gets.items() if n > 1}
     extra = sum(n - 1 for n in twice.values())
-    # in flight at a cut: WORKERS copies; in direct mode WORKERS small GETs beside WORKERS ranged ones
-    in_flight = WORKERS * (2 if MODE == "direct" else 1)
+    # in flight at a cut: WORKERS small copies beside the large ones
+    in_flight = WORKERS + (CAT_WORKERS if MODE == "cat" else LARGE_WORKERS)
     print(f"chaos: {kills} kills, {len(twice)} objects downloaded more than once ({extra} extra downloads), "
           f"bound {kills * in_flight}; {cut_mid_transfer} cuts landed before the transfer was complete")
     assert cut_mid_transfer >= kills // 2

@@ -144,8 +144,7 @@ def test_destination_s5cmd_killed_mid_upload_is_replaced_and_nothing_is_lost(wor
     data = {f"f{i:03d}.bin": os.urandom(60_000) for i in range(20)}
     total = work.put_all(data)
     link = FaultProxy(work.server.url, bandwidth=total / 3).start()  # uploads take a few seconds
-    # every upload through s5cmd (the streaming one is what this kills)
-    work.cfg["transfer_settings"].update(dest_endpoint_url=link.url, dest_workers=2, dest_direct_put_max_bytes=0)
+    work.cfg["transfer_settings"].update(dest_endpoint_url=link.url, dest_workers=2)
     work.write_config()
     proc = work.start("sync_mvol.py", "--once")
     try:
@@ -164,22 +163,18 @@ def test_destination_s5cmd_killed_mid_upload_is_replaced_and_nothing_is_lost(wor
 
 def test_large_objects_get_their_own_s5cmd_largest_first(work):
     """Objects of 8 MiB or more are copied a few at a time, largest first, in parallel ranges, by
-    their own s5cmd (src_commands-large.txt) before the other s5cmd copies (src_commands.txt), so
-    they are staged early rather than all at the end; small ones stay one GetObject each.
-    (src_range_workers 0: the larger objects go through s5cmd instead of the event loop's ranges.)"""
+    their own s5cmd (src_commands-large.txt) beside the one for the smaller ones
+    (src_commands.txt), so they are staged early rather than all at the end."""
     mib = 1024 * 1024
     data = {"small.bin": os.urandom(1000), "medium.bin": os.urandom(2 * mib),
             "large-a.bin": os.urandom(8 * mib), "large-b.bin": os.urandom(9 * mib)}
     work.put_all(data)
-    work.cfg["transfer_settings"]["src_direct_get_max_bytes"] = mib
-    work.cfg["transfer_settings"]["src_range_workers"] = 0
-    work.write_config()
     r = work.run("sync_mvol.py", "--once", timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     assert {k: work.dest_bytes(k) for k in data} == data
     rest = (work.path / "src_commands.txt").read_text().splitlines()
     large = (work.path / "src_commands-large.txt").read_text().splitlines()
-    assert len(rest) == 1 and "medium.bin" in rest[0]
+    assert len(rest) == 2 and "medium.bin" in rest[0] and "small.bin" in rest[1]
     assert len(large) == 2 and "large-b.bin" in large[0] and "large-a.bin" in large[1]
     assert all(" -c 4 -p 8 " in line for line in large)  # each in parallel ranged GETs
 

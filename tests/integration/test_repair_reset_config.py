@@ -305,8 +305,6 @@ def test_secrets_never_reach_logs_or_run_files(work):
     secret = "SUPERSECRETKEY123456"
     work.cfg["source"]["secret_access_key"] = secret
     work.cfg["destination"]["secret_access_key"] = secret
-    # every object through s5cmd, so that both run files are written
-    work.cfg["transfer_settings"].update(src_direct_get_max_bytes=0, dest_direct_put_max_bytes=0)
     work.write_config()
     seed(work, 3)
     r = work.run("sync_mvol.py", "--once", "--debug")

@@ -1,5 +1,5 @@
 """Large objects uploaded while they are fetched (streaming.py), against a real S3 server: parts
-go out from the partial copy as its ranges land, and the upload is completed only after the
+go out from the partial copy (written in order by `s5cmd cat`) as it grows, and the upload is completed only after the
 staged copy is verified and every part sent early matches it; anything else is aborted, also
 after a power cut (the journal), and the object goes the regular way."""
 
@@ -189,7 +189,7 @@ def test_an_upload_whose_object_is_never_staged_is_aborted(streamer, work, monke
 
 def test_small_objects_and_broken_notes_are_left_alone(streamer, work):
     st, vol, _client = streamer
-    stage(vol, "small.bin", pattern(MIB), ready=MIB)  # below the part size: a single PUT
+    stage(vol, "small.bin", pattern(MIB), ready=MIB)  # not above the part size: uploaded once staged
     with open(vol.note_path("torn"), "w") as fh:
         fh.write('{"key": "x", "si')  # a note being written when read
     st.scan([vol])
@@ -212,7 +212,7 @@ def test_recover_aborts_what_an_earlier_run_journaled(streamer, work):
 # -- the real scripts --------------------------------------------------------------------------
 def streaming_config(work, proxy_url: str) -> None:
     ts = work.cfg["transfer_settings"]
-    ts.update(src_endpoint_url=proxy_url, src_direct_get_max_bytes=MIB, src_range_workers=2, part_size_mb=5)
+    ts.update(src_endpoint_url=proxy_url, part_size_mb=5)
     work.write_config()
 
 
@@ -315,220 +315,3 @@ def test_an_upload_whose_object_waits_its_turn_is_kept(streamer, work, monkeypat
     assert st.take("big.bin", len(data), "src-etag", to_staged(vol, name, data), md5(data), rep) and rep.event.wait(30)
     assert rep.got[0][0], rep.got[0]
     assert work.dest_bytes("big.bin") == data
-
-
-# -- objects below the part size: one PUT streamed while the object is fetched -----------------
-@pytest.fixture
-def singles(work, monkeypatch):
-    """A Streamer whose objects from 1 MiB to the 5 MiB part size go out as one streamed PUT."""
-    from s5jtransfer import direct
-
-    monkeypatch.setattr(streaming, "SINGLE_MIN", MIB)
-    cfg, client, vol = streamer_setup(work, monkeypatch)
-    targets = {"url": None}
-
-    def target_of(ep):
-        if targets["url"] is None:
-            return direct.Target.from_side(cfg.destination, ep)
-        return direct.Target(targets["url"] + f"/{work.dst}/", "a", "b", None, "us-east-1", False)
-
-    st = streaming.Streamer(cfg.destination, cfg.settings.part_size, lambda: 0, lambda ep: client,
-                            lambda exc: s3.describe_error(exc, cfg.destination), target_of)
-    yield st, vol, targets
-    st.close()
-
-
-def sent(u, n: int) -> bool:
-    return u.sent >= n
-
-
-def test_a_single_put_sends_all_but_the_last_byte_until_the_object_is_verified(singles, work):
-    st, vol, _ = singles
-    data = pattern(3 * MIB + 5, seed=9)
-    name, _ = stage(vol, "mid.bin", data, ready=2 * MIB)
-    st.scan([vol])
-    u = st.uploads["mid.bin"]
-    wait_for(lambda: sent(u, 2 * MIB), 30, "the written prefix sent")
-    assert u.sent == 2 * MIB
-    streaming.write_note(vol, name, "mid.bin", len(data), "src-etag", len(data))  # every range landed
-    st.scan([vol])
-    wait_for(lambda: sent(u, len(data) - 1), 30, "all but the last byte sent")
-    assert u.sent == len(data) - 1 and not u.error
-    assert "mid.bin" not in work.listing(work.dst, "copy/")  # the PUT is not over: nothing there yet
-    rep = Reports()
-    assert st.take("mid.bin", len(data), "src-etag", to_staged(vol, name, data), md5(data), rep)
-    assert rep.event.wait(30)
-    ok, error, etag, _expected = rep.got[0]
-    assert ok, error
-    assert etag == md5(data) and rep.eps == [0]
-    assert work.dest_bytes("mid.bin") == data
-    assert st.uploads == {}
-
-
-def test_a_single_put_whose_bytes_differ_from_the_verified_copy_leaves_nothing(singles, work):
-    """The partial copy held other bytes when they went out (or the staged copy changed): the
-    connection is cut before the last byte, and the destination keeps nothing."""
-    st, vol, _ = singles
-    data = pattern(3 * MIB, seed=10)
-    bad = bytearray(data)
-    bad[10] ^= 0xFF
-    name, _ = stage(vol, "mid.bin", data, ready=len(data), partial=bytes(bad))
-    st.scan([vol])
-    u = st.uploads["mid.bin"]
-    wait_for(lambda: sent(u, len(data) - 1), 30, "all but the last byte sent")
-    rep = Reports()
-    assert st.take("mid.bin", len(data), "src-etag", to_staged(vol, name, data), md5(data), rep)
-    assert rep.event.wait(30)
-    ok, error, _etag, _expected = rep.got[0]
-    assert not ok and "do not hash to the checksum verified at staging" in error
-    wait_for(lambda: "mid.bin" not in st.uploads, 10, "the upload forgotten")
-    assert "mid.bin" not in work.listing(work.dst, "copy/")
-    assert not st.take("mid.bin", len(data), "src-etag", vol.staged_path(name), md5(data), Reports())
-
-
-def test_a_single_put_cut_by_a_stop_leaves_nothing(singles, work):
-    st, vol, _ = singles
-    data = pattern(3 * MIB, seed=11)
-    stage(vol, "mid.bin", data, ready=2 * MIB)
-    st.scan([vol])
-    u = st.uploads["mid.bin"]
-    wait_for(lambda: sent(u, 2 * MIB), 30, "the written prefix sent")
-    st.close()
-    wait_for(lambda: u._done, 10, "the PUT given up")
-    assert "mid.bin" not in work.listing(work.dst, "copy/")
-
-
-def test_an_endpoint_that_refuses_streamed_puts_gets_none_more(singles, work):
-    """An S3 store that refuses an unsigned streamed body (403): the object goes the regular
-    way, and no other object is streamed as one PUT for the rest of the run."""
-    import http.server
-
-    seen: list[str] = []
-
-    class Refuse(http.server.BaseHTTPRequestHandler):
-        def do_PUT(self):  # noqa: N802 - answered at once, the body unread
-            seen.append(self.path.rsplit("/", 1)[-1])
-            doc = b"<Error><Code>AccessDenied</Code></Error>"
-            self.send_response(403)
-            self.send_header("Content-Length", str(len(doc)))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(doc)
-
-        def log_message(self, *a):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        st, vol, targets = singles
-        targets["url"] = f"http://127.0.0.1:{server.server_address[1]}"
-        data = pattern(3 * MIB, seed=12)
-        tried = 0
-        # the 403 is read when it arrives before the connection is reset, else the PUT only
-        # fails: then SINGLE_FAILS of them in a row turn streamed PUTs off
-        for i in range(streaming.SINGLE_FAILS):
-            key = f"mid-{i}.bin"
-            name, _ = stage(vol, key, data, ready=len(data))
-            st.scan([vol])
-            wait_for(lambda: key in seen, 30, "the PUT sent")
-            tried += 1
-            wait_for(lambda: st._singles_off or st._single_fails >= tried, 30, "the failure counted")
-            assert not st.take(key, len(data), "src-etag", to_staged(vol, name, data), md5(data), Reports())
-            if st._singles_off:
-                break
-        assert st._singles_off
-        stage(vol, "after.bin", data, ready=len(data))
-        st.scan([vol])
-        assert "after.bin" not in st.uploads and "after.bin" not in seen
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_sync_streams_an_object_below_the_part_size_as_one_put(work):
-    data = pattern(9 * MIB + 3, seed=13)
-    work.put_all({"mid.bin": data})
-    work.put_all({f"small-{i}.bin": bytes([i]) * 1000 for i in range(5)})
-    with FaultProxy(work.server.url, bandwidth=4_000_000) as link:  # about 2.5 s for the object
-        streaming_config(work, link.url)
-        work.cfg["transfer_settings"]["part_size_mb"] = 16
-        work.write_config()
-        r = work.run("sync_mvol.py", "--once", timeout=120)
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, out
-    m = re.search(r"uploaded 'mid\.bin' while it was fetched: (\d+) of (\d+) bytes went out before it was staged", out)
-    assert m and int(m.group(2)) == len(data) and 0 < int(m.group(1)) < len(data), out
-    assert work.dest_bytes("mid.bin") == data
-    row = [ln for ln in (work.path / "dest_ledger.csv").read_text().splitlines() if ln.startswith("mid.bin,")]
-    assert row and row[0].split(",")[2] == md5(data) and row[0].split(",")[3] == "md5"
-    assert work.listing(work.dst, "copy/") == work.listing(work.src, "data/")
-
-
-def test_a_single_put_that_failed_is_not_started_again_for_the_same_copy(singles, work):
-    """A destination that drops every connection without an answer: the PUT fails once, and the
-    next notes of the same copy do not open another PUT each (the object goes the regular way
-    once staged)."""
-    import socket
-
-    listener = socket.create_server(("127.0.0.1", 0))
-    accepted: list[socket.socket] = []
-
-    def drop() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            accepted.append(conn)
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            conn.close()  # a reset, no answer
-
-    threading.Thread(target=drop, daemon=True).start()
-    try:
-        st, vol, targets = singles
-        targets["url"] = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        data = pattern(3 * MIB, seed=14)
-        name, _ = stage(vol, "mid.bin", data, ready=MIB)
-        st.scan([vol])
-        u = st.uploads["mid.bin"]
-        wait_for(lambda: u._done, 30, "the PUT failed")
-        st.scan([vol])  # the failure seen: given up
-        assert "mid.bin" not in st.uploads
-        streaming.write_note(vol, name, "mid.bin", len(data), "src-etag", 2 * MIB)
-        st.scan([vol])
-        assert "mid.bin" not in st.uploads
-        assert len(accepted) == 1
-        stage(vol, "next.bin", data, ready=MIB)  # another object is still tried
-        st.scan([vol])
-        wait_for(lambda: len(accepted) == 2, 30, "a PUT for the other object")
-    finally:
-        listener.close()
-
-
-def test_destination_side_killed_mid_streamed_put_leaves_nothing_then_uploads_it(work):
-    """A power cut (for the destination side) in the middle of a PUT streamed while its object
-    is fetched: the destination keeps nothing of it, and the next start uploads the staged copy."""
-    data = pattern(12 * MIB + 1, seed=15)
-    work.put_all({"mid.bin": data})
-    with FaultProxy(work.server.url, bandwidth=2_500_000) as src_link, FaultProxy(work.server.url) as dst_link:
-        streaming_config(work, src_link.url)
-        work.cfg["transfer_settings"].update(part_size_mb=16, dest_endpoint_url=dst_link.url)
-        work.write_config()
-        src = work.start("src_sync_mvol.py", "--once")
-        dest = work.start("dest_sync_mvol.py")
-        try:
-            def put_bytes() -> int:
-                return dst_link.traffic.get("PUT object", {}).get("bytes_in", 0)
-
-            wait_for(lambda: put_bytes() >= 4 * MIB, 60, "part of the object sent while it is fetched")
-            dest.send_signal(signal.SIGKILL)
-            dest.wait(10)
-            assert put_bytes() < len(data)
-            assert src.wait(120) == 0
-        finally:
-            reap(src, dest)
-        assert "mid.bin" not in work.listing(work.dst, "copy/")
-        r = work.run("dest_sync_mvol.py", "--once", timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert work.dest_bytes("mid.bin") == data

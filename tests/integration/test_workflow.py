@@ -102,15 +102,11 @@ def test_source_once_ledgers_everything_then_destination_once(work):
     assert_all_moved(work, data)
 
 
-def test_uploads_through_s5cmd_are_confirmed_by_one_listing_made_without_boto3(work):
+def test_uploads_through_s5cmd_are_confirmed_by_one_listing_page_not_a_head_each(work):
     """dest_sync_mvol.py --once alone: 30 uploads through s5cmd (no PUT answer to confirm them)
-    cost less as one listing page than as 30 HeadObjects; the page is read by direct.list_objects
-    (its query comes in sorted order, encoding-type first; botocore's starts with list-type), and
-    the side's own completeness check lists the source the same way."""
+    cost less as one listing page than as 30 HeadObjects."""
     data = {f"c{i:02d}.bin": os.urandom(2000 + i) for i in range(30)}
     work.put_all(data)
-    work.cfg["transfer_settings"]["dest_direct_put_max_bytes"] = 0  # every upload through s5cmd
-    work.write_config()
     assert work.run("src_sync_mvol.py", "--once").returncode == 0
     log_start = work.server.log_path.stat().st_size
     r = work.run("dest_sync_mvol.py", "--once")
@@ -119,40 +115,36 @@ def test_uploads_through_s5cmd_are_confirmed_by_one_listing_made_without_boto3(w
         fh.seek(log_start)
         log = fh.read().decode("utf-8", "replace").splitlines()
     heads = [ln for ln in log if f"HEAD /{work.dst}/" in ln]
-    dest_lists = [ln for ln in log if f"GET /{work.dst}?encoding-type=url&list-type=2" in ln]
-    src_lists = [ln for ln in log if f"GET /{work.src}?encoding-type=url&list-type=2" in ln]
-    assert dest_lists and src_lists, "\n".join(log[-40:])
+    dest_lists = [ln for ln in log if f"GET /{work.dst}?" in ln and "list-type=2" in ln]
+    puts = [ln for ln in log if f"PUT /{work.dst}/" in ln]
+    assert dest_lists, "\n".join(log[-40:])
     assert len(heads) < len(data)
-    assert not [ln for ln in log if "?list-type=2" in ln]  # no listing went through botocore
+    assert len(puts) == len(data)  # one PUT each: nothing uploaded twice
     for k, v in data.items():
         assert work.dest_bytes(k) == v
     assert work.ledger_lines("dest_ledger.csv") == len(data) + 1
 
 
-def test_the_destination_side_uploads_and_confirms_without_boto3(work, tmp_path):
-    """Small objects by direct PUT (confirmed by their answers), the rest through s5cmd, too few
-    for a listing: each confirmed by a HeadObject made by s3.Heads, not boto3, which this run
-    cannot import at all."""
-    blocker = tmp_path / "no-boto3"
-    for name in ("boto3", "botocore"):
-        (blocker / name).mkdir(parents=True)
-        (blocker / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked in this test')\n")
-    data = {f"h{i:02d}.bin": os.urandom(1000 + 3000 * i) for i in range(8)}
-    work.put_all(data)
-    work.cfg["transfer_settings"]["dest_direct_put_max_bytes"] = 10000  # 4 direct PUTs, 4 through s5cmd
-    work.write_config()
-    assert work.run("src_sync_mvol.py", "--once").returncode == 0
-    log_start = work.server.log_path.stat().st_size
-    r = work.run("dest_sync_mvol.py", "--once", env={"PYTHONPATH": str(blocker)})
-    assert r.returncode == 0, r.stderr
-    assert "blocked" not in r.stderr
-    with open(work.server.log_path, "rb") as fh:
-        fh.seek(log_start)
-        log = fh.read().decode("utf-8", "replace").splitlines()
-    assert len([ln for ln in log if f"HEAD /{work.dst}/" in ln]) == 4, "\n".join(log[-40:])
-    for k, v in data.items():
-        assert work.dest_bytes(k) == v
-    assert work.ledger_lines("dest_ledger.csv") == len(data) + 1
+def test_every_request_of_a_default_run_comes_from_s5cmd_or_botocore(work):
+    """The defaults an operator gets, both sides through a recording proxy: s5cmd (aws-sdk-go)
+    moves the bytes and botocore lists, probes and confirms; no other HTTP client is in the suite.
+    Every object goes through a run file line (src_commands*.txt, dest_commands.txt)."""
+    from faultproxy import FaultProxy
+
+    data = seed(work, n_small=12)
+    with FaultProxy(work.server.url) as link:
+        work.cfg["transfer_settings"].update(src_endpoint_url=link.url, dest_endpoint_url=link.url)
+        work.write_config()
+        r = work.run("sync_mvol.py", "--once", timeout=180)
+        agents = dict(link.agents)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_all_moved(work, data)
+    assert agents and set(agents) <= {"aws-sdk-go", "Boto3", "Botocore"}, agents
+    assert agents.get("aws-sdk-go", 0) >= 2 * len(data)  # every GET and PUT of an object
+    src_lines = [ln for f in work.path.glob("src_commands*.txt") for ln in f.read_text().splitlines()
+                 if ln.startswith("cp ")]
+    assert len(src_lines) == len(data)
+    assert len((work.path / "dest_commands.txt").read_text().splitlines()) == len(data)
 
 
 def test_native_mode_moves_through_boto3_without_s5cmd_for_the_source(work):
@@ -254,36 +246,29 @@ def test_second_copy_of_a_sync_refuses_and_names_the_pid(work):
         first.wait(timeout=30)
 
 
-def test_small_objects_by_one_get_and_one_put_larger_ones_in_ranges_and_by_s5cmd(work):
-    """The defaults: objects up to src_direct_get_max_bytes are one GetObject each (no HeadObject),
-    larger ones ranged GETs on the same event loop; up to dest_direct_put_max_bytes one PutObject
-    each, confirmed by its own answer (no HeadObject, no listing), larger ones through s5cmd."""
+def test_defaults_fetch_small_objects_together_and_large_ones_in_ranges_largest_first(work):
+    """The defaults: objects below 8 MiB through one s5cmd with many workers (src_commands.txt),
+    larger ones through their own, a few at a time in parallel ranges (src_commands-large.txt),
+    largest first; each object is one GET, or its ranges, and one PUT."""
     data = seed(work, n_small=10)
-    for key in ("src_direct_get_max_bytes", "src_range_workers"):  # the shipped defaults, not the tests'
-        work.cfg["transfer_settings"].pop(key, None)
-    work.write_config()
+    data["large-a.bin"] = os.urandom(8 * MIB)
+    work.put("large-a.bin", data["large-a.bin"])
     log_start = work.server.log_path.stat().st_size
-    # each side on its own: sync_mvol.py's final comparison makes requests of its own (it may
-    # check an object the destination side confirmed late with a HeadObject)
     for script in ("src_sync_mvol.py", "dest_sync_mvol.py"):
         r = work.run(script, "--once")
         assert r.returncode == 0, r.stderr
-    assert_all_moved(work, data)
-    assert not list(work.path.glob("src_commands*.txt"))  # nothing went through s5cmd on the source side
+    large = (work.path / "src_commands-large.txt").read_text().splitlines()
+    small = (work.path / "src_commands.txt").read_text().splitlines()
+    assert len(large) == 2 and "big/multipart.bin" in large[0] and "large-a.bin" in large[1], large
+    assert all(" -c 4 -p 8 " in line for line in large)
+    assert len(small) == len(data) - 2 and all(line.startswith("cp --raw ") for line in small)
     with open(work.server.log_path, "rb") as fh:
         fh.seek(log_start)
         log = fh.read().decode("utf-8", "replace")
-    assert log.count(f"GET /{work.src}/data/big/multipart.bin ") == 3  # 11 MiB in ranges of 4 MiB
-    assert f"HEAD /{work.src}/data/dir0/file0.bin" not in log  # no HeadObject for a small object
-    # ... one GET, signed in its headers (the event loop's, not a presigned URL or a retry)
-    gets = [ln for ln in log.splitlines() if f"GET /{work.src}/data/dir0/file0.bin" in ln]
-    assert len(gets) == 1 and "X-Amz-Signature=" not in gets[0], gets
-    # the destination: one PUT, no HeadObject after it; the big object went through s5cmd
+    assert log.count(f"GET /{work.src}/data/big/multipart.bin ") == 2  # 11 MiB in ranges of 8 MiB
     puts = [ln for ln in log.splitlines() if f"PUT /{work.dst}/copy/dir0/file0.bin" in ln]
     assert len(puts) == 1, puts
-    assert f"HEAD /{work.dst}/copy/dir0/file0.bin" not in log
-    dest_lines = (work.path / "dest_commands.txt").read_text().splitlines()
-    assert len(dest_lines) == 1 and "big/multipart.bin" in dest_lines[0]
+    assert_all_moved(work, data)
 
 
 def test_a_stop_mid_batch_logs_one_line_for_the_copies_it_cut_short(work):
