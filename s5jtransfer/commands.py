@@ -21,6 +21,7 @@ def src_sync(argv: list[str] | None = None) -> int:
                       dry_run=True).parse_args(argv)
 
     def body(a, cfg) -> int:
+        _tls_start(cfg.source)
         return mod.run(cfg, a.once, Stopper().install(), dry_run=a.dry_run, supervised=a.supervised)
 
     return cli.run(body, args, lock="src")
@@ -33,6 +34,7 @@ def dest_sync(argv: list[str] | None = None) -> int:
                       once=True, dry_run=True).parse_args(argv)
 
     def body(a, cfg) -> int:
+        _tls_start(cfg.destination)
         return mod.run(cfg, a.once, Stopper().install(), dry_run=a.dry_run, supervised=a.supervised,
                        round_start=a.round_start)
 
@@ -59,6 +61,8 @@ def repair(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def body(a, cfg) -> int:
+        _warn_tls(cfg.source)
+        _warn_tls(cfg.destination)
         return verify.repair(cfg, a.missing_file)
 
     return cli.run(body, args, lock="repair")
@@ -117,6 +121,7 @@ def connect_test(side_name: str, argv: list[str] | None = None) -> int:
         failed = 0
         for i, ep in enumerate(endpoints):
             where = ep or f"AWS {side.region}"
+            print(f"TLS {where}: {_tls_line(side, i)}")
             client = s3.client(side, cfg.settings, index=i)
             try:
                 n = size = 0
@@ -148,3 +153,41 @@ def connect_test(side_name: str, argv: list[str] | None = None) -> int:
         return cli.FAILED if failed else cli.OK
 
     return cli.run(body, args)
+
+
+def _warn_tls(side) -> None:
+    """The one warning a start logs for a side whose certificates are not verified (tls.py). Each
+    sync script warns for its own side: sync_mvol.py leaves it to the two it starts."""
+    from . import s3, tls
+
+    msg = tls.start_warning(side.name, {u: s3.tls_mode(side, i) for i, u in enumerate(side.endpoints)})
+    if msg:
+        log.warning("%s", msg)
+
+
+def _tls_start(side) -> None:
+    """A sync side's start: the warning of _warn_tls, and the refusal (exit 2, nothing moved) of
+    an endpoint whose certificate is checked and does not verify, found by one TLS handshake
+    with each (tls.probe) before any object is read or written."""
+    from . import s3, tls
+    from .errors import ConfigError
+
+    _warn_tls(side)
+    for i, url in enumerate(side.endpoints):
+        mode = s3.tls_mode(side, i)
+        reason = tls.probe(url, mode.verify) if mode.checks and not tls.is_aws(url) else None
+        if reason:
+            raise ConfigError(tls.refusal(side.name, url, reason))
+
+
+def _tls_line(side, index: int) -> str:
+    """What a connect test prints about the TLS of one endpoint: which rule of tls.decide applies."""
+    from . import s3, tls
+
+    mode = s3.tls_mode(side, index)
+    if mode.kind == tls.SNOWBALL:
+        return (f"{mode.label()} (to verify it: snowballEdge get-certificate, then set {side.name}.ca_bundle "
+                "in config.yaml)")
+    if mode.kind == tls.OFF:
+        return f"{mode.label()} ({side.name}.verify_tls: false in config.yaml)"
+    return mode.label()

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .tls import is_aws as _is_aws
 
 CONFIG_NAME = "config.yaml"
 NO_ENDPOINT = "no_endpoint"
@@ -63,6 +64,8 @@ class Side:
     access_key: Secret
     secret_key: Secret
     endpoints: tuple[str, ...]  # empty: the default AWS endpoint for the region
+    ca_bundle: str | None = None  # a PEM file that verifies this side's TLS certificates (tls.py)
+    verify_tls: bool = True  # false: this side's non-AWS https endpoints are not verified (tls.py)
 
     @property
     def is_snow(self) -> bool:
@@ -83,7 +86,7 @@ class Side:
 @dataclass(frozen=True)
 class Settings:
     max_src2l: int
-    max_l2dest: int | None
+    max_l2dest: int | None  # transfer_settings.dest_max_bytes_in_flight (None: no limit)
     src_use_native_s3: bool
     s5cmd_path: str | None
     src_workers: int
@@ -120,6 +123,8 @@ _SIDE_KEYS = {
     "region": (True, "str", None),
     "access_key": (False, "secret", ""),
     "secret_access_key": (False, "secret", ""),
+    "ca_bundle": (False, "str_or_none", None),
+    "verify_tls": (False, "bool", True),
 }
 _SCHEMA: dict[str, dict[str, tuple[bool, str, Any]]] = {
     "source": dict(_SIDE_KEYS),
@@ -127,10 +132,14 @@ _SCHEMA: dict[str, dict[str, tuple[bool, str, Any]]] = {
         "directory": (True, "str", None),
         "volumes": (False, "strlist", []),
     },
-    "destination": dict(_SIDE_KEYS, delete_staging_data=(False, "bool", True)),
+    # staging_volumes: the original v12's name of local.volumes ('default': /tmp/volume-NN)
+    "destination": dict(_SIDE_KEYS, delete_staging_data=(False, "bool", True),
+                        staging_volumes=(False, "volumes", None)),
     "transfer_settings": {
         "max_size_to_transfer_src2l": (True, "size", None),
-        "max_size_to_transfer_l2dest": (False, "size_or_none", None),
+        # the original's, documented there as not implemented (in gigabytes): accepted, ignored
+        "max_size_to_transfer_l2dest": (False, "ignored", None),
+        "dest_max_bytes_in_flight": (False, "bytes_or_none", None),
         "dest_endpoint_url": (True, "endpoint", None),
         "src_endpoint_url": (True, "endpoint", None),
         "src_use_native_s3": (False, "bool", False),
@@ -155,9 +164,70 @@ def _fail(path: str, key: str, problem: str, fix: str) -> ConfigError:
     return ConfigError(f"{path}: {key}: {problem}; {fix}")
 
 
+_NOTE = re.compile(r"\s+#.*\Z", re.S)
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000 ** 2, "mb": 1000 ** 2, "g": 1000 ** 3, "gb": 1000 ** 3,
+          "t": 1000 ** 4, "tb": 1000 ** 4, "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "tib": 1024 ** 4}
+_WITH_UNIT = re.compile(r"([0-9][0-9_]*(?:\.[0-9]+)?)\s*([a-z]*)")
+
+
+def _strip_note(raw: Any) -> Any:
+    """The original's sample files write notes inside quoted values
+    ("temp_files_for_transfer/ # this is depricated"): a trailing ' # ...' is a note, not the value."""
+    if isinstance(raw, str):
+        return _NOTE.sub("", raw)
+    if isinstance(raw, list):
+        return [_strip_note(v) for v in raw]
+    return raw
+
+
+def parse_bytes(raw: Any) -> int | None:
+    """A byte count: a whole number (bytes), or a number with a unit (200GB, 512MiB, 1.5TB;
+    decimal KB/MB/GB/TB, binary KiB/MiB/GiB/TiB). None when it is not one."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw if raw >= 0 else None
+    if isinstance(raw, float):
+        return int(raw) if raw >= 0 and raw == int(raw) else None
+    if not isinstance(raw, str):
+        return None
+    m = _WITH_UNIT.fullmatch(raw.strip().lower())
+    if not m or m.group(2) not in _UNITS:
+        return None
+    value = float(m.group(1).replace("_", "")) * _UNITS[m.group(2)]
+    return int(value) if math.isfinite(value) else None
+
+
 def _value(path: str, dotted: str, kind: str, raw: Any) -> Any:
     def bad(problem: str, fix: str) -> ConfigError:
         return _fail(path, dotted, problem, fix)
+
+    if kind not in ("prefix", "secret"):
+        raw = _strip_note(raw)
+    if kind == "ignored":
+        return None
+    if kind == "bytes_or_none":
+        if raw in (None, "", 0):
+            return None
+        num = parse_bytes(raw)
+        if num is None:
+            raise bad(f"{raw!r} is not a number of bytes", "write bytes (200000000000) or a size with a unit "
+                      "(200GB, 512MiB), or '' for no limit")
+        return num or None
+    if kind == "volumes":
+        if raw in (None, ""):
+            return None
+        items = raw if isinstance(raw, list) else [raw]
+        if not items or not all(isinstance(v, str) and v.strip() for v in items):
+            raise bad("expected a list of folder paths", "write ['default'] for every /tmp/volume-NN, or a list "
+                      "of folders, e.g. ['/data/vol1', '/data/vol2']")
+        items = [v.strip() for v in items]
+        if "default" in items:
+            if len(items) > 1:
+                raise bad("'default' cannot be part of a list of folders", "write ['default'] alone, or list "
+                          "only folders")
+            return []
+        return items
 
     if kind in ("str", "prefix"):
         if raw is None:
@@ -339,8 +409,19 @@ def _side(path: str, name: str, sec: dict, endpoints: list[str]) -> Side:
         which = "src_endpoint_url" if name == "source" else "dest_endpoint_url"
         raise _fail(path, f"transfer_settings.{which}", "region snow needs the Snowball endpoint",
                     "write its URL, e.g. http://192.0.2.10:8080 or https://192.0.2.10")
+    bundle = sec["ca_bundle"]
+    if bundle:
+        # relative to the folder of config.yaml (where the scripts run)
+        bundle = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(bundle))
+        if not os.path.isfile(bundle) or not os.access(bundle, os.R_OK):
+            raise _fail(path, f"{name}.ca_bundle", f"{bundle} is not a readable file",
+                        "write the path of the endpoint's certificate (PEM), e.g. from snowballEdge get-certificate")
+    if not sec["verify_tls"] and (not endpoints or any(_is_aws(u) for u in endpoints)):
+        raise _fail(path, f"{name}.verify_tls", "AWS endpoints are always verified",
+                    "remove verify_tls: false (it is only for a non-AWS https endpoint)")
     return Side(name=name, bucket=sec["bucket_name"], prefix=sec["bucket_prefix"], region=sec["region"],
-                access_key=sec["access_key"], secret_key=sec["secret_access_key"], endpoints=tuple(endpoints))
+                access_key=sec["access_key"], secret_key=sec["secret_access_key"], endpoints=tuple(endpoints),
+                ca_bundle=bundle or None, verify_tls=sec["verify_tls"])
 
 
 class _RepeatedKey(Exception):
@@ -416,6 +497,11 @@ def load(path: str = CONFIG_NAME) -> Config:
     if os.path.exists(local["directory"]) and not os.path.isdir(local["directory"]):
         raise _fail(path, "local.directory", f"{local['directory']} is a file, not a folder",
                     "write the path of a staging folder (created if missing)")
+    if dst["staging_volumes"] is not None:  # the original v12's name of local.volumes
+        if local["volumes"] and local["volumes"] != dst["staging_volumes"]:
+            raise _fail(path, "destination.staging_volumes", "differs from local.volumes (the same setting)",
+                        "keep one of the two")
+        local["volumes"] = dst["staging_volumes"]
     roots = [os.path.realpath(v) for v in local["volumes"]]
     for i, a in enumerate(roots):
         for b in roots[i + 1:]:
@@ -433,7 +519,7 @@ def load(path: str = CONFIG_NAME) -> Config:
         raise _fail(path, "transfer_settings.max_poll_interval_seconds", "is below poll_interval_seconds",
                     "make it at least as large")
     settings = Settings(
-        max_src2l=ts["max_size_to_transfer_src2l"], max_l2dest=ts["max_size_to_transfer_l2dest"],
+        max_src2l=ts["max_size_to_transfer_src2l"], max_l2dest=ts["dest_max_bytes_in_flight"],
         src_use_native_s3=ts["src_use_native_s3"], s5cmd_path=ts["s5cmd_path"],
         src_workers=ts["src_workers"], direct_get_max=ts["src_direct_get_max_bytes"],
         range_workers=ts["src_range_workers"], dest_workers=ts["dest_workers"],

@@ -11,6 +11,8 @@ import threading
 import time
 from typing import Callable, TypeVar
 
+from . import tls
+from .errors import ConfigError
 from .progress import fmt_bytes  # noqa: F401 - re-exported for the sync modules
 
 T = TypeVar("T")
@@ -282,6 +284,9 @@ def poll_loop(cycle: Callable[[], object], after: Callable[[object, float, float
             if dry_run:  # a dry run reports once: nothing to retry
                 log.error("dry run failed: %s", describe(exc))
                 return 1
+            if tls.is_refusal(exc):  # a certificate that does not verify: config.yaml must change
+                log.error("%s", describe(exc))
+                return ConfigError.exit_code
             log.error("cycle failed: %s (retrying in %.0fs)", describe(exc), delay)
             log.debug("cycle failure", exc_info=True)
             if stopper.sleep(delay):

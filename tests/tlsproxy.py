@@ -24,7 +24,10 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.DNSName("localhost")]), False)
+            # its own CA, as a device certificate given to clients as a CA bundle is used
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
             .sign(key, hashes.SHA256()))
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -40,11 +43,13 @@ class TLSFront:
         self.upstream_port = upstream_port
         self._dir = tempfile.TemporaryDirectory()
         cert, key = self_signed(Path(self._dir.name))
+        self.cert_path = cert  # the certificate, PEM: a CA bundle that verifies this front
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(cert, key)
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        self.url = f"https://127.0.0.1:{self.port}"
+        self.url = f"https://127.0.0.1:{self.port}"  # an IP address, as a Snowball's
+        self.host_url = f"https://localhost:{self.port}"  # a host name, as any other S3 store's
         self.connections = 0
         self._stop = False
 

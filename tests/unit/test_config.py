@@ -84,7 +84,7 @@ def test_optional_settings_override_defaults(tmp_path):
     c = base_cfg()
     c["transfer_settings"].update(src_workers=8, dest_workers="16", part_size_mb=8, retries=3,
                                   volume_reserve_bytes=0, poll_interval_seconds=0.5,
-                                  max_poll_interval_seconds=2, max_size_to_transfer_l2dest=1000,
+                                  max_poll_interval_seconds=2, dest_max_bytes_in_flight=1000,
                                   idle_verify_interval_seconds=0)
     c["local"]["volumes"] = ["/data/v1", " /data/v2 "]
     c["destination"]["delete_staging_data"] = "no"

@@ -105,7 +105,7 @@ def test_global_args_with_endpoint_and_snow():
     args = global_args(side(), workers=64, retries=10)
     assert args[:6] == ["--json", "--numworkers", "64", "--retry-count", "10", "--endpoint-url"]
     assert args == ["--json", "--numworkers", "64", "--retry-count", "10",
-                    "--endpoint-url", "http://127.0.0.1:1", "--no-verify-ssl", "--use-list-objects-v1"]
+                    "--endpoint-url", "http://127.0.0.1:1", "--use-list-objects-v1"]  # http: no TLS flag
 
 
 def test_global_args_without_endpoint_has_no_endpoint_or_tls_flags():
@@ -117,7 +117,7 @@ def test_global_args_without_endpoint_has_no_endpoint_or_tls_flags():
 def test_global_args_endpoint_without_snow_skips_list_v1():
     args = global_args(side(region="eu-west-1", endpoints=("https://s3.example.test",)), workers=1, retries=0)
     assert args[args.index("--endpoint-url") + 1] == "https://s3.example.test"
-    assert "--no-verify-ssl" in args
+    assert "--no-verify-ssl" not in args  # a host name that is not a Snowball's: verified
     assert "--use-list-objects-v1" not in args
 
 
