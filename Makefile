@@ -15,8 +15,8 @@ help:
 	@echo "  test       run the whole test suite (unit + integration)"
 	@echo "  unit       run only tests/unit"
 	@echo "  demo       run a complete transfer against a local moto S3 server in demo/"
-	@echo "  bench      run tools/bench.py: the benchmark of issue 4 (about 12 minutes)"
-	@echo "  chaos      the power-cut test, long: 40 SIGKILLs over 300 objects, event-loop and s5cmd modes (S5J_CHAOS_ROUNDS/OBJECTS/SEED)"
+	@echo "  bench      run tools/bench.py (root): the suite against s5cmd on kernel-shaped links (about 12 minutes; BENCH_ARGS=--quick: 3)"
+	@echo "  chaos      the power-cut test, long: 40 SIGKILLs over 300 objects, s5cmd cp and s5cmd cat modes (S5J_CHAOS_ROUNDS/OBJECTS/SEED)"
 	@echo "  clean      remove demo/ and Python/pytest caches (keeps $(VENV))"
 	@echo "  distclean  clean, and remove $(VENV) too"
 	@echo "Variables: PY=$(PY) (the interpreter that creates $(VENV))"
@@ -38,7 +38,7 @@ unit: venv
 	$(PYTEST) tests/unit
 
 chaos: venv
-	for mode in direct s5cmd; do \
+	for mode in s5cmd cat; do \
 		S5J_CHAOS_MODE=$$mode S5J_CHAOS_ROUNDS=$${S5J_CHAOS_ROUNDS:-40} S5J_CHAOS_OBJECTS=$${S5J_CHAOS_OBJECTS:-300} \
 			$(PYTEST) -s tests/integration/test_chaos.py || exit 1; \
 	done
@@ -46,8 +46,15 @@ chaos: venv
 demo: venv
 	$(PYTHON) tools/demo.py
 
-# Not part of `make test`: tools/bench.py --help lists its options (--quick, --rounds, --json ...).
-bench: venv
+# Not part of `make test`: tools/bench.py --help lists its options (--quick, --scenario, --json ...).
+# Needs root (a network namespace, tc); installs requirements-bench.txt (SeaweedFS) into $(VENV).
+BENCH_STAMP = $(VENV)/.bench-installed
+
+$(BENCH_STAMP): requirements-bench.txt $(STAMP)
+	$(VENV)/bin/pip install --disable-pip-version-check -r requirements-bench.txt
+	touch $@
+
+bench: $(BENCH_STAMP)
 	$(PYTHON) tools/bench.py $(BENCH_ARGS)
 
 clean:

