@@ -415,3 +415,140 @@ def test_a_damaged_line_loses_only_itself_never_the_rows_after_it(tmp_path, dama
     assert sorted(got) == [f"k{i}" for i in range(5)]
     assert got["k4"] == (4, "e4", "md5", "m4")
     assert "1 line(s) are not ledger rows" in caplog.text
+
+
+# --- the fast reader reads what csv.reader reads -----------------------------------------------
+
+def reference_load(data: bytes, ncol: int = 5):
+    """The reader before the fast path: csv.reader over the LF-split lines, a record over several
+    lines read line by line. Returns (rows, keys, bad lines)."""
+    import csv
+
+    rows, keys, bad = {}, [], 0
+    lines = data[: data.rfind(b"\n") + 1].decode("utf-8", "surrogateescape").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    reader = csv.reader(lines)
+    at, skip_header = 0, True
+    for rec in reader:
+        recs = [rec] if reader.line_num - at == 1 else [next(csv.reader([x]), []) for x in lines[at:reader.line_num]]
+        at = reader.line_num
+        for rec in recs:
+            if skip_header:
+                skip_header = False
+                if rec and rec[0] == "Key":
+                    continue
+            rec += [""] * (ncol - len(rec))
+            try:
+                size = int(rec[1])
+            except (ValueError, IndexError):
+                bad += 1
+                continue
+            key = decode_key(rec[0])
+            rows[key] = (size, *rec[2:ncol])
+            keys.append(key)
+    return rows, keys, bad
+
+
+LINE_POOL = [
+    b"plain/key-%d.bin,%d,0123456789abcdef0123456789abcdef,md5,fedcba9876543210fedcba9876543210",
+    b"k%d,%d,e,,",
+    b"k%d,%d,e,1,m",
+    b"legacy-%d,%d",  # the original two-column rows
+    b"three-%d,%d,e",
+    b"six-%d,%d,e,md5,m,extra",
+    b'"with,comma-%d",%d,e,md5,m',
+    b'"q""uote-%d",%d,e,md5,m',
+    b"crlf-%d,%d,e,md5,m\r",
+    b"legacy-crlf-%d,%d\r",
+    b"urlenc:a%%0Ab-%d,%d,e,md5,m",
+    b"urlenc:%%75rlenc%%3Ax-%d,%d,,,",
+    b"\xff\xfebad-utf8-%d,%d,e,md5,m",
+    "unicode/äöü/日本語/😀-%d,%d,e,md5,m".encode(),
+    b"tab\there-%d,%d,e,md5,m",
+    b" spaced-%d , %d ,e,md5,m",
+    b"nul\x00-%d,%d,e,md5,m",
+    b"Key,%d%d,e,md5,m",  # a real key named Key
+    b"size-%d-underscore,1_%d,e,md5,m",
+    b"bad-size-%d,x%d,e,md5,m",
+    b"lonely-%d%d",
+    b"",
+    b'"open quote-%d,%d,e,md5,m',
+    b'mid"quote-%d,%d,e,md5,m',
+    b'"',
+    b"dup,%d%d,e,md5,m",  # the same key again: the last row wins
+]
+
+
+def make_ledger(rng, n, pool, header=HEADER):
+    out = [header]
+    for i in range(n):
+        t = pool[rng.randrange(len(pool))]
+        out.append((t % (i, i * 7) if b"%" in t else t) + b"\n")
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("seed", range(24))
+@pytest.mark.parametrize("chunk", [7, 64, 4096, 4 << 20])
+def test_load_and_tail_read_what_the_csv_reader_read(tmp_path, monkeypatch, seed, chunk):
+    import random
+
+    from s5jtransfer import ledger as ledger_mod
+
+    monkeypatch.setattr(ledger_mod, "_READ_BYTES", chunk)
+    rng = random.Random(seed)
+    # mostly-plain ledgers (the fast path), mixed ones (runs) and hostile ones (line by line)
+    pool = [LINE_POOL[0]] * 30 + LINE_POOL[1:] if seed % 3 == 0 else (LINE_POOL if seed % 3 == 1 else LINE_POOL[:3])
+    header = [HEADER, b"Key,Size\n", b"Key,Size,ETag,Verified,MD5\r\n", b'"Key",Size\n', b""][seed % 5]
+    data = make_ledger(rng, rng.randrange(1, 400), pool, header) + b"torn,1"
+    p = tmp_path / "src_ledger.csv"
+    p.write_bytes(data)
+    want_rows, want_keys, want_bad = reference_load(data)
+    led = Ledger(str(p), SRC_COLUMNS)
+    assert led.load() == want_rows
+    assert list(led.load()) == list(want_rows)  # the same order too
+    assert led.bad_lines == want_bad
+    # tail from the start returns every key read, in order
+    led2 = Ledger(str(p), SRC_COLUMNS)
+    rows: dict = {}
+    assert led2.tail(rows) == (False, want_keys)
+    assert rows == want_rows
+    # and appended rows arrive through tail, torn line completed
+    with open(p, "ab") as fh:
+        fh.write(b"x,e,md5,m\nnew-a,5,e,md5,m\n")
+    more, more_keys, _ = reference_load(data + b"x,e,md5,m\nnew-a,5,e,md5,m\n")
+    assert led2.tail(rows) == (False, more_keys[len(want_keys):])
+    assert rows == more
+
+
+def test_a_cr_inside_an_unquoted_field_loses_only_its_line(tmp_path):
+    """csv.reader raised on it ('new-line character seen in unquoted field'), so the whole load
+    failed; now it is a damaged line like any other."""
+    p = tmp_path / "src_ledger.csv"
+    p.write_bytes(HEADER + b"a,1,e,md5,m\nb\rc,2,e,md5,m\nd,3,e,md5,m\n")
+    led = Ledger(str(p), SRC_COLUMNS)
+    assert led.load() == {"a": (1, "e", "md5", "m"), "d": (3, "e", "md5", "m")}
+    assert led.bad_lines == 1
+
+
+def test_the_verified_column_is_one_string_object_per_word(tmp_path):
+    p = tmp_path / "src_ledger.csv"
+    p.write_bytes(HEADER + b"".join(b"k%d,%d,e,md5,m\n" % (i, i) for i in range(100)))
+    rows = Ledger(str(p), SRC_COLUMNS).load()
+    assert len({id(r[2]) for r in rows.values()}) == 1
+
+
+def test_gc_is_back_on_after_a_load(tmp_path):
+    import gc
+
+    p = tmp_path / "src_ledger.csv"
+    p.write_bytes(HEADER + b"a,1,e,md5,m\n")
+    assert gc.isenabled()
+    Ledger(str(p), SRC_COLUMNS).load()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        Ledger(str(p), SRC_COLUMNS).load()
+        assert not gc.isenabled()  # left as it was
+    finally:
+        gc.enable()
