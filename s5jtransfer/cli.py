@@ -42,8 +42,12 @@ def setup_logging(log_file: str | None = None, debug: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def parser(description: str, once: bool = False, dry_run: bool = False) -> argparse.ArgumentParser:
+def parser(description: str, once: bool = False, dry_run: bool = False, shard: bool = False) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
+    if shard:
+        p.add_argument("--shard", metavar="K/N", default=None,
+                       help="take only shard K of N: the keys whose CRC32 modulo N is K (overrides "
+                            "transfer_settings.shard and a scheduler's index; see docs/operations.md)")
     if once:
         p.add_argument("--once", action="store_true", help="exit 0 when the work is done instead of polling forever")
         # set by sync_mvol.py --once for its children (it verifies both sides itself at the end)
@@ -65,9 +69,14 @@ def load_config() -> config_mod.Config:
 
 
 def run(body: Callable[[argparse.Namespace, config_mod.Config], int], args: argparse.Namespace,
-        lock: str | None = None) -> int:
+        lock: str | None = None, shard: str | None = None) -> int:
     """Load config.yaml, take the command's lock, run its body; map S5jError to one line and
-    its exit code, without a traceback. Nothing is written before the config is valid."""
+    its exit code, without a traceback. Nothing is written before the config is valid.
+    shard: how the command uses the shard (shard.py); the body finds it in cfg.shard_spec:
+    "sync" (a sync script: resolved, checked against the working folder's record, recorded at
+    the first start), "repair" (as "sync", else the folder's record: it rewrites the ledgers
+    for that shard), "read" (status: as "repair", never recorded) or "count" (--all-shards,
+    --plan-shards: resolved, else the record, not checked: only the count is used)."""
     if threading.current_thread() is threading.main_thread():
         # the script's start-up handler (exit at once while modules load) gives way to
         # KeyboardInterrupt, which this function and the commands' own handlers turn into 130
@@ -89,6 +98,8 @@ def run(body: Callable[[argparse.Namespace, config_mod.Config], int], args: argp
                 log.error("cannot write in the working folder %s (%s); run the scripts from a folder you can "
                           "write, which holds the ledgers", os.getcwd(), exc.strerror or exc)
                 return CONFIG
+        if shard:
+            cfg = _with_shard(cfg, args, shard)
         return body(args, cfg)
     except S5jError as exc:
         log.error("%s", exc)
@@ -106,6 +117,35 @@ def run(body: Callable[[argparse.Namespace, config_mod.Config], int], args: argp
     finally:
         if held:
             held.release()
+
+
+def _with_shard(cfg: config_mod.Config, args: argparse.Namespace, role: str) -> config_mod.Config:
+    """cfg with shard_spec set (see run); a mismatch with the folder's record is a ConfigError."""
+    import dataclasses
+
+    from . import shard as shard_mod
+    from .ledger import DEST_LEDGER, SRC_LEDGER
+
+    spec, source = shard_mod.resolve(getattr(args, "shard", None), cfg.shard, cfg.shard_count,
+                                     need_index=role == "sync")
+    if role != "sync" and spec is None and getattr(args, "shard", None) is None and cfg.shard is None:
+        spec, source = shard_mod.recorded(), shard_mod.SHARD_FILE
+    if role != "count":  # "count": only the number of shards is read (--all-shards), no folder's work
+        write = role in ("sync", "repair") and not getattr(args, "dry_run", False)
+        shard_mod.check_folder(spec, has_work=any(_has_rows(p) for p in (SRC_LEDGER, DEST_LEDGER)), write=write)
+    if spec is not None and role == "sync":
+        log.info("shard %s (from %s): only the keys whose CRC32 modulo %d is %d", spec, source, spec.count, spec.index)
+    return dataclasses.replace(cfg, shard_spec=spec)
+
+
+def _has_rows(path: str) -> bool:
+    """Whether a ledger holds a row below its header."""
+    try:
+        with open(path, "rb") as fh:
+            fh.readline()
+            return bool(fh.readline())
+    except FileNotFoundError:
+        return False
 
 
 def script_main(command: Callable[[], int], fast: bool = False) -> NoReturn:

@@ -18,54 +18,61 @@ def src_sync(argv: list[str] | None = None) -> int:
     from . import src_sync as mod
 
     args = cli.parser("Copy the source bucket to the staging volumes, verified and ledgered.", once=True,
-                      dry_run=True).parse_args(argv)
+                      dry_run=True, shard=True).parse_args(argv)
 
     def body(a, cfg) -> int:
         _tls_start(cfg.source)
         return mod.run(cfg, a.once, Stopper().install(), dry_run=a.dry_run, supervised=a.supervised)
 
-    return cli.run(body, args, lock="src")
+    return cli.run(body, args, lock="src", shard="sync")
 
 
 def dest_sync(argv: list[str] | None = None) -> int:
     from . import dest_sync as mod
 
     args = cli.parser("Upload staged, ledgered objects to the destination, confirm, ledger and free them.",
-                      once=True, dry_run=True).parse_args(argv)
+                      once=True, dry_run=True, shard=True).parse_args(argv)
 
     def body(a, cfg) -> int:
         _tls_start(cfg.destination)
         return mod.run(cfg, a.once, Stopper().install(), dry_run=a.dry_run, supervised=a.supervised,
                        round_start=a.round_start)
 
-    return cli.run(body, args, lock="dest")
+    return cli.run(body, args, lock="dest", shard="sync")
 
 
 def sync(argv: list[str] | None = None) -> int:
     from . import supervisor
 
     args = cli.parser("Run both sides as child processes, restarting one that dies.", once=True,
-                      dry_run=True).parse_args(argv)
+                      dry_run=True, shard=True).parse_args(argv)
 
     def body(a, cfg) -> int:
         return supervisor.run(cfg, a.once, a.dry_run, a.log_file, a.debug, Stopper().install())
 
-    return cli.run(body, args, lock="sync")
+    return cli.run(body, args, lock="sync", shard="sync")
 
 
 def repair(argv: list[str] | None = None) -> int:
     from . import verify
 
-    p = cli.parser("Compare source and destination; drop from the ledger what is not really there.")
+    p = cli.parser("Compare source and destination; drop from the ledger what is not really there.", shard=True)
     p.add_argument("--missing-file", default=verify.MISSING_FILE, help="where to write the keys still to move")
+    p.add_argument("--all-shards", action="store_true",
+                   help="compare the whole source prefix with the destination, whichever host moved what, and "
+                        "name the shard that owns each missing object (reads no ledger, changes none)")
     args = p.parse_args(argv)
 
     def body(a, cfg) -> int:
         _warn_tls(cfg.source)
         _warn_tls(cfg.destination)
+        if a.all_shards:
+            from . import shard
+
+            return verify.repair_all_shards(cfg, shard.count_for_all(cfg.shard_spec, cfg.shard_count))
         return verify.repair(cfg, a.missing_file)
 
-    return cli.run(body, args, lock="repair")
+    return cli.run(body, args, lock="repair", shard="count" if args.all_shards else "repair")
 
 
 def reset(argv: list[str] | None = None) -> int:
@@ -81,6 +88,8 @@ def reset(argv: list[str] | None = None) -> int:
                                f"(kill {pid or '<pid>'}), then run reset.py again")
         import glob
 
+        from .shard import SHARD_FILE  # the folder's shard: the next start may take another
+
         # the staging areas first: one that cannot be emptied (a read-only mount) leaves the
         # ledgers as they were, so nothing is half reset
         os.makedirs(cfg.directory, exist_ok=True)
@@ -94,7 +103,7 @@ def reset(argv: list[str] | None = None) -> int:
                 log.info("emptied the staging area of %s", root)
         run_files = glob.glob("src_commands*.txt*") + glob.glob("dest_commands*.txt*")
         for name in (*run_files, SRC_LEDGER, DEST_LEDGER, ".src_state.json", ".dest_state.json",
-                     "missing_keys.txt", "transfer_report.json"):
+                     "missing_keys.txt", "transfer_report.json", SHARD_FILE):
             try:
                 os.remove(name)
                 log.info("removed %s", name)

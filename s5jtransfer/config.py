@@ -113,6 +113,12 @@ class Config:
     delete_staging_data: bool
     settings: Settings
     warnings: tuple[str, ...] = field(default=())
+    # shards (shard.py): transfer_settings.shard as given (None: not set), and shard_count (for a
+    # scheduler's index variable); cli.run resolves them with --shard and the environment into
+    # shard_spec, the shard this process runs (None: every key)
+    shard: Any = None
+    shard_count: int | None = None
+    shard_spec: Any = None
 
 
 # --- schema -----------------------------------------------------------------------------
@@ -156,6 +162,8 @@ _SCHEMA: dict[str, dict[str, tuple[bool, str, Any]]] = {
         "poll_interval_seconds": (False, "posnum", 1.0),
         "max_poll_interval_seconds": (False, "posnum", 30.0),
         "idle_verify_interval_seconds": (False, "count", 3600),
+        "shard": (False, "str_or_none", None),  # "K/N": this host's shard (shard.py)
+        "shard_count": (False, "str_or_none", None),  # N, with a scheduler's index variable (shard.py)
     },
 }
 
@@ -478,6 +486,8 @@ def load(path: str = CONFIG_NAME) -> Config:
         if key not in _SCHEMA:
             close = difflib.get_close_matches(str(key), list(_SCHEMA), n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"valid sections: {', '.join(_SCHEMA)}"
+            if key in ("shard", "shard_count"):
+                hint = f"put {key}: under transfer_settings:"
             raise _fail(path, str(key), "unknown section", hint)
     src = _section(path, doc, "source")
     local = _section(path, doc, "local")
@@ -527,6 +537,7 @@ def load(path: str = CONFIG_NAME) -> Config:
         stream_uploads=ts["dest_stream_uploads"], retries=ts["retries"],
         volume_reserve=ts["volume_reserve_bytes"], poll_interval=ts["poll_interval_seconds"],
         max_poll_interval=ts["max_poll_interval_seconds"], idle_verify_interval=ts["idle_verify_interval_seconds"])
+    shard_spec, shard_count = _shard_keys(path, ts["shard"], ts["shard_count"])
     if settings.max_src2l < 1:
         raise _fail(path, "transfer_settings.max_size_to_transfer_src2l", "must be above 0", "write a number of bytes, e.g. 500000000000")
     warnings = []
@@ -538,7 +549,25 @@ def load(path: str = CONFIG_NAME) -> Config:
         pass
     return Config(path=os.path.abspath(path), source=source, destination=destination,
                   directory=local["directory"], volumes=tuple(local["volumes"]),
-                  delete_staging_data=dst["delete_staging_data"], settings=settings, warnings=tuple(warnings))
+                  delete_staging_data=dst["delete_staging_data"], settings=settings, warnings=tuple(warnings),
+                  shard=shard_spec, shard_count=shard_count, shard_spec=shard_spec)
+
+
+def _shard_keys(path: str, raw_shard: str | None, raw_count: str | None) -> tuple[Any, int | None]:
+    """transfer_settings.shard ("K/N") and shard_count (N), checked (see shard.py)."""
+    from . import shard as shard_mod
+
+    spec = shard_mod.parse(raw_shard, f"{path}: transfer_settings.shard") if raw_shard is not None else None
+    count = None
+    if raw_count is not None:
+        if not raw_count.isdigit() or not 1 <= int(raw_count) <= shard_mod.MAX_SHARDS:
+            raise _fail(path, "transfer_settings.shard_count", f"{raw_count!r} is not a shard count",
+                        f"write the number of shards, 1 to {shard_mod.MAX_SHARDS}, e.g. 4")
+        count = int(raw_count)
+    if spec is not None and count is not None and spec.count != count:
+        raise _fail(path, "transfer_settings.shard_count", f"{count} differs from the count of shard {spec}",
+                    "remove one of shard and shard_count, or make them agree")
+    return spec, count
 
 
 if __name__ == "__main__":  # pragma: no cover - handy check: python -m s5jtransfer.config

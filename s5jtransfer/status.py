@@ -61,6 +61,7 @@ def collect(cfg: Config) -> dict:
 
     return {
         "folder": os.getcwd(), "time": time.time(),
+        "shard": str(cfg.shard_spec) if cfg.shard_spec else None,  # this folder's share (shard.py)
         "source": side(src_state, len(src_rows), ledgered_bytes, _running("src")),
         "destination": side(dest_state, len(confirmed), confirmed_bytes, _running("dest")),
         "sync_mvol_pid": _running("sync"),
@@ -76,6 +77,8 @@ def render(s: dict) -> str:
         return f"{100.0 * a / b:.1f}%" if b else "-"
 
     lines = [f"s5jtransfer status of {s['folder']} at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(s['time']))}"]
+    if s.get("shard"):
+        lines.append(f"Shard {s['shard']}: the totals are this shard's share (status.py --all-shards: the whole prefix)")
     if s["sync_mvol_pid"]:
         lines.append(f"sync_mvol.py running (PID {s['sync_mvol_pid']})")
     for name, label, verb in (("source", "Source -> staging", "ledgered"),
@@ -112,13 +115,22 @@ def _seconds(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = cli.parser("Show both sides' progress from the ledgers and staging volumes (no S3 calls).")
+    p = cli.parser("Show both sides' progress from the ledgers and staging volumes (no S3 calls).", shard=True)
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.add_argument("--watch", nargs="?", type=_seconds, const=2.0, metavar="SECONDS",
                    help="refresh every SECONDS (default 2) until Ctrl-C")
+    p.add_argument("--all-shards", action="store_true",
+                   help="list both buckets and compare the whole source prefix, whichever host moved what; name the "
+                        "shard of each object not moved (exit 0 when complete, 1 otherwise)")
+    p.add_argument("--plan-shards", type=_shard_count, metavar="N",
+                   help="list the source once and print how its objects and bytes fall over N shards")
     args = p.parse_args(argv)
 
     def body(a, cfg) -> int:
+        if a.plan_shards:
+            return _plan_shards(cfg, a.plan_shards, a.json)
+        if a.all_shards:
+            return _all_shards(cfg, a.json)
         while True:
             s = collect(cfg)
             text = json.dumps(s) if a.json else render(s)
@@ -129,4 +141,36 @@ def main(argv: list[str] | None = None) -> int:
                 return cli.OK
             time.sleep(a.watch)
 
-    return cli.run(body, args)
+    return cli.run(body, args, shard="count" if args.all_shards or args.plan_shards else "read")
+
+
+def _shard_count(text: str) -> int:
+    import argparse
+
+    from .shard import MAX_SHARDS
+
+    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_SHARDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of shards from 1 to {MAX_SHARDS}")
+    return int(text)
+
+
+def _plan_shards(cfg: Config, count: int, as_json: bool) -> int:
+    """status.py --plan-shards N: one listing of the source, each shard's share (shard.plan)."""
+    from . import s3, shard
+
+    try:
+        balance, _ = s3.listing_any(cfg.source, cfg.settings,
+                                    lambda objs: shard.plan(((o.key, o.size) for o in objs), count))
+    except Exception as exc:  # noqa: BLE001 - one line naming what failed
+        raise s3.connect_error(exc, cfg.source) from None
+    print(json.dumps(balance.as_dict()) if as_json else shard.render_plan(balance))
+    return cli.OK
+
+
+def _all_shards(cfg: Config, as_json: bool) -> int:
+    """status.py --all-shards: verify.compare_all_shards, printed (listings only)."""
+    from . import shard, verify
+
+    res = verify.compare_all_shards(cfg, shard.count_for_all(cfg.shard_spec, cfg.shard_count))
+    print(json.dumps(res) if as_json else verify.render_all_shards(res))
+    return cli.OK if res["complete"] else cli.FAILED

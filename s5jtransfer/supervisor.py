@@ -50,13 +50,15 @@ class Child:
 
 def run(cfg, once: bool, dry_run: bool, log_file: str | None, debug: bool, stopper: Stopper) -> int:
     extra = (["--log-file", log_file] if log_file else []) + (["--debug"] if debug else [])
+    # the shard this run resolved (a --shard flag, config.yaml or a scheduler's index): the sides take the same
+    extra += ["--shard", str(cfg.shard_spec)] if cfg.shard_spec else []
     if dry_run:
         rc = 0
         for script in SIDES:
             rc = max(rc, subprocess.run([sys.executable, os.path.join(HERE, script), "--dry-run", *extra],
                                         stdin=subprocess.DEVNULL, env=dict(os.environ)).returncode)
         return rc
-    report = TransferReport()
+    report = TransferReport(str(cfg.shard_spec) if cfg.shard_spec else None)
     if once and _has_rows(SRC_LEDGER):
         # A run over earlier work: one listing of each side tells whether anything is left to
         # do, before starting (and listing again from) two more processes.
@@ -328,7 +330,8 @@ def _mtime(path: str) -> int | None:
 class TransferReport:
     """The final report: printed, and written as JSON to transfer_report.json."""
 
-    def __init__(self) -> None:
+    def __init__(self, shard: str | None = None) -> None:
+        self.shard = shard  # "K/N", or None: every key (shard.py)
         self.started = time.time()
         self.rounds = 0
         self.restarts = 0
@@ -348,7 +351,7 @@ class TransferReport:
                      for path in (SRC_STATE, DEST_STATE))
         f = self.figures
         data = {
-            "complete": complete, "started": self.started, "finished": time.time(),
+            "complete": complete, "shard": self.shard, "started": self.started, "finished": time.time(),
             "duration_s": round(time.time() - self.started, 1), "verification_rounds": self.rounds,
             "source_objects": f.get("source_objects"), "source_bytes": f.get("source_bytes"),
             "categories": f.get("categories"), "moved_bytes": f.get("moved_bytes"),
@@ -363,6 +366,7 @@ class TransferReport:
         lines = [
             "==== transfer report ====",
             f"complete:            {'yes' if complete else 'NO'}",
+            *([f"shard:               {self.shard} (its share of the source prefix)"] if self.shard else []),
             f"source objects:      {data['source_objects']} ({data['source_bytes']} bytes)",
             f"moved (verified):    {cats.get('moved')} ({data['moved_bytes']} bytes)",
             f"pending/missing/differ: {cats.get('pending')}/{cats.get('missing')}/{cats.get('differ')}",

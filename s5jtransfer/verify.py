@@ -7,7 +7,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import checksum, s3
+from . import checksum, s3, shard
 from .atomic import write_atomic
 from .config import Config
 from .ledger import (DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, decode_key, dest_knows_other, encode_key,
@@ -138,6 +138,9 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
         with ThreadPoolExecutor(max_workers=2) as pool:
             futs = [pool.submit(_list_side, side, cfg) for side in (cfg.source, cfg.destination)]
             src, dst = (f.result() for f in futs)
+    # a shard (shard.py) compares only the keys it owns, on both sides: the other shards' objects
+    # are other hosts' work, neither missing here nor extra at the destination
+    src, dst = shard.select_map(src, cfg.shard_spec), shard.select_map(dst, cfg.shard_spec)
     rep = classify(src, dst, src_rows, dest_rows, staged, _to_move(missing_file))
     keep_src = {}
     for key, cat in rep.categories.items():
@@ -179,6 +182,7 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
     write_atomic(missing_file, (encode_key(k) + "\n" for k in todo), errors="surrogateescape")
     counts = rep.counts()
     figures = {
+        "shard": str(cfg.shard_spec) if cfg.shard_spec else None,
         "source_objects": len(src), "source_bytes": sum(o.size for o in src.values()),
         "categories": {c: counts[c] for c in (MOVED, PENDING, MISSING, DIFFER)},
         "moved_bytes": sum(rep.sizes[k] for k, c in rep.categories.items() if c == MOVED),
@@ -196,6 +200,8 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
 def repair(cfg: Config, missing_file: str = MISSING_FILE) -> int:
     rep, fig = compare_and_repair(cfg, missing_file)
     cats = fig["categories"]
+    if fig["shard"]:
+        print(f"Shard:                {fig['shard']} (only its keys are compared; --all-shards: the whole prefix)")
     print(f"Source objects:       {fig['source_objects']}")
     print(f"Moved (verified):     {cats[MOVED]}")
     print(f"Pending (staged):     {cats[PENDING]}")
@@ -209,3 +215,70 @@ def repair(cfg: Config, missing_file: str = MISSING_FILE) -> int:
     print(f"INCOMPLETE: {SRC_LEDGER} now lists {fig['ledgered']} objects; run src_sync_mvol.py and "
           f"dest_sync_mvol.py (or sync_mvol.py --once) again, then repair_ledger.py.")
     return 1
+
+
+# -- the whole prefix, whichever host moved what (--all-shards) ---------------------------------
+ALL_SHARDS_FILE = "missing_keys_all_shards.txt"
+
+
+def compare_all_shards(cfg: Config, count: int) -> dict:
+    """Every source object under the prefix against the destination, by listings alone: the other
+    hosts' ledgers are on the other hosts, so nothing here reads or changes a ledger. An object
+    is moved when the destination holds it with the same size (and the same ETag where both are
+    MD5s); it is missing or differs otherwise, and is named with the shard that owns it, whose
+    host moves it when it runs again. Without the ledgers, an object still staged on its way
+    counts as missing."""
+    log.info("listing the source %s and the destination %s", cfg.source.url(), cfg.destination.url())
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futs = [pool.submit(_list_side, side, cfg) for side in (cfg.source, cfg.destination)]
+        src, dst = (f.result() for f in futs)
+    rep = classify(src, dst, {}, {}, {})
+    shares = [{"shard": f"{k}/{count}", "objects": 0, "bytes": 0, "moved": 0, "missing": 0, "differ": 0}
+              for k in range(count)]
+    todo = []
+    for key, cat in rep.categories.items():
+        k = shard.shard_of(key, count)
+        sh = shares[k]
+        sh["objects"] += 1
+        sh["bytes"] += rep.sizes[key]
+        sh[cat if cat in (MOVED, DIFFER) else MISSING] += 1
+        if cat != MOVED:
+            todo.append({"key": key, "shard": sh["shard"], "category": cat, "size": rep.sizes[key]})
+    todo.sort(key=lambda t: (int(t["shard"].split("/")[0]), t["key"]))
+    for sh in shares:
+        sh["complete"] = sh["moved"] == sh["objects"]
+    return {"shards": count, "complete": rep.complete, "source_objects": len(src),
+            "source_bytes": sum(o.size for o in src.values()), "moved": rep.counts()[MOVED],
+            "only_at_destination": rep.extra_at_destination, "per_shard": shares, "not_moved": todo}
+
+
+def render_all_shards(res: dict, limit: int = 20) -> str:
+    lines = [f"Whole source prefix over {res['shards']} shards (listings only; no ledger read):",
+             f"Source objects:       {res['source_objects']} ({res['source_bytes']} bytes)",
+             f"Moved (verified):     {res['moved']}",
+             f"Only at destination:  {res['only_at_destination']}"]
+    for sh in res["per_shard"]:
+        lines.append(f"  shard {sh['shard']:>7}: {sh['moved']}/{sh['objects']} moved, {sh['missing']} missing, "
+                     f"{sh['differ']} differ" + ("  done" if sh["complete"] else ""))
+    for t in res["not_moved"][:limit]:
+        lines.append(f"  {t['category']:<8} {t['shard']:>7}  {t['key']!r}")
+    if len(res["not_moved"]) > limit:
+        lines.append(f"  ... and {len(res['not_moved']) - limit} more")
+    if res["complete"]:
+        lines.append("COMPLETE: every source object is at the destination.")
+    else:
+        waiting = [sh["shard"] for sh in res["per_shard"] if not sh["complete"]]
+        lines.append(f"INCOMPLETE: {len(res['not_moved'])} objects not at the destination; run shard(s) "
+                     f"{', '.join(waiting)} again (sync_mvol.py --once --shard K/N on their hosts)")
+    return "\n".join(lines)
+
+
+def repair_all_shards(cfg: Config, count: int, missing_file: str = ALL_SHARDS_FILE) -> int:
+    """repair_ledger.py --all-shards: the whole-prefix comparison, printed, and every object not
+    moved written to missing_file as `K/N<TAB>key` lines. Changes no ledger (see compare_all_shards)."""
+    res = compare_all_shards(cfg, count)
+    write_atomic(missing_file, (f"{t['shard']}\t{encode_key(t['key'])}\n" for t in res["not_moved"]),
+                 errors="surrogateescape")
+    print(render_all_shards(res))
+    print(f"Objects not moved, with their shards, written to {missing_file}: {len(res['not_moved'])}")
+    return 0 if res["complete"] else 1
