@@ -14,7 +14,7 @@ from .config import Config
 from .ledger import (DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, dest_done, dest_knows_other,
                      file_lock)
 from .endpoints import Endpoints
-from .progress import DEST_STATE, SRC_STATE, Progress, done_since, read_state
+from .progress import DEST_STATE, GAVE_UP, MAX_TRIES, SRC_STATE, Progress, done_since, read_state
 from .runtime import (Appender, Done, Stopper, die_with_parent, file_signature, fmt_bytes, interruptible,
                       poll_loop, remove_quietly, sleep_until_changed)
 from .volumes import Volume, discover, scan_all, staged_name
@@ -63,6 +63,8 @@ class DestStats:
     failed: int = 0
     mismatched: int = 0
     lost: int = 0
+    given_up: int = 0  # set aside after MAX_TRIES, this cycle
+    only_given_up: bool = False  # nothing left to do but objects set aside
     source_total: int | None = None
     source_missing: int | None = None
 
@@ -114,6 +116,7 @@ class DestSync:
             self.streamer = streaming.Streamer(self.side, self.settings.part_size, lambda: self._live()[0],
                                                self.eps.client, lambda exc: s3.describe_error(exc, self.side))
         self._handed_back = 0.0  # when keys were last taken out of the source ledger
+        self._handed_back_times: dict[str, int] = {}  # key -> staged copies found damaged
 
     def _heads_at(self, ep: int) -> s3.Heads:
         heads = self._heads.get(ep)
@@ -150,6 +153,9 @@ class DestSync:
         replaced_s, keys = self.src_ledger.tail(self.src_rows)
         replaced_d, _ = self.dest_ledger.tail(self.dest_rows)
         if replaced_s or replaced_d:
+            # a ledger rewritten by repair_ledger.py (or handed-back objects): objects set aside
+            # get their tries again
+            self._forgive()
             self._recompute_pending()
             return
         for k in keys:
@@ -219,7 +225,7 @@ class DestSync:
                 continue
             vol, size = hit
             path = vol.staged_path(p.name)
-            if path in busy or self._retry_at.get(key, (0.0, 0))[0] > now:
+            if path in busy or self._retry_at.get(key, (0.0, 0))[0] > now or key in self.progress.given_up:
                 continue
             # A size that differs from the ledger is a damaged copy: _check_staged discards it.
             try:
@@ -258,11 +264,16 @@ class DestSync:
         st.ledgered = len(self.src_rows)
         st.uploaded_total = st.ledgered - st.pending
         self._update_progress()
-        if check_source and not self.pending:
+        gave = sum(k in self.pending for k in self.progress.given_up)
+        if check_source and len(self.pending) == gave:
             if trust_source:
-                self._source_reports_done(st)
+                self._source_reports_done(st, gave)
             elif self._source_side_done():
                 self._check_source(st)
+        # what is missing is only what either side set aside: a --once run ends (GAVE_UP)
+        gave += int((read_state(SRC_STATE) or {}).get("given_up_count") or 0)
+        st.only_given_up = bool(gave) and not st.in_flight and st.source_missing is not None \
+            and 0 < st.source_missing <= gave
         return st
 
     @staticmethod
@@ -305,11 +316,19 @@ class DestSync:
         bad = [c for c, good in zip(cands, ok) if not good]
         if bad:
             st.mismatched += len(bad)
+            back = []
             for c in bad:
+                n = self._handed_back_times[c.key] = self._handed_back_times.get(c.key, 0) + 1
+                if n >= MAX_TRIES:  # fetched and damaged again and again: a disk to look at
+                    self._try_again(c, f"its staged copy did not match the checksum verified at staging {n} times",
+                                    st, at_once=True)
+                    continue
                 log.warning("staged copy of %r does not match the checksum verified at staging: discarded, "
-                            "the source side fetches it again", c.key)
+                            "the source side fetches it again (%d of %d)", c.key, n, MAX_TRIES)
                 remove_quietly(c.path)
-            self._drop_from_src_ledger([c.key for c in bad])
+                back.append(c.key)
+            if back:
+                self._drop_from_src_ledger(back)
         return [c for c, good in zip(cands, ok) if good]
 
     def _drop_from_src_ledger(self, keys: list[str]) -> None:
@@ -410,13 +429,16 @@ class DestSync:
         total = done_since(state, since)
         return total if total is not None and len(self.src_rows) >= total else None
 
-    def _source_reports_done(self, st: DestStats) -> None:
+    def _source_reports_done(self, st: DestStats, gave: int) -> None:
         """Completion by the source side's word (supervised): its state file, written by this run
         after this side started and after anything was last handed back, counts every listed
-        object ledgered, and every ledgered object is confirmed here (nothing pending)."""
-        total = self._all_ledgered(read_state(SRC_STATE), max(self.started, self._handed_back))
-        if total is not None:
-            st.source_total, st.source_missing = total, 0
+        object ledgered (or set aside there), and every ledgered object is confirmed here but the
+        `gave` this side set aside."""
+        state = read_state(SRC_STATE)
+        ledgered = self._all_ledgered(state, max(self.started, self._handed_back))
+        if ledgered is not None:
+            st.source_total = int(state.get("total_objects") or ledgered)
+            st.source_missing = st.source_total - ledgered + gave
 
     def _check_source(self, st: DestStats) -> None:
         """Completion: every source object is confirmed at the destination (one source listing)."""
@@ -550,14 +572,29 @@ class DestSync:
 
     def _failed(self, c: Candidate, error: str, st: DestStats) -> None:
         st.failed += 1
-        log.warning("upload of %r failed: %s (retried in %.0fs)", c.key, error or "unknown error", self._backoff(c))
+        self._try_again(c, f"upload failed: {error or 'unknown error'}", st)
 
-    def _backoff(self, c: Candidate) -> float:
-        """Hold a key back before its next upload: 1 s, doubling up to MAX_RETRY_BACKOFF."""
-        n = self._retry_at.get(c.key, (0.0, 0))[1] + 1
+    def _try_again(self, c: Candidate, why: str, st: DestStats, at_once: bool = False) -> None:
+        """Hold a key back before its next upload (1 s, doubling up to MAX_RETRY_BACKOFF); after
+        MAX_TRIES it is set aside until a restart or repair_ledger.py, named once in the log and
+        in the state file (status.py, transfer_report.json)."""
+        n = MAX_TRIES if at_once else self._retry_at.get(c.key, (0.0, 0))[1] + 1
+        if n >= MAX_TRIES:
+            self._retry_at.pop(c.key, None)
+            self.progress.given_up[c.key] = why
+            st.given_up += 1
+            log.error("gave up on %r after %d tries: %s; it stays on its staging volume and is tried again after "
+                      "a restart or repair_ledger.py", c.key, n, why)
+            self.progress.write_state(force=True)
+            return
         wait = min(2.0 ** (n - 1), MAX_RETRY_BACKOFF)
         self._retry_at[c.key] = (time.monotonic() + wait, n)
-        return wait
+        log.warning("%r: %s (try %d of %d; again in %.0fs)", c.key, why, n, MAX_TRIES, wait)
+
+    def _forgive(self) -> None:
+        if self.progress.given_up:
+            log.info("the ledgers changed: the %d objects set aside are tried again", len(self.progress.given_up))
+            self.progress.given_up.clear()
 
     def _confirm_due(self) -> list[Candidate]:
         """Uploads to confirm now: all of them once nothing else is in flight, else once the
@@ -591,9 +628,9 @@ class DestSync:
                 rows = list(pool.map(lambda c: self._confirm(c, listing.get(c.key)), cands))
         again = False
         for c, row in zip(cands, rows):
-            if row is None:  # _confirm logged why
+            if isinstance(row, str):  # why it does not confirm
                 st.mismatched += 1
-                self._backoff(c)
+                self._try_again(c, row, st)
                 continue
             self._retry_at.pop(c.key, None)
             again |= c.key in self.dest_rows  # a newer version of an uploaded object
@@ -651,23 +688,40 @@ class DestSync:
             heads.close()
         self._heads.clear()
 
-    def _confirm(self, c: Candidate, listed: s3.Obj | None = None) -> tuple | None:
-        """Check the uploaded object (from a listing, else a HeadObject): size, then ETag against
-        the staged bytes. A dest ledger row when it matches."""
-        if listed is None:
+    def _confirm(self, c: Candidate, listed: s3.Obj | None = None) -> tuple | str:
+        """Check the uploaded object at the destination: a dest ledger row when it matches, else
+        why not. The first answer is the listing's (when one was made) or a HeadObject's; when it
+        disagrees, the other way is asked too (a store whose HEAD or listing misreports), and the
+        object is confirmed when that answer matches."""
+        first, how = (listed, "listing") if listed is not None else (None, "HeadObject")
+        answers = []
+        for way in ((how, "listing") if how == "HeadObject" else (how, "HeadObject")):
             try:
-                listed = self._head(c.key)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("cannot confirm %r at the destination: %s", c.key, s3.describe_error(exc, self.side))
-                return None
-            if listed is None:
-                log.warning("cannot confirm %r at the destination: it is not there", c.key)
-                return None
+                obj = first if way == how and first is not None else self._ask(c.key, way)
+            except Exception as exc:  # noqa: BLE001 - counted as a try
+                answers.append(f"{way}: {s3.describe_error(exc, self.side)}")
+                continue
+            got = self._judge(c, obj)
+            if isinstance(got, tuple):
+                if answers:
+                    log.info("%r confirmed by its %s after another answer disagreed (%s)", c.key, way, answers[0])
+                return got
+            answers.append(f"{way}: {got}")
+        return "does not confirm at the destination (" + "; ".join(answers) + ")"
+
+    def _ask(self, key: str, way: str) -> s3.Obj | None:
+        if way == "HeadObject":
+            return self._head(key)
+        return s3.list_one(self.side, self.eps.client(self._client_at), key)
+
+    def _judge(self, c: Candidate, listed: s3.Obj | None) -> tuple | str:
+        """Size, then ETag against the staged bytes: a dest ledger row, or why not."""
+        if listed is None:
+            return "not there"
         size, src_etag = c.pending.row[:2]
         etag = listed.etag
         if listed.size != size:
-            log.warning("destination size of %r is %d, expected %d: uploading again", c.key, listed.size, size)
-            return None
+            return f"size {listed.size}, expected {size}"
         kind = checksum.etag_kind(etag)
         level = checksum.SIZE
         if kind == checksum.MD5:
@@ -684,11 +738,9 @@ class DestSync:
                     level = None
                 else:
                     if level is not None and c.md5 and now_md5 != c.md5:
-                        log.warning("staged copy of %r changed after its check", c.key)
-                        level = None
+                        return "the staged copy changed after its check"
         if level is None:
-            log.warning("destination ETag of %r (%s) does not match the staged bytes: uploading again", c.key, etag)
-            return None
+            return f"ETag {etag} does not match the staged bytes (MD5 {c.md5})"
         return (c.key, size, etag, level, src_etag)
 
     def _listing_for(self, keys: set[str]) -> dict[str, s3.Obj]:
@@ -767,6 +819,12 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, superv
             since.update(at=now, uploaded=0, bytes=0, failed=0, mismatched=0)
         elif not since["at"]:
             since["at"] = now
+        if once and st.only_given_up:
+            names = sorted(sync.progress.given_up.items())[:10]
+            log.error("destination: done, except for %d objects set aside after %d tries each (the source side "
+                      "names its own): %s; run repair_ledger.py, or start again, to try them again",
+                      st.source_missing, MAX_TRIES, "; ".join(f"{k!r}: {why}" for k, why in names) or "see the source side")
+            raise Done(GAVE_UP)
         if once and st.complete:
             log.info("destination: all %d source objects are confirmed at the destination; done", st.source_total)
             raise Done

@@ -13,6 +13,9 @@ from .atomic import write_atomic
 SRC_STATE = ".src_state.json"
 DEST_STATE = ".dest_state.json"
 WINDOW = 60.0
+MAX_TRIES = 5  # tries of one object (copies that fail or never verify, uploads that fail or never confirm) before it is set aside
+GIVEN_UP_SHOWN = 100  # objects set aside that the state file names (all are counted)
+GAVE_UP = 4  # exit code: done, except for objects set aside after MAX_TRIES (named in the log and report)
 
 
 class Progress:
@@ -25,6 +28,7 @@ class Progress:
         self.total = self.total_bytes = 0
         self.done = self.done_bytes = 0
         self.retries = 0
+        self.given_up: dict[str, str] = {}  # key -> why: set aside after bounded tries (see MAX_TRIES)
         self.started = time.time()
         self._samples: deque[tuple[float, int, int]] = deque()
         self._lock = threading.Lock()
@@ -79,7 +83,9 @@ class Progress:
         return {"side": self.side, "pid": os.getpid(), "updated": time.time(), "started": self.started,
                 "total_objects": self.total, "total_bytes": self.total_bytes, "done_objects": self.done,
                 "done_bytes": self.done_bytes, "objects_per_s": round(ops, 3), "bytes_per_s": round(bps, 1),
-                "eta_s": None if self.eta() is None else round(self.eta(), 1), "retries": self.retries}
+                "eta_s": None if self.eta() is None else round(self.eta(), 1), "retries": self.retries,
+                "given_up_count": len(self.given_up),
+                "given_up": dict(sorted(self.given_up.items())[:GIVEN_UP_SHOWN])}
 
     def line(self) -> str:
         ops, bps = self.rates()
@@ -111,12 +117,23 @@ def read_state(path: str) -> dict | None:
 
 
 def done_since(state: dict | None, since: float) -> int | None:
-    """A side's listed total when its state file was written after `since` (wall clock) and
-    counts every listed object done; None otherwise (no state, an older one, work left)."""
+    """How many of a side's listed objects are done when its state file was written after `since`
+    (wall clock) and counts every listed object done or set aside (given up); None otherwise (no
+    state, an older one, work left)."""
     if not state or float(state.get("updated") or 0) <= since:
         return None
     total = int(state.get("total_objects") or 0)
-    return total if int(state.get("done_objects") or 0) >= total else None
+    done = int(state.get("done_objects") or 0)
+    return done if done + int(state.get("given_up_count") or 0) >= total else None
+
+
+def given_up(*states: dict | None) -> dict[str, str]:
+    """The objects the sides' state files name as set aside, key -> why."""
+    out: dict[str, str] = {}
+    for st in states:
+        if st and isinstance(st.get("given_up"), dict):
+            out.update({str(k): str(v) for k, v in st["given_up"].items()})
+    return out
 
 
 def fmt_bytes(n: float) -> str:

@@ -264,7 +264,12 @@ def interruptible(fn: Callable[[], T], stopper: "Stopper", name: str = "listing"
 
 
 class Done(Exception):
-    """Raised by a loop's after-cycle hook when the work is done (--once)."""
+    """Raised by a loop's after-cycle hook when the work is done (--once); code: the exit code
+    (progress.GAVE_UP when objects were set aside)."""
+
+    def __init__(self, code: int = 0) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 def poll_loop(cycle: Callable[[], object], after: Callable[[object, float, float], float],
@@ -297,8 +302,8 @@ def poll_loop(cycle: Callable[[], object], after: Callable[[object, float, float
             return 0
         try:
             delay = after(st, started, delay)
-        except Done:
-            return 0
+        except Done as done:
+            return done.code
         if delay and sleep(delay):
             break
     return stopper.exit_code()

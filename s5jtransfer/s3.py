@@ -181,6 +181,20 @@ def head(side: Side, s3client, key: str) -> Obj | None:
     return Obj(key, int(answer.get("ContentLength", -1)), str(answer.get("ETag", "")).strip('"'))
 
 
+def list_one(side: Side, s3client, key: str) -> Obj | None:
+    """The object `key` (prefix stripped) as a listing sees it (one page of at most one key: the
+    key itself sorts first among the keys it prefixes); None when it is not there."""
+    full = side.prefix + key
+    if side.is_snow:
+        page = s3client.list_objects(Bucket=side.bucket, Prefix=full, MaxKeys=1)
+    else:
+        page = s3client.list_objects_v2(Bucket=side.bucket, Prefix=full, MaxKeys=1)
+    for item in page.get("Contents", ()):
+        if item["Key"] == full:
+            return Obj(key, int(item["Size"]), item.get("ETag", "").strip('"'))
+    return None
+
+
 class Heads:
     """HeadObject (as head) from any number of threads through one boto3 client (thread-safe),
     made by client_of() when first needed; its errors describe_error names."""

@@ -14,7 +14,7 @@ from . import checksum, fetch, plan, s3, s5cmd, streaming
 from .config import Config
 from .ledger import SRC_COLUMNS, SRC_LEDGER, Ledger
 from .endpoints import Endpoints, split_by_bytes
-from .progress import SRC_STATE, Progress
+from .progress import GAVE_UP, MAX_TRIES, SRC_STATE, Progress
 from .runtime import (Appender, Done, Stopper, file_inode, fmt_bytes, interruptible, poll_loop,
                       remove_quietly, sleep_until_changed)
 from .volumes import Volume, device_budgets, discover, scan_all, staged_name
@@ -45,10 +45,15 @@ class CycleStats:
     mismatched: int = 0
     size_only: int = 0
     unmappable: int = 0  # listed, but without a valid destination key (see _mappable)
+    given_up: int = 0  # listed, but set aside after MAX_TRIES (see _tried)
 
     @property
     def complete(self) -> bool:
         return self.done == self.listed
+
+    @property
+    def only_given_up(self) -> bool:
+        return bool(self.given_up) and self.done + self.given_up == self.listed
 
 
 class SourceSync:
@@ -67,6 +72,7 @@ class SourceSync:
         self.binary = None if self.native else s5cmd.find_binary(self.settings.s5cmd_path)
         self.fetcher = fetch.Fetcher(self.side, self.settings, self.eps, self.binary, self.stopper)
         self.part_hints: dict[str, int] = {}
+        self.tries: dict[str, int] = {}  # key -> copies that failed or did not verify (see _tried)
         self._loaded = False
         self.ledger_inode: int | None = None
         self.progress = Progress("source", None if dry_run else SRC_STATE)
@@ -87,8 +93,12 @@ class SourceSync:
         if not self._loaded:
             self.rows = self.ledger.load()
             self._loaded = True
-        else:
-            self.ledger.tail(self.rows)
+        elif self.ledger.tail(self.rows)[0] and self.progress.given_up:
+            # rewritten by repair_ledger.py (or objects handed back): what was set aside is tried again
+            log.info("the source ledger was replaced: the %d objects set aside are tried again",
+                     len(self.progress.given_up))
+            self.progress.given_up.clear()
+            self.tries.clear()
 
     # -- one cycle -----------------------------------------------------------------------
     def cycle(self) -> CycleStats:
@@ -110,6 +120,9 @@ class SourceSync:
         st.done = st.listed - st.todo
         st.done_bytes = st.listed_bytes - sum(i.size for i in todo)
         todo = self._mappable(todo, st)
+        if self.progress.given_up:
+            todo = [i for i in todo if i.key not in self.progress.given_up]
+            st.given_up = st.todo - st.unmappable - len(todo)
         self.progress.set_totals(st.listed, st.listed_bytes, st.done, st.done_bytes)
         self.progress.write_state(force=True)
         if not todo:
@@ -297,8 +310,10 @@ class SourceSync:
             if not ok and self.stopper.stopped:
                 with lock:
                     cut_short.append(item.key)  # one line for them all, below
-            elif not ok:
-                log.warning("copy of %r failed: %s (retried next cycle)", item.key, error or "unknown error")
+            else:
+                with lock:
+                    self._tried(item, f"copy failed: {error or 'unknown error'}" if not ok else
+                                f"the copy does not match the listed size {item.size} and ETag {item.etag}", st)
 
         jobs = [fetch.Job(item.key, item.size, p) for p, (item, _v, _n) in by_local.items()]
         with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as verify_pool:
@@ -315,6 +330,19 @@ class SourceSync:
         if st.size_only:
             log.warning("%d of them verified by size only: their source ETag is not an MD5 (SSE-KMS, or an "
                         "S3-compatible store); run with --debug to see which", st.size_only)
+
+    def _tried(self, item: plan.Item, why: str, st: CycleStats) -> None:
+        """One more failed try of an object: retried next cycle, or after MAX_TRIES set aside
+        until a restart or repair_ledger.py, named once in the log and in the state file."""
+        n = self.tries[item.key] = self.tries.get(item.key, 0) + 1
+        if n < MAX_TRIES:
+            log.warning("%r: %s (try %d of %d; again next cycle)", item.key, why, n, MAX_TRIES)
+            return
+        self.tries.pop(item.key, None)
+        self.progress.given_up[item.key] = why
+        st.given_up += 1
+        log.error("gave up on %r after %d tries: %s; it is tried again after a restart or repair_ledger.py",
+                  item.key, n, why)
 
     def _note_progress(self, objects: int, nbytes: int) -> None:
         self.progress.add(objects, nbytes)
@@ -373,6 +401,14 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, superv
         if st.complete and once:
             log.info("source: every source object is ledgered; done")
             raise Done
+        if st.only_given_up and once and not supervised:
+            names = sorted(sync.progress.given_up.items())[:10]
+            log.error("source: every source object is ledgered but %d set aside after %d tries each: %s; run "
+                      "repair_ledger.py, or start again, to try them again", st.given_up, MAX_TRIES,
+                      "; ".join(f"{k!r}: {why}" for k, why in names))
+            raise Done(GAVE_UP)
+        if st.only_given_up and supervised:
+            return cfg.settings.max_poll_interval
         if st.complete and supervised:
             return cfg.settings.max_poll_interval
         if st.moved or st.adopted:

@@ -57,7 +57,10 @@ def collect(cfg: Config) -> dict:
                 "bytes_per_s": state.get("bytes_per_s") if fresh else 0.0,
                 "objects_per_s": state.get("objects_per_s") if fresh else 0.0,
                 "eta_s": state.get("eta_s") if fresh else None,
-                "state_updated": state.get("updated")}
+                "state_updated": state.get("updated"),
+                # objects set aside after bounded tries by the running side (or its last run)
+                "given_up_objects": int(state.get("given_up_count") or 0),
+                "given_up": state.get("given_up") or {}}
 
     return {
         "folder": os.getcwd(), "time": time.time(),
@@ -91,6 +94,10 @@ def render(s: dict) -> str:
                      f"{fmt_bytes(d['total_bytes'])} ({pct(d['done_bytes'], d['total_bytes'])})")
         lines.append(f"  rate (last minute): {fmt_bytes(d['bytes_per_s'] or 0)}/s, {d['objects_per_s'] or 0:.1f} objects/s;"
                      f" ETA {fmt_eta(d['eta_s']) if d['running_pid'] else '-'}")
+        if d.get("given_up_objects"):
+            lines.append(f"  GAVE UP on {d['given_up_objects']} objects after repeated tries (repair_ledger.py or a "
+                         f"restart tries them again):")
+            lines.extend(f"    {k!r}: {why}" for k, why in list(d["given_up"].items())[:5])
     lines.append("Staging volumes:")
     for v in s["volumes"]:
         free = fmt_bytes(v["free_bytes"]) if v["free_bytes"] is not None else "unknown"

@@ -10,11 +10,10 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from .atomic import write_atomic
-from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_LEDGER, Ledger
-from .progress import DEST_STATE, SRC_STATE, done_since, read_state
+from .ledger import DEST_LEDGER, SRC_LEDGER
+from .progress import DEST_STATE, GAVE_UP, MAX_TRIES, SRC_STATE, done_since, given_up, read_state
 from .runtime import Stopper, die_with_parent
 
 log = logging.getLogger("s5jtransfer.sync")
@@ -24,10 +23,6 @@ FATAL = {2, 3}  # config error, lock held: restarting cannot help
 MAX_ROUNDS = 5  # verify-and-move-again rounds of sync_mvol.py --once
 MIN_IDLE_CHECK = 5.0  # seconds between idle checks of a perpetual run (at least; see below)
 REPORT_FILE = "transfer_report.json"
-EARLY_HEADS = 1000  # objects confirmed after the early destination listing began, checked one by one at most
-EARLY_BYTES = 1024 ** 3  # ... and the bytes the destination side may have left when it begins
-EARLY_TAIL = 0.1  # seconds between looks at dest_ledger.csv while the destination side finishes
-HEAD_WORKERS = 16
 
 
 class Child:
@@ -101,6 +96,15 @@ def run(cfg, once: bool, dry_run: bool, log_file: str | None, debug: bool, stopp
             report.finish(True)
             log.info("verified: every source object is at the destination; report in %s", REPORT_FILE)
             return 0
+        report.given_up = given_up(read_state(SRC_STATE), read_state(DEST_STATE))
+        left = rep.keys("pending", "missing", "differ")
+        if report.given_up and set(left) <= set(report.given_up):
+            # the sides tried each of these MAX_TRIES times: another round would only repeat that
+            report.finish(False)
+            log.error("done, except for %d objects set aside after %d tries each: %s; see %s; run repair_ledger.py "
+                      "or start again to try them again", len(left), MAX_TRIES,
+                      "; ".join(f"{k!r}: {report.given_up[k]}" for k in left[:10]), REPORT_FILE)
+            return GAVE_UP
         log.warning("verification round %d: %d missing and %d differing objects; moving them again",
                     round_no, fig["categories"]["missing"], fig["categories"]["differ"])
     report.finish(False)
@@ -131,7 +135,7 @@ def _supervise(children: list[Child], once: bool, stopper: Stopper, cfg, report:
             rc = c.proc.poll()
             if rc is None:
                 continue
-            if rc == 0 and once:
+            if rc in (0, GAVE_UP) and once:
                 log.info("%s finished", c.script)
                 c.done = True
                 continue
@@ -198,21 +202,14 @@ def _compare(cfg, src=None, dst=None):
 
 
 class EarlyListings:
-    """The final comparison's listings, made while the destination side still uploads, so that
-    little is left to do when it finishes.
+    """The final comparison's source listing, made while the destination side still uploads, so
+    that little is left to do when it finishes: the source is listed as soon as the source side
+    reports everything staged (its link is idle from then on).
 
-    The source is listed as soon as the source side reports everything staged: its link is idle
-    from then on. The destination is listed once that listing is made and the destination side
-    reports (its state file) at most EARLY_HEADS objects and EARLY_BYTES left, so the listing is
-    made shortly before the end, not hours before it on a slow link. An object confirmed after
-    that listing began (a row `dest_ledger.csv` gains after it) is checked on its own, with a
-    HeadObject made after its row appeared: every object is still seen at the destination by
-    this process after its upload, never taken on the destination side's word.
-
-    A listing is a snapshot whenever it is made; an object that changes after it moves in the
-    next run, as after any listing. When anything does not fit (a listing failed, the ledger was
-    rewritten, too many objects came after the listing), the comparison lists that side itself,
-    as it would without this."""
+    The destination is never listed early: the verdict on what arrived comes from a listing made
+    after the last upload was confirmed, so a store that acknowledges an object and then loses it
+    is caught by the run that moved it. When the early listing failed, the comparison lists the
+    source itself."""
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
@@ -220,30 +217,12 @@ class EarlyListings:
         self._src: threading.Thread | None = None
         self._src_objects = None
         self.source_listed = threading.Event()  # the source listing is made
-        self._dst: threading.Thread | None = None
-        self._dst_objects = None
-        self._finish = threading.Event()
-        self.dest_listed = threading.Event()  # the destination listing is made (the tail follows)
 
     def poll(self) -> None:
-        """Start each listing when its time has come (a look at the sides' state files)."""
-        if self._src is None:
-            if done_since(read_state(SRC_STATE), self.since) is None:
-                return
+        """Start the source listing when its time has come (a look at the source's state file)."""
+        if self._src is None and done_since(read_state(SRC_STATE), self.since) is not None:
             self._src = threading.Thread(target=self._list_source, name="source-listing", daemon=True)
             self._src.start()
-            return
-        if self._dst is not None or not self.source_listed.is_set():
-            return
-        state = read_state(DEST_STATE) or {}
-        if float(state.get("updated") or 0) < self.since:
-            return
-        left = int(state.get("total_objects") or 0) - int(state.get("done_objects") or 0)
-        left_bytes = int(state.get("total_bytes") or 0) - int(state.get("done_bytes") or 0)
-        if left > EARLY_HEADS or left_bytes > EARLY_BYTES:
-            return
-        self._dst = threading.Thread(target=self._list_destination, name="destination-listing", daemon=True)
-        self._dst.start()
 
     def _list_source(self) -> None:
         from . import verify
@@ -254,61 +233,15 @@ class EarlyListings:
         except Exception as exc:  # noqa: BLE001 - the comparison lists the source itself
             log.debug("early listing of the source failed (%s); the comparison lists it again", exc)
 
-    def _list_destination(self) -> None:
-        from . import s3, verify
-
-        side = self.cfg.destination
-        ledger = Ledger(DEST_LEDGER, DEST_COLUMNS)
-        rows: dict[str, tuple] = {}
-        heads = None
-        try:
-            ledger.seek_end()  # a row appended from now on is checked on its own
-            objects, ep = verify.list_side_at(side, self.cfg)
-            heads = s3.Heads(side, lambda: s3.client(side, self.cfg.settings, index=ep, pool=HEAD_WORKERS), ep)
-            self.dest_listed.set()
-            checked = 0
-            with ThreadPoolExecutor(max_workers=HEAD_WORKERS) as pool:
-                while True:
-                    last = self._finish.is_set()  # read before the tail: nothing after it is missed
-                    replaced, keys = ledger.tail(rows)
-                    if replaced:
-                        log.debug("dest_ledger.csv was rewritten; the comparison lists the destination")
-                        return
-                    keys = list(dict.fromkeys(keys))
-                    checked += len(keys)
-                    if checked > EARLY_HEADS:
-                        log.debug("%d objects confirmed since the early listing; the comparison lists "
-                                  "the destination", checked)
-                        return
-                    for key, obj in zip(keys, pool.map(heads.head, keys)):
-                        if obj is None:
-                            objects.pop(key, None)
-                        else:
-                            objects[key] = obj
-                    if last:
-                        break
-                    self._finish.wait(EARLY_TAIL)
-            self._dst_objects = objects
-            log.debug("destination listed while its last uploads finished; %d objects confirmed since, "
-                      "each checked with a HeadObject", checked)
-        except Exception as exc:  # noqa: BLE001 - the comparison lists the destination itself
-            log.debug("early listing of the destination failed (%s); the comparison lists it again", exc)
-        finally:
-            if heads is not None:
-                heads.close()
-
     def stop(self) -> None:
-        """No comparison follows (the round ended otherwise): the destination listing stops tailing."""
-        self._finish.set()
+        """No comparison follows (the round ended otherwise); nothing to stop."""
 
     def result(self):
-        """(source listing, destination listing), each None when not made or not usable: the
-        comparison then lists that side itself. Call once the destination side has finished."""
-        self._finish.set()
-        for t in (self._src, self._dst):
-            if t is not None:
-                t.join()
-        return self._src_objects, self._dst_objects
+        """(source listing or None, None): the comparison lists the destination itself. Call once
+        the destination side has finished."""
+        if self._src is not None:
+            self._src.join()
+        return self._src_objects, None
 
 
 def _has_rows(path: str) -> bool:
@@ -339,6 +272,7 @@ class TransferReport:
         self.history: list[dict] = []
         self.verified_stamp: tuple | None = None
         self.verified_at = 0.0  # time.monotonic() of the last idle verification
+        self.given_up: dict[str, str] = {}  # key -> why: objects the sides set aside (progress.MAX_TRIES)
 
     def record(self, figures: dict, round_no: int) -> None:
         self.rounds = round_no
@@ -360,6 +294,7 @@ class TransferReport:
             "retries": {"source_failed_copies": src.get("retries", 0), "destination_failed_uploads": dest.get("retries", 0),
                         "process_restarts": self.restarts},
             "rounds": self.history,
+            "given_up": self.given_up,
         }
         write_atomic(REPORT_FILE, json.dumps(data, indent=2))
         cats = data["categories"] or {}
@@ -373,6 +308,7 @@ class TransferReport:
             f"verification levels: source {data['verification_levels']['source']}, "
             f"destination {data['verification_levels']['destination']}",
             f"retries:             {data['retries']}",
+            *([f"given up:            {len(self.given_up)} (named in {REPORT_FILE})"] if self.given_up else []),
             f"duration:            {data['duration_s']} s over {self.rounds} verification round(s)",
             f"written to {REPORT_FILE}",
         ]

@@ -362,8 +362,19 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 p._refund(fault)  # no body to damage: forward it whole
                 fault = None
+        headers = resp.getheaders()
+        body = None
+        if p.lie is not None:  # a store that misreports: the test rewrites the answer
+            wanted = p.lie(self.command, self.path, resp.status, headers, None)
+            if wanted is not None and mode == "length" and length is not None and length <= 1 << 20:
+                body = resp.read(length)
+                headers, body = p.lie(self.command, self.path, resp.status, headers, body)
+                headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+                headers.append(("Content-Length", str(len(body))))
+            elif wanted is not None:
+                headers = wanted[0]
         self.send_response_only(resp.status, resp.reason)
-        for k, v in resp.getheaders():
+        for k, v in headers:
             if k.lower() not in HOP and not (fault == "short" and k.lower() == "content-length"):
                 self.send_header(k, v)
         if fault == "short":  # a well-formed response that is simply shorter than the object
@@ -375,6 +386,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if mode == "none":
             resp.read()
+            return True
+        if body is not None:
+            self._write(body)
+            p._account(self._tkey, 2, len(body))
             return True
         sent = 0
         while True:
@@ -420,7 +435,7 @@ class FaultProxy:
                  max_faults: int | None = None, seed: int | None = 0,
                  bandwidth: float | None = None, latency: float = 0.0, port: int = 0,
                  host: str = "127.0.0.1", methods: set[str] | tuple[str, ...] | None = None,
-                 upstream_timeout: float = 120.0, verbose: bool = False) -> None:
+                 upstream_timeout: float = 120.0, verbose: bool = False, lie=None) -> None:
         u = urllib.parse.urlsplit(upstream)
         if u.scheme != "http" or not u.hostname:
             raise ValueError(f"upstream must be http://HOST:PORT, not {upstream!r}")
@@ -445,6 +460,10 @@ class FaultProxy:
         self._stats = {"requests": 0, "object_requests": 0, "forwarded": 0, "faults": 0, "fail": 0,
                        "drop": 0, "truncate": 0, "short": 0, "corrupt": 0, "upstream_errors": 0, "bytes": 0}
         self._traffic: dict[str, list[int]] = {}  # "METHOD kind" -> [requests, bytes_in, bytes_out]
+        # lie(method, target, status, headers, body): None to pass the answer on, else (headers,
+        # body) as sent instead; called first with body None (headers only), then, for a body of
+        # at most 1 MiB, again with the whole body, whose Content-Length is then set anew
+        self.lie = lie
         self.agents: dict[str, int] = {}  # User-Agent product (its first word, before '/') -> requests
         self._conns: dict[socket.socket, threading.Thread] = {}
         self._server: _Server | None = None

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import pytest
+
+from s5jtransfer import plan
 from s5jtransfer.plan import Assignment, Item, VolumeSlot, assign, is_done, todo
 
 
@@ -211,3 +214,22 @@ def test_assign_zero_byte_objects_are_placed():
     placed, waiting = assign(items, [VolumeSlot(0, 1, 100)], {1: 100})
     assert keys(a.item for a in placed) == ["z1", "z2"]
     assert waiting == []
+
+
+# -- how each object is fetched (plan.route) ---------------------------------------------------
+MIB = 1024 * 1024
+
+
+@pytest.mark.parametrize("size, native, safe, stream, want", [
+    (0, False, True, True, plan.SMALL),
+    (8 * MIB - 1, False, True, True, plan.SMALL),
+    (8 * MIB, False, True, True, plan.LARGE),
+    (50 * MIB, False, True, True, plan.LARGE),  # one part at most: nothing to upload early
+    (50 * MIB + 1, False, True, True, plan.CAT),  # two parts: the first goes out while the rest lands
+    (50 * MIB + 1, False, True, False, plan.LARGE),  # dest_stream_uploads off
+    (1, True, True, True, plan.API),  # native mode
+    (60 * MIB, True, True, True, plan.API),
+    (1, False, False, True, plan.API),  # a key a run file cannot carry
+])
+def test_route(size, native, safe, stream, want):
+    assert plan.route(size, native, safe, 50 * MIB, stream) == want
