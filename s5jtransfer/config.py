@@ -90,10 +90,7 @@ class Settings:
     src_use_native_s3: bool
     s5cmd_path: str | None
     src_workers: int
-    direct_get_max: int
-    range_workers: int
     dest_workers: int
-    direct_put_max: int
     part_size: int
     stream_uploads: bool
     retries: int
@@ -151,10 +148,12 @@ _SCHEMA: dict[str, dict[str, tuple[bool, str, Any]]] = {
         "src_use_native_s3": (False, "bool", False),
         "s5cmd_path": (False, "str_or_none", None),
         "src_workers": (False, "posint", 64),
-        "src_direct_get_max_bytes": (False, "size", MIB),
-        "src_range_workers": (False, "count", 6),
+        # tuning of the in-process HTTP paths of earlier versions (s5cmd moves every byte now):
+        # accepted in old config files, no effect
+        "src_direct_get_max_bytes": (False, "ignored", None),
+        "src_range_workers": (False, "ignored", None),
+        "dest_direct_put_max_bytes": (False, "ignored", None),
         "dest_workers": (False, "posint", 64),
-        "dest_direct_put_max_bytes": (False, "size", MIB),
         "part_size_mb": (False, "posint", 50),
         "dest_stream_uploads": (False, "bool", True),
         "retries": (False, "posint", 10),
@@ -396,7 +395,7 @@ def _same_server(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
 # S3's bucket names (3-63 of a-z, 0-9, '.', '-'), plus the upper case and '_' of older buckets
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
 # upper bounds beyond which a value is a typo, not a setting (a billion workers exhausts memory)
-_MAX = {"src_workers": 4096, "dest_workers": 4096, "src_range_workers": 256, "part_size_mb": 5 * 1024}
+_MAX = {"src_workers": 4096, "dest_workers": 4096, "part_size_mb": 5 * 1024}
 
 
 def _side(path: str, name: str, sec: dict, endpoints: list[str]) -> Side:
@@ -531,9 +530,7 @@ def load(path: str = CONFIG_NAME) -> Config:
     settings = Settings(
         max_src2l=ts["max_size_to_transfer_src2l"], max_l2dest=ts["dest_max_bytes_in_flight"],
         src_use_native_s3=ts["src_use_native_s3"], s5cmd_path=ts["s5cmd_path"],
-        src_workers=ts["src_workers"], direct_get_max=ts["src_direct_get_max_bytes"],
-        range_workers=ts["src_range_workers"], dest_workers=ts["dest_workers"],
-        direct_put_max=ts["dest_direct_put_max_bytes"], part_size=max(5, ts["part_size_mb"]) * MIB,
+        src_workers=ts["src_workers"], dest_workers=ts["dest_workers"], part_size=max(5, ts["part_size_mb"]) * MIB,
         stream_uploads=ts["dest_stream_uploads"], retries=ts["retries"],
         volume_reserve=ts["volume_reserve_bytes"], poll_interval=ts["poll_interval_seconds"],
         max_poll_interval=ts["max_poll_interval_seconds"], idle_verify_interval=ts["idle_verify_interval_seconds"])

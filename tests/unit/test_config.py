@@ -244,7 +244,7 @@ def test_negative_or_fractional_size_is_rejected(tmp_path, value):
     assert_names(msg, "transfer_settings.volume_reserve_bytes", "write a number of bytes")
 
 
-@pytest.mark.parametrize("key", ["src_range_workers", "idle_verify_interval_seconds"])
+@pytest.mark.parametrize("key", ["idle_verify_interval_seconds"])
 @pytest.mark.parametrize("value", [-1, 2.5, "many", True])
 def test_counts_must_be_a_whole_number_of_zero_or_more(tmp_path, value, key):
     c = base_cfg()
@@ -253,11 +253,11 @@ def test_counts_must_be_a_whole_number_of_zero_or_more(tmp_path, value, key):
     assert_names(msg, f"transfer_settings.{key}", "write a whole number, 0 or more")
 
 
-def test_range_workers_default_to_6_and_0_turns_them_off(tmp_path):
-    assert load(write(tmp_path, base_cfg())).settings.range_workers == 6
+@pytest.mark.parametrize("key", ["src_direct_get_max_bytes", "src_range_workers", "dest_direct_put_max_bytes"])
+def test_tuning_keys_of_the_removed_in_process_paths_are_accepted_and_have_no_effect(tmp_path, key):
     c = base_cfg()
-    c["transfer_settings"]["src_range_workers"] = 0
-    assert load(write(tmp_path, c, name="zero.yaml")).settings.range_workers == 0
+    c["transfer_settings"][key] = 0
+    assert load(write(tmp_path, c)).settings == load(write(tmp_path, base_cfg(), name="plain.yaml")).settings
 
 
 def test_size_written_with_underscores_or_exponent_is_accepted(tmp_path):
@@ -398,7 +398,7 @@ def test_an_endpoint_with_a_path_space_or_bad_port_is_refused_with_the_fix(tmp_p
 
 
 @pytest.mark.parametrize("key, value, most", [("src_workers", 1_000_000_000, 4096), ("dest_workers", 5000, 4096),
-                                               ("src_range_workers", 1000, 256), ("part_size_mb", 1_000_000, 5120)])
+                                               ("part_size_mb", 1_000_000, 5120)])
 def test_values_far_beyond_any_use_are_refused(tmp_path, key, value, most):
     c = base_cfg()
     c["transfer_settings"][key] = value
