@@ -157,7 +157,10 @@ def recorded(folder: str = ".") -> Spec | None:
 
 
 def record(spec: Spec, folder: str = ".") -> None:
-    write_atomic(os.path.join(folder, SHARD_FILE), f"{spec}\n", durable=True)
+    """Write the folder's record; the temporary file is per process: both sides started at once
+    by hand (nohup ... &) may each write it at their first start."""
+    path = os.path.join(folder, SHARD_FILE)
+    write_atomic(path, f"{spec}\n", durable=True, tmp=f"{path}.{os.getpid()}.tmp")
 
 
 def reshard_hint() -> str:

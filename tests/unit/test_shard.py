@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 import zlib
 from pathlib import Path
 
@@ -388,3 +389,25 @@ def test_all_shards_names_the_owner_of_every_object_not_moved(tmp_path, monkeypa
     res = verify.compare_all_shards(cfg, 3)
     assert res["complete"] is True and res["not_moved"] == [] and all(s["complete"] for s in res["per_shard"])
     assert verify.repair_all_shards(cfg, 3) == 0
+
+
+def test_sides_started_at_once_both_record_the_shard_without_tripping_on_each_other(tmp_path):
+    """src_sync_mvol.py and dest_sync_mvol.py started together by hand (nohup ... &) in a new folder."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_record_many, args=(str(tmp_path),)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0] * 4
+    assert (tmp_path / "shard.txt").read_text() == "1/3\n"
+    assert sorted(os.listdir(tmp_path)) == ["shard.txt"]  # no temporary file left behind
+
+
+def _record_many(folder: str) -> None:
+    for _ in range(200):
+        shard.check_folder(shard.Spec(1, 3), folder)
+        (Path(folder) / "shard.txt").unlink(missing_ok=True) if os.getpid() % 2 else None
+    shard.check_folder(shard.Spec(1, 3), folder)
