@@ -171,3 +171,24 @@ def test_is_refusal():
     assert not tls.is_refusal(botocore.exceptions.SSLError(endpoint_url="https://h", error=Exception(
         "[SSL: WRONG_VERSION_NUMBER] wrong version number")))
     assert not tls.is_refusal(ConnectionResetError())
+
+
+def test_a_cycle_that_meets_a_certificate_that_does_not_verify_ends_the_loop_with_exit_2():
+    """poll_loop retries a failed cycle, but not a refused certificate: config.yaml must change
+    (and sync_mvol.py stops on exit 2 instead of restarting the side)."""
+    import ssl
+    from types import SimpleNamespace
+
+    from s5jtransfer.runtime import Stopper, poll_loop
+
+    calls = []
+
+    def cycle():
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionResetError("a network failure: retried")
+        raise ssl.SSLCertVerificationError(1, "certificate verify failed: self-signed certificate")
+
+    settings = SimpleNamespace(poll_interval=0.01, max_poll_interval=0.02)
+    rc = poll_loop(cycle, lambda st, started, delay: delay, lambda exc: str(exc), settings, Stopper())
+    assert rc == 2 and len(calls) == 2
