@@ -79,12 +79,12 @@ def client(side: Side, settings: Settings | None = None, index: int = 0, pool: i
 
 
 def tls_mode(side: Side, index: int = 0, env: dict[str, str] | None = None) -> tls.Mode:
-    """How the certificate of the side's endpoint `index` is checked (tls.decide): what boto3
+    """How the certificate of the side's endpoint `index` is checked (tls.mode_for): what boto3
     (tls_verify) and s5cmd (s5cmd.global_args, child_env) are given. A Transfer Acceleration
     endpoint is judged as itself (AWS: verified), for s5cmd's uploads and boto3's listings alike."""
     env = os.environ if env is None else env
     url = side.endpoints[index % len(side.endpoints)] if side.endpoints else None
-    return tls.decide(side.region, url, side.ca_bundle, side.verify_tls, env.get("AWS_CA_BUNDLE") or None)
+    return tls.mode_for(side.region, url, side.ca_bundle, side.verify_tls, env.get("AWS_CA_BUNDLE") or None)
 
 
 def tls_verify(side: Side, index: int = 0) -> bool | str:

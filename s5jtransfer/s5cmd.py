@@ -74,8 +74,8 @@ def global_args(side: Side, workers: int, retries: int, endpoint: str | None = N
     if endpoint:
         args += ["--endpoint-url", endpoint]
         # certificates are verified (a ca_bundle reaches s5cmd as AWS_CA_BUNDLE, s3.child_env)
-        # unless tls.decide says not: a Snowball without ca_bundle, or verify_tls false
-        mode = tls.decide(side.region, endpoint, side.ca_bundle, side.verify_tls,
+        # unless tls.mode_for says not: a Snowball without ca_bundle, or verify_tls false
+        mode = tls.mode_for(side.region, endpoint, side.ca_bundle, side.verify_tls,
                           os.environ.get("AWS_CA_BUNDLE") or None)
         if not mode.checks:
             args.append("--no-verify-ssl")

@@ -9,6 +9,10 @@ The rule (README "TLS"), for one endpoint of one side:
 - a Snowball: region snow, or a host written as an IP address -> NOT verified (its certificate
   is its own, self-signed; a warning at every start names the fix)
 - anything else                                -> verified against the system's CAs
+
+AWS_CA_BUNDLE is often set machine-wide to the system's CA list, which cannot verify a
+Snowball: for a Snowball, a bundle that comes only from AWS_CA_BUNDLE is used when one TLS
+handshake with it verifies the device (mode_for), else the Snowball rule applies.
 """
 
 from __future__ import annotations
@@ -76,6 +80,11 @@ def is_ip(endpoint: str) -> bool:
         return False
 
 
+def is_snowball(region: str, endpoint: str | None) -> bool:
+    """A Snowball's endpoint, as far as TLS is concerned: region snow, or a host given as an IP address."""
+    return endpoint is not None and (region == SNOW or is_ip(endpoint))
+
+
 def decide(region: str, endpoint: str | None, ca_bundle: str | None = None, verify_tls: bool = True,
            env_bundle: str | None = None) -> Mode:
     """How the certificate of `endpoint` (None: the default AWS endpoint) is checked. Pure."""
@@ -89,9 +98,27 @@ def decide(region: str, endpoint: str | None, ca_bundle: str | None = None, veri
         return Mode(OFF)
     if bundle:
         return Mode(BUNDLE, bundle, from_env)
-    if region == SNOW or is_ip(endpoint):
+    if is_snowball(region, endpoint):
         return Mode(SNOWBALL)
     return Mode(VERIFIED)
+
+
+_ENV_BUNDLE_VERIFIES: dict[tuple[str, str], bool] = {}
+
+
+def mode_for(region: str, endpoint: str | None, ca_bundle: str | None, verify_tls: bool,
+             env_bundle: str | None) -> Mode:
+    """decide(), except that a Snowball whose only bundle is AWS_CA_BUNDLE is verified with it only
+    when a TLS handshake with that bundle verifies the device (asked once per process and
+    endpoint); when it does not, or the device does not answer then, the Snowball rule applies."""
+    mode = decide(region, endpoint, ca_bundle, verify_tls, env_bundle)
+    if mode.kind == BUNDLE and mode.from_env and is_snowball(region, endpoint):
+        key = (endpoint, mode.bundle)
+        if key not in _ENV_BUNDLE_VERIFIES:
+            _ENV_BUNDLE_VERIFIES[key] = _handshake(endpoint, mode.bundle)[0] == "ok"
+        if not _ENV_BUNDLE_VERIFIES[key]:
+            return Mode(SNOWBALL)
+    return mode
 
 
 def start_warning(side_name: str, modes: dict[str, Mode]) -> str | None:
@@ -133,18 +160,25 @@ def probe(endpoint: str, verify: bool | str, timeout: float = 3.0) -> str | None
     request is sent), checked as `verify` says (a bundle's path, or True: the default CAs); None
     when it verifies, when it is not checked, or when the endpoint cannot be reached (the regular
     requests then name that, and retry)."""
+    outcome, reason = _handshake(endpoint, verify, timeout)
+    return reason if outcome == "refused" else None
+
+
+def _handshake(endpoint: str, verify: bool | str, timeout: float = 3.0) -> tuple[str, str | None]:
+    """One TLS handshake with an https endpoint: ("ok", None), ("refused", why the certificate
+    does not verify), or ("skipped", None) when not https, not checked or not answering."""
     u = urllib.parse.urlsplit(endpoint)
     if u.scheme.lower() != "https" or verify is False or not u.hostname:
-        return None
+        return "skipped", None
     try:
         ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
         with socket.create_connection((u.hostname, u.port or 443), timeout=timeout) as raw:
             with ctx.wrap_socket(raw, server_hostname=u.hostname):
-                return None
+                return "ok", None
     except ssl.SSLCertVerificationError as exc:
-        return exc.verify_message or str(exc)
+        return "refused", exc.verify_message or str(exc)
     except (OSError, ValueError):
-        return None
+        return "skipped", None
 
 
 def is_refusal(exc: BaseException) -> bool:

@@ -77,6 +77,25 @@ def test_connect_test_honours_aws_ca_bundle_from_the_environment(work, front):
     assert "verified with ca_bundle" in tls_line(r.stdout) and "(from AWS_CA_BUNDLE)" in r.stdout
 
 
+def test_a_machine_wide_aws_ca_bundle_does_not_turn_a_snowball_away(work, front):
+    """AWS_CA_BUNDLE pointing at the system's CAs (as many images set it) cannot verify a
+    Snowball's own certificate: the Snowball keeps working, not verified, as without it."""
+    work.put_all({"a.bin": b"x"})
+    use(work, front, "snow")
+    system = next((p for p in ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+                   if os.path.exists(p)), None)
+    if system is None:
+        import certifi
+
+        system = certifi.where()
+    r = work.run("src_connect_test.py", "--quiet", env={"AWS_CA_BUNDLE": system}, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "NOT verified: snowball self-signed" in tls_line(r.stdout)
+    r = work.run("src_sync_mvol.py", "--once", env={"AWS_CA_BUNDLE": system}, timeout=90)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert work.ledger_lines() == 2
+
+
 def test_a_plain_endpoint_whose_certificate_does_not_verify_is_refused(work, front):
     work.put_all({"a.bin": b"x"})
     use(work, front, "us-east-1", front.host_url)

@@ -85,7 +85,9 @@ def test_s5cmd_gets_no_verify_ssl_only_when_not_verifying(no_env_bundle):
 
 def test_s5cmd_honours_aws_ca_bundle_from_the_environment(monkeypatch):
     monkeypatch.setenv("AWS_CA_BUNDLE", PEM)
-    assert "--no-verify-ssl" not in s5cmd.global_args(side(), 1, 1)
+    s = side(region="us-east-1", endpoints=("https://s3.example.test",))
+    assert "--no-verify-ssl" not in s5cmd.global_args(s, 1, 1)
+    assert s3.tls_verify(s) == PEM
     assert s3.child_env(side(), base={"AWS_CA_BUNDLE": PEM})["AWS_CA_BUNDLE"] == PEM
 
 
@@ -192,3 +194,61 @@ def test_a_cycle_that_meets_a_certificate_that_does_not_verify_ends_the_loop_wit
     settings = SimpleNamespace(poll_interval=0.01, max_poll_interval=0.02)
     rc = poll_loop(cycle, lambda st, started, delay: delay, lambda exc: str(exc), settings, Stopper())
     assert rc == 2 and len(calls) == 2
+
+
+def test_a_sync_side_start_refuses_any_of_its_endpoints_that_does_not_verify(caplog, no_env_bundle):
+    """commands._tls_start: a Snowball node without a bundle is warned about once; a node whose
+    certificate is checked and does not verify stops the start (exit 2) naming that node."""
+    import logging
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from conftest import free_port
+    from tlsproxy import TLSFront
+
+    from s5jtransfer import commands
+    from s5jtransfer.errors import ConfigError
+
+    front = TLSFront(free_port()).start()
+    try:
+        with caplog.at_level(logging.WARNING):
+            commands._tls_start(side("snow", (front.url, f"https://127.0.0.2:{front.port}")))
+        warned = [r for r in caplog.records if "NOT verified" in r.getMessage()]
+        assert len(warned) == 1 and front.url in warned[0].getMessage()
+        commands._tls_start(side("us-east-1", (front.host_url,), bundle=str(front.cert_path)))
+        with pytest.raises(ConfigError) as ei:
+            commands._tls_start(side("us-east-1", (f"http://127.0.0.1:{front.port}", front.host_url)))
+        assert ei.value.exit_code == 2
+        assert front.host_url in str(ei.value) and "source.ca_bundle" in str(ei.value)
+    finally:
+        front.stop()
+
+
+def test_aws_ca_bundle_verifies_a_snowball_only_when_it_holds_the_devices_certificate(monkeypatch, tmp_path):
+    """AWS_CA_BUNDLE set machine-wide to the system's CAs must not turn a Snowball away: for a
+    Snowball, a bundle from the environment alone is used only when a handshake with it verifies."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from conftest import free_port
+    from tlsproxy import TLSFront, self_signed
+
+    front = TLSFront(free_port()).start()
+    other, _ = self_signed(tmp_path)
+    monkeypatch.setattr(tls, "_ENV_BUNDLE_VERIFIES", {})
+    try:
+        mode = tls.mode_for("snow", front.url, None, True, str(front.cert_path))
+        assert mode.kind == tls.BUNDLE and mode.verify == str(front.cert_path)
+        mode = tls.mode_for("snow", front.url, None, True, str(other))  # another certificate
+        assert mode.kind == tls.SNOWBALL and mode.verify is False
+        mode = tls.mode_for("us-east-1", front.url, None, True, str(other))  # an IP address: a Snowball too
+        assert mode.kind == tls.SNOWBALL
+        dead = f"https://127.0.0.1:{free_port()}"
+        assert tls.mode_for("snow", dead, None, True, str(other)).kind == tls.SNOWBALL  # not answering
+        # the side's own ca_bundle is taken as given, and a non-Snowball endpoint uses AWS_CA_BUNDLE as it is
+        assert tls.mode_for("snow", front.url, str(other), True, None).kind == tls.BUNDLE
+        assert tls.mode_for("us-east-1", front.host_url, None, True, str(other)).kind == tls.BUNDLE
+    finally:
+        front.stop()
