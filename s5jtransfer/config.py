@@ -11,7 +11,7 @@ import stat
 import sys
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -205,7 +205,11 @@ def parse_bytes(raw: Any) -> int | None:
     return int(value) if math.isfinite(value) else None
 
 
+_Bad = Callable[[str, str], ConfigError]  # (problem, fix) -> the error naming the file and key
+
+
 def _value(path: str, dotted: str, kind: str, raw: Any) -> Any:
+    """A value of the schema's kind, or a ConfigError naming the key, the problem and the fix."""
     def bad(problem: str, fix: str) -> ConfigError:
         return _fail(path, dotted, problem, fix)
 
@@ -213,106 +217,161 @@ def _value(path: str, dotted: str, kind: str, raw: Any) -> Any:
         raw = _strip_note(raw)
     if kind == "ignored":
         return None
-    if kind == "bytes_or_none":
-        if raw in (None, "", 0):
-            return None
-        num = parse_bytes(raw)
-        if num is None:
-            raise bad(f"{raw!r} is not a number of bytes", "write bytes (200000000000) or a size with a unit "
-                      "(200GB, 512MiB), or '' for no limit")
-        return num or None
-    if kind == "volumes":
-        if raw in (None, ""):
-            return None
-        items = raw if isinstance(raw, list) else [raw]
-        if not items or not all(isinstance(v, str) and v.strip() for v in items):
-            raise bad("expected a list of folder paths", "write ['default'] for every /tmp/volume-NN, or a list "
-                      "of folders, e.g. ['/data/vol1', '/data/vol2']")
-        items = [v.strip() for v in items]
-        if "default" in items:
-            if len(items) > 1:
-                raise bad("'default' cannot be part of a list of folders", "write ['default'] alone, or list "
-                          "only folders")
-            return []
-        return items
+    if kind not in _KINDS:
+        raise AssertionError(kind)
+    return _KINDS[kind](raw, bad)
 
-    if kind in ("str", "prefix"):
-        if raw is None:
-            raw = ""
-        if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
-            raise bad(f"expected text, got {type(raw).__name__}", "write a plain string")
-        raw = str(raw).strip() if kind == "str" else str(raw)
-        if kind == "prefix" and raw:
-            if raw.startswith("/"):
-                raise bad(f"{raw!r} starts with '/'", f"write it without the leading slash, e.g. {raw.lstrip('/')!r}")
-            if not raw.endswith("/"):
-                raise bad(f"{raw!r} does not end with '/'", f"add the trailing slash: {raw + '/'!r} (or '' for the whole bucket)")
+
+def _as_bytes_or_none(raw: Any, bad: _Bad) -> int | None:
+    if raw in (None, "", 0):
+        return None
+    num = parse_bytes(raw)
+    if num is None:
+        raise bad(f"{raw!r} is not a number of bytes", "write bytes (200000000000) or a size with a unit "
+                  "(200GB, 512MiB), or '' for no limit")
+    return num or None
+
+
+def _as_volumes(raw: Any, bad: _Bad) -> list[str] | None:
+    """destination.staging_volumes: None (not set), [] ('default': /tmp/volume-NN) or folders."""
+    if raw in (None, ""):
+        return None
+    items = raw if isinstance(raw, list) else [raw]
+    if not items or not all(isinstance(v, str) and v.strip() for v in items):
+        raise bad("expected a list of folder paths", "write ['default'] for every /tmp/volume-NN, or a list "
+                  "of folders, e.g. ['/data/vol1', '/data/vol2']")
+    items = [v.strip() for v in items]
+    if "default" in items:
+        if len(items) > 1:
+            raise bad("'default' cannot be part of a list of folders", "write ['default'] alone, or list "
+                      "only folders")
+        return []
+    return items
+
+
+def _as_text(raw: Any, bad: _Bad, prefix: bool = False) -> str:
+    """Kinds str (stripped) and prefix (as written, checked as a folder prefix)."""
+    if raw is None:
+        raw = ""
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+        raise bad(f"expected text, got {type(raw).__name__}", "write a plain string")
+    if not prefix:
+        return str(raw).strip()
+    raw = str(raw)
+    if raw:
+        _check_prefix(raw, bad)
+    return raw
+
+
+def _check_prefix(raw: str, bad: _Bad) -> None:
+    if raw.startswith("/"):
+        raise bad(f"{raw!r} starts with '/'", f"write it without the leading slash, e.g. {raw.lstrip('/')!r}")
+    if not raw.endswith("/"):
+        raise bad(f"{raw!r} does not end with '/'", f"add the trailing slash: {raw + '/'!r} (or '' for the whole bucket)")
+
+
+def _as_secret(raw: Any, bad: _Bad) -> Secret:
+    if raw is None:
+        return Secret("")
+    if not isinstance(raw, (str, int)) or isinstance(raw, bool):
+        raise bad("expected text", "quote the credential")
+    return Secret(str(raw).strip())
+
+
+def _as_str_or_none(raw: Any, bad: _Bad) -> str | None:
+    if raw in (None, ""):
+        return None
+    return _as_text(raw, bad)
+
+
+def _as_bool(raw: Any, bad: _Bad) -> bool:
+    if isinstance(raw, bool):
         return raw
-    if kind == "secret":
-        if raw is None:
-            return Secret("")
-        if not isinstance(raw, (str, int)) or isinstance(raw, bool):
-            raise bad("expected text", "quote the credential")
-        return Secret(str(raw).strip())
-    if kind == "str_or_none":
-        if raw in (None, ""):
-            return None
-        return _value(path, dotted, "str", raw)
-    if kind == "bool":
-        if isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str) and raw.strip().lower() in ("true", "false", "yes", "no"):
-            return raw.strip().lower() in ("true", "yes")
-        raise bad(f"expected true or false, got {raw!r}", "write true or false")
-    if kind in ("size", "size_or_none", "posint", "count"):
-        if kind == "size_or_none" and raw in (None, ""):
-            return None
-        num = _number(raw)
-        if num is None or not math.isfinite(num) or num != int(num) or num < 0 or (kind == "posint" and num < 1):
-            want, example = {"posint": ("a positive whole number", "64"),
-                             "count": ("a whole number, 0 or more", "6")}.get(kind, ("a number of bytes", "500000000000"))
-            raise bad(f"{raw!r} is not {want}", f"write {want}, e.g. {example}")
-        return int(num)
-    if kind == "posnum":
-        num = _number(raw)
-        if num is None or not math.isfinite(num) or num <= 0:
-            raise bad(f"{raw!r} is not a positive number", "write a number of seconds, e.g. 1")
-        return float(num)
-    if kind == "strlist":
-        if raw in (None, ""):
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "false", "yes", "no"):
+        return raw.strip().lower() in ("true", "yes")
+    raise bad(f"expected true or false, got {raw!r}", "write true or false")
+
+
+def _as_whole(raw: Any, bad: _Bad, kind: str) -> int | None:
+    """Kinds size, size_or_none, posint and count: a whole number (posint: 1 or more)."""
+    if kind == "size_or_none" and raw in (None, ""):
+        return None
+    num = _number(raw)
+    if num is None or not math.isfinite(num) or num != int(num) or num < 0 or (kind == "posint" and num < 1):
+        want, example = {"posint": ("a positive whole number", "64"),
+                         "count": ("a whole number, 0 or more", "6")}.get(kind, ("a number of bytes", "500000000000"))
+        raise bad(f"{raw!r} is not {want}", f"write {want}, e.g. {example}")
+    return int(num)
+
+
+def _as_posnum(raw: Any, bad: _Bad) -> float:
+    num = _number(raw)
+    if num is None or not math.isfinite(num) or num <= 0:
+        raise bad(f"{raw!r} is not a positive number", "write a number of seconds, e.g. 1")
+    return float(num)
+
+
+def _as_strlist(raw: Any, bad: _Bad) -> list[str]:
+    if raw in (None, ""):
+        return []
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not all(isinstance(v, str) and v.strip() for v in raw):
+        raise bad("expected a list of folder paths", "write e.g. [/data/vol1, /data/vol2], or [] to discover /tmp/volume-NN")
+    return [v.strip() for v in raw]
+
+
+def _as_endpoints(raw: Any, bad: _Bad) -> list[str]:
+    """An endpoint URL or a list of them ([]: no_endpoint, the default AWS endpoint)."""
+    items = raw if isinstance(raw, list) else [raw]
+    out = []
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise bad(f"{raw!r} is not an endpoint", f"write {NO_ENDPOINT} or a URL such as http://192.0.2.10:8080")
+        item = item.strip()
+        if item == NO_ENDPOINT:
+            if len(items) > 1:
+                raise bad(f"{NO_ENDPOINT} cannot be part of a list", "list only URLs")
             return []
-        if isinstance(raw, str):
-            raw = [raw]
-        if not isinstance(raw, list) or not all(isinstance(v, str) and v.strip() for v in raw):
-            raise bad("expected a list of folder paths", "write e.g. [/data/vol1, /data/vol2], or [] to discover /tmp/volume-NN")
-        return [v.strip() for v in raw]
-    if kind == "endpoint":
-        items = raw if isinstance(raw, list) else [raw]
-        out = []
-        for item in items:
-            if not isinstance(item, str) or not item.strip():
-                raise bad(f"{raw!r} is not an endpoint", f"write {NO_ENDPOINT} or a URL such as http://192.0.2.10:8080")
-            item = item.strip()
-            if item == NO_ENDPOINT:
-                if len(items) > 1:
-                    raise bad(f"{NO_ENDPOINT} cannot be part of a list", "list only URLs")
-                return []
-            if not (item.startswith("http://") or item.startswith("https://")) or len(item.split("://", 1)[1]) == 0:
-                raise bad(f"{item!r} is not a URL", f"write {NO_ENDPOINT} or a URL starting with http:// or https://")
-            u = urllib.parse.urlsplit(item)
-            try:
-                u.port
-            except ValueError:
-                raise bad(f"{item!r} has no valid port", "write the port as a number, e.g. http://192.0.2.10:8080") from None
-            if not u.hostname or any(c.isspace() for c in item) or u.path.strip("/") or u.query or u.fragment:
-                raise bad(f"{item!r} is not an S3 endpoint: it is a scheme, a host and a port only (no path, "
-                          "spaces or query)", "write e.g. http://192.0.2.10:8080; the bucket and folder go in "
-                          "bucket_name and bucket_prefix")
-            out.append(item.rstrip("/"))
-        if not out:
-            raise bad("the endpoint list is empty", f"write {NO_ENDPOINT} or at least one URL")
-        return out
-    raise AssertionError(kind)
+        out.append(_endpoint_url(item, bad))
+    if not out:
+        raise bad("the endpoint list is empty", f"write {NO_ENDPOINT} or at least one URL")
+    return out
+
+
+def _endpoint_url(item: str, bad: _Bad) -> str:
+    """One endpoint: a scheme, a host and a port only."""
+    if not (item.startswith("http://") or item.startswith("https://")) or len(item.split("://", 1)[1]) == 0:
+        raise bad(f"{item!r} is not a URL", f"write {NO_ENDPOINT} or a URL starting with http:// or https://")
+    u = urllib.parse.urlsplit(item)
+    try:
+        u.port
+    except ValueError:
+        raise bad(f"{item!r} has no valid port", "write the port as a number, e.g. http://192.0.2.10:8080") from None
+    if not u.hostname or any(c.isspace() for c in item) or u.path.strip("/") or u.query or u.fragment:
+        raise bad(f"{item!r} is not an S3 endpoint: it is a scheme, a host and a port only (no path, "
+                  "spaces or query)", "write e.g. http://192.0.2.10:8080; the bucket and folder go in "
+                  "bucket_name and bucket_prefix")
+    return item.rstrip("/")
+
+
+# kind -> its reader (raw value, bad) -> value; "ignored" is read by _value itself
+_KINDS: dict[str, Callable[[Any, _Bad], Any]] = {
+    "bytes_or_none": _as_bytes_or_none,
+    "volumes": _as_volumes,
+    "str": _as_text,
+    "prefix": lambda raw, bad: _as_text(raw, bad, prefix=True),
+    "secret": _as_secret,
+    "str_or_none": _as_str_or_none,
+    "bool": _as_bool,
+    "size": lambda raw, bad: _as_whole(raw, bad, "size"),
+    "size_or_none": lambda raw, bad: _as_whole(raw, bad, "size_or_none"),
+    "posint": lambda raw, bad: _as_whole(raw, bad, "posint"),
+    "count": lambda raw, bad: _as_whole(raw, bad, "count"),
+    "posnum": _as_posnum,
+    "strlist": _as_strlist,
+    "endpoint": _as_endpoints,
+}
 
 
 def _number(raw: Any) -> float | None:
@@ -454,6 +513,26 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def load(path: str = CONFIG_NAME) -> Config:
     """Read and validate a config file; raise ConfigError with a one-line message."""
+    doc = _document(path, _read(path))
+    _check_sections(path, doc)
+    src, local, dst, ts = [_section(path, doc, name) for name in ("source", "local", "destination", "transfer_settings")]
+    source = _side(path, "source", src, ts["src_endpoint_url"])
+    destination = _side(path, "destination", dst, ts["dest_endpoint_url"])
+    _check_sides_apart(path, source, destination)
+    volumes = _local_volumes(path, local, dst)
+    settings = _settings(path, ts)
+    shard_spec, shard_count = _shard_keys(path, ts["shard"], ts["shard_count"])
+    if settings.max_src2l < 1:
+        raise _fail(path, "transfer_settings.max_size_to_transfer_src2l", "must be above 0", "write a number of bytes, e.g. 500000000000")
+    return Config(path=os.path.abspath(path), source=source, destination=destination,
+                  directory=local["directory"], volumes=tuple(volumes),
+                  delete_staging_data=dst["delete_staging_data"], settings=settings,
+                  warnings=_warnings(path, source, destination),
+                  shard=shard_spec, shard_count=shard_count, shard_spec=shard_spec)
+
+
+def _read(path: str) -> bytes:
+    """The file's bytes, checked to be UTF-8."""
     try:
         with open(path, "rb") as fh:
             text = fh.read()
@@ -468,6 +547,11 @@ def load(path: str = CONFIG_NAME) -> Config:
         line = text[:exc.start].count(b"\n") + 1
         raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte 0x{text[exc.start]:02x}); save the file as "
                           "UTF-8") from None
+    return text
+
+
+def _document(path: str, text: bytes) -> dict:
+    """The YAML document: a mapping of sections, no key given twice at one level."""
     try:
         doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader that refuses repeated keys
     except _RepeatedKey as exc:
@@ -481,6 +565,10 @@ def load(path: str = CONFIG_NAME) -> Config:
         raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: is empty or not a mapping of sections; start from the shipped config.yaml")
+    return doc
+
+
+def _check_sections(path: str, doc: dict) -> None:
     for key in doc:
         if key not in _SCHEMA:
             close = difflib.get_close_matches(str(key), list(_SCHEMA), n=1)
@@ -488,12 +576,10 @@ def load(path: str = CONFIG_NAME) -> Config:
             if key in ("shard", "shard_count"):
                 hint = f"put {key}: under transfer_settings:"
             raise _fail(path, str(key), "unknown section", hint)
-    src = _section(path, doc, "source")
-    local = _section(path, doc, "local")
-    dst = _section(path, doc, "destination")
-    ts = _section(path, doc, "transfer_settings")
-    source = _side(path, "source", src, ts["src_endpoint_url"])
-    destination = _side(path, "destination", dst, ts["dest_endpoint_url"])
+
+
+def _check_sides_apart(path: str, source: Side, destination: Side) -> None:
+    """A transfer never copies into its own source."""
     if destination.is_snow:
         raise _fail(path, "destination.region", "a Snowball (snow) cannot be the destination",
                     "set the destination bucket's AWS region, e.g. us-east-1")
@@ -501,22 +587,33 @@ def load(path: str = CONFIG_NAME) -> Config:
             source.prefix.startswith(destination.prefix) or destination.prefix.startswith(source.prefix)):
         raise _fail(path, "destination.bucket_prefix", "overlaps the source prefix in the same bucket",
                     "use separate buckets or non-overlapping prefixes")
+
+
+def _local_volumes(path: str, local: dict, dst: dict) -> list[str]:
+    """local.directory checked, and the staging volumes (local.volumes or the original's
+    destination.staging_volumes), none inside another."""
     if not local["directory"]:
         raise _fail(path, "local.directory", "is empty", "write a staging folder, e.g. /tmp/s5jtransfer")
     if os.path.exists(local["directory"]) and not os.path.isdir(local["directory"]):
         raise _fail(path, "local.directory", f"{local['directory']} is a file, not a folder",
                     "write the path of a staging folder (created if missing)")
+    volumes = local["volumes"]
     if dst["staging_volumes"] is not None:  # the original v12's name of local.volumes
-        if local["volumes"] and local["volumes"] != dst["staging_volumes"]:
+        if volumes and volumes != dst["staging_volumes"]:
             raise _fail(path, "destination.staging_volumes", "differs from local.volumes (the same setting)",
                         "keep one of the two")
-        local["volumes"] = dst["staging_volumes"]
-    roots = [os.path.realpath(v) for v in local["volumes"]]
+        volumes = dst["staging_volumes"]
+    roots = [os.path.realpath(v) for v in volumes]
     for i, a in enumerate(roots):
         for b in roots[i + 1:]:
             if a == b or b.startswith(a.rstrip("/") + "/") or a.startswith(b.rstrip("/") + "/"):
                 raise _fail(path, "local.volumes", f"{a} and {b} are the same folder or one holds the other",
                             "list each staging volume once, none inside another")
+    return volumes
+
+
+def _settings(path: str, ts: dict) -> Settings:
+    """transfer_settings, with the bounds between and beyond the keys checked."""
     for key, most in _MAX.items():
         if ts[key] > most:
             raise _fail(path, f"transfer_settings.{key}", f"{ts[key]} is more than {most}",
@@ -527,16 +624,16 @@ def load(path: str = CONFIG_NAME) -> Config:
     if ts["max_poll_interval_seconds"] < ts["poll_interval_seconds"]:
         raise _fail(path, "transfer_settings.max_poll_interval_seconds", "is below poll_interval_seconds",
                     "make it at least as large")
-    settings = Settings(
+    return Settings(
         max_src2l=ts["max_size_to_transfer_src2l"], max_l2dest=ts["dest_max_bytes_in_flight"],
         src_use_native_s3=ts["src_use_native_s3"], s5cmd_path=ts["s5cmd_path"],
         src_workers=ts["src_workers"], dest_workers=ts["dest_workers"], part_size=max(5, ts["part_size_mb"]) * MIB,
         stream_uploads=ts["dest_stream_uploads"], retries=ts["retries"],
         volume_reserve=ts["volume_reserve_bytes"], poll_interval=ts["poll_interval_seconds"],
         max_poll_interval=ts["max_poll_interval_seconds"], idle_verify_interval=ts["idle_verify_interval_seconds"])
-    shard_spec, shard_count = _shard_keys(path, ts["shard"], ts["shard_count"])
-    if settings.max_src2l < 1:
-        raise _fail(path, "transfer_settings.max_size_to_transfer_src2l", "must be above 0", "write a number of bytes, e.g. 500000000000")
+
+
+def _warnings(path: str, source: Side, destination: Side) -> tuple[str, ...]:
     warnings = []
     try:
         mode = os.stat(path).st_mode
@@ -544,10 +641,7 @@ def load(path: str = CONFIG_NAME) -> Config:
             warnings.append(f"{path} holds access keys and is readable by other users; run: chmod 600 {path}")
     except OSError:
         pass
-    return Config(path=os.path.abspath(path), source=source, destination=destination,
-                  directory=local["directory"], volumes=tuple(local["volumes"]),
-                  delete_staging_data=dst["delete_staging_data"], settings=settings, warnings=tuple(warnings),
-                  shard=shard_spec, shard_count=shard_count, shard_spec=shard_spec)
+    return tuple(warnings)
 
 
 def _shard_keys(path: str, raw_shard: str | None, raw_count: str | None) -> tuple[Any, int | None]:
