@@ -227,19 +227,20 @@ def test_sleep_until_changed_sleeps_out_an_unchanged_file_and_stops_on_request(t
 
 
 def test_uploads_in_flight_stay_within_the_byte_cap_largest_first():
-    from s5jtransfer.dest_sync import Candidate, DestSync, Pending
+    from s5jtransfer.dest_sync import within
+    from s5jtransfer.upload import Candidate, Pending
 
     def cand(key, size):
         return Candidate(key, Pending((size, "", "md5", ""), key), "/v/" + key, (0, 0))
 
     cands = [cand("a", 10), cand("b", 300), cand("c", 40), cand("d", 60)]
     # an object over the cap moves alone, first (so a stream of small ones never starves it)...
-    assert [c.key for c in DestSync._within(cands, 0, 100)] == ["b"]
+    assert [c.key for c in within(cands, 0, 100)] == ["b"]
     # ...then the rest, largest first, within the cap
-    assert [c.key for c in DestSync._within([c for c in cands if c.key != "b"], 0, 100)] == ["d", "c"]
-    assert [c.key for c in DestSync._within([cand("b", 300)], 50, 100)] == []  # not beside others in flight
-    assert [c.key for c in DestSync._within(cands, 80, 100)] == ["a"]
-    assert [c.key for c in DestSync._within(cands, 0, None)] == ["a", "b", "c", "d"]  # no cap: as they came
+    assert [c.key for c in within([c for c in cands if c.key != "b"], 0, 100)] == ["d", "c"]
+    assert [c.key for c in within([cand("b", 300)], 50, 100)] == []  # not beside others in flight
+    assert [c.key for c in within(cands, 80, 100)] == ["a"]
+    assert [c.key for c in within(cands, 0, None)] == ["a", "b", "c", "d"]  # no cap: as they came
 
 
 def test_sleep_until_changed_returns_at_once_when_the_file_changed_since_it_was_read(tmp_path):

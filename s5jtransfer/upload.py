@@ -1,0 +1,212 @@
+"""Moving staged copies to the destination: s5cmd for every byte, boto3 for keys s5cmd cannot take.
+
+One long-lived `s5cmd --json run` per destination endpoint, fed through its standard input as
+objects are staged and verified, with no batch barrier; every line fed is also written to
+`dest_commands.txt` (the first endpoint's; the others `dest_commands-2.txt`...). An object whose
+early multipart upload is open (streaming.py) is handed to it instead. Results arrive from reader
+threads and are collected by the destination side's cycle (take_results).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from . import s3, s5cmd, streaming
+from .endpoints import Endpoints
+from .runtime import Stopper, die_with_parent
+
+log = logging.getLogger("s5jtransfer.dest")
+RUN_FILE = "dest_commands.txt"
+SET_ASIDE_STREAK = 5  # failed uploads in a row, with no success between, that set an endpoint aside
+STREAM_IDLE = 2.0  # seconds an s5cmd with nothing to do is kept before it is ended
+LIVE_REFRESH = 5.0  # seconds between endpoint probes while uploading
+
+
+@dataclass
+class Pending:
+    row: tuple  # source ledger row: (size, etag, verified, md5)
+    name: str  # staged file name
+
+
+@dataclass
+class Candidate:
+    key: str
+    pending: Pending
+    path: str
+    ident: tuple[int, int]  # (inode, mtime) of the staged file when picked
+    md5: str = ""  # of the staged bytes, from the pre-upload check
+    upload_etag: str = ""  # the ETag an upload with the configured part size produces
+
+    @property
+    def size(self) -> int:
+        return self.pending.row[0]
+
+
+class Result:
+    """One upload's end: ok, the error, and the destination's ETag when it answered one (an early
+    multipart upload's CompleteMultipartUpload); None: s5cmd, confirmed by a listing or HEAD."""
+
+    __slots__ = ("cand", "ok", "error", "etag")
+
+    def __init__(self, cand: Candidate, ok: bool, error: str, etag: str | None) -> None:
+        self.cand, self.ok, self.error, self.etag = cand, ok, error, etag
+
+
+class Uploads:
+    def __init__(self, side, settings, eps: Endpoints, binary: str, stopper: Stopper,
+                 streamer: streaming.Streamer | None) -> None:
+        self.side = side
+        self.settings = settings
+        self.eps = eps
+        self.binary = binary
+        self.stopper = stopper
+        self.streamer = streamer
+        self.flight: dict[str, Candidate] = {}  # staged path -> candidate handed over, no result yet
+        self.drained = threading.Event()  # set when the streams have nothing left in flight
+        self._streams: dict[int, s5cmd.Stream] = {}  # endpoint index -> its running s5cmd
+        self._busy: dict[int, float] = {}  # endpoint index -> when it last had work
+        self._results: list[tuple[int, str, bool, str, str | None]] = []  # (ep, local, ok, error, etag)
+        self._lock = threading.Lock()
+        self._streak: dict[int, tuple[int, str]] = {}  # endpoint -> (failures in a row, the last error)
+        self._live: list[int] | None = None
+        self._live_at = 0.0
+
+    def live(self) -> list[int]:
+        """Endpoints to feed; probed at most every LIVE_REFRESH seconds (probing is a request)."""
+        now = time.monotonic()
+        if self._live is None or now - self._live_at >= LIVE_REFRESH:
+            self._live, self._live_at = self.eps.live(), now
+        return self._live
+
+    @property
+    def bytes_in_flight(self) -> int:
+        return sum(c.size for c in self.flight.values())
+
+    def feed(self, cands: list[Candidate]) -> list[Candidate]:
+        """Hand verified staged copies over: to their early multipart upload when they have one,
+        else to the s5cmd of the endpoint with the fewest bytes in flight. Returns the ones only
+        boto3 can take (keys a run file cannot carry): upload_api."""
+        flags = ["-p", str(self.settings.part_size // (1024 * 1024))]
+        via_api = []
+        live = self.live()
+        for c in cands:
+            if self._take_streamed(c):
+                self.flight[c.path] = c
+                continue
+            if not s5cmd.run_file_safe(c.key):
+                via_api.append(c)
+                continue
+            ep = min(live, key=lambda i: self._streams[i].bytes_in_flight if i in self._streams else 0)
+            self.flight[c.path] = c
+            self._stream(ep).add(s5cmd.cp_line(c.path, self.side.url(c.key), flags), c.path, c.size)
+        return via_api
+
+    def _take_streamed(self, c: Candidate) -> bool:
+        if self.streamer is None:
+            return False
+
+        def report(ep: int, ok: bool, error: str, etag: str, expected: str) -> None:
+            # ep: the upload's own endpoint, whose failure streak counts it
+            if ok and expected:
+                c.upload_etag = expected  # the multipart ETag of the parts sent, which confirm.judge compares
+            self._report(ep, c.path, ok, error, etag)
+
+        return self.streamer.take(c.key, c.size, c.pending.row[1], c.path, c.md5, report)
+
+    def _stream(self, ep: int) -> s5cmd.Stream:
+        stream = self._streams.get(ep)
+        if stream is not None and stream.alive():
+            return stream
+        if stream is not None:
+            stream.close(timeout=5)
+        gargs = s5cmd.global_args(self.side, self.settings.dest_workers, self.settings.retries, self.eps.urls[ep])
+        name = RUN_FILE if ep == 0 else RUN_FILE.replace(".txt", f"-{ep + 1}.txt")
+        stream = s5cmd.Stream(self.binary, gargs, s3.child_env(self.side), name,
+                              lambda local, ok, error: self._report(ep, local, ok, error, None),
+                              on_start=self.stopper.track, preexec=die_with_parent())
+        self._streams[ep] = stream
+        return stream
+
+    def _report(self, ep: int, local: str, ok: bool, error: str, etag: str | None) -> None:
+        with self._lock:
+            self._results.append((ep, local, ok, error, etag))
+        if not any(len(u) for u in self._streams.values()):
+            self.drained.set()  # the last upload in flight is done: confirm it now, not after a pause
+
+    def take_results(self) -> list[Result]:
+        """The uploads that ended since the last call, in the order they were reported. An
+        endpoint of a cluster failing SET_ASIDE_STREAK times in a row is set aside, and what its
+        s5cmd still held is reported failed (retried on another endpoint)."""
+        out: list[Result] = []
+        while True:
+            with self._lock:
+                results, self._results = self._results, []
+            for ep, local, ok, error, etag in results:
+                if ok:
+                    self._streak.pop(ep, None)
+                else:
+                    self._streak[ep] = (self._streak.get(ep, (0, ""))[0] + 1, error)
+                c = self.flight.pop(local, None)
+                if c is not None:
+                    out.append(Result(c, ok, error, etag))
+            if not self._set_aside_failing():
+                return out
+
+    def _set_aside_failing(self) -> bool:
+        ended = False
+        for ep, (n, error) in list(self._streak.items()):
+            if n >= SET_ASIDE_STREAK and len(self.eps.urls) > 1:
+                del self._streak[ep]
+                self.eps.failed(ep, error or "uploads keep failing")
+                self._live = None
+                stream = self._streams.pop(ep, None)
+                if stream is not None:
+                    stream.proc.terminate()  # what it still holds is retried on another endpoint
+                    stream.close(timeout=10)
+                    ended = True
+        return ended
+
+    def close_idle(self) -> None:
+        """An s5cmd with nothing in flight for STREAM_IDLE seconds is ended (an idle side runs no
+        child); the next staged object starts a new one. One that died is closed at once: what it
+        never reported on is reported failed, and retried."""
+        now = time.monotonic()
+        for ep, stream in list(self._streams.items()):
+            if len(stream) and stream.alive():
+                self._busy[ep] = now
+                continue
+            if stream.alive() and now - self._busy.setdefault(ep, now) < STREAM_IDLE:
+                continue
+            del self._streams[ep]
+            self._busy.pop(ep, None)
+            stream.close(timeout=30)
+
+    def close(self) -> None:
+        for stream in self._streams.values():
+            stream.close(timeout=10)
+        self._streams.clear()
+
+    def upload_api(self, cands: list[Candidate]) -> list[tuple[Candidate, str | None]]:
+        """boto3 uploads for keys an s5cmd run file cannot carry (waits for them; rare): each
+        candidate with its error, None when it went up."""
+        from boto3.s3.transfer import TransferConfig
+
+        tcfg = TransferConfig(max_concurrency=4, multipart_chunksize=self.settings.part_size,
+                              multipart_threshold=self.settings.part_size)
+        live = self.live()
+        clients = [self.eps.client(i) for i in live]
+
+        def one(n_c: tuple[int, Candidate]) -> str | None:
+            n, c = n_c
+            try:
+                clients[n % len(clients)].upload_file(c.path, self.side.bucket, self.side.prefix + c.key, Config=tcfg)
+            except Exception as exc:  # noqa: BLE001
+                return s3.describe_error(exc, self.side)
+            return None
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return list(zip(cands, pool.map(one, enumerate(cands))))
