@@ -88,11 +88,6 @@ class DestSync:
         self.started = time.time()  # a source state file older than this is from an earlier run
         self._handed_back_times: dict[str, int] = {}  # key -> staged copies found damaged
 
-    @property
-    def drained(self):
-        """Set when the uploads in flight have all reported (the sleep between cycles wakes on it)."""
-        return self.uploads.drained
-
     # -- state (waiting.py) ------------------------------------------------------------------
     @property
     def pending(self) -> dict[str, Pending]:
@@ -145,7 +140,7 @@ class DestSync:
             self.streamer.scan(self.volumes, self.pending.__contains__)
         cands = self._candidates(st)
         if self.dry_run:
-            self._print_plan(cands)
+            print_plan(self.side, cands, len(self.pending), self.settings.max_l2dest)
             return st
         cands = self._select(cands)
         if cands:
@@ -174,7 +169,9 @@ class DestSync:
         lost = []
         for key, p in self.pending.items():
             if not key and not self.side.prefix:
-                self._warn_empty_key()
+                # the source prefix itself, ledgered under another configuration: an empty key
+                # would be a request on the bucket (src_sync._mappable says why and what to do)
+                self._warned_empty_key = self._warned_empty_key or _warn_empty_key()
                 continue
             hit = staged.get(p.name)
             if hit is None:
@@ -192,24 +189,6 @@ class DestSync:
         st.staged = len(cands)
         self._heal_lost(lost, st)
         return cands
-
-    def _warn_empty_key(self) -> None:
-        # the source prefix itself, ledgered under another configuration: an empty key would be a
-        # request on the bucket (src_sync._mappable says why and what to do)
-        if not self._warned_empty_key:
-            self._warned_empty_key = True
-            log.error("the ledgered object whose key is the source prefix itself cannot be uploaded: "
-                      "with an empty destination.bucket_prefix its key would be empty; set "
-                      "destination.bucket_prefix in config.yaml")
-
-    def _print_plan(self, cands: list[Candidate]) -> None:
-        if self.settings.max_l2dest:
-            cands = within(cands, 0, self.settings.max_l2dest)
-        ep = self.side.endpoint or f"AWS {self.side.region}"
-        for c in cands:
-            print(f"would upload {c.path} ({c.size} bytes) to {self.side.url(c.key)!r} at {ep}")
-        print(f"dry run: {len(cands)} staged objects ({sum(c.size for c in cands)} bytes) would be "
-              f"uploaded; {len(self.pending) - len(cands)} ledgered objects are not staged here; nothing was changed")
 
     def _select(self, cands: list[Candidate]) -> list[Candidate]:
         """What to hand over now, largest first (a restart with everything staged starts the large
@@ -397,6 +376,23 @@ class DestSync:
         self.confirmer.close()
 
 
+def _warn_empty_key() -> bool:
+    log.error("the ledgered object whose key is the source prefix itself cannot be uploaded: with an empty "
+              "destination.bucket_prefix its key would be empty; set destination.bucket_prefix in config.yaml")
+    return True
+
+
+def print_plan(side, cands: list[Candidate], pending: int, max_bytes: int | None) -> None:
+    """--dry-run: what would be uploaded now."""
+    if max_bytes:
+        cands = within(cands, 0, max_bytes)
+    ep = side.endpoint or f"AWS {side.region}"
+    for c in cands:
+        print(f"would upload {c.path} ({c.size} bytes) to {side.url(c.key)!r} at {ep}")
+    print(f"dry run: {len(cands)} staged objects ({sum(c.size for c in cands)} bytes) would be "
+          f"uploaded; {pending - len(cands)} ledgered objects are not staged here; nothing was changed")
+
+
 def rehash(cands: list[Candidate], part: int) -> list[bool]:
     """Hash each staged copy once, in threads (hashlib releases the GIL): True when it still has
     its ledgered size and verified MD5; then c.md5 and c.upload_etag (what the upload must
@@ -433,6 +429,51 @@ def within(cands: list[Candidate], used: int, limit: int | None) -> list[Candida
     return kept
 
 
+class _Lines:
+    """Uploads stream, so cycles come often: one progress line per PROGRESS_EVERY seconds
+    (counting everything since the last line), and at once on a failure or a completeness check."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.at = 0.0
+        self.uploaded = self.bytes = self.failed = self.mismatched = 0
+
+    def after(self, st: DestStats, started: float) -> None:
+        self.uploaded += st.uploaded
+        self.bytes += st.uploaded_bytes
+        self.failed += st.failed
+        self.mismatched += st.mismatched
+        if st.failed or st.mismatched:
+            self.progress.retries += st.failed + st.mismatched  # the report's destination_failed_uploads
+            self.progress.write_state(force=True)
+        now = time.monotonic()
+        news = self.uploaded or self.failed or self.mismatched or st.source_missing
+        if news and (st.failed or st.mismatched or st.source_total is not None or now - self.at >= PROGRESS_EVERY):
+            msg = (f"destination: {self.progress.line()} confirmed; since the last line: "
+                   f"{self.uploaded} uploaded ({fmt_bytes(self.bytes)}) in {now - (self.at or started):.1f}s, "
+                   f"{self.failed} failed, {self.mismatched} mismatched; {st.pending} pending")
+            if st.source_total is not None:
+                msg += f"; {st.source_missing} of {st.source_total} source objects not yet at the destination"
+            log.info(msg)
+            self.at, self.uploaded, self.bytes, self.failed, self.mismatched = now, 0, 0, 0, 0
+        elif not self.at:
+            self.at = now
+
+
+def next_pause(st: DestStats, settings, once: bool, delay: float) -> float:
+    """Seconds until the next cycle (the sleep also wakes when the source side ledgers newly
+    staged objects, or the last upload in flight reports)."""
+    if st.in_flight:
+        return IN_FLIGHT_POLL  # come back to collect results
+    if st.staged and not st.fed:
+        return settings.poll_interval  # staged copies waiting for a retry backoff
+    if st.pending:
+        return min(settings.poll_interval, 0.25)  # the source side is staging: a local scan, no S3 request
+    # idle: back off, but a --once run keeps checking for the source side's last objects
+    cap = max(settings.poll_interval * 4 if once else settings.max_poll_interval, settings.poll_interval)
+    return min(max(delay * 2, settings.poll_interval), cap)
+
+
 def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, supervised: bool = False,
         round_start: float | None = None) -> int:
     """supervised (sync_mvol.py --once, which compares both sides at the end): finish when
@@ -445,31 +486,10 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, superv
         sync.started = min(sync.started, round_start)
     log.info("destination side: %d staging volume(s) -> %s via %s", len(sync.volumes), cfg.destination.url(),
              cfg.destination.endpoint or f"AWS {cfg.destination.region}")
-
-    # Uploads stream, so cycles come often: one progress line per PROGRESS_EVERY seconds
-    # (counting everything since the last line), and at once on a failure or a completeness check.
-    since = {"at": 0.0, "uploaded": 0, "bytes": 0, "failed": 0, "mismatched": 0}
+    lines = _Lines(sync.progress)
 
     def after(st: DestStats, started: float, delay: float) -> float:
-        since["uploaded"] += st.uploaded
-        since["bytes"] += st.uploaded_bytes
-        since["failed"] += st.failed
-        since["mismatched"] += st.mismatched
-        if st.failed or st.mismatched:
-            sync.progress.retries += st.failed + st.mismatched  # the report's destination_failed_uploads
-            sync.progress.write_state(force=True)
-        now = time.monotonic()
-        news = since["uploaded"] or since["failed"] or since["mismatched"] or st.source_missing
-        if news and (st.failed or st.mismatched or st.source_total is not None or now - since["at"] >= PROGRESS_EVERY):
-            msg = (f"destination: {sync.progress.line()} confirmed; since the last line: "
-                   f"{since['uploaded']} uploaded ({fmt_bytes(since['bytes'])}) in {now - (since['at'] or started):.1f}s, "
-                   f"{since['failed']} failed, {since['mismatched']} mismatched; {st.pending} pending")
-            if st.source_total is not None:
-                msg += f"; {st.source_missing} of {st.source_total} source objects not yet at the destination"
-            log.info(msg)
-            since.update(at=now, uploaded=0, bytes=0, failed=0, mismatched=0)
-        elif not since["at"]:
-            since["at"] = now
+        lines.after(st, started)
         if once and st.only_given_up:
             names = sorted(sync.progress.given_up.items())[:10]
             log.error("destination: done, except for %d objects set aside after %d tries each (the source side "
@@ -479,18 +499,7 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, superv
         if once and st.complete:
             log.info("destination: all %d source objects are confirmed at the destination; done", st.source_total)
             raise Done
-        if st.in_flight:
-            # uploads stream from s5cmd's queue; come back to collect results, and at once (the
-            # sleep wakes on it) when the source side ledgers newly staged objects
-            return IN_FLIGHT_POLL
-        if st.staged and not st.fed:
-            return cfg.settings.poll_interval  # staged copies waiting for a retry backoff
-        if st.pending:
-            # the source side is staging: look again soon (a local scan, no S3 request)
-            return min(cfg.settings.poll_interval, 0.25)
-        # idle: back off, but a --once run keeps checking for the source side's last objects
-        cap = max(cfg.settings.poll_interval * 4 if once else cfg.settings.max_poll_interval, cfg.settings.poll_interval)
-        return min(max(delay * 2, cfg.settings.poll_interval), cap)
+        return next_pause(st, cfg.settings, once, delay)
 
     # The sleep wakes when the source side ledgers newly staged objects (a stat of the ledger per
     # tick, no S3 request: an idle side stays quiet, a busy one starts uploading within a tick),
@@ -500,7 +509,7 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, superv
                          lambda exc: s3.describe_error(exc, cfg.destination), cfg.settings, stopper,
                          sleep=lambda seconds: sleep_until_changed(SRC_LEDGER, seconds, stopper, since=sync.ledger_sig,
                                                                    signature=sync.signature,
-                                                                   wake=sync.drained),
+                                                                   wake=sync.uploads.drained),
                          dry_run=dry_run)
     finally:
         sync.close()

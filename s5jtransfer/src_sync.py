@@ -261,75 +261,16 @@ class SourceSync:
 
     # -- copying -------------------------------------------------------------------------
     def _copy(self, assigned: list[plan.Assignment], st: CycleStats, live: list[int]) -> None:
-        """Fetch the assigned objects (fetch.py), then verify each as it lands (in threads:
-        hashlib releases the GIL), stage it under its final name and ledger it."""
+        """Fetch the assigned objects (fetch.py); each is verified as it lands (in threads:
+        hashlib releases the GIL), staged under its final name and ledgered (_Batch)."""
         started = time.monotonic()
-        # timed: a staged object is ledgered (and the destination side starts on it) within
-        # LEDGER_DELAY, also when no other copy finishes after it; a large one at once
-        appender = Appender(self.ledger, max_age=LEDGER_DELAY, timed=True, max_bytes=LEDGER_BYTES)
-        lock = threading.Lock()
-        append_failed: list[OSError] = []
-        cut_short: list[str] = []  # copies a stop ended before they were done
-        by_local: dict[str, tuple[plan.Item, Volume, str]] = {}
-        for a in assigned:
-            vol = self.volumes[a.volume]
-            name = staged_name(a.item.key)
-            by_local[vol.partial_path(name)] = (a.item, vol, name)
-        notes = _Notes(by_local, self.settings.part_size)
-
-        def finish(partial: str, ok: bool, error: str = "") -> None:
-            item, vol, name = by_local[partial]
-            row = self._verify(item, partial) if ok else None
-            notes.done(partial)  # kept through the verification, so an early upload stays open
-            if row is not None:
-                dest = vol.staged_path(name)
-                os.makedirs(os.path.dirname(dest), exist_ok=True)
-                os.replace(partial, dest)
-                try:
-                    appender.add(row)
-                except OSError as exc:
-                    # the row is held and written by the batch's last flush, or the cycle fails
-                    # there and the next one reloads the ledger and adopts the staged copy
-                    if not append_failed:
-                        append_failed.append(exc)
-                        log.warning("cannot append to %s (%s); rows are held until it can be written",
-                                    SRC_LEDGER, exc)
-                with lock:
-                    self.rows[item.key] = row[1:]
-                    st.moved += 1
-                    st.moved_bytes += item.size
-                    st.size_only += row[3] == checksum.SIZE
-                self._note_progress(1, item.size)
-                return
-            remove_quietly(partial)
-            with lock:
-                if ok:
-                    st.mismatched += 1
-                else:
-                    st.failed += 1
-            if not ok and self.stopper.stopped:
-                with lock:
-                    cut_short.append(item.key)  # one line for them all, below
-            else:
-                with lock:
-                    self._tried(item, f"copy failed: {error or 'unknown error'}" if not ok else
-                                f"the copy does not match the listed size {item.size} and ETag {item.etag}", st)
-
-        jobs = [fetch.Job(item.key, item.size, p) for p, (item, _v, _n) in by_local.items()]
+        batch = _Batch(self, assigned, st)
+        jobs = [fetch.Job(item.key, item.size, p) for p, (item, _v, _n) in batch.by_local.items()]
         with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as verify_pool:
-            self.fetcher.fetch(jobs, live, lambda p, ok, err: verify_pool.submit(finish, p, ok, err),
-                               notes.advanced if self.settings.stream_uploads else _ignore)
-        appender.flush()
-        secs = time.monotonic() - started
-        if cut_short:
-            log.info("stopping: %d copies not finished (%s); they are fetched again at the next start", len(cut_short),
-                     ", ".join(repr(k) for k in sorted(cut_short)[:3]) + (", ..." if len(cut_short) > 3 else ""))
-        log.info("copied %d objects (%s) to staging in %.1fs (%s/s); %d failed, %d checksum mismatches",
-                 st.moved, fmt_bytes(st.moved_bytes), secs, fmt_bytes(st.moved_bytes / max(secs, 1e-6)),
-                 st.failed, st.mismatched)
-        if st.size_only:
-            log.warning("%d of them verified by size only: their source ETag is not an MD5 (SSE-KMS, or an "
-                        "S3-compatible store); run with --debug to see which", st.size_only)
+            self.fetcher.fetch(jobs, live, lambda p, ok, err: verify_pool.submit(batch.finish, p, ok, err),
+                               batch.notes.advanced if self.settings.stream_uploads else _ignore)
+        batch.appender.flush()
+        batch.log_end(time.monotonic() - started)
 
     def _tried(self, item: plan.Item, why: str, st: CycleStats) -> None:
         """One more failed try of an object: retried next cycle, or after MAX_TRIES set aside
@@ -351,6 +292,77 @@ class SourceSync:
         if now - self._last_progress_log >= 30:
             self._last_progress_log = now
             log.info("source progress: %s", self.progress.line())
+
+
+class _Batch:
+    """One cycle's copies: each, as it lands, is verified, renamed into its staged name and
+    ledgered (timed: within LEDGER_DELAY, also when no other copy finishes after it, and at once
+    for a large one), so the destination side starts on it at once."""
+
+    def __init__(self, sync: "SourceSync", assigned: list[plan.Assignment], st: CycleStats) -> None:
+        self.sync = sync
+        self.st = st
+        self.appender = Appender(sync.ledger, max_age=LEDGER_DELAY, timed=True, max_bytes=LEDGER_BYTES)
+        self.lock = threading.Lock()
+        self.append_failed = False
+        self.cut_short: list[str] = []  # copies a stop ended before they were done
+        self.by_local: dict[str, tuple[plan.Item, Volume, str]] = {}
+        for a in assigned:
+            vol = sync.volumes[a.volume]
+            name = staged_name(a.item.key)
+            self.by_local[vol.partial_path(name)] = (a.item, vol, name)
+        self.notes = _Notes(self.by_local, sync.settings.part_size)
+
+    def finish(self, partial: str, ok: bool, error: str = "") -> None:
+        item, vol, name = self.by_local[partial]
+        row = self.sync._verify(item, partial) if ok else None
+        self.notes.done(partial)  # kept through the verification, so an early upload stays open
+        if row is not None:
+            self._stage(item, vol, name, partial, row)
+            return
+        remove_quietly(partial)
+        st = self.st
+        with self.lock:
+            if ok:
+                st.mismatched += 1
+            else:
+                st.failed += 1
+            if not ok and self.sync.stopper.stopped:
+                self.cut_short.append(item.key)  # one line for them all: log_end
+            else:
+                self.sync._tried(item, f"copy failed: {error or 'unknown error'}" if not ok else
+                                 f"the copy does not match the listed size {item.size} and ETag {item.etag}", st)
+
+    def _stage(self, item: plan.Item, vol: Volume, name: str, partial: str, row: tuple) -> None:
+        dest = vol.staged_path(name)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        os.replace(partial, dest)
+        try:
+            self.appender.add(row)
+        except OSError as exc:
+            # the row is held and written by the batch's last flush, or the cycle fails there and
+            # the next one reloads the ledger and adopts the staged copy
+            if not self.append_failed:
+                self.append_failed = True
+                log.warning("cannot append to %s (%s); rows are held until it can be written", SRC_LEDGER, exc)
+        with self.lock:
+            self.sync.rows[item.key] = row[1:]
+            self.st.moved += 1
+            self.st.moved_bytes += item.size
+            self.st.size_only += row[3] == checksum.SIZE
+        self.sync._note_progress(1, item.size)
+
+    def log_end(self, secs: float) -> None:
+        st, cut = self.st, self.cut_short
+        if cut:
+            log.info("stopping: %d copies not finished (%s); they are fetched again at the next start", len(cut),
+                     ", ".join(repr(k) for k in sorted(cut)[:3]) + (", ..." if len(cut) > 3 else ""))
+        log.info("copied %d objects (%s) to staging in %.1fs (%s/s); %d failed, %d checksum mismatches",
+                 st.moved, fmt_bytes(st.moved_bytes), secs, fmt_bytes(st.moved_bytes / max(secs, 1e-6)),
+                 st.failed, st.mismatched)
+        if st.size_only:
+            log.warning("%d of them verified by size only: their source ETag is not an MD5 (SSE-KMS, or an "
+                        "S3-compatible store); run with --debug to see which", st.size_only)
 
 
 def _ignore(partial: str, size: int) -> None:
