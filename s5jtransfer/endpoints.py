@@ -14,6 +14,26 @@ FIRST_BACKOFF = 15.0
 MAX_BACKOFF = 600.0
 
 
+def due_for_probing(count: int, aside_until: dict[int, float], now: float) -> tuple[list[int], bool]:
+    """Pure: the endpoints (of count) to probe now, and whether that is forced. One set aside
+    waits until its time has come; when every one is set aside, all are probed rather than stall."""
+    due = [i for i in range(count) if aside_until.get(i, 0.0) <= now]
+    if due:
+        return due, False
+    return list(range(count)), True
+
+
+def next_backoff(previous: float | None, forced: bool) -> float:
+    """Pure: how long an endpoint that failed its probe is set aside. previous: its backoff when
+    it was already set aside (None: it was in use). 15 s, doubling at each failed probe up to
+    10 min; a probe forced before the backoff ran out (every endpoint aside) leaves it as it was."""
+    if previous is None:
+        return FIRST_BACKOFF
+    if forced:
+        return previous
+    return min(previous * 2, MAX_BACKOFF)
+
+
 class Endpoints:
     """Work is spread over every endpoint that answers; one that stops answering is set aside,
     logged, and probed again after a backoff (15 s doubling to 10 min)."""
@@ -49,10 +69,7 @@ class Endpoints:
         if len(self.urls) == 1:
             return [0]
         now = time.monotonic()
-        due = [i for i in range(len(self.urls)) if self._aside.get(i, (0.0, 0.0))[0] <= now]
-        forced = not due
-        if forced:  # everything is set aside: try them all rather than stall
-            due = list(range(len(self.urls)))
+        due, forced = due_for_probing(len(self.urls), {i: until for i, (until, _b) in self._aside.items()}, now)
         out = []
         for i in due:
             exc = self._probe(i)
@@ -62,12 +79,7 @@ class Endpoints:
                     del self._aside[i]
                 out.append(i)
                 continue
-            if i not in self._aside:
-                backoff = FIRST_BACKOFF
-            elif forced:  # asked before its backoff ran out: the backoff stays as it was
-                backoff = self._aside[i][1]
-            else:
-                backoff = min(self._aside[i][1] * 2, MAX_BACKOFF)
+            backoff = next_backoff(self._aside[i][1] if i in self._aside else None, forced)
             self._aside[i] = (now + backoff, backoff)
             log.warning("%s endpoint %s set aside for %.0fs: %s", self.side.name, self.name(i), backoff,
                         s3.describe_error(exc, self.side, at=self.name(i)))

@@ -1,4 +1,5 @@
-"""endpoints.Endpoints: which endpoints a cycle uses, and how long one that fails is set aside."""
+"""endpoints: which endpoints a cycle uses, and how long one that fails is set aside (Endpoints,
+and its pure decisions due_for_probing and next_backoff)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,27 @@ def test_a_single_endpoint_is_never_probed(eps, monkeypatch):
     eps.urls = eps.urls[:1]
     monkeypatch.setattr(eps, "_probe", lambda i: pytest.fail("probed"))
     assert eps.live() == [0]
+
+
+# -- the decisions, with plain values ------------------------------------------------------------
+def test_next_backoff_starts_at_15s_and_doubles_to_10_minutes():
+    assert endpoints.next_backoff(None, forced=False) == 15.0
+    seen, b = [], None
+    for _ in range(8):
+        b = endpoints.next_backoff(b, forced=False)
+        seen.append(b)
+    assert seen == [15.0, 30.0, 60.0, 120.0, 240.0, 480.0, 600.0, 600.0]
+
+
+def test_next_backoff_of_a_forced_probe_stays_as_it_was():
+    assert endpoints.next_backoff(None, forced=True) == 15.0  # set aside for the first time
+    assert endpoints.next_backoff(15.0, forced=True) == 15.0
+    assert endpoints.next_backoff(240.0, forced=True) == 240.0
+
+
+def test_due_for_probing_waits_out_each_backoff_and_forces_all_when_every_one_is_aside():
+    assert endpoints.due_for_probing(3, {}, 100.0) == ([0, 1, 2], False)
+    assert endpoints.due_for_probing(3, {1: 115.0}, 100.0) == ([0, 2], False)
+    assert endpoints.due_for_probing(3, {1: 100.0}, 100.0) == ([0, 1, 2], False)  # its time has come
+    assert endpoints.due_for_probing(2, {0: 115.0, 1: 130.0}, 100.0) == ([0, 1], True)
+    assert endpoints.due_for_probing(2, {0: 115.0, 1: 130.0}, 120.0) == ([0], False)
