@@ -96,10 +96,28 @@ def _parse(body: bytes) -> tuple[list[tuple[str, int, str]], bytes] | None:
     # One pass keeps the bytes that need a closer look: the XML declaration's two '?', one '&'
     # per reference (S3's ETags: two &quot; each) and nothing else, on a page of ordinary keys.
     marks = body.translate(None, _NOT_MARKS)
-    amps = marks.count(b"&")
     if marks.replace(b"&", b"") != (b"??" if body.startswith(b"<?xml ") else b"") and not _plain(body):
         return None
     text = body.decode("utf-8")
+    page = _split(text)
+    if page is None:
+        return None
+    head, chunks, tail = page
+    url = "<EncodingType>url</EncodingType>" in head or "<EncodingType>url</EncodingType>" in tail  # (moto: after)
+    got = _objects(chunks, url)
+    if got is None:
+        return None
+    out, seen = got
+    if marks.count(b"&") != seen and not _references_ok(text):
+        return None  # an entity XML does not define, or a character reference it forbids
+    stripped = head + chunks[-1].lstrip(" \t\n") + "</Contents>" + tail
+    return out, stripped.encode("utf-8")
+
+
+def _split(text: str) -> tuple[str, list[str], str] | None:
+    """(the page before its first <Contents>, each <Contents> element without its end tag, the
+    page after the last), or None when the elements are not one after another, each with one
+    <Key> and one <Size> and at most one <ETag>."""
     first = text.find("<Contents>")
     last = text.rfind("</Contents>")
     if first < 0 or last < first:
@@ -108,7 +126,6 @@ def _parse(body: bytes) -> tuple[list[tuple[str, int, str]], bytes] | None:
     head, region, tail = text[:first], text[first:end], text[end:]
     if "<Contents" in head or "<Contents" in tail or "<ListBucketResult" not in head:
         return None
-    url = "<EncodingType>url</EncodingType>" in head or "<EncodingType>url</EncodingType>" in tail  # (moto: after)
     chunks = region.split("</Contents>")
     if chunks.pop() != "":
         return None
@@ -116,6 +133,12 @@ def _parse(body: bytes) -> tuple[list[tuple[str, int, str]], bytes] | None:
     # each <Contents> holds one <Key> (first) and one <Size>, found below: no element twice
     if not region.count("<Key>") == region.count("<Size>") == n or region.count("<ETag>") > n:
         return None
+    return head, chunks, tail
+
+
+def _objects(chunks: list[str], url: bool) -> tuple[list[tuple[str, int, str]], int] | None:
+    """The (key, size, ETag) of each <Contents> element and the count of '&' read as references
+    in them, or None when one holds markup. The hot loop: one pass per key, inline."""
     out = []
     append = out.append
     seen = 0  # '&' read as references below
@@ -153,10 +176,7 @@ def _parse(body: bytes) -> tuple[list[tuple[str, int, str]], bytes] | None:
             seen += size.count("&")
             size = _text(size)
         append((key, int(size), etag))
-    if amps != seen and not _references_ok(text):
-        return None  # an entity XML does not define, or a character reference it forbids
-    stripped = head + chunks[-1].lstrip(" \t\n") + "</Contents>" + tail
-    return out, stripped.encode("utf-8")
+    return out, seen
 
 
 def _plain(body: bytes) -> bool:
