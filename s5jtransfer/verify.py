@@ -111,6 +111,22 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
     volumes = discover(cfg, create=False)  # a volume missing from the config: said before any listing
     src_ledger = Ledger(SRC_LEDGER, SRC_COLUMNS)
     dest_ledger = Ledger(DEST_LEDGER, DEST_COLUMNS)
+    src_rows, dest_rows, bad_lines, staged = _snapshot(src_ledger, dest_ledger, volumes)
+    src, dst = _listings(cfg, src, dst)
+    # a shard (shard.py) compares only the keys it owns, on both sides: the other shards' objects
+    # are other hosts' work, neither missing here nor extra at the destination
+    src, dst = shard.select_map(src, cfg.shard_spec), shard.select_map(dst, cfg.shard_spec)
+    rep = classify(src, dst, src_rows, dest_rows, staged, _to_move(missing_file))
+    keep_src = src_rows_to_keep(rep, src, src_rows)
+    keep_dest = dest_rows_to_keep(rep, src, dst, dest_rows)
+    _rewrite_ledgers(((src_ledger, src_rows, keep_src), (dest_ledger, dest_rows, keep_dest)), bad_lines)
+    todo = rep.keys(MISSING, DIFFER)
+    write_atomic(missing_file, (encode_key(k) + "\n" for k in todo), errors="surrogateescape")
+    return rep, _figures(cfg, rep, src, keep_src, keep_dest, staged, missing_file, len(todo))
+
+
+def _snapshot(src_ledger: Ledger, dest_ledger: Ledger, volumes) -> tuple[dict, dict, int, dict[str, int]]:
+    """Both ledgers' rows, their count of bad lines, and the staged copies (name -> size)."""
     for led in (src_ledger, dest_ledger):
         if led.exists():
             led.ensure()  # a torn last line (a power cut mid-append) is cut, as a side's start does
@@ -124,6 +140,12 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
         dest_rows = dest_ledger.load()
         bad_lines = src_ledger.bad_lines + dest_ledger.bad_lines
         staged = {name: size for name, (_v, size) in scan_all(volumes).items()}
+    return src_rows, dest_rows, bad_lines, staged
+
+
+def _listings(cfg: Config, src: dict[str, s3.Obj] | None,
+              dst: dict[str, s3.Obj] | None) -> tuple[dict[str, s3.Obj], dict[str, s3.Obj]]:
+    """Both sides' listings: the ones given, the others listed here."""
     if src is not None and dst is not None:
         log.info("compared with the listings made while the destination side finished")
     elif src is not None:
@@ -138,10 +160,12 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
         with ThreadPoolExecutor(max_workers=2) as pool:
             futs = [pool.submit(_list_side, side, cfg) for side in (cfg.source, cfg.destination)]
             src, dst = (f.result() for f in futs)
-    # a shard (shard.py) compares only the keys it owns, on both sides: the other shards' objects
-    # are other hosts' work, neither missing here nor extra at the destination
-    src, dst = shard.select_map(src, cfg.shard_spec), shard.select_map(dst, cfg.shard_spec)
-    rep = classify(src, dst, src_rows, dest_rows, staged, _to_move(missing_file))
+    return src, dst
+
+
+def src_rows_to_keep(rep: Report, src: dict[str, s3.Obj], src_rows: dict[str, tuple]) -> dict[str, tuple]:
+    """Pure: the source ledger after a comparison. A pending object keeps its row; a moved one
+    keeps a row that says it is done, or gets one from the listing."""
     keep_src = {}
     for key, cat in rep.categories.items():
         if cat == PENDING:
@@ -150,6 +174,12 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
             o = src[key]
             row = src_rows.get(key)
             keep_src[key] = row if is_done(o.size, o.etag, row) else (o.size, o.etag, "destination", "")
+    return keep_src
+
+
+def dest_rows_to_keep(rep: Report, src: dict[str, s3.Obj], dst: dict[str, s3.Obj],
+                      dest_rows: dict[str, tuple]) -> dict[str, tuple]:
+    """Pure: the destination ledger after a comparison."""
     # a row is kept only for a moved object and only as it is at the destination (a row edited
     # by hand, or left from another version, is dropped; the destination side confirms the
     # object there again)
@@ -164,12 +194,19 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
             kind = checksum.etag_kind(d.etag)
             if kind in (checksum.MD5, checksum.MULTIPART):
                 keep_dest[key] = (d.size, d.etag, kind, o.etag)
+    return keep_dest
+
+
+def _rewrite_ledgers(plans: tuple[tuple[Ledger, dict, dict], ...], bad_lines: int) -> None:
+    """Write each ledger as `keep` (ledger, rows read before the listings, keep), updated in place
+    with what the sides wrote since."""
+    src_ledger, dest_ledger = plans[0][0], plans[1][0]
     # Both ledgers are locked while they are read again and rewritten: a running sync waits for
     # the few milliseconds this takes, then reloads the new files. What the sides wrote while
     # the listings ran is newer than this comparison and stays as they wrote it (a row added or
     # changed is kept, a row they took out stays out).
     with file_lock(src_ledger.lock_path), file_lock(dest_ledger.lock_path):
-        for led, before, keep in ((src_ledger, src_rows, keep_src), (dest_ledger, dest_rows, keep_dest)):
+        for led, before, keep in plans:
             now = led.load()
             for k in [k for k in keep if k in before and k not in now]:
                 del keep[k]
@@ -178,10 +215,13 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
                 if led is dest_ledger and not keep and not led.exists():
                     continue  # no destination ledger to write
                 led.write_locked(keep)
-    todo = rep.keys(MISSING, DIFFER)
-    write_atomic(missing_file, (encode_key(k) + "\n" for k in todo), errors="surrogateescape")
+
+
+def _figures(cfg: Config, rep: Report, src: dict[str, s3.Obj], keep_src: dict, keep_dest: dict,
+             staged: dict[str, int], missing_file: str, to_move_again: int) -> dict:
+    """The comparison's figures, for the transfer report."""
     counts = rep.counts()
-    figures = {
+    return {
         "shard": str(cfg.shard_spec) if cfg.shard_spec else None,
         "source_objects": len(src), "source_bytes": sum(o.size for o in src.values()),
         "categories": {c: counts[c] for c in (MOVED, PENDING, MISSING, DIFFER)},
@@ -191,10 +231,9 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
             "source": dict(Counter(r[2] or "size" for r in keep_src.values())),
             "destination": dict(Counter(r[2] or "size" for r in keep_dest.values())),
         },
-        "ledgered": len(keep_src), "missing_file": missing_file, "to_move_again": len(todo),
+        "ledgered": len(keep_src), "missing_file": missing_file, "to_move_again": to_move_again,
         "staged": len(staged),  # copies still on the volumes (sync_mvol.py --once then runs the sides)
     }
-    return rep, figures
 
 
 def repair(cfg: Config, missing_file: str = MISSING_FILE) -> int:

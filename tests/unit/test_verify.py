@@ -1,11 +1,12 @@
-"""Unit tests for s5jtransfer.verify.classify: moved / pending / missing / differ, extras, complete."""
+"""Unit tests for s5jtransfer.verify.classify: moved / pending / missing / differ, extras, complete;
+and the ledger rows a comparison keeps (src_rows_to_keep, dest_rows_to_keep)."""
 
 from __future__ import annotations
 
 import hashlib
 
 from s5jtransfer.s3 import Obj
-from s5jtransfer.verify import DIFFER, MISSING, MOVED, PENDING, classify
+from s5jtransfer.verify import DIFFER, MISSING, MOVED, PENDING, classify, dest_rows_to_keep, src_rows_to_keep
 from s5jtransfer.volumes import staged_name
 
 
@@ -194,3 +195,33 @@ def test_counts_and_keys_over_a_mixed_listing():
     assert rep.extra_at_destination == 1
     assert rep.sizes == {"moved": 1, "pending": 2, "missing": 3, "differ": 4}
     assert not rep.complete
+
+
+# -- the ledger rows a comparison keeps ----------------------------------------------------------
+def test_source_rows_kept_for_pending_and_moved_objects_only():
+    src = {"pend": Obj("pend", 5, E1), "moved": Obj("moved", 10, E1), "new": Obj("new", 10, E2),
+           "gone": Obj("gone", 3, E1)}
+    dst = {"moved": Obj("moved", 10, E1), "new": Obj("new", 10, E2)}
+    rows = {"pend": src_row(5, E1), "moved": src_row(10, E1, "md5"), "new": src_row(10, E1), "gone": src_row(3, E1)}
+    rep = one(src, dst, rows, staged={staged_name("pend"): 5})
+    assert rep.categories == {"pend": PENDING, "moved": MOVED, "new": MOVED, "gone": MISSING}
+    keep = src_rows_to_keep(rep, src, rows)
+    # a row that still covers the object stays as it is; one for another version is replaced by
+    # the listing's (verified at the destination); a missing object's row goes, so it moves again
+    assert keep == {"pend": rows["pend"], "moved": rows["moved"], "new": (10, E2, "destination", "")}
+
+
+def test_destination_rows_kept_only_as_the_object_is_there_and_lost_ones_come_from_the_listing():
+    src = {"ok": Obj("ok", 10, E1), "orig": Obj("orig", 7, E1), "edited": Obj("edited", 10, E1),
+           "lost": Obj("lost", 10, MULTI), "lost_other": Obj("lost_other", 10, "kms-etag"),
+           "missing": Obj("missing", 4, E1)}
+    dst = {k: Obj(k, o.size, o.etag) for k, o in src.items() if k != "missing"}
+    rows = {"ok": dest_row(10, E1, E1), "orig": (7, "", "", ""),  # the original's two-column ledger: size only
+            "edited": dest_row(10, E2, E1), "missing": dest_row(4, E1, E1)}
+    rep = one(src, dst, dest_rows=rows)
+    keep = dest_rows_to_keep(rep, src, dst, rows)
+    assert keep == {"ok": rows["ok"], "orig": rows["orig"],
+                    "edited": (10, E1, "md5", E1),  # a row of another ETag is dropped, then ledgered from the listing
+                    "lost": (10, MULTI, "multipart", MULTI)}
+    # an ETag that proves nothing about the bytes (SSE-KMS) is not ledgered; the destination side confirms it
+    assert "lost_other" not in keep and "missing" not in keep
