@@ -48,69 +48,106 @@ def run(cfg, once: bool, dry_run: bool, log_file: str | None, debug: bool, stopp
     # the shard this run resolved (a --shard flag, config.yaml or a scheduler's index): the sides take the same
     extra += ["--shard", str(cfg.shard_spec)] if cfg.shard_spec else []
     if dry_run:
-        rc = 0
-        for script in SIDES:
-            rc = max(rc, subprocess.run([sys.executable, os.path.join(HERE, script), "--dry-run", *extra],
-                                        stdin=subprocess.DEVNULL, env=dict(os.environ)).returncode)
-        return rc
+        return _dry_run(extra)
     report = TransferReport(str(cfg.shard_spec) if cfg.shard_spec else None)
-    if once and _has_rows(SRC_LEDGER):
-        # A run over earlier work: one listing of each side tells whether anything is left to
-        # do, before starting (and listing again from) two more processes.
-        rep, fig = _compare(cfg)
-        # complete, and nothing left on the staging volumes (a run cut short after its last
-        # upload leaves staged copies: the sides run, and the destination side frees them)
-        if rep.complete and not (fig.get("staged") and cfg.delete_staging_data):
-            report.record(fig, 1)  # that comparison is this run's verification round
-            report.finish(True)
-            log.info("nothing to do: every source object is already verified at the destination")
-            return 0
+    if once and _has_rows(SRC_LEDGER) and _done_before(cfg, report):
+        return 0
     # With --once the source side still polls: until the destination side has confirmed every
     # source object, objects can come back to it (a staged copy that failed its checksum, a
     # wiped volume). A round ends when the destination side finishes with --once; then the
     # source and destination are compared (as repair_ledger.py does) and whatever is missing
     # or differs moves again, until the destination verifies.
     for round_no in range(1, MAX_ROUNDS + 1):
-        # --supervised: the source side does not list the source again once everything is staged
-        # (only a handed-back object wakes it), and the destination side finishes when it has
-        # confirmed everything the source side staged, without listing the source: the
-        # comparison below lists both sides anyway
-        listing = EarlyListings(cfg) if once else None
-        round_start = ["--round-start", repr(listing.since)] if listing else []
-        src = Child(SIDES[0], (["--supervised"] if once else []) + extra)
-        dest = Child(SIDES[1], (["--once", "--supervised", *round_start] if once else []) + extra)
-        try:
-            rc = _supervise([src, dest], once, stopper, cfg, report, listing)
-            report.restarts += src.restarts + dest.restarts
-            if rc != 0 or not once:
-                return rc
-            # the source side was told to stop; the comparison runs while it exits (the ledger
-            # locks keep a rewrite and an append apart)
-            rep, fig = _compare(cfg, *(listing.result() if listing else (None, None)))
-        finally:
-            if listing is not None:
-                listing.stop()
-            _stop([src, dest])
+        rc, rep, fig = _round(cfg, once, extra, stopper, report)
+        if rep is None:
+            return rc
         report.record(fig, round_no)
-        if rep.complete:
-            report.finish(True)
-            log.info("verified: every source object is at the destination; report in %s", REPORT_FILE)
-            return 0
-        report.given_up = given_up(read_state(SRC_STATE), read_state(DEST_STATE))
-        left = rep.keys("pending", "missing", "differ")
-        if report.given_up and set(left) <= set(report.given_up):
-            # the sides tried each of these MAX_TRIES times: another round would only repeat that
-            report.finish(False)
-            log.error("done, except for %d objects set aside after %d tries each: %s; see %s; run repair_ledger.py "
-                      "or start again to try them again", len(left), MAX_TRIES,
-                      "; ".join(f"{k!r}: {report.given_up[k]}" for k in left[:10]), REPORT_FILE)
-            return GAVE_UP
+        rc = _end_of_round(rep, report)
+        if rc is not None:
+            return rc
         log.warning("verification round %d: %d missing and %d differing objects; moving them again",
                     round_no, fig["categories"]["missing"], fig["categories"]["differ"])
     report.finish(False)
     log.error("the destination still does not verify after %d rounds; see %s and missing_keys.txt",
               MAX_ROUNDS, REPORT_FILE)
     return 1
+
+
+def nothing_to_do(complete: bool, staged: int, delete_staging_data: bool) -> bool:
+    """Pure: a --once run over earlier work has nothing to do when every source object is verified
+    at the destination and no staged copy is left for the destination side to free (a run cut
+    short after its last upload leaves staged copies)."""
+    return complete and not (staged and delete_staging_data)
+
+
+def only_set_aside_left(left: list[str], set_aside: dict[str, str]) -> bool:
+    """Pure: a --once run ends (exit GAVE_UP) when every object still not verified is one the
+    sides set aside after MAX_TRIES tries each: another round would only repeat them."""
+    return bool(set_aside) and set(left) <= set(set_aside)
+
+
+def _dry_run(extra: list[str]) -> int:
+    rc = 0
+    for script in SIDES:
+        rc = max(rc, subprocess.run([sys.executable, os.path.join(HERE, script), "--dry-run", *extra],
+                                    stdin=subprocess.DEVNULL, env=dict(os.environ)).returncode)
+    return rc
+
+
+def _done_before(cfg, report: "TransferReport") -> bool:
+    """A run over earlier work: one listing of each side tells whether anything is left to do,
+    before starting (and listing again from) two more processes."""
+    rep, fig = _compare(cfg)
+    if not nothing_to_do(rep.complete, fig.get("staged"), cfg.delete_staging_data):
+        return False
+    report.record(fig, 1)  # that comparison is this run's verification round
+    report.finish(True)
+    log.info("nothing to do: every source object is already verified at the destination")
+    return True
+
+
+def _round(cfg, once: bool, extra: list[str], stopper: Stopper, report: "TransferReport"):
+    """Both sides run until the destination side finishes (--once), then the sides are compared:
+    (0, report, figures). (exit code, None, None) when the run ends otherwise."""
+    # --supervised: the source side does not list the source again once everything is staged
+    # (only a handed-back object wakes it), and the destination side finishes when it has
+    # confirmed everything the source side staged, without listing the source: the
+    # comparison below lists both sides anyway
+    listing = EarlyListings(cfg) if once else None
+    round_start = ["--round-start", repr(listing.since)] if listing else []
+    src = Child(SIDES[0], (["--supervised"] if once else []) + extra)
+    dest = Child(SIDES[1], (["--once", "--supervised", *round_start] if once else []) + extra)
+    try:
+        rc = _supervise([src, dest], once, stopper, cfg, report, listing)
+        report.restarts += src.restarts + dest.restarts
+        if rc != 0 or not once:
+            return rc, None, None
+        # the source side was told to stop; the comparison runs while it exits (the ledger
+        # locks keep a rewrite and an append apart)
+        rep, fig = _compare(cfg, *(listing.result() if listing else (None, None)))
+    finally:
+        if listing is not None:
+            listing.stop()
+        _stop([src, dest])
+    return 0, rep, fig
+
+
+def _end_of_round(rep, report: "TransferReport") -> int | None:
+    """The run's exit code after a round's comparison, or None: move what is left again."""
+    if rep.complete:
+        report.finish(True)
+        log.info("verified: every source object is at the destination; report in %s", REPORT_FILE)
+        return 0
+    report.given_up = given_up(read_state(SRC_STATE), read_state(DEST_STATE))
+    left = rep.keys("pending", "missing", "differ")
+    if only_set_aside_left(left, report.given_up):
+        # the sides tried each of these MAX_TRIES times: another round would only repeat that
+        report.finish(False)
+        log.error("done, except for %d objects set aside after %d tries each: %s; see %s; run repair_ledger.py "
+                  "or start again to try them again", len(left), MAX_TRIES,
+                  "; ".join(f"{k!r}: {report.given_up[k]}" for k in left[:10]), REPORT_FILE)
+        return GAVE_UP
+    return None
 
 
 def _supervise(children: list[Child], once: bool, stopper: Stopper, cfg, report: "TransferReport",
