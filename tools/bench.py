@@ -297,7 +297,8 @@ class Weed(Server):
                 f"-master.port={p}", f"-volume.port={p + 1}", f"-filer.port={p + 2}", "-filer",
                 f"-filer.localSocket={data / 'filer.sock'}", "-s3", f"-s3.port={p + 3}", f"-s3.ip.bind={self.addr}",
                 "-s3.port.iceberg=0", "-s3.port.lance=0", f"-metricsPort={p + 4}",
-                "-master.volumeSizeLimitMB=1024", "-volume.preStopSeconds=0"]
+                "-master.volumeSizeLimitMB=1024", "-volume.max=0",  # 0: as many volumes as the disk holds (default 8)
+                "-volume.preStopSeconds=0"]
         env = dict(base_env(), TMPDIR=str(data / "tmp"))  # its log files
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -458,7 +459,8 @@ def seed_source(s3, objects: list[tuple[str, int, int]]) -> None:
 
     def put(obj):
         key, size, cseed = obj
-        data = random.Random(cseed).randbytes(size)
+        rnd = random.Random(cseed)
+        data = b"".join(rnd.randbytes(min(16 * MIB, size - i)) for i in range(0, size, 16 * MIB))  # < 2**31 bits each
         if size >= MULTIPART_FROM:
             s3.upload_fileobj(io.BytesIO(data), SRC_BUCKET, key, Config=tc)
         else:
@@ -676,6 +678,7 @@ class Bench:
         self.results: dict = {"scenarios": {}}
         self.ports: set[int] = set()
         self.mtu: int | None = None
+        self.step_timeout = args.timeout
         self.code = ROOT  # the suite measured: this working tree, or an export of --code REV
         self.code_rev: str | None = None
 
@@ -729,7 +732,7 @@ class Bench:
         links, sampling the htb classes' byte counters every 0.1 s: each link's best rate over 0.5 s
         windows must be the scenario's rate (within 10%), or the scenario is not measured. The
         end-to-end rate of each copy (start-up and requests included) is reported too."""
-        want = scn.rate_mbit * 1e6 / 8
+        want = None if scn.rate_mbit is None else scn.rate_mbit * 1e6 / 8
         size = 40 * MIB
         cal = work / "calib"
         cal.mkdir(exist_ok=True)
@@ -770,6 +773,12 @@ class Bench:
                             break
                 rates[side] = {"seconds": round(secs, 3), "end_to_end_MBps": round(size / secs / 1e6, 2),
                                "link_MBps": round(best / 1e6, 2), "class_bytes": samples[-1][1] - samples[0][1]}
+            if want is None:  # no shaping: a warm-up of both servers, and the rates seen, for the record
+                res = {"want_MBps": None, "mtu": 65536, "ok": True, **rates}
+                say(f"  warm-up (s5cmd cp of {size / MIB:.0f} MiB each way, no shaping): source "
+                    f"{rates['src']['end_to_end_MBps']:.0f} MB/s, destination {rates['dst']['end_to_end_MBps']:.0f} MB/s "
+                    f"end to end")
+                break
             ok = all(0.90 * want <= r["link_MBps"] * 1e6 <= 1.10 * want for r in rates.values())
             res = {"want_MBps": want / 1e6, "mtu": mtu or 65536, "ok": ok, **rates}
             say(f"  calibration (s5cmd cp of {size / MIB:.0f} MiB each way, lo mtu {mtu or 65536}, want {want / 1e6:g} MB/s): "
@@ -800,7 +809,7 @@ class Bench:
         for step_label, argv, cwd, env in steps:
             log = run_dir / f"{label}-{step_label}.log"
             cpu0, srv0, t0 = children_cpu(), self.server_cpu(), time.monotonic()
-            rc = run_step(argv, cwd, env, log, self.args.timeout)
+            rc = run_step(argv, cwd, env, log, self.step_timeout)
             secs = time.monotonic() - t0
             cpu, srv1 = children_cpu() - cpu0, self.server_cpu()
             out_steps[step_label] = {"seconds": round(secs, 3), "exit_code": rc, "client_cpu_s": round(cpu, 3),
@@ -857,11 +866,15 @@ class Bench:
                 raise RuntimeError(f"seeding: listed {self.expected}, wanted {(len(scn.objects), scn.total)}")
             say(f"  seeded in {time.monotonic() - t:.1f} s")
             shape(scn.rate_mbit, self.mtu)
-            if scn.rate_mbit is not None:
-                res["calibration"] = self.calibrate(scn, work)
+            res["calibration"] = self.calibrate(scn, work)
             per_tool: dict[str, list] = {t.name: [] for t in tools}
             rescans: list[dict] = []
             listings: list[dict] = []
+            res["runs"] = per_tool  # filled as it goes: an interrupted run still reports what it measured
+            if scn.rescan:
+                res["rescan"] = rescans
+                res["listing_reference"] = listings
+            self.step_timeout = self.args.timeout
             for r in range(scn.rounds):
                 these = [t for t in tools if r == 0 or a.all_rounds or t.name not in scn.reference]
                 order = these[r % len(these):] + these[:r % len(these)]
@@ -873,6 +886,9 @@ class Bench:
                     tool.prepare(run_dir)
                     m = self.timed(tool, run_dir, "first")
                     per_tool[tool.name].append(m)
+                    if tool.name == "s5cmd-cp" and m["ok"] and r == 0:
+                        # a tool stuck retrying must not hold the bench for long: 10 x s5cmd's time per step
+                        self.step_timeout = min(self.args.timeout, max(120.0, 10 * m["seconds"]))
                     steps = ", ".join(f"{k} {v['seconds']:.2f} s" for k, v in m["steps"].items()) if tool.hops else ""
                     say(f"    {tool.name:<12} {m['seconds']:8.2f} s  {'ok' if m['ok'] else 'FAILED: ' + m['note']}"
                         f"{'  (' + steps + ')' if steps else ''}  CPU s: client {m['client_cpu_s']:.2f}, "
@@ -889,10 +905,6 @@ class Bench:
                         res["idle"] = self.idle(run_dir)
                     self.keep_logs(run_dir, f"{scn.name}/r{r + 1}-{tool.name}")
                     shutil.rmtree(run_dir, ignore_errors=True)
-            res["runs"] = per_tool
-            if scn.rescan:
-                res["rescan"] = rescans
-                res["listing_reference"] = listings
         finally:
             shape(None)
             self.stop_servers()
@@ -1162,7 +1174,8 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=16, help="dataset RNG seed")
     ap.add_argument("--json", metavar="FILE", help="write every measurement as JSON")
     ap.add_argument("--idle-seconds", type=float, default=None, help="how long to watch an idle sync_mvol.py [30; 5 quick]")
-    ap.add_argument("--timeout", type=float, default=900, help="seconds allowed per step of a run")
+    ap.add_argument("--timeout", type=float, default=900,
+                    help="seconds allowed per step of a run (and at most 10 x the first s5cmd cp run of the scenario)")
     ap.add_argument("--keep-logs", metavar="DIR", help="copy each run's logs (and the suite's ledgers) into DIR")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a key of the suite's config.yaml, e.g. transfer_settings.src_workers=128 (YAML value)")
