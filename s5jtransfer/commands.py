@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from . import cli
+from . import cli, tries
 from .errors import LockHeld, S5jError
 from .ledger import DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, holder_pid, is_locked
 from .runtime import Stopper
@@ -70,7 +70,9 @@ def repair(argv: list[str] | None = None) -> int:
             from . import shard
 
             return verify.repair_all_shards(cfg, shard.count_for_all(cfg.shard_spec, cfg.shard_count))
-        return verify.repair(cfg, a.missing_file)
+        rc = verify.repair(cfg, a.missing_file)
+        tries.ask_again()  # running sides try the objects they set aside again
+        return rc
 
     return cli.run(body, args, lock="repair", shard="count" if args.all_shards else "repair")
 

@@ -98,8 +98,10 @@ class DestSync:
         # if it changed since (rows appended while this cycle ran), not only on a later change
         self.ledger_sig = self.signature(SRC_LEDGER)
         if self.waiting.loaded:
-            if self.waiting.tail():
-                self.tries.forgive()  # a ledger rewritten by repair_ledger.py: objects set aside are tried again
+            # a ledger rewritten (repair_ledger.py, objects handed back), or repair_ledger.py ran:
+            # objects set aside are tried again
+            if self.waiting.tail() | self.tries.asked_again():
+                self.tries.forgive()
             return
         self.waiting.load(create=not self.dry_run)
         if not self.dry_run:
@@ -307,12 +309,13 @@ class DestSync:
 
     def _failed(self, c: Candidate, error: str, st: DestStats) -> None:
         st.failed += 1
-        self._failed_try(c, f"upload failed: {error or 'unknown error'}", st)
+        self._failed_try(c, f"upload failed: {error or 'unknown error'}", st,
+                         what=f"upload of {c.key!r} failed: {error or 'unknown error'}")
 
-    def _failed_try(self, c: Candidate, why: str, st: DestStats, at_once: bool = False) -> None:
+    def _failed_try(self, c: Candidate, why: str, st: DestStats, at_once: bool = False, what: str = "") -> None:
         """Tried again after a backoff; after MAX_TRIES set aside until a restart or
         repair_ledger.py, named once in the log and in the state file (status.py, the report)."""
-        if self.tries.failed(c.key, why, at_once):
+        if self.tries.failed(c.key, why, at_once, what or f"upload of {c.key!r}: {why}"):
             st.given_up += 1
             self.progress.write_state(force=True)
 

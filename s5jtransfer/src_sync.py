@@ -15,6 +15,7 @@ from .config import Config
 from .ledger import SRC_COLUMNS, SRC_LEDGER, Ledger
 from .endpoints import Endpoints, split_by_bytes
 from .progress import GAVE_UP, MAX_TRIES, SRC_STATE, Progress
+from .tries import Tries
 from .runtime import (Appender, Done, Stopper, file_inode, fmt_bytes, interruptible, poll_loop,
                       remove_quietly, sleep_until_changed)
 from .volumes import Volume, device_budgets, discover, scan_all, staged_name
@@ -72,10 +73,10 @@ class SourceSync:
         self.binary = None if self.native else s5cmd.find_binary(self.settings.s5cmd_path)
         self.fetcher = fetch.Fetcher(self.side, self.settings, self.eps, self.binary, self.stopper)
         self.part_hints: dict[str, int] = {}
-        self.tries: dict[str, int] = {}  # key -> copies that failed or did not verify (see _tried)
         self._loaded = False
         self.ledger_inode: int | None = None
         self.progress = Progress("source", None if dry_run else SRC_STATE)
+        self.tries = Tries(self.progress.given_up)  # copies that failed or did not verify (see _tried)
         self._last_progress_log = time.monotonic()
 
     @property
@@ -93,12 +94,10 @@ class SourceSync:
         if not self._loaded:
             self.rows = self.ledger.load()
             self._loaded = True
-        elif self.ledger.tail(self.rows)[0] and self.progress.given_up:
-            # rewritten by repair_ledger.py (or objects handed back): what was set aside is tried again
-            log.info("the source ledger was replaced: the %d objects set aside are tried again",
-                     len(self.progress.given_up))
-            self.progress.given_up.clear()
-            self.tries.clear()
+        elif self.ledger.tail(self.rows)[0] | self.tries.asked_again():
+            # rewritten (repair_ledger.py, objects handed back), or repair_ledger.py ran: what was
+            # set aside is tried again
+            self.tries.forgive()
 
     # -- one cycle -----------------------------------------------------------------------
     def cycle(self) -> CycleStats:
@@ -120,9 +119,10 @@ class SourceSync:
         st.done = st.listed - st.todo
         st.done_bytes = st.listed_bytes - sum(i.size for i in todo)
         todo = self._mappable(todo, st)
-        if self.progress.given_up:
-            todo = [i for i in todo if i.key not in self.progress.given_up]
-            st.given_up = st.todo - st.unmappable - len(todo)
+        if self.tries.given_up or self.tries.waiting:
+            now = time.monotonic()
+            st.given_up = sum(i.key in self.tries.given_up for i in todo)
+            todo = [i for i in todo if self.tries.due(i.key, now)]
         self.progress.set_totals(st.listed, st.listed_bytes, st.done, st.done_bytes)
         self.progress.write_state(force=True)
         if not todo:
@@ -272,18 +272,12 @@ class SourceSync:
         batch.appender.flush()
         batch.log_end(time.monotonic() - started)
 
-    def _tried(self, item: plan.Item, why: str, st: CycleStats) -> None:
-        """One more failed try of an object: retried next cycle, or after MAX_TRIES set aside
-        until a restart or repair_ledger.py, named once in the log and in the state file."""
-        n = self.tries[item.key] = self.tries.get(item.key, 0) + 1
-        if n < MAX_TRIES:
-            log.warning("%r: %s (try %d of %d; again next cycle)", item.key, why, n, MAX_TRIES)
-            return
-        self.tries.pop(item.key, None)
-        self.progress.given_up[item.key] = why
-        st.given_up += 1
-        log.error("gave up on %r after %d tries: %s; it is tried again after a restart or repair_ledger.py",
-                  item.key, n, why)
+    def _tried(self, item: plan.Item, why: str, st: CycleStats, what: str = "") -> None:
+        """One more failed try of an object: tried again after a backoff (tries.py), or after
+        MAX_TRIES set aside until a restart or repair_ledger.py, named once in the log and in the
+        state file."""
+        if self.tries.failed(item.key, why, what=what):
+            st.given_up += 1
 
     def _note_progress(self, objects: int, nbytes: int) -> None:
         self.progress.add(objects, nbytes)
@@ -330,8 +324,10 @@ class _Batch:
             if not ok and self.sync.stopper.stopped:
                 self.cut_short.append(item.key)  # one line for them all: log_end
             else:
-                self.sync._tried(item, f"copy failed: {error or 'unknown error'}" if not ok else
-                                 f"the copy does not match the listed size {item.size} and ETag {item.etag}", st)
+                why = f"copy failed: {error or 'unknown error'}" if not ok else \
+                    f"the copy does not match the listed size {item.size} and ETag {item.etag}"
+                self.sync._tried(item, why, st, f"copy of {item.key!r} failed: {error or 'unknown error'}" if not ok
+                                 else f"copy of {item.key!r} does not match the listed size and ETag: discarded")
 
     def _stage(self, item: plan.Item, vol: Volume, name: str, partial: str, row: tuple) -> None:
         dest = vol.staged_path(name)

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
+from .atomic import write_atomic
 from .progress import MAX_TRIES
 
-log = logging.getLogger("s5jtransfer.dest")
+log = logging.getLogger("s5jtransfer.tries")
 MAX_RETRY_BACKOFF = 60.0  # seconds; a failed try is followed by another after 1, 2, 4 ... up to this
+ASK_AGAIN = ".retry_set_aside"  # repair_ledger.py rewrites it: running sides try what they set aside again
+
+
+def ask_again() -> None:
+    """Tell the sides running in this folder to try the objects they set aside again."""
+    write_atomic(ASK_AGAIN, f"{time.time()}\n")
+
+
+def _asked_at() -> int | None:
+    try:
+        return os.stat(ASK_AGAIN).st_mtime_ns
+    except OSError:
+        return None
 
 
 def next_wait(tries: int, max_backoff: float = MAX_RETRY_BACKOFF) -> float | None:
@@ -25,29 +40,45 @@ class Tries:
     def __init__(self, given_up: dict[str, str]) -> None:
         self.given_up = given_up
         self._at: dict[str, tuple[float, int]] = {}  # key -> (not before, failed tries)
+        self._asked = _asked_at()
+
+    def asked_again(self) -> bool:
+        """True once after repair_ledger.py asked the sides to try again (tries.ask_again)."""
+        now = _asked_at()
+        if now == self._asked:
+            return False
+        self._asked = now
+        return True
+
+    @property
+    def waiting(self) -> int:
+        """Keys holding back after a failed try."""
+        return len(self._at)
 
     def due(self, key: str, now: float) -> bool:
         return key not in self.given_up and self._at.get(key, (0.0, 0))[0] <= now
 
-    def failed(self, key: str, why: str, at_once: bool = False) -> bool:
-        """One more failed try; True when the key is now given up (logged once, naming why)."""
+    def failed(self, key: str, why: str, at_once: bool = False, what: str = "") -> bool:
+        """One more failed try; True when the key is now given up (logged once, naming why).
+        what: the warning's sentence for a try that is followed by another (default: key: why)."""
         n = MAX_TRIES if at_once else self._at.get(key, (0.0, 0))[1] + 1
         wait = next_wait(n)
         if wait is None:
             self._at.pop(key, None)
             self.given_up[key] = why
-            log.error("gave up on %r after %d tries: %s; it stays on its staging volume and is tried again after "
-                      "a restart or repair_ledger.py", key, n, why)
+            log.error("gave up on %r after %d tries: %s; it is tried again after a restart or repair_ledger.py",
+                      key, n, why)
             return True
         self._at[key] = (time.monotonic() + wait, n)
-        log.warning("%r: %s (try %d of %d; again in %.0fs)", key, why, n, MAX_TRIES, wait)
+        log.warning("%s (try %d of %d; again in %.0fs)", what or f"{key!r}: {why}", n, MAX_TRIES, wait)
         return False
 
     def succeeded(self, key: str) -> None:
         self._at.pop(key, None)
 
     def forgive(self) -> None:
-        """The ledgers changed (repair_ledger.py): every key set aside gets its tries again."""
+        """The ledgers changed, or repair_ledger.py ran: every key set aside gets its tries again."""
+        self._at.clear()
         if self.given_up:
-            log.info("the ledgers changed: the %d objects set aside are tried again", len(self.given_up))
+            log.info("the %d objects set aside are tried again", len(self.given_up))
             self.given_up.clear()

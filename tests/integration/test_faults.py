@@ -291,15 +291,15 @@ def test_source_corrupted_gets_never_ledgered(work, proxies, native):
 def test_client_retries_exhausted_package_retries_next_cycle(work, proxies, side, native):
     """An outage longer than the S3 clients' retries (retries 1): every object request fails until
     the package has given up on some copies/uploads for this cycle; then the link turns merely
-    flaky, and the package's own loop (failed work retried next cycle) must finish the job."""
+    flaky, and the package's own loop (failed work tried again after a backoff) must finish the job."""
     data = seed(work)
     proxy = proxies(work.server.url, drop_rate=1.0, seed=17)  # nothing gets through
     configure(work, side, proxy, retries=1, part_size_mb=5, src_use_native_s3=native)
     log = work.path / "sync.log"
     proc = work.start("sync_mvol.py", "--once", log_name="sync.log")
     try:
-        # the source side retries next cycle; the destination side after a backoff ("retried in 1s")
-        wait_for(lambda: re.search(r"failed: .*\(retried (next cycle|in \d+s)\)", log.read_text(errors="replace")), 60,
+        # each side tries a failed copy or upload again after a backoff ("try 1 of 5; again in 1s")
+        wait_for(lambda: re.search(r"failed: .*\(try \d+ of \d+; again in \d+s\)", log.read_text(errors="replace")), 60,
                  f"the {side} side to give up on a transfer for this cycle")
         outage = proxy.stats["faults"]
         proxy.set_rates(fail_rate=0.2, drop_rate=0.1, max_faults=outage + 8)
