@@ -994,6 +994,12 @@ def summarize(scn_res: dict) -> dict[str, dict]:
     return out
 
 
+def per_round(a_runs: list[dict], b_runs: list[dict], fa, fb) -> str:
+    """Ratios of two tools' runs in the same rounds (the rounds both ran and both succeeded)."""
+    vals = [fa(x) / fb(y) for x, y in zip(a_runs, b_runs) if x["ok"] and y["ok"] and fb(y)]
+    return ("; per round " + ", ".join(f"{v:.2f}" for v in vals)) if len(vals) > 1 else ""
+
+
 def targets(results: dict, args) -> list[dict]:
     out: list[dict] = []
 
@@ -1014,9 +1020,11 @@ def targets(results: dict, args) -> list[dict]:
             c = cp["steps"].get(hop) if cp else None
             x = sides["steps"].get(hop) if sides else None
             if c and x and c["seconds"] and x["seconds"]:
+                rounds = per_round(scns["fat"]["runs"]["s5cmd-cp"], scns["fat"]["runs"]["suite-sides"],
+                                   lambda r, h=hop: r["steps"][h]["seconds"], lambda r, h=hop: r["steps"][h]["seconds"])
                 add("fat", f"suite {what} throughput / s5cmd cp's >= {TARGET_FAT_THROUGHPUT}", c["seconds"] / x["seconds"],
-                    TARGET_FAT_THROUGHPUT, f"{x['MBps']:.0f} vs {c['MBps']:.0f} MB/s ({x['seconds']:.2f} s vs {c['seconds']:.2f} s)",
-                    higher_is_better=True)
+                    TARGET_FAT_THROUGHPUT, f"{x['MBps']:.0f} vs {c['MBps']:.0f} MB/s ({x['seconds']:.2f} s vs "
+                                           f"{c['seconds']:.2f} s){rounds}", higher_is_better=True)
                 add("fat", f"suite {what} client CPU - s5cmd cp's <= {TARGET_FAT_CPU_MS:g} ms/MB",
                     x["client_ms_per_mb"] - c["client_ms_per_mb"], TARGET_FAT_CPU_MS,
                     f"{x['client_ms_per_mb']:.2f} vs {c['client_ms_per_mb']:.2f} ms/MB")
@@ -1033,10 +1041,15 @@ def targets(results: dict, args) -> list[dict]:
         s = summarize(scns[name])
         su, cp = s.get("suite"), s.get("s5cmd-cp")
         if su and cp and su["seconds"] and cp.get("sum_hops_s"):
+            runs = scns[name]["runs"]
+            hops = lambda r: r["steps"]["hop1"]["seconds"] + r["steps"]["hop2"]["seconds"]  # noqa: E731
+            slow = lambda r: max(r["steps"]["hop1"]["seconds"], r["steps"]["hop2"]["seconds"])  # noqa: E731
             add(name, f"suite / two sequential s5cmd cp hops <= {limit_two}", su["seconds"] / cp["sum_hops_s"], limit_two,
-                f"{su['seconds']:.2f} s / {cp['sum_hops_s']:.2f} s")
+                f"{su['seconds']:.2f} s / {cp['sum_hops_s']:.2f} s"
+                f"{per_round(runs['suite'], runs['s5cmd-cp'], lambda r: r['seconds'], hops)}")
             add(name, f"suite / the slower s5cmd cp hop{' <= ' + str(limit_slow) if limit_slow else ' (reference)'}",
-                su["seconds"] / cp["slower_hop_s"], limit_slow, f"{su['seconds']:.2f} s / {cp['slower_hop_s']:.2f} s")
+                su["seconds"] / cp["slower_hop_s"], limit_slow, f"{su['seconds']:.2f} s / {cp['slower_hop_s']:.2f} s"
+                f"{per_round(runs['suite'], runs['s5cmd-cp'], lambda r: r['seconds'], slow)}")
             add(name, f"servers' CPU: suite / two s5cmd cp hops <= {TARGET_SERVER_WORK}",
                 su["server_cpu_s"] / cp["server_cpu_s"] if cp["server_cpu_s"] else None, TARGET_SERVER_WORK,
                 f"{su['server_cpu_s']:.2f} s / {cp['server_cpu_s']:.2f} s")
@@ -1065,7 +1078,7 @@ def targets(results: dict, args) -> list[dict]:
     return out
 
 
-def machine_info(tools: list[Tool], args, code_rev: str | None = None) -> dict:
+def machine_info(tools: list[Tool], args, code_rev: str | None = None, started: str = "") -> dict:
     cpu = "?"
     try:
         for line in open("/proc/cpuinfo"):
@@ -1100,7 +1113,8 @@ def machine_info(tools: list[Tool], args, code_rev: str | None = None) -> dict:
         commit, dirty = "?", ""
     if code_rev:
         commit, dirty = code_rev, ""
-    return {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    end = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return {"date": f"{started}-{end[11:]}" if started else end,
             "commit": commit + (" (working tree, with uncommitted changes)" if dirty else ""),
             "code": f"git archive {args.code} ({code_rev})" if code_rev else "working tree",
             "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
@@ -1211,6 +1225,7 @@ def parse_args(argv=None):
 def inside(a, raw_argv: list[str]) -> int:
     """The benchmark proper, run inside the namespace (every child inherits it)."""
     started = time.monotonic()
+    started_utc = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
     run_quiet(["ip", "link", "set", "lo", "up"])
     for addr in ADDR.values():  # 127.0.0.0/8 is local on lo: check the sides' addresses answer here
         with socket.socket() as s:
@@ -1263,7 +1278,7 @@ def inside(a, raw_argv: list[str]) -> int:
             pass
         b.stop_servers()
         shutil.rmtree(tmp, ignore_errors=True)
-    machine = machine_info(list(used_tools.values()), a, b.code_rev)
+    machine = machine_info(list(used_tools.values()), a, b.code_rev, started_utc)
     tg = targets(b.results, a)
     print_report(b.results, tg, machine, skipped)
     say(f"bench took {time.monotonic() - started:.0f} s: {' '.join(['tools/bench.py', *raw_argv])}")
