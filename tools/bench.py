@@ -134,6 +134,27 @@ def proc_cpu(pid: int | None) -> float:
         return 0.0
 
 
+def become_subreaper() -> bool:
+    """Orphans of the tools (a child a tool did not wait for) are re-parented to this process instead
+    of init, so their CPU time reaches RUSAGE_CHILDREN once reap_orphans() waits for them."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def reap_orphans() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def children_cpu() -> float:
     """CPU seconds of every finished, waited-for descendant (a tool's own children roll up)."""
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -811,6 +832,7 @@ class Bench:
             cpu0, srv0, t0 = children_cpu(), self.server_cpu(), time.monotonic()
             rc = run_step(argv, cwd, env, log, self.step_timeout)
             secs = time.monotonic() - t0
+            reap_orphans()  # what the tool left behind was killed with its group: count its CPU too
             cpu, srv1 = children_cpu() - cpu0, self.server_cpu()
             out_steps[step_label] = {"seconds": round(secs, 3), "exit_code": rc, "client_cpu_s": round(cpu, 3),
                                      "server_cpu_s": {s: round(srv1[s] - srv0[s], 3) for s in srv1}, "log": str(log)}
@@ -1230,6 +1252,7 @@ def inside(a, raw_argv: list[str]) -> int:
     started = time.monotonic()
     started_utc = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
     run_quiet(["ip", "link", "set", "lo", "up"])
+    become_subreaper()
     for addr in ADDR.values():  # 127.0.0.0/8 is local on lo: check the sides' addresses answer here
         with socket.socket() as s:
             s.bind((addr, 0))
