@@ -241,43 +241,12 @@ class DestSync:
         return [c for c, good in zip(cands, ok) if good]
 
     def _heal_lost(self, lost: list[str], st: DestStats) -> None:
-        """Ledgered objects with no staged copy: already at the destination (a ledger from the
-        original scripts, or a stop between upload and ledger) they are confirmed there and
-        ledgered; otherwise (a volume wiped or replaced) they are taken out of the source ledger
-        so the source side fetches them again, instead of waiting forever.
-
-        A ledgered object is always staged first (rename, then ledger append), so a key missing
-        on two scans in a row is really gone from the volumes."""
+        """Ledgered objects with no staged copy on two scans in a row (a ledgered object is always
+        staged first: rename, then ledger append), so really gone from the volumes: heal_lost."""
         confirmed = [k for k in lost if k in self._missing_staged]
         self._missing_staged = set(lost) - set(confirmed)
-        if not confirmed or self.dry_run:
-            return
-        rows = []
-        drop = []
-        for k in confirmed:
-            row = self._confirm_existing(k, self.pending[k].row)
-            (rows.append(row) if row else drop.append(k))
-        if rows:
-            self.waiting.dest.append(rows)
-            for row in rows:
-                self.waiting.dest_rows[row[0]] = row[1:]
-                self.waiting.settle(row[0])
-            log.info("%d ledgered objects without a staged copy are already at the destination; ledgered them",
-                     len(rows))
-        if not drop:
-            return
-        st.lost = len(drop)
-        log.warning("%d ledgered objects have no staged copy on any volume and are not at the destination (e.g. "
-                    "%r); removing them from %s so the source side fetches them again", len(drop), drop[0], SRC_LEDGER)
-        self.waiting.hand_back(drop)
-
-    def _confirm_existing(self, key: str, src_row: tuple) -> tuple | None:
-        """A dest ledger row when the destination already holds this object (confirm.existing)."""
-        try:
-            there = self.confirmer.head(key)
-        except Exception:  # noqa: BLE001 - not readable: fetch it again
-            return None
-        return existing(key, src_row, there, self.waiting.dest_rows.get(key))
+        if confirmed and not self.dry_run:
+            st.lost = heal_lost(confirmed, self.waiting, self.confirmer)
 
     # -- uploading (upload.py) and confirming (confirm.py) ------------------------------------
     def _feed(self, cands: list[Candidate], st: DestStats) -> None:
@@ -377,6 +346,32 @@ class DestSync:
         if self.streamer is not None:
             self.streamer.close()
         self.confirmer.close()
+
+
+def heal_lost(keys: list[str], waiting: Waiting, confirmer: Confirmer) -> int:
+    """Ledgered objects gone from the volumes: already at the destination (a ledger from the
+    original scripts, or a stop between upload and ledger) they are confirmed there and ledgered;
+    otherwise (a volume wiped or replaced) they are taken out of the source ledger so the source
+    side fetches them again, instead of waiting forever. Returns how many were handed back."""
+    rows, drop = [], []
+    for k in keys:
+        try:
+            there = confirmer.head(k)
+        except Exception:  # noqa: BLE001 - not readable: fetch it again
+            there = None
+        row = existing(k, waiting.pending[k].row, there, waiting.dest_rows.get(k))
+        (rows.append(row) if row else drop.append(k))
+    if rows:
+        waiting.dest.append(rows)
+        for row in rows:
+            waiting.dest_rows[row[0]] = row[1:]
+            waiting.settle(row[0])
+        log.info("%d ledgered objects without a staged copy are already at the destination; ledgered them", len(rows))
+    if drop:
+        log.warning("%d ledgered objects have no staged copy on any volume and are not at the destination (e.g. "
+                    "%r); removing them from %s so the source side fetches them again", len(drop), drop[0], SRC_LEDGER)
+        waiting.hand_back(drop)
+    return len(drop)
 
 
 def _warn_empty_key() -> bool:
