@@ -76,7 +76,8 @@ class DestSync:
         self.ledger_sig: tuple | None = None  # see signature()
         self.streamer: streaming.Streamer | None = None  # large objects uploaded while fetched
         if self.settings.stream_uploads and not dry_run:
-            self.streamer = streaming.Streamer(self.side, self.settings.part_size, lambda: self.uploads.live()[0],
+            self.streamer = streaming.Streamer(self.side, streaming.stream_part_size(self.settings.part_size),
+                                               lambda: self.uploads.live()[0],
                                                self.eps.client, lambda exc: s3.describe_error(exc, self.side))
         self.uploads = Uploads(self.side, self.settings, self.eps, s5cmd.find_binary(self.settings.s5cmd_path),
                                self.stopper, self.streamer)
@@ -145,6 +146,11 @@ class DestSync:
             print_plan(self.side, cands, len(self.pending), self.settings.max_l2dest)
             return st
         cands = self._select(cands)
+        if cands:
+            # objects with an early multipart upload: it reads the staged copy once and completes
+            # only when it hashes to the MD5 verified at staging; the rest is re-hashed here
+            taken, cands = self.uploads.hand_streamed(cands)
+            st.fed += taken
         if cands:
             cands = self._check_staged(cands, st)
         if cands:

@@ -26,13 +26,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, NamedTuple
 
-from . import plan, s3, s5cmd
+from . import plan, s3, s5cmd, streaming
 from .endpoints import Endpoints, split_by_bytes
 from .runtime import Stopper, die_with_parent
 
 log = logging.getLogger("s5jtransfer.src")
 RUN_FILE = "src_commands.txt"
-LARGE_WORKERS = 2  # large objects fetched at once per endpoint ...
+LARGE_WORKERS = 1  # large objects fetched at once per endpoint (one: each lands at the link's whole speed) ...
 LARGE_FLAGS = ("-c", "4", "-p", "8")  # ... each in 4 parallel ranges of 8 MiB
 CAT_WORKERS = 2  # objects fetched in order at once (per side, spread over the live endpoints) ...
 CAT_FLAGS = ("-c", "8", "-p", "8")  # ... each in 8 parallel ranges of 8 MiB, written in order
@@ -62,8 +62,8 @@ class Fetcher:
         self.stopper = stopper
 
     def route(self, job: Job) -> str:
-        return plan.route(job.size, self.binary is None, s5cmd.run_file_safe(job.key), self.settings.part_size,
-                          self.settings.stream_uploads)
+        return plan.route(job.size, self.binary is None, s5cmd.run_file_safe(job.key),
+                          streaming.stream_part_size(self.settings.part_size), self.settings.stream_uploads)
 
     def fetch(self, jobs: list[Job], live: list[int], report: Report,
               advanced: Callable[[str, int], None] = lambda partial, size: None) -> None:

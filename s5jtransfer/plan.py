@@ -89,12 +89,13 @@ SMALL = "small"  # s5cmd `cp`, many objects at once (their cost is per request)
 LARGE_BYTES = 8 * 1024 * 1024
 
 
-def route(size: int, native: bool, run_file_safe: bool, part_size: int, stream_uploads: bool) -> str:
-    """The way one object is fetched. Objects larger than a part are fetched in order when the
-    destination side uploads them while they land (dest_stream_uploads); they then have at least
-    two parts, so the first can go out before the last arrives."""
+def route(size: int, native: bool, run_file_safe: bool, stream_part: int, stream_uploads: bool) -> str:
+    """The way one object is fetched. Objects larger than a part of an early upload (stream_part)
+    are fetched in order when the destination side uploads them while they land
+    (dest_stream_uploads); they then have at least two parts, so the first can go out before the
+    last arrives."""
     if native or not run_file_safe:
         return API
-    if stream_uploads and size > part_size:
+    if stream_uploads and size > stream_part:
         return CAT
     return LARGE if size >= LARGE_BYTES else SMALL

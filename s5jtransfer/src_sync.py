@@ -21,11 +21,6 @@ from .runtime import (Appender, Done, Stopper, file_inode, fmt_bytes, interrupti
 from .volumes import Volume, device_budgets, discover, scan_all, staged_name
 
 log = logging.getLogger("s5jtransfer.src")
-RUN_FILE = "src_commands.txt"
-RUN_FILE_LARGE = "src_commands-large.txt"  # objects of LARGE_BYTES or more (see _copy_s5cmd)
-LARGE_BYTES = 8 * 1024 * 1024  # objects this big go through their own s5cmd first ...
-LARGE_WORKERS = 1  # ... with one worker (s5cmd then copies two at a time) ...
-LARGE_FLAGS = ("-c", "4", "-p", "8")  # ... each in 4 parallel ranged GETs of 8 MiB
 LEDGER_DELAY = 0.2  # seconds a staged object waits at most before it is ledgered
 LEDGER_BYTES = 4 * 1024 * 1024  # ... and none waits once the held rows stand for this many bytes
 
@@ -305,7 +300,7 @@ class _Batch:
             vol = sync.volumes[a.volume]
             name = staged_name(a.item.key)
             self.by_local[vol.partial_path(name)] = (a.item, vol, name)
-        self.notes = _Notes(self.by_local, sync.settings.part_size)
+        self.notes = _Notes(self.by_local, streaming.stream_part_size(sync.settings.part_size))
 
     def finish(self, partial: str, ok: bool, error: str = "") -> None:
         item, vol, name = self.by_local[partial]

@@ -51,6 +51,15 @@ UNCLAIMED_GRACE = 120.0  # seconds an upload whose note is gone waits to be take
 PART_WORKERS = 4
 
 
+STREAM_PART_MAX = 8 * MIB  # parts of early uploads: small, so the first goes out within a second or two
+
+
+def stream_part_size(part_size: int) -> int:
+    """The part size of early multipart uploads: the configured one, at most STREAM_PART_MAX.
+    Objects larger than this are fetched in order and uploaded while they land."""
+    return min(part_size, STREAM_PART_MAX)
+
+
 def part_size_for(size: int, part_size: int) -> int:
     """The configured part size; larger (whole MiB) when S3's 10,000 parts would not hold the object."""
     need = -(-size // MAX_PARTS)

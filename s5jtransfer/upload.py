@@ -87,16 +87,12 @@ class Uploads:
         return sum(c.size for c in self.flight.values())
 
     def feed(self, cands: list[Candidate]) -> list[Candidate]:
-        """Hand verified staged copies over: to their early multipart upload when they have one,
-        else to the s5cmd of the endpoint with the fewest bytes in flight. Returns the ones only
-        boto3 can take (keys a run file cannot carry): upload_api."""
+        """Hand verified staged copies to the s5cmd of the endpoint with the fewest bytes in
+        flight. Returns the ones only boto3 can take (keys a run file cannot carry): upload_api."""
         flags = ["-p", str(self.settings.part_size // (1024 * 1024))]
         via_api = []
         live = self.live()
         for c in cands:
-            if self._take_streamed(c):
-                self.flight[c.path] = c
-                continue
             if not s5cmd.run_file_safe(c.key):
                 via_api.append(c)
                 continue
@@ -105,7 +101,21 @@ class Uploads:
             self._stream(ep).add(s5cmd.cp_line(c.path, self.side.url(c.key), flags), c.path, c.size)
         return via_api
 
-    def _take_streamed(self, c: Candidate) -> bool:
+    def hand_streamed(self, cands: list[Candidate]) -> tuple[int, list[Candidate]]:
+        """Hand objects with an early multipart upload to it (streaming.py: it reads the staged
+        copy once and completes only when it hashes to the MD5 verified at staging). Returns how
+        many it took, and the rest."""
+        if self.streamer is None or not self.streamer.uploads:
+            return 0, cands
+        rest = []
+        for c in cands:
+            c.md5 = c.pending.row[3]  # the verified MD5, which the upload's completion checks
+            if not self.take_streamed(c):
+                rest.append(c)
+        return len(cands) - len(rest), rest
+
+    def take_streamed(self, c: Candidate) -> bool:
+        """Hand the object to its early multipart upload, if it has one (then it is in flight)."""
         if self.streamer is None:
             return False
 
@@ -115,7 +125,10 @@ class Uploads:
                 c.upload_etag = expected  # the multipart ETag of the parts sent, which confirm.judge compares
             self._report(ep, c.path, ok, error, etag)
 
-        return self.streamer.take(c.key, c.size, c.pending.row[1], c.path, c.md5, report)
+        if not self.streamer.take(c.key, c.size, c.pending.row[1], c.path, c.md5, report):
+            return False
+        self.flight[c.path] = c
+        return True
 
     def _stream(self, ep: int) -> s5cmd.Stream:
         stream = self._streams.get(ep)

@@ -1,9 +1,9 @@
 """Power cuts at random instants: SIGKILL sync_mvol.py and all its children, many times, then finish.
 
 CI runs a reduced version; `make chaos` runs a long one (S5J_CHAOS_ROUNDS, S5J_CHAOS_OBJECTS),
-in both modes of fetching large objects. S5J_CHAOS_MODE: `s5cmd` (the defaults: the two 9 MB
-objects through s5cmd cp in 8 MiB ranges) or `cat` (5 MiB parts: they are fetched in order by
-s5cmd cat, and uploaded part by part while they land).
+in both modes of fetching large objects. S5J_CHAOS_MODE: `cat` (the defaults: the two 9 MB
+objects are fetched in order by s5cmd cat, and uploaded part by part while they land) or `s5cmd`
+(dest_stream_uploads false: through s5cmd cp in 8 MiB ranges, uploaded once staged).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ ROUNDS = int(os.environ.get("S5J_CHAOS_ROUNDS", "6"))
 OBJECTS = int(os.environ.get("S5J_CHAOS_OBJECTS", "60"))
 SEED = int(os.environ.get("S5J_CHAOS_SEED", str(random.randrange(1 << 30))))
 WORKERS = 4
-MODE = os.environ.get("S5J_CHAOS_MODE", "s5cmd")
+MODE = os.environ.get("S5J_CHAOS_MODE", "cat")
 RANGE_BYTES = 8 * 1024 * 1024  # -p 8 of fetch.LARGE_FLAGS and fetch.CAT_FLAGS
 
 
@@ -55,8 +55,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_refetches_little(work):
     # A slow source link (the whole transfer takes several rounds) so the cuts land mid-transfer.
     link = FaultProxy(work.server.url, bandwidth=max(total / (ROUNDS * 0.8), 200_000)).start()
     work.cfg["transfer_settings"].update(src_workers=WORKERS, dest_workers=WORKERS, src_endpoint_url=link.url)
-    if MODE == "cat":
-        work.cfg["transfer_settings"].update(part_size_mb=5)
+    if MODE == "s5cmd":
+        work.cfg["transfer_settings"].update(dest_stream_uploads=False)
     work.write_config()
     log_start = work.server.log_path.stat().st_size
     kills = cut_mid_transfer = 0

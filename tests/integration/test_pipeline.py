@@ -162,13 +162,16 @@ def test_destination_s5cmd_killed_mid_upload_is_replaced_and_nothing_is_lost(wor
 
 
 def test_large_objects_get_their_own_s5cmd_largest_first(work):
-    """Objects of 8 MiB or more are copied a few at a time, largest first, in parallel ranges, by
-    their own s5cmd (src_commands-large.txt) beside the one for the smaller ones
-    (src_commands.txt), so they are staged early rather than all at the end."""
+    """Without early uploads (dest_stream_uploads false), objects of 8 MiB or more are copied one at
+    a time, largest first, in parallel ranges, by their own s5cmd (src_commands-large.txt) beside
+    the one for the smaller ones (src_commands.txt), so they are staged early rather than all at
+    the end."""
     mib = 1024 * 1024
     data = {"small.bin": os.urandom(1000), "medium.bin": os.urandom(2 * mib),
             "large-a.bin": os.urandom(8 * mib), "large-b.bin": os.urandom(9 * mib)}
     work.put_all(data)
+    work.cfg["transfer_settings"]["dest_stream_uploads"] = False
+    work.write_config()
     r = work.run("sync_mvol.py", "--once", timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     assert {k: work.dest_bytes(k) for k in data} == data
