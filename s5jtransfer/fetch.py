@@ -34,8 +34,8 @@ log = logging.getLogger("s5jtransfer.src")
 RUN_FILE = "src_commands.txt"
 LARGE_WORKERS = 1  # large objects fetched at once per endpoint (one: each lands at the link's whole speed) ...
 LARGE_FLAGS = ("-c", "4", "-p", "8")  # ... each in 4 parallel ranges of 8 MiB
-CAT_WORKERS = 2  # objects fetched in order at once (per side, spread over the live endpoints) ...
-CAT_FLAGS = ("-c", "8", "-p", "8")  # ... each in 8 parallel ranges of 8 MiB, written in order
+CAT_WORKERS = 1  # objects fetched in order at once (per side, spread over the live endpoints) ...
+CAT_FLAGS = ("-c", "16", "-p", "8")  # ... each in 16 parallel ranges of 8 MiB, written in order
 GROW_POLL = 0.1  # seconds between looks at the size of a partial copy being fetched in order
 
 Report = Callable[[str, bool, str], None]
