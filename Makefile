@@ -31,8 +31,10 @@ $(STAMP): requirements.txt requirements-dev.txt | $(PYTHON)
 	$(VENV)/bin/pip install --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# Six pytest workers: each has its own moto server; most of a test's time is spent waiting on
+# the scripts it runs, so six keep two cores busy.
 test: venv
-	$(PYTEST) tests
+	$(PYTEST) -n 6 tests
 
 unit: venv
 	$(PYTEST) tests/unit
