@@ -6,13 +6,14 @@ object, as it finishes, from a worker thread. plan.route chooses the way:
 - SMALL and LARGE: one long-lived `s5cmd --json run` per live endpoint and kind, fed through its
   standard input largest first; every line fed is also written to the run file (the first
   endpoint's `src_commands.txt`, the others `src_commands-2.txt`..., the large objects'
-  `src_commands-large.txt`...). Large objects go a few at a time, each in parallel ranges, so they
-  are staged one after another at the speed of the whole link and the destination side starts on
-  the first within seconds, instead of all of them sharing the link and finishing late.
-- CAT: `s5cmd cat` with its standard output on the partial copy. s5cmd writes the object in
-  order, so the file's size is the number of bytes landed; advanced(partial, size) is called as it
-  grows (the destination side uploads whole parts meanwhile: streaming.py). Python never touches
-  these bytes. Each is recorded in `src_commands-cat.txt` as the `cp` line that repeats it.
+  `src_commands-large.txt`...). Large objects go one at a time per endpoint, each in parallel
+  ranges, so they are staged one after another at the speed of the whole link and the destination
+  side starts on the first within seconds, instead of all of them sharing the link and finishing
+  late.
+- CAT: `s5cmd cat` with its standard output on the partial copy, one object at a time. s5cmd
+  writes the object in order, so the file's size is the number of bytes landed; advanced(partial,
+  size) is called as it grows (the destination side uploads whole parts meanwhile: streaming.py).
+  Python never touches these bytes. Each is recorded in `src_commands-cat.txt` as the `cp` line that repeats it.
 - API: boto3 (native mode, and keys a run file cannot carry).
 """
 
