@@ -13,7 +13,7 @@ from typing import Callable, NoReturn
 
 from . import config as config_mod
 from .errors import S5jError
-from .ledger import ProcessLock
+from .ledger import ProcessLock, has_rows
 
 log = logging.getLogger("s5jtransfer")
 
@@ -132,20 +132,10 @@ def _with_shard(cfg: config_mod.Config, args: argparse.Namespace, role: str) -> 
         spec, source = shard_mod.recorded(), shard_mod.SHARD_FILE
     if role != "count":  # "count": only the number of shards is read (--all-shards), no folder's work
         write = role in ("sync", "repair") and not getattr(args, "dry_run", False)
-        shard_mod.check_folder(spec, has_work=any(_has_rows(p) for p in (SRC_LEDGER, DEST_LEDGER)), write=write)
+        shard_mod.check_folder(spec, has_work=any(has_rows(p) for p in (SRC_LEDGER, DEST_LEDGER)), write=write)
     if spec is not None and role == "sync":
         log.info("shard %s (from %s): only the keys whose CRC32 modulo %d is %d", spec, source, spec.count, spec.index)
     return dataclasses.replace(cfg, shard_spec=spec)
-
-
-def _has_rows(path: str) -> bool:
-    """Whether a ledger holds a row below its header."""
-    try:
-        with open(path, "rb") as fh:
-            fh.readline()
-            return bool(fh.readline())
-    except FileNotFoundError:
-        return False
 
 
 def script_main(command: Callable[[], int], fast: bool = False) -> NoReturn:

@@ -397,6 +397,16 @@ class Ledger:
         self._write_new((k, *v) for k, v in rows.items())
 
 
+def has_rows(path: str) -> bool:
+    """Whether a ledger holds a row below its header."""
+    try:
+        with open(path, "rb") as fh:
+            fh.readline()
+            return bool(fh.readline())
+    except FileNotFoundError:
+        return False
+
+
 def dest_done(src_row: tuple, dest_row: tuple | None) -> bool:
     """The destination holds this version: same size, uploaded from the same source ETag.
     Where either side has no ETag (rows of the original two-column ledger, or objects such a

@@ -12,7 +12,7 @@ import threading
 import time
 
 from .atomic import write_atomic
-from .ledger import DEST_LEDGER, SRC_LEDGER
+from .ledger import DEST_LEDGER, SRC_LEDGER, has_rows
 from .progress import DEST_STATE, GAVE_UP, MAX_TRIES, SRC_STATE, done_since, given_up, read_state
 from .runtime import Stopper, die_with_parent
 
@@ -50,7 +50,7 @@ def run(cfg, once: bool, dry_run: bool, log_file: str | None, debug: bool, stopp
     if dry_run:
         return _dry_run(extra)
     report = TransferReport(str(cfg.shard_spec) if cfg.shard_spec else None)
-    if once and _has_rows(SRC_LEDGER) and _done_before(cfg, report):
+    if once and has_rows(SRC_LEDGER) and _done_before(cfg, report):
         return 0
     # With --once the source side still polls: until the destination side has confirmed every
     # source object, objects can come back to it (a staged copy that failed its checksum, a
@@ -279,15 +279,6 @@ class EarlyListings:
         if self._src is not None:
             self._src.join()
         return self._src_objects, None
-
-
-def _has_rows(path: str) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            fh.readline()
-            return bool(fh.readline())
-    except FileNotFoundError:
-        return False
 
 
 def _mtime(path: str) -> int | None:
