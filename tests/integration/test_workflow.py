@@ -145,10 +145,13 @@ def test_every_request_of_a_default_run_comes_from_s5cmd_or_botocore(work):
     src_lines = [ln for f in work.path.glob("src_commands*.txt") for ln in f.read_text().splitlines()
                  if ln.startswith("cp ")]
     assert len(src_lines) == len(data)
-    # objects above the 8 MiB part of an early upload go up part by part through botocore instead
+    # an object above the 8 MiB part of an early upload goes up part by part through botocore
+    # when the destination side saw it land (a race with the source side: it may be staged first)
     early = [k for k, v in data.items() if len(v) > 8 * MIB]
     assert early == ["big/multipart.bin"]
-    assert len((work.path / "dest_commands.txt").read_text().splitlines()) == len(data) - len(early)
+    streamed = "uploaded 'big/multipart.bin' while it was fetched" in r.stdout + r.stderr
+    dest_lines = (work.path / "dest_commands.txt").read_text().splitlines()
+    assert len(dest_lines) == len(data) - streamed, (streamed, dest_lines)
 
 
 def test_native_mode_moves_through_boto3_without_s5cmd_for_the_source(work):
