@@ -219,8 +219,9 @@ class DestSync:
                 got = self.source_check.by_listing()
             if got is not None:
                 st.source_total, st.source_missing = got
-        gave += int((read_state(SRC_STATE) or {}).get("given_up_count") or 0)
-        st.only_given_up = ends_given_up(gave, st.in_flight, st.source_missing)
+        if st.source_missing:  # something is missing: is it only what either side set aside?
+            gave += int((read_state(SRC_STATE) or {}).get("given_up_count") or 0)
+            st.only_given_up = ends_given_up(gave, st.in_flight, st.source_missing)
 
     def _check_staged(self, cands: list[Candidate], st: DestStats) -> list[Candidate]:
         """Re-hash every staged copy before upload: a copy that no longer matches the MD5 the

@@ -192,10 +192,7 @@ class Fetcher:
     def _run_api(self, jobs: list[Job], live: list[int], report: Report) -> None:
         """boto3 in-process: native mode, and keys s5cmd cannot take. An object up to the part
         size is one GetObject streamed to disk; larger ones use the transfer manager's ranged GETs."""
-        from boto3.s3.transfer import TransferConfig
-
-        tcfg = TransferConfig(max_concurrency=4, multipart_chunksize=self.settings.part_size,
-                              multipart_threshold=self.settings.part_size)
+        tcfg = s3.transfer_config(self.settings.part_size)
         clients = [self.eps.client(i) for i in live]
 
         def one(n_job: tuple[int, Job]) -> None:

@@ -93,6 +93,14 @@ def tls_verify(side: Side, index: int = 0) -> bool | str:
     return tls_mode(side, index).verify
 
 
+def transfer_config(part_size: int):
+    """boto3's transfer manager settings for the rare objects moved through boto3 (native mode,
+    keys a run file cannot carry): ranged or multipart above the configured part size."""
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(max_concurrency=4, multipart_chunksize=part_size, multipart_threshold=part_size)
+
+
 def iter_objects(side: Side, s3client) -> Iterator[Obj]:
     """Stream every object under the side's prefix (prefix stripped); folder markers skipped.
 

@@ -10,7 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import checksum, fetch, plan, s3, s5cmd, streaming
+from . import checksum, fetch, plan, s3, s5cmd, shard, streaming
 from .config import Config
 from .ledger import SRC_COLUMNS, SRC_LEDGER, Ledger
 from .endpoints import Endpoints, split_by_bytes
@@ -104,8 +104,7 @@ class SourceSync:
         items = interruptible(lambda: s3.listing(self.side, lambda: self.client,
                                                  lambda objs: [plan.Item(o.key, o.size, o.etag) for o in objs],
                                                  live[0]), self.stopper)
-        from .shard import select  # SHARDS (issue 19, shard.py): only the keys this host's shard owns
-        items = select(items, self.cfg.shard_spec)
+        items = shard.select(items, self.cfg.shard_spec)  # only the keys this host's shard owns
         st.listed = len(items)
         st.listed_bytes = sum(i.size for i in items)
         todo = plan.todo(items, self.rows)

@@ -206,10 +206,7 @@ class Uploads:
     def upload_api(self, cands: list[Candidate]) -> list[tuple[Candidate, str | None]]:
         """boto3 uploads for keys an s5cmd run file cannot carry (waits for them; rare): each
         candidate with its error, None when it went up."""
-        from boto3.s3.transfer import TransferConfig
-
-        tcfg = TransferConfig(max_concurrency=4, multipart_chunksize=self.settings.part_size,
-                              multipart_threshold=self.settings.part_size)
+        tcfg = s3.transfer_config(self.settings.part_size)
         live = self.live()
         clients = [self.eps.client(i) for i in live]
 
