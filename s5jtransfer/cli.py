@@ -13,20 +13,12 @@ from typing import Callable, NoReturn
 
 from . import config as config_mod
 from .errors import S5jError
-from .ledger import ProcessLock, has_rows
+from .ledger import LOCKS, ProcessLock, has_rows  # noqa: F401 - LOCKS: also cli.LOCKS
 
 log = logging.getLogger("s5jtransfer")
 
 # Exit codes (README "Exit codes").
 OK, FAILED, CONFIG, LOCKED = 0, 1, 2, 3
-
-LOCKS = {
-    "src": (".src_sync_mvol.lock", "src_sync_mvol.py"),
-    "dest": (".dest_sync_mvol.lock", "dest_sync_mvol.py"),
-    "sync": (".sync_mvol.lock", "sync_mvol.py"),
-    "repair": (".repair_ledger.lock", "repair_ledger.py"),
-}
-
 
 def setup_logging(log_file: str | None = None, debug: bool = False) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")

@@ -10,7 +10,8 @@ object, as it finishes, from a worker thread. plan.route chooses the way:
   ranges, so they are staged one after another at the speed of the whole link and the destination
   side starts on the first within seconds, instead of all of them sharing the link and finishing
   late.
-- CAT: `s5cmd cat` with its standard output on the partial copy, one object at a time. s5cmd
+- CAT (while a destination side runs to upload them as they land, see fetch(streams)): `s5cmd
+  cat` with its standard output on the partial copy, one object at a time. s5cmd
   writes the object in order, so the file's size is the number of bytes landed; advanced(partial,
   size) is called as it grows (the destination side uploads whole parts meanwhile: streaming.py).
   Python never touches these bytes. Each is recorded in `src_commands-cat.txt` as the `cp` line that repeats it.
@@ -62,16 +63,18 @@ class Fetcher:
         self.binary = binary  # None: native mode
         self.stopper = stopper
 
-    def route(self, job: Job) -> str:
+    def route(self, job: Job, streams: bool) -> str:
         return plan.route(job.size, self.binary is None, s5cmd.run_file_safe(job.key),
-                          streaming.stream_part_size(self.settings.part_size), self.settings.stream_uploads)
+                          streaming.stream_part_size(self.settings.part_size), streams)
 
     def fetch(self, jobs: list[Job], live: list[int], report: Report,
-              advanced: Callable[[str, int], None] = lambda partial, size: None) -> None:
-        """Fetch every job over the live endpoints; returns when each has been reported."""
+              advanced: Callable[[str, int], None] | None = None) -> None:
+        """Fetch every job over the live endpoints; returns when each has been reported.
+        advanced(partial, size): the destination side uploads objects while they land (CAT);
+        None: nobody would, so every object takes the fastest way (LARGE or SMALL)."""
         by_route: dict[str, list[Job]] = {}
         for job in sorted(jobs, key=lambda j: -j.size):
-            by_route.setdefault(self.route(job), []).append(job)
+            by_route.setdefault(self.route(job, advanced is not None), []).append(job)
         work: list[Callable[[], None]] = []
         for kind, workers, flags in ((plan.LARGE, LARGE_WORKERS, LARGE_FLAGS),
                                      (plan.SMALL, self.settings.src_workers, ())):

@@ -28,6 +28,15 @@ _NOT_SEPARATORS = bytes(c for c in range(256) if c not in b",\n")
 log = logging.getLogger("s5jtransfer.ledger")
 
 
+# Each script's lock file in the working folder, and the script that holds it.
+LOCKS = {
+    "src": (".src_sync_mvol.lock", "src_sync_mvol.py"),
+    "dest": (".dest_sync_mvol.lock", "dest_sync_mvol.py"),
+    "sync": (".sync_mvol.lock", "sync_mvol.py"),
+    "repair": (".repair_ledger.lock", "repair_ledger.py"),
+}
+
+
 def encode_key(key: str) -> str:
     """One ledger line per object, always: keys holding CR/LF are stored percent-encoded.
 
@@ -111,6 +120,12 @@ def is_locked(path: str) -> bool:
             return False
     except OSError:
         return True
+
+
+def uploader_running() -> bool:
+    """A destination side runs in this folder: dest_sync_mvol.py's lock is held, or sync_mvol.py's
+    (which starts one)."""
+    return is_locked(LOCKS["dest"][0]) or is_locked(LOCKS["sync"][0])
 
 
 @contextmanager
