@@ -32,7 +32,9 @@ def parts_of(etag: str) -> int:
     return int(m.group(2)) if m else 0
 
 
-class _Multipart:
+class Multipart:
+    """A multipart ETag of one part size, made as bytes come."""
+
     def __init__(self, part_size: int) -> None:
         self.part_size = part_size
         self.digests: list[bytes] = []
@@ -55,10 +57,11 @@ class _Multipart:
         return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
 
 
-def hash_file(path: str, part_sizes: tuple[int, ...] = ()) -> tuple[str, int, dict[int, str]]:
-    """(md5 hex, bytes read, {part_size: multipart etag}) in a single read of the file."""
-    whole = hashlib.md5()
-    multis = [_Multipart(ps) for ps in dict.fromkeys(part_sizes) if ps > 0]
+def hash_file(path: str, part_sizes: tuple[int, ...] = (), whole: bool = True) -> tuple[str, int, dict[int, str]]:
+    """(md5 hex, bytes read, {part_size: multipart etag}) in a single read of the file; the md5 is
+    "" when not `whole` (each hash is a pass of MD5 over every byte: skip the ones not needed)."""
+    whole_md5 = hashlib.md5() if whole else None
+    multis = [Multipart(ps) for ps in dict.fromkeys(part_sizes) if ps > 0]
     total = 0
     try:  # most objects are small: don't allocate (and zero) a whole MiB for each
         bufsize = max(4096, min(CHUNK, os.path.getsize(path) + 1))
@@ -72,11 +75,12 @@ def hash_file(path: str, part_sizes: tuple[int, ...] = ()) -> tuple[str, int, di
             if not n:
                 break
             chunk = view[:n]
-            whole.update(chunk)
+            if whole_md5 is not None:
+                whole_md5.update(chunk)
             for m in multis:
                 m.update(chunk)
             total += n
-    return whole.hexdigest(), total, {m.part_size: m.etag() for m in multis}
+    return whole_md5.hexdigest() if whole_md5 else "", total, {m.part_size: m.etag() for m in multis}
 
 
 def candidate_part_sizes(size: int, parts: int, hint: int | None = None) -> tuple[int, ...]:
@@ -99,19 +103,34 @@ def upload_etag(md5: str, size: int, part_size: int, multi: dict[int, str]) -> s
     return multi[part_size]
 
 
+def source_part_sizes(size: int, etag: str) -> tuple[int, ...]:
+    """The part sizes that may have made a multipart ETag of two parts or more (without a hint
+    from the source): a copy verified with one of them can be checked again, and uploaded with
+    it, from the size and ETag alone."""
+    parts = parts_of(etag)
+    return candidate_part_sizes(size, parts) if parts >= 2 else ()
+
+
 def check(path: str, size: int, etag: str, part_hint: int | None = None,
-          extra_part_sizes: tuple[int, ...] = ()) -> tuple[str | None, str, dict[int, str]]:
+          extra_part_sizes: tuple[int, ...] = (), whole: bool = True) -> tuple[str | None, str, dict[int, str]]:
     """Verify a local file against an S3 object's size and ETag in one read.
 
     Returns (level, md5, multipart etags computed): level is 'md5', 'multipart' or 'size'
-    when the file matches, None when it does not.
+    when the file matches, None when it does not. not `whole`: a multipart ETag of two parts or
+    more is checked without the file's MD5 (md5 is then ""), one MD5 pass per candidate part size
+    instead of one more for the whole.
     """
     kind = etag_kind(etag)
     etag = etag.strip('"').lower()
     sizes = tuple(extra_part_sizes)
+    if kind == MULTIPART and parts_of(etag) == 1 and not sizes:
+        # one part: its MD5 is the file's, so the single pass that makes the MD5 makes the ETag
+        md5, nbytes, _ = hash_file(path)
+        one = f"{hashlib.md5(bytes.fromhex(md5)).hexdigest()}-1"
+        return (MULTIPART if nbytes == size and one == etag else None), md5, {}
     if kind == MULTIPART:
         sizes = candidate_part_sizes(size, parts_of(etag), part_hint) + sizes
-    md5, nbytes, multi = hash_file(path, sizes)
+    md5, nbytes, multi = hash_file(path, sizes, whole or kind != MULTIPART or parts_of(etag) < 2)
     if nbytes != size:
         return None, md5, multi
     if kind == MD5:
@@ -119,3 +138,14 @@ def check(path: str, size: int, etag: str, part_hint: int | None = None,
     if kind == MULTIPART:
         return (MULTIPART if etag in multi.values() else None), md5, multi
     return SIZE, md5, multi
+
+
+def reusable_part_size(ps: int | None) -> bool:
+    """A part size our uploads can use again: whole MiB (s5cmd's -p), within S3's 5 MiB to 5 GiB."""
+    return bool(ps) and ps % MIB == 0 and 5 * MIB <= ps <= 5 * 1024 * MIB
+
+
+def matched_part_size(etag: str, multi: dict[int, str]) -> int | None:
+    """The part size whose multipart ETag (of check's or hash_file's) is `etag`."""
+    etag = etag.strip('"').lower()
+    return next((ps for ps, e in multi.items() if e == etag), None)

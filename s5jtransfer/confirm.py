@@ -22,36 +22,51 @@ LIST_PAGE_COST = 12  # a listing page (1,000 keys) costs about 12 HeadObjects (S
 HEAD_WORKERS = 16
 
 
-def judge(c: Candidate, there: s3.Obj | None, rehash: Callable[[str, int, str], tuple]) -> tuple | str:
+def judge(c: Candidate, there: s3.Obj | None, rehash: Callable[..., tuple]) -> tuple | str:
     """A dest ledger row (key, size, ETag, level, source ETag) when the answer `there` matches the
-    staged bytes of c (size, then ETag), else why not. rehash(path, size, etag) -> (level, md5, _)
-    hashes the staged copy again for a multipart ETag of another part size (checksum.check)."""
+    staged bytes of c (size, then ETag), else why not. rehash(path, size, etag, extra_part_sizes=...)
+    -> (level, md5, multipart etags) hashes the staged copy again for an ETag the pre-upload check
+    did not foresee (checksum.check)."""
     if there is None:
         return "not there"
     size, src_etag = c.pending.row[:2]
-    etag = there.etag
+    etag = there.etag.lower()
     if there.size != size:
         return f"size {there.size}, expected {size}"
     kind = checksum.etag_kind(etag)
     level = checksum.SIZE
-    if kind == checksum.MD5:
-        level = checksum.MD5 if etag.lower() == c.md5 else None
-    elif kind == checksum.MULTIPART:
-        level = checksum.MULTIPART if etag.lower() == c.upload_etag else None
-        if level is None:
-            # uploaded with another part size than configured (e.g. by boto3): the staged copy is
-            # hashed again, and counts only while it still has the verified MD5 (one changed after
-            # its check may be what went out, and would match itself)
-            try:
-                level, now_md5, _ = rehash(c.path, size, etag)
-            except OSError:
-                level = None
-            else:
-                if level is not None and c.md5 and now_md5 != c.md5:
-                    return "the staged copy changed after its check"
+    if kind == checksum.MD5 and c.md5:
+        level = checksum.MD5 if etag == c.md5 else None
+    elif kind == checksum.MULTIPART and etag == c.upload_etag:
+        level = checksum.MULTIPART
+    elif kind != checksum.SIZE:
+        # uploaded otherwise than foreseen (another part size, by boto3; a store answering the MD5
+        # of a multipart upload): the staged copy is hashed again, and counts only while it still
+        # has the checksum verified at staging (one changed after its check may be what went out,
+        # and would match itself)
+        level = _again(c, size, etag, src_etag, rehash)
+        if level == "changed":
+            return "the staged copy changed after its check"
     if level is None:
-        return f"ETag {etag} does not match the staged bytes (MD5 {c.md5})"
-    return (c.key, size, etag, level, src_etag)
+        return f"ETag {there.etag} does not match the staged bytes ({_what(c)})"
+    return (c.key, size, there.etag, level, src_etag)
+
+
+def _again(c: Candidate, size: int, etag: str, src_etag: str, rehash) -> str | None:
+    # verified at staging by the source's parts, without the MD5 (source ledger rows with no MD5):
+    # the same read checks them again
+    by_parts = () if c.md5 else checksum.source_part_sizes(size, src_etag)
+    try:
+        level, now_md5, multi = rehash(c.path, size, etag, extra_part_sizes=by_parts)
+    except OSError:
+        return None
+    if level is not None and (now_md5 != c.md5 if c.md5 else by_parts and src_etag.lower() not in multi.values()):
+        return "changed"
+    return level
+
+
+def _what(c: Candidate) -> str:
+    return f"MD5 {c.md5}" if c.md5 else f"multipart ETag {c.upload_etag}"
 
 
 def existing(key: str, src_row: tuple, there: s3.Obj | None, dest_row: tuple | None) -> tuple | None:

@@ -400,23 +400,36 @@ def print_plan(side, cands: list[Candidate], pending: int, max_bytes: int | None
 
 def rehash(cands: list[Candidate], part: int) -> list[bool]:
     """Hash each staged copy once, in threads (hashlib releases the GIL): True when it still has
-    its ledgered size and verified MD5; then c.md5 and c.upload_etag (what the upload must
-    produce) are set from the same read."""
-    def one(c: Candidate) -> bool:
-        size, md5 = c.pending.row[0], c.pending.row[3]
-        try:
-            got, nbytes, multi = checksum.hash_file(c.path, (part,) if size >= part else ())
-        except OSError as exc:
-            log.warning("cannot read staged copy of %r: %s", c.key, exc)
-            return False
-        if nbytes != size or (md5 and got != md5):
-            return False
-        c.md5 = got
-        c.upload_etag = checksum.upload_etag(got, size, part, multi)
-        return True
-
+    its ledgered size and verified checksum; then c.md5, c.part and c.upload_etag (what the
+    upload must produce) are set from the same read."""
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        return list(pool.map(one, cands))
+        return list(pool.map(lambda c: _rehash_one(c, part), cands))
+
+
+def _rehash_one(c: Candidate, part: int) -> bool:
+    size, src_etag, level, md5 = c.pending.row[:4]
+    try:
+        if not md5 and level == checksum.MULTIPART and checksum.source_part_sizes(size, src_etag):
+            # verified at staging by the source's parts, without the whole MD5: checked again the
+            # same way, and uploaded with the same parts, so its ETag at the destination is the
+            # source's (one pass here too)
+            ok, _, multi = checksum.check(c.path, size, src_etag, whole=False)
+            if ok is None:
+                return False
+            same = checksum.matched_part_size(src_etag, multi)
+            if checksum.reusable_part_size(same):
+                c.md5, c.part, c.upload_etag = "", same, src_etag.lower()
+                return True
+            # a part size s5cmd cannot take (not whole MiB): the configured one, a second read
+        got, nbytes, multi = checksum.hash_file(c.path, (part,) if size >= part else ())
+    except OSError as exc:
+        log.warning("cannot read staged copy of %r: %s", c.key, exc)
+        return False
+    if nbytes != size or (md5 and got != md5):
+        return False
+    c.md5, c.part = got, part
+    c.upload_etag = checksum.upload_etag(got, size, part, multi)
+    return True
 
 
 def within(cands: list[Candidate], used: int, limit: int | None) -> list[Candidate]:

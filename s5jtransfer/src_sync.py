@@ -223,9 +223,14 @@ class SourceSync:
         return rest
 
     def _verify(self, item: plan.Item, path: str) -> tuple | None:
-        """Check a local copy against the listed size and ETag; a ledger row when it matches."""
+        """Check a local copy against the listed size and ETag; a ledger row when it matches.
+        A multipart ETag matched with a part size its size and ETag imply (checksum.source_part_sizes)
+        is checked without the whole MD5: one pass, and the row's MD5 is empty (the destination
+        side checks and uploads it with the same parts). One that needs the source's word on its
+        part size (HeadObject of part 1) is ledgered with its MD5, for the destination side."""
         try:
-            level, md5, _ = checksum.check(path, item.size, item.etag, self.part_hints.get(item.key))
+            hint = self.part_hints.get(item.key)
+            level, md5, _ = checksum.check(path, item.size, item.etag, hint, whole=hint is not None)
             if level is None and checksum.etag_kind(item.etag) == checksum.MULTIPART:
                 hint = self._part_size(item.key)
                 if hint:

@@ -16,7 +16,8 @@ Destination side (Streamer): for each note, a boto3 multipart upload whose parts
 partial copy as they are written and sent with their Content-MD5. Nothing is completed on the
 note's word. When the object is staged, verified and ledgered, and the destination side takes
 it up as usual, every part sent early is compared with the staged copy's bytes (MD5 per part),
-the rest is sent from the staged copy, the whole is checked against the MD5 verified at staging,
+the rest is sent from the staged copy, the copy is checked against the checksum verified at
+staging (in the source's parts, when the upload has them: early_part_size; else the whole MD5),
 and only then is the upload completed; the object is then confirmed like any other upload. A part
 that does not match aborts the multipart upload and the object goes the regular way (s5cmd).
 Uploads never taken up (the copy failed, the source side stopped) are aborted. Their IDs are
@@ -64,6 +65,20 @@ def part_size_for(size: int, part_size: int) -> int:
     """The configured part size; larger (whole MiB) when S3's 10,000 parts would not hold the object."""
     need = -(-size // MAX_PARTS)
     return max(part_size, -(-need // MIB) * MIB)
+
+
+SOURCE_PART_MAX = 64 * MIB  # the source's parts are taken up to this size (the first goes out once it landed)
+
+
+def early_part_size(size: int, src_etag: str, part_size: int) -> tuple[int, bool]:
+    """(part size, whether it is the source's) of an early upload. The source's when its ETag
+    names exactly one (checksum.source_part_sizes) that is not too large: the upload's ETag is
+    then the source's, and its completion checks the staged copy by its parts, one MD5 pass;
+    else part_size (the completion also hashes the whole)."""
+    sizes = checksum.source_part_sizes(size, src_etag)
+    if len(sizes) == 1 and checksum.reusable_part_size(sizes[0]) and sizes[0] <= SOURCE_PART_MAX:
+        return sizes[0], True
+    return part_size_for(size, part_size), False
 
 
 # -- the source side's notes ----------------------------------------------------------------
@@ -118,6 +133,7 @@ class _Upload:
     partial: str
     staged: str  # where the partial copy is renamed to once verified
     part: int
+    source_parts: bool  # part is the source's: the parts' MD5s alone check the bytes (see _finish)
     upload_id: str
     ep: int
     client: object
@@ -128,6 +144,7 @@ class _Upload:
     error: str = ""
     taken: bool = False
     seen: float = 0.0  # when its note was last seen
+    early: int = 0  # parts sent before it was taken up
 
     @property
     def parts(self) -> int:
@@ -232,8 +249,9 @@ class Streamer:
             log.debug("no early upload of %r: %s", key, self.describe(exc))
             self.uploads.pop(key, None)
             return None
-        u = _Upload(key, size, etag, partial, staged, part_size_for(size, self.part_size), resp["UploadId"], ep,
-                    client, seen=time.monotonic())
+        part, source_parts = early_part_size(size, etag, self.part_size)
+        u = _Upload(key, size, etag, partial, staged, part, source_parts, resp["UploadId"], ep, client,
+                    seen=time.monotonic())
         self.uploads[key] = u  # before the journal line: an empty dict lets the journal be emptied
         try:
             self._journal({"key": key, "upload_id": u.upload_id, "ep": ep})
@@ -296,28 +314,7 @@ class Streamer:
                 f.result()
             if u.error:
                 raise ValueError(u.error)
-            md5s = []
-            early = len(u.md5s)
-            # the whole of what the upload is made of (the parts sent early equal these bytes, the
-            # others are these bytes), in order: a staged copy changed after its verification
-            # (between the destination side's check and this read, say) is never completed
-            whole = hashlib.md5()
-            with open(staged, "rb") as fh:
-                for n in range(1, u.parts + 1):
-                    if self._closing:
-                        raise ValueError("the destination side stops")
-                    data = fh.read(min(u.part, u.size - (n - 1) * u.part))
-                    whole.update(data)
-                    if n in u.md5s:
-                        md5 = hashlib.md5(data).hexdigest()
-                        if md5 != u.md5s[n]:
-                            raise ValueError(f"part {n} sent early differs from the staged copy")
-                    else:
-                        self._send(u, n, data)
-                        md5 = u.md5s[n]
-                    md5s.append(md5)
-            if verified_md5 and whole.hexdigest() != verified_md5:
-                raise ValueError("the staged copy no longer matches the checksum verified at staging")
+            md5s = self._parts_of_staged(u, staged, verified_md5)
             expected = hashlib.md5(b"".join(bytes.fromhex(m) for m in md5s)).hexdigest() + f"-{len(md5s)}"
             resp = u.client.complete_multipart_upload(
                 Bucket=self.side.bucket, Key=self.side.prefix + u.key, UploadId=u.upload_id,
@@ -330,9 +327,46 @@ class Streamer:
             return
         self.uploads.pop(u.key, None)
         self._journal_clear()
-        log.info("uploaded %r while it was fetched: %d of %d parts went out before it was staged", u.key, early,
-                 len(md5s))
+        log.info("uploaded %r while it was fetched: %d of %d parts went out before it was staged", u.key,
+                 u.early, len(md5s))
         report(u.ep, True, "", got, expected)
+
+    def _parts_of_staged(self, u: _Upload, staged: str, verified_md5: str) -> list[str]:
+        """Read the staged copy once, in order: each part sent early must equal its bytes, the
+        others are sent from them; the MD5s of the upload's parts. The bytes must have the
+        checksum verified at staging, or nothing is completed (a staged copy changed after its
+        verification, between the destination side's check and this read, say): with the
+        source's parts, the parts' MD5s make the source's ETag; else the whole MD5 is made too
+        (and the source's parts when the source side verified those instead)."""
+        u.early = len(u.md5s)
+        whole = None if u.source_parts else hashlib.md5()
+        by_parts = () if u.source_parts or verified_md5 else checksum.source_part_sizes(u.size, u.etag)
+        multis = [checksum.Multipart(ps) for ps in by_parts]
+        md5s = []
+        with open(staged, "rb") as fh:
+            for n in range(1, u.parts + 1):
+                if self._closing:
+                    raise ValueError("the destination side stops")
+                data = fh.read(min(u.part, u.size - (n - 1) * u.part))
+                for h in ([whole] if whole else []) + multis:
+                    h.update(data)
+                if n in u.md5s:
+                    md5 = hashlib.md5(data).hexdigest()
+                    if md5 != u.md5s[n]:
+                        raise ValueError(f"part {n} sent early differs from the staged copy")
+                else:
+                    self._send(u, n, data)
+                    md5 = u.md5s[n]
+                md5s.append(md5)
+        if u.source_parts:
+            made = hashlib.md5(b"".join(bytes.fromhex(m) for m in md5s)).hexdigest() + f"-{len(md5s)}"
+            good = made == u.etag.strip('"').lower()
+        else:
+            good = whole.hexdigest() == verified_md5 if verified_md5 else \
+                (not multis or u.etag.strip('"').lower() in (m.etag() for m in multis))
+        if not good:
+            raise ValueError("the staged copy no longer matches the checksum verified at staging")
+        return md5s
 
     def _why(self, exc: BaseException) -> str:
         """A failure for the log: our own checks and local I/O as they are, S3's errors named."""

@@ -38,8 +38,9 @@ class Candidate:
     pending: Pending
     path: str
     ident: tuple[int, int]  # (inode, mtime) of the staged file when picked
-    md5: str = ""  # of the staged bytes, from the pre-upload check
-    upload_etag: str = ""  # the ETag an upload with the configured part size produces
+    md5: str = ""  # of the staged bytes, from the pre-upload check ("" when checked by the source's parts)
+    part: int = 0  # the part size to upload with (the source's, or the configured one); 0: configured
+    upload_etag: str = ""  # the ETag an upload with that part size produces
 
     @property
     def size(self) -> int:
@@ -89,7 +90,6 @@ class Uploads:
     def feed(self, cands: list[Candidate]) -> list[Candidate]:
         """Hand verified staged copies to the s5cmd of the endpoint with the fewest bytes in
         flight. Returns the ones only boto3 can take (keys a run file cannot carry): upload_api."""
-        flags = ["-p", str(self.settings.part_size // (1024 * 1024))]
         via_api = []
         live = self.live()
         for c in cands:
@@ -98,6 +98,7 @@ class Uploads:
                 continue
             ep = min(live, key=lambda i: self._streams[i].bytes_in_flight if i in self._streams else 0)
             self.flight[c.path] = c
+            flags = ["-p", str((c.part or self.settings.part_size) // (1024 * 1024))]
             self._stream(ep).add(s5cmd.cp_line(c.path, self.side.url(c.key), flags), c.path, c.size)
         return via_api
 
@@ -206,12 +207,12 @@ class Uploads:
     def upload_api(self, cands: list[Candidate]) -> list[tuple[Candidate, str | None]]:
         """boto3 uploads for keys an s5cmd run file cannot carry (waits for them; rare): each
         candidate with its error, None when it went up."""
-        tcfg = s3.transfer_config(self.settings.part_size)
         live = self.live()
         clients = [self.eps.client(i) for i in live]
 
         def one(n_c: tuple[int, Candidate]) -> str | None:
             n, c = n_c
+            tcfg = s3.transfer_config(c.part or self.settings.part_size)
             try:
                 clients[n % len(clients)].upload_file(c.path, self.side.bucket, self.side.prefix + c.key, Config=tcfg)
             except Exception as exc:  # noqa: BLE001

@@ -120,8 +120,16 @@ def assert_complete(work, data: dict[str, bytes], r) -> None:
     for row in rows:
         v = data[row["Key"]]
         assert int(row["Size"]) == len(v), row
-        assert row["MD5"] == hashlib.md5(v).hexdigest(), row
         assert row["Verified"] in ("md5", "multipart"), row
+        if row["MD5"] or row["Verified"] == "md5":
+            assert row["MD5"] == hashlib.md5(v).hexdigest(), row
+        else:  # verified by the source's parts alone (one MD5 pass): they are those of the real bytes
+            assert row["ETag"] == real_multipart_etag(v, 5 * 1024 * 1024), row
+
+
+def real_multipart_etag(data: bytes, part: int) -> str:
+    digests = b"".join(hashlib.md5(data[i:i + part]).digest() for i in range(0, len(data), part))
+    return f"{hashlib.md5(digests).hexdigest()}-{-(-len(data) // part)}"
 
 
 # -- the proxy itself (fast, no scripts) --------------------------------------------------------

@@ -81,13 +81,14 @@ class Reports:
         self.event.set()
 
 
-def stage(vol: Volume, key: str, data: bytes, ready: int, partial: bytes | None = None) -> tuple[str, str]:
+def stage(vol: Volume, key: str, data: bytes, ready: int, partial: bytes | None = None,
+          etag: str = "src-etag") -> tuple[str, str]:
     """A partial copy (`partial` bytes, default the object's) with a note saying `ready` bytes are written."""
     name = staged_name(key)
     path = vol.partial_path(name)
     with open(path, "wb") as fh:
         fh.write(partial if partial is not None else data)
-    streaming.write_note(vol, name, key, len(data), "src-etag", ready)
+    streaming.write_note(vol, name, key, len(data), etag, ready)
     return name, path
 
 
@@ -164,6 +165,40 @@ def test_a_staged_copy_changed_after_its_verification_is_never_completed(streame
     assert "big.bin" not in work.listing(work.dst, "copy/")
 
 
+@pytest.mark.parametrize("changed", [False, True])
+def test_with_the_sources_parts_the_staged_copy_is_checked_by_them(streamer, work, changed):
+    """A source ETag that names its part size (8 MiB: 3 parts of 20 MiB): the early upload takes
+    it, not the configured 5 MiB, and the source side verified the copy by those parts without
+    its MD5 (""). The completion reads the copy once: its parts must make the source's ETag, which
+    is then the upload's; a copy changed after its verification (part 3, sent only now) is not
+    completed."""
+    st, vol, _client = streamer
+    data = pattern(20 * MIB, seed=7)
+    src = multipart_etag(data, 8 * MIB)
+    name, _ = stage(vol, "big.bin", data, ready=17 * MIB, etag=src)
+    st.scan([vol])
+    u = st.uploads["big.bin"]
+    assert (u.part, u.source_parts) == (8 * MIB, True)
+    for f in list(u.futures):
+        f.result(timeout=30)
+    assert sorted(u.md5s) == [1, 2]
+    staged = bytearray(data)
+    if changed:
+        staged[-3] ^= 0xFF
+    rep = Reports()
+    assert st.take("big.bin", len(data), src, to_staged(vol, name, bytes(staged)), "", rep)
+    assert rep.event.wait(30)
+    ok, error, etag, expected = rep.got[0]
+    if changed:
+        assert not ok and "no longer matches the checksum verified at staging" in error
+        assert "big.bin" not in work.listing(work.dst, "copy/")
+    else:
+        assert ok, error
+        assert etag == expected == src
+        assert work.dest_bytes("big.bin") == data
+    assert open_uploads(work) == []
+
+
 def test_another_version_is_not_completed_with_the_parts_of_the_first(streamer, work):
     st, vol, _client = streamer
     data = pattern(11 * MIB, seed=2)
@@ -226,13 +261,17 @@ def test_sync_uploads_a_large_object_while_it_is_fetched(work):
     log = (work.path / "sync_mvol.log").read_text() if (work.path / "sync_mvol.log").exists() else ""
     out = r.stdout + r.stderr + log
     assert r.returncode == 0, out
-    m = re.search(r"uploaded 'big\.bin' while it was fetched: (\d) of 4 parts went out before it was staged", out)
+    # the source's 8 MiB parts (its ETag names them), not the configured 5 MiB: the same ETag
+    m = re.search(r"uploaded 'big\.bin' while it was fetched: (\d) of 3 parts went out before it was staged", out)
     assert m and int(m.group(1)) >= 1, out
     assert work.dest_bytes("big.bin") == data
     head = work.server.client().head_object(Bucket=work.dst, Key="copy/big.bin")
-    assert head["ETag"].strip('"') == multipart_etag(data, 5 * MIB)
+    assert head["ETag"].strip('"') == src_etag == multipart_etag(data, 8 * MIB)
     row = [ln for ln in (work.path / "dest_ledger.csv").read_text().splitlines() if ln.startswith("big.bin,")]
-    assert row and row[0].split(",")[2] == multipart_etag(data, 5 * MIB) and row[0].split(",")[4] == src_etag
+    assert row and row[0].split(",")[2] == src_etag and row[0].split(",")[4] == src_etag
+    # verified at staging by its parts alone (one MD5 pass): no MD5 in the source ledger row
+    src_row = [ln for ln in (work.path / "src_ledger.csv").read_text().splitlines() if ln.startswith("big.bin,")]
+    assert src_row and src_row[0].split(",")[3:] == ["multipart", ""], src_row
     assert open_uploads(work) == []
     assert work.listing(work.dst, "copy/") == work.listing(work.src, "data/")
 

@@ -278,8 +278,12 @@ def test_defaults_fetch_small_objects_together_and_large_ones_in_ranges_when_no_
         fh.seek(log_start)
         log = fh.read().decode("utf-8", "replace")
     assert log.count(f"GET /{work.src}/data/big/multipart.bin ") == 2  # 11 MiB in ranges of 8 MiB
-    # the sides ran one after the other: nothing to upload while it landed, so one s5cmd PUT
-    assert log.count(f"PUT /{work.dst}/copy/big/multipart.bin ") == 1
+    # the sides ran one after the other: nothing to upload while it landed, so s5cmd uploads it
+    # once, in the source's 5 MiB parts (its ETag names them), not the configured 50 MiB
+    assert log.count(f"POST /{work.dst}/copy/big/multipart.bin?uploads") == 1
+    assert log.count(f"PUT /{work.dst}/copy/big/multipart.bin?") == 3
+    assert work.server.client().head_object(Bucket=work.dst, Key="copy/big/multipart.bin")["ETag"] == \
+        work.server.client().head_object(Bucket=work.src, Key="data/big/multipart.bin")["ETag"]
     puts = [ln for ln in log.splitlines() if f"PUT /{work.dst}/copy/dir0/file0.bin" in ln]
     assert len(puts) == 1, puts
     assert_all_moved(work, data)

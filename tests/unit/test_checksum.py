@@ -243,3 +243,47 @@ def test_hash_file_reads_large_file_across_chunks(tmp_path):
     assert nbytes == size and md5 == hashlib.md5(data).hexdigest()
     assert multi[checksum.CHUNK] == expected_multipart(data, checksum.CHUNK)
     assert multi[5 * MIB] == expected_multipart(data, 5 * MIB)
+
+
+# --- one pass for multipart ETags (whole=False) ------------------------------------------------
+def multipart(data: bytes, part: int) -> str:
+    d = [hashlib.md5(data[i:i + part]).digest() for i in range(0, len(data), part)]
+    return f"{hashlib.md5(b''.join(d)).hexdigest()}-{len(d)}"
+
+
+def test_check_without_the_whole_md5_verifies_a_multipart_etag_by_its_parts(tmp_path):
+    data = os.urandom(11 * MIB + 3)
+    path = make(tmp_path, data)
+    etag = multipart(data, 5 * MIB)
+    level, md5, multi = check(path, len(data), etag, whole=False)
+    assert (level, md5) == ("multipart", "")
+    from s5jtransfer.checksum import matched_part_size
+    assert matched_part_size(etag, multi) == 5 * MIB
+    bad = bytearray(data)
+    bad[-1] ^= 1
+    assert check(make(tmp_path, bytes(bad), "bad.bin"), len(data), etag, whole=False)[0] is None
+    # an MD5 ETag is always checked by the whole MD5
+    assert check(path, len(data), hashlib.md5(data).hexdigest(), whole=False)[:2] == ("md5", hashlib.md5(data).hexdigest())
+
+
+def test_a_one_part_multipart_etag_is_checked_by_the_md5_alone(tmp_path):
+    data = os.urandom(3 * MIB)
+    path = make(tmp_path, data)
+    etag = f"{hashlib.md5(hashlib.md5(data).digest()).hexdigest()}-1"
+    assert check(path, len(data), etag, whole=False) == ("multipart", hashlib.md5(data).hexdigest(), {})
+    assert check(path, len(data), "0" * 32 + "-1")[0] is None
+
+
+def test_reusable_part_sizes_are_whole_mib_within_s3s_limits():
+    from s5jtransfer.checksum import reusable_part_size
+    assert reusable_part_size(5 * MIB) and reusable_part_size(5 * 1024 * MIB)
+    assert not any(reusable_part_size(x) for x in (None, 0, 4 * MIB, 5 * MIB + 1, 5 * 1024 * MIB + MIB))
+
+
+def test_early_uploads_take_the_sources_part_size_when_its_etag_names_exactly_one():
+    from s5jtransfer.streaming import early_part_size
+    assert early_part_size(256 * MIB, "a" * 32 + "-32", 8 * MIB) == (8 * MIB, True)
+    assert early_part_size(20 * MIB, "a" * 32 + "-4", 8 * MIB) == (5 * MIB, True)
+    assert early_part_size(12 * MIB, "a" * 32 + "-2", 8 * MIB) == (8 * MIB, False)  # 8 or 10 MiB: not known
+    assert early_part_size(256 * MIB, "a" * 32 + "-2", 8 * MIB) == (8 * MIB, False)  # 128 MiB: too large
+    assert early_part_size(256 * MIB, "a" * 32, 8 * MIB) == (8 * MIB, False)  # one PUT

@@ -66,3 +66,58 @@ def test_a_listing_is_worth_it_when_it_costs_less_than_a_head_each():
     assert worth_listing(13, 0)
     assert not worth_listing(30, 5000)  # six pages
     assert worth_listing(100, 5000)
+
+
+# -- copies verified at staging by the source's parts (no MD5 in the source ledger row) ------------
+def by_parts(path, data: bytes, part: int = 5 * MIB) -> Candidate:
+    src = etag_of(data, part)
+    return Candidate("k", Pending((len(data), src, "multipart", ""), "n"), str(path), (0, 0), part=0)
+
+
+def test_rehash_of_a_copy_verified_by_the_sources_parts_keeps_them_for_the_upload(tmp_path):
+    """One pass: the copy is checked against the source's multipart ETag again, and uploaded with
+    the source's part size, so the destination's ETag is the source's."""
+    from s5jtransfer.dest_sync import rehash
+
+    data = os.urandom(11 * MIB)
+    path = tmp_path / "staged.bin"
+    path.write_bytes(data)
+    c = by_parts(path, data)
+    assert rehash([c], 50 * MIB) == [True]
+    assert (c.md5, c.part, c.upload_etag) == ("", 5 * MIB, etag_of(data, 5 * MIB))
+    assert judge(c, Obj("k", len(data), etag_of(data, 5 * MIB)), checksum.check)[3] == checksum.MULTIPART
+    bad = bytearray(data)
+    bad[7] ^= 1
+    path.write_bytes(bytes(bad))
+    assert rehash([by_parts(path, data)], 50 * MIB) == [False]
+
+
+def test_rehash_finds_which_of_several_possible_part_sizes_the_source_used(tmp_path):
+    """12 MiB in 2 parts may be 8 or 10 MiB parts (both common): the one that makes the ETag is used."""
+    from s5jtransfer.dest_sync import rehash
+
+    data = os.urandom(12 * MIB)
+    path = tmp_path / "staged.bin"
+    path.write_bytes(data)
+    assert {8 * MIB, 10 * MIB} <= set(checksum.source_part_sizes(len(data), etag_of(data, 10 * MIB)))
+    c = by_parts(path, data, 10 * MIB)
+    assert rehash([c], 50 * MIB) == [True]
+    assert (c.part, c.upload_etag) == (10 * MIB, etag_of(data, 10 * MIB))
+
+
+def test_an_md5_etag_for_a_copy_verified_by_parts_is_checked_by_hashing_again(tmp_path):
+    """A store that answers the MD5 of the whole for a multipart upload: the copy is hashed again
+    and counts only while it still makes the source's parts."""
+    data = os.urandom(11 * MIB)
+    path = tmp_path / "staged.bin"
+    path.write_bytes(data)
+    c = by_parts(path, data)
+    c.part, c.upload_etag = 5 * MIB, etag_of(data, 5 * MIB)
+    row = judge(c, Obj("k", len(data), hashlib.md5(data).hexdigest()), checksum.check)
+    assert isinstance(row, tuple) and row[3] == checksum.MD5
+    changed = bytearray(data)
+    changed[-1] ^= 1
+    path.write_bytes(bytes(changed))  # changed after the check, and what went out: it matches itself
+    got = judge(c, Obj("k", len(data), hashlib.md5(bytes(changed)).hexdigest()), checksum.check)
+    assert got == "the staged copy changed after its check"
+    assert "does not match" in judge(c, Obj("k", len(data), "0" * 32), checksum.check)

@@ -22,7 +22,7 @@ class Answers:
 
 
 def upload(etag: str) -> streaming._Upload:
-    return streaming._Upload("k", 10, "e", "/p", "/s", 5, "id", 0, Answers(etag))
+    return streaming._Upload("k", 10, "e", "/p", "/s", 5, False, "id", 0, Answers(etag))
 
 
 def streamer() -> streaming.Streamer:
