@@ -47,18 +47,8 @@ LIST_TIMEOUT = 60.0  # seconds a listing may go unanswered before a warning name
 def client(side: Side, settings: Settings | None = None, index: int = 0, pool: int = 10, probe: bool = False):
     """A boto3 S3 client for one side, with its own credentials (never os.environ writes).
     probe: short timeouts and no retries, to tell quickly whether an endpoint answers."""
-    import boto3
     import botocore.config
 
-    if side.has_credentials:
-        session = boto3.session.Session(aws_access_key_id=side.access_key.reveal(),
-                                        aws_secret_access_key=side.secret_key.reveal(),
-                                        region_name=side.region)
-    else:
-        session = boto3.session.Session(region_name=side.region)
-    # Timestamps (LastModified) are never read here: keep botocore from parsing one per listed
-    # object and per response with dateutil, a large share of the CPU a listing costs.
-    session._session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
     endpoint = api_endpoint(side, index)
     retries = settings.retries if settings else 10
     cfg = botocore.config.Config(
@@ -75,7 +65,34 @@ def client(side: Side, settings: Settings | None = None, index: int = 0, pool: i
     )
     verify = tls_verify(side, index)
     # True: botocore's own verification (its CA store, or a profile's ca_bundle) is left as it is
-    return session.client("s3", endpoint_url=endpoint, verify=None if verify is True else verify, config=cfg)
+    with _SESSIONS_LOCK:  # a session makes one client at a time
+        return _session(side).client("s3", endpoint_url=endpoint, verify=None if verify is True else verify,
+                                     config=cfg)
+
+
+_SESSIONS: dict[int, tuple[Side, object]] = {}  # id(side) -> (side, its boto3 session)
+_SESSIONS_LOCK = threading.Lock()
+
+
+def _session(side: Side):
+    """One boto3 session per side for the process: each new session would load and parse S3's
+    service model again (about 0.1 s of CPU per client made)."""
+    import boto3
+
+    got = _SESSIONS.get(id(side))
+    if got is not None and got[0] is side:
+        return got[1]
+    if side.has_credentials:
+        session = boto3.session.Session(aws_access_key_id=side.access_key.reveal(),
+                                        aws_secret_access_key=side.secret_key.reveal(),
+                                        region_name=side.region)
+    else:
+        session = boto3.session.Session(region_name=side.region)
+    # Timestamps (LastModified) are never read here: keep botocore from parsing one per listed
+    # object and per response with dateutil, a large share of the CPU a listing costs.
+    session._session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
+    _SESSIONS[id(side)] = (side, session)
+    return session
 
 
 def tls_mode(side: Side, index: int = 0, env: dict[str, str] | None = None) -> tls.Mode:
