@@ -161,6 +161,16 @@ def children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def _sum_requests(steps) -> dict[str, dict[str, int]]:
+    """Requests each server served over a run's steps, by kind (SeaweedFS's metric; moto: from its log)."""
+    out: dict[str, dict[str, int]] = {}
+    for reqs in steps:
+        for side, kinds in reqs.items():
+            for k, n in kinds.items():
+                out.setdefault(side, {})[k] = out.setdefault(side, {}).get(k, 0) + n
+    return out
+
+
 def median(xs: list[float]) -> float | None:
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -829,13 +839,18 @@ class Bench:
         t_all = time.monotonic()
         for step_label, argv, cwd, env in steps:
             log = run_dir / f"{label}-{step_label}.log"
+            req0 = {side: sv.requests() for side, sv in self.servers.items()}
             cpu0, srv0, t0 = children_cpu(), self.server_cpu(), time.monotonic()
             rc = run_step(argv, cwd, env, log, self.step_timeout)
             secs = time.monotonic() - t0
             reap_orphans()  # what the tool left behind was killed with its group: count its CPU too
             cpu, srv1 = children_cpu() - cpu0, self.server_cpu()
+            req1 = {side: sv.requests() for side, sv in self.servers.items()}
+            reqs = {side: {k: n - req0[side].get(k, 0) for k, n in sorted(req1[side].items()) if n > req0[side].get(k, 0)}
+                    for side in req1}
             out_steps[step_label] = {"seconds": round(secs, 3), "exit_code": rc, "client_cpu_s": round(cpu, 3),
-                                     "server_cpu_s": {s: round(srv1[s] - srv0[s], 3) for s in srv1}, "log": str(log)}
+                                     "server_cpu_s": {s: round(srv1[s] - srv0[s], 3) for s in srv1},
+                                     "requests": reqs, "log": str(log)}
             if rc != 0:
                 ok, note = False, f"{step_label} exited with {rc}; see {log}"
                 break
@@ -845,7 +860,7 @@ class Bench:
         return {"ok": ok, "note": note, "seconds": round(sum(s["seconds"] for s in out_steps.values()), 3),
                 "wall_s": round(total, 3), "client_cpu_s": round(sum(s["client_cpu_s"] for s in out_steps.values()), 3),
                 "server_cpu_s": round(sum(sum(s["server_cpu_s"].values()) for s in out_steps.values()), 3),
-                "steps": out_steps}
+                "requests": _sum_requests(s["requests"] for s in out_steps.values()), "steps": out_steps}
 
     def listing_reference(self) -> dict:
         """One listing of each side from a fresh `python -c` (interpreter start, boto3 import, both
@@ -915,6 +930,9 @@ class Bench:
                     say(f"    {tool.name:<12} {m['seconds']:8.2f} s  {'ok' if m['ok'] else 'FAILED: ' + m['note']}"
                         f"{'  (' + steps + ')' if steps else ''}  CPU s: client {m['client_cpu_s']:.2f}, "
                         f"servers {m['server_cpu_s']:.2f}")
+                    if any(m["requests"].values()):
+                        say(f"    {'':<12} requests: " + "; ".join(
+                            f"{side} " + ", ".join(f"{k} {n}" for k, n in reqs.items()) for side, reqs in m["requests"].items()))
                     if scn.rescan and tool.name == "suite" and m["ok"]:
                         again = self.timed(tool, run_dir, "second")
                         ref = self.listing_reference()
