@@ -34,8 +34,8 @@ from .runtime import Stopper, die_with_parent
 
 log = logging.getLogger("s5jtransfer.src")
 RUN_FILE = "src_commands.txt"
-LARGE_WORKERS = 1  # large objects fetched at once per endpoint (one: each lands at the link's whole speed) ...
-LARGE_FLAGS = ("-c", "4", "-p", "8")  # ... each in 4 parallel ranges of 8 MiB
+LARGE_WORKERS = 1  # large objects fetched at once per endpoint (one: each lands at the link's whole speed,
+# in parallel ranges: plan.large_flags)
 CAT_WORKERS = 1  # objects fetched in order at once (per side, spread over the live endpoints) ...
 CAT_FLAGS = ("-c", "16", "-p", "8")  # ... each in 16 parallel ranges of 8 MiB, written in order
 GROW_POLL = 0.1  # seconds between looks at the size of a partial copy being fetched in order
@@ -76,8 +76,8 @@ class Fetcher:
         for job in sorted(jobs, key=lambda j: -j.size):
             by_route.setdefault(self.route(job, advanced is not None), []).append(job)
         work: list[Callable[[], None]] = []
-        for kind, workers, flags in ((plan.LARGE, LARGE_WORKERS, LARGE_FLAGS),
-                                     (plan.SMALL, self.settings.src_workers, ())):
+        for kind, workers, flags in ((plan.LARGE, LARGE_WORKERS, plan.large_flags),
+                                     (plan.SMALL, self.settings.src_workers, _no_flags)):
             group = by_route.get(kind, [])
             for n, share in enumerate(split_by_bytes(group, [j.size for j in group], len(live))):
                 if share:
@@ -112,7 +112,7 @@ class Fetcher:
                 if self.stopper.stopped:
                     rep(job.partial, False, "stopped")
                     continue
-                stream.add(s5cmd.cp_line(self.side.url(job.key), job.partial, flags), job.partial, job.size)
+                stream.add(s5cmd.cp_line(self.side.url(job.key), job.partial, flags(job.size)), job.partial, job.size)
         finally:
             stream.close()
             self.stopper.untrack(stream.proc)
@@ -217,6 +217,10 @@ class Fetcher:
 
         with ThreadPoolExecutor(max_workers=self.settings.src_workers) as pool:
             list(pool.map(one, enumerate(jobs)))
+
+
+def _no_flags(size: int) -> tuple[str, ...]:
+    return ()
 
 
 def _size(fh) -> int:

@@ -87,6 +87,17 @@ CAT = "cat"  # `s5cmd cat` into the partial copy, in order, so its parts upload 
 LARGE = "large"  # s5cmd `cp` in parallel ranges, a few objects at a time, largest first
 SMALL = "small"  # s5cmd `cp`, many objects at once (their cost is per request)
 LARGE_BYTES = 8 * 1024 * 1024
+LARGE_RANGES = 5  # a large object is fetched in about this many ranges, all at once (s5cmd's -c) ...
+LARGE_RANGE_MIB = (8, 64)  # ... each of 8 to 64 MiB
+
+
+def large_flags(size: int) -> tuple[str, ...]:
+    """s5cmd cp's flags for one large object: about LARGE_RANGES ranges fetched in parallel, so
+    a mid-sized object still has several streams (one stream of a Snowball is slow) and a huge
+    one is not cut into hundreds of small requests (each costs CPU on both ends)."""
+    lo, hi = LARGE_RANGE_MIB
+    part = min(hi, max(lo, -(-size // (LARGE_RANGES * 1024 * 1024))))
+    return ("-c", str(LARGE_RANGES), "-p", str(part))
 
 
 def route(size: int, native: bool, run_file_safe: bool, stream_part: int, stream_uploads: bool) -> str:

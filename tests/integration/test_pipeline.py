@@ -179,7 +179,7 @@ def test_large_objects_get_their_own_s5cmd_largest_first(work):
     large = (work.path / "src_commands-large.txt").read_text().splitlines()
     assert len(rest) == 2 and "medium.bin" in rest[0] and "small.bin" in rest[1]
     assert len(large) == 2 and "large-b.bin" in large[0] and "large-a.bin" in large[1]
-    assert all(" -c 4 -p 8 " in line for line in large)  # each in parallel ranged GETs
+    assert all(" -c 5 -p 8 " in line for line in large)  # each in parallel ranged GETs (plan.large_flags)
 
 
 def test_s5cmd_stream_takes_more_lines_than_its_pipe_holds(work, tmp_path):

@@ -272,7 +272,7 @@ def test_defaults_fetch_small_objects_together_and_large_ones_in_ranges_when_no_
     small = (work.path / "src_commands.txt").read_text().splitlines()
     assert not (work.path / "src_commands-cat.txt").exists()
     assert len(large) == 2 and "big/multipart.bin" in large[0] and "large-a.bin" in large[1], large
-    assert all(" -c 4 -p 8 " in line for line in large), large
+    assert all(" -c 5 -p 8 " in line for line in large), large
     assert len(small) == len(data) - 2 and all(line.startswith("cp --raw ") for line in small)
     with open(work.server.log_path, "rb") as fh:
         fh.seek(log_start)

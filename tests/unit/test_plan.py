@@ -233,3 +233,14 @@ MIB = 1024 * 1024
 ])
 def test_route(size, native, safe, stream, want):
     assert plan.route(size, native, safe, 50 * MIB, stream) == want
+
+
+@pytest.mark.parametrize("size, part", [
+    (8 * MIB, 8),  # one range: the smallest
+    (40 * MIB, 8),  # five of 8 MiB
+    (41 * MIB, 9),
+    (256 * MIB, 52),  # about five ranges, as s5cmd's own 50 MiB parts would make
+    (50 * 1024 * MIB, 64),  # a huge object: ranges of 64 MiB, not hundreds of MiB each
+])
+def test_large_objects_go_in_about_five_parallel_ranges_of_8_to_64_mib(size, part):
+    assert plan.large_flags(size) == ("-c", "5", "-p", str(part))
