@@ -72,11 +72,12 @@ def client(side: Side, settings: Settings | None = None, index: int = 0, pool: i
 
 _SESSIONS: dict[int, tuple[Side, object]] = {}  # id(side) -> (side, its boto3 session)
 _SESSIONS_LOCK = threading.Lock()
+_LOADER = None  # botocore's data loader, shared by the sessions
 
 
 def _session(side: Side):
-    """One boto3 session per side for the process: each new session would load and parse S3's
-    service model again (about 0.1 s of CPU per client made)."""
+    """One boto3 session per side for the process, all with one data loader: each new session
+    would load and parse S3's service model and endpoint rules again (0.1-0.2 s of CPU)."""
     import boto3
 
     got = _SESSIONS.get(id(side))
@@ -88,6 +89,13 @@ def _session(side: Side):
                                         region_name=side.region)
     else:
         session = boto3.session.Session(region_name=side.region)
+    # One data loader for every session: the other side's session would parse the same JSON
+    # (S3's model, the endpoint rules) again
+    global _LOADER
+    if _LOADER is None:
+        import botocore.loaders
+        _LOADER = botocore.loaders.create_loader()
+    session._session.register_component("data_loader", _LOADER)
     # Timestamps (LastModified) are never read here: keep botocore from parsing one per listed
     # object and per response with dateutil, a large share of the CPU a listing costs.
     session._session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
