@@ -420,7 +420,7 @@ def _rehash_one(c: Candidate, part: int) -> bool:
             if checksum.reusable_part_size(same):
                 c.md5, c.part, c.upload_etag = "", same, src_etag.lower()
                 return True
-            # a part size s5cmd cannot take (not whole MiB): the configured one, a second read
+            # a part size our uploads cannot use (reusable_part_size): the configured one, a second read
         got, nbytes, multi = checksum.hash_file(c.path, (part,) if size >= part else ())
     except OSError as exc:
         log.warning("cannot read staged copy of %r: %s", c.key, exc)

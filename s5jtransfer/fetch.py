@@ -10,7 +10,7 @@ object, as it finishes, from a worker thread. plan.route chooses the way:
   ranges, so they are staged one after another at the speed of the whole link and the destination
   side starts on the first within seconds, instead of all of them sharing the link and finishing
   late.
-- CAT (while a destination side runs to upload them as they land, see fetch(streams)): `s5cmd
+- CAT (while a destination side runs to upload them as they land: fetch's `advanced`): `s5cmd
   cat` with its standard output on the partial copy, one object at a time. s5cmd
   writes the object in order, so the file's size is the number of bytes landed; advanced(partial,
   size) is called as it grows (the destination side uploads whole parts meanwhile: streaming.py).

@@ -336,10 +336,10 @@ class Streamer:
         others are sent from them; the MD5s of the upload's parts. The bytes must have the
         checksum verified at staging, or nothing is completed (a staged copy changed after its
         verification, between the destination side's check and this read, say): with the
-        source's parts, the parts' MD5s make the source's ETag; else the whole MD5 is made too
-        (and the source's parts when the source side verified those instead)."""
+        source's parts, the parts' MD5s make the source's ETag; else the whole MD5 is made too,
+        or the source's parts when the source side verified those instead of an MD5."""
         u.early = len(u.md5s)
-        whole = None if u.source_parts else hashlib.md5()
+        whole = hashlib.md5() if verified_md5 and not u.source_parts else None
         by_parts = () if u.source_parts or verified_md5 else checksum.source_part_sizes(u.size, u.etag)
         multis = [checksum.Multipart(ps) for ps in by_parts]
         md5s = []
@@ -362,7 +362,7 @@ class Streamer:
             made = hashlib.md5(b"".join(bytes.fromhex(m) for m in md5s)).hexdigest() + f"-{len(md5s)}"
             good = made == u.etag.strip('"').lower()
         else:
-            good = whole.hexdigest() == verified_md5 if verified_md5 else \
+            good = whole.hexdigest() == verified_md5 if whole else \
                 (not multis or u.etag.strip('"').lower() in (m.etag() for m in multis))
         if not good:
             raise ValueError("the staged copy no longer matches the checksum verified at staging")
