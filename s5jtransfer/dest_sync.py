@@ -145,7 +145,7 @@ class DestSync:
         if self.dry_run:
             print_plan(self.side, cands, len(self.pending), self.settings.max_l2dest)
             return st
-        cands = self._select(cands)
+        cands = identify(self._select(cands))
         if cands:
             # objects with an early multipart upload: it reads the staged copy once and completes
             # only when it hashes to the MD5 verified at staging; the rest is re-hashed here
@@ -188,12 +188,7 @@ class DestSync:
             path = hit[0].staged_path(p.name)
             if path in busy or not self.tries.due(key, now):
                 continue
-            # A size that differs from the ledger is a damaged copy: _check_staged discards it.
-            try:
-                sst = os.stat(path)
-            except FileNotFoundError:
-                continue
-            cands.append(Candidate(key, p, path, (sst.st_ino, sst.st_mtime_ns)))
+            cands.append(Candidate(key, p, path, (0, 0)))  # ident: identify(), once selected
         st.staged = len(cands)
         self._heal_lost(lost, st)
         return cands
@@ -430,6 +425,22 @@ def _rehash_one(c: Candidate, part: int) -> bool:
     c.md5, c.part = got, part
     c.upload_etag = checksum.upload_etag(got, size, part, multi)
     return True
+
+
+def identify(cands: list[Candidate]) -> list[Candidate]:
+    """Note each selected staged copy's (inode, mtime), by which its deletion after confirmation
+    knows it is still the same file; those gone meanwhile are dropped. Only the selected: a stat
+    of every pending copy each cycle cost more than the rest of the cycle. (A size that differs
+    from the ledger is a damaged copy: _check_staged discards it.)"""
+    out = []
+    for c in cands:
+        try:
+            sst = os.stat(c.path)
+        except FileNotFoundError:
+            continue
+        c.ident = (sst.st_ino, sst.st_mtime_ns)
+        out.append(c)
+    return out
 
 
 def within(cands: list[Candidate], used: int, limit: int | None) -> list[Candidate]:
