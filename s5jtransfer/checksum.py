@@ -32,6 +32,11 @@ def parts_of(etag: str) -> int:
     return int(m.group(2)) if m else 0
 
 
+def parts_etag(part_md5s: list[str]) -> str:
+    """The multipart ETag of parts with these MD5s (hex): the MD5 of their digests, and their count."""
+    return f"{hashlib.md5(b''.join(bytes.fromhex(m) for m in part_md5s)).hexdigest()}-{len(part_md5s)}"
+
+
 class Multipart:
     """A multipart ETag of one part size, made as bytes come."""
 
@@ -54,7 +59,7 @@ class Multipart:
 
     def etag(self) -> str:
         digests = self.digests + ([self.cur.digest()] if self.filled or not self.digests else [])
-        return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+        return parts_etag([d.hex() for d in digests])
 
 
 def hash_file(path: str, part_sizes: tuple[int, ...] = (), whole: bool = True) -> tuple[str, int, dict[int, str]]:
@@ -126,8 +131,7 @@ def check(path: str, size: int, etag: str, part_hint: int | None = None,
     if kind == MULTIPART and parts_of(etag) == 1 and not sizes:
         # one part: its MD5 is the file's, so the single pass that makes the MD5 makes the ETag
         md5, nbytes, _ = hash_file(path)
-        one = f"{hashlib.md5(bytes.fromhex(md5)).hexdigest()}-1"
-        return (MULTIPART if nbytes == size and one == etag else None), md5, {}
+        return (MULTIPART if nbytes == size and parts_etag([md5]) == etag else None), md5, {}
     if kind == MULTIPART:
         sizes = candidate_part_sizes(size, parts_of(etag), part_hint) + sizes
     md5, nbytes, multi = hash_file(path, sizes, whole or kind != MULTIPART or parts_of(etag) < 2)

@@ -13,7 +13,7 @@ from typing import Callable, NoReturn
 
 from . import config as config_mod
 from .errors import S5jError
-from .ledger import LOCKS, ProcessLock, has_rows  # noqa: F401 - LOCKS: also cli.LOCKS
+from .ledger import LOCKS, ProcessLock, has_rows
 
 log = logging.getLogger("s5jtransfer")
 

@@ -8,7 +8,7 @@ import sys
 
 from . import cli, tries
 from .errors import LockHeld, S5jError
-from .ledger import DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, holder_pid, is_locked
+from .ledger import DEST_LEDGER, LOCKS, SRC_COLUMNS, SRC_LEDGER, Ledger, holder_pid, is_locked
 from .runtime import Stopper
 
 log = logging.getLogger("s5jtransfer")
@@ -83,7 +83,7 @@ def reset(argv: list[str] | None = None) -> int:
     args = cli.parser("Start over: remove ledgers and run files, empty the staging areas.").parse_args(argv)
 
     def body(a, cfg) -> int:
-        for path, what in cli.LOCKS.values():
+        for path, what in LOCKS.values():
             if is_locked(path):
                 pid = holder_pid(path)
                 raise LockHeld(f"{what} is running in this folder (PID {pid or 'unknown'}); stop it before reset.py "

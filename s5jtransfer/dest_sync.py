@@ -148,7 +148,7 @@ class DestSync:
         cands = identify(self._select(cands))
         if cands:
             # objects with an early multipart upload: it reads the staged copy once and completes
-            # only when it hashes to the MD5 verified at staging; the rest is re-hashed here
+            # only when it still has the checksum verified at staging; the rest is re-hashed here
             taken, cands = self.uploads.hand_streamed(cands)
             st.fed += taken
         if cands:

@@ -120,7 +120,7 @@ def tls_verify(side: Side, index: int = 0) -> bool | str:
 
 def transfer_config(part_size: int):
     """boto3's transfer manager settings for the rare objects moved through boto3 (native mode,
-    keys a run file cannot carry): ranged or multipart above the configured part size."""
+    keys a run file cannot carry): ranged or multipart in parts of part_size from that size on."""
     from boto3.s3.transfer import TransferConfig
 
     return TransferConfig(max_concurrency=4, multipart_chunksize=part_size, multipart_threshold=part_size)

@@ -9,13 +9,14 @@ import time
 
 from . import cli
 from .config import Config
-from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, dest_done, holder_pid, is_locked
+from .ledger import (DEST_COLUMNS, DEST_LEDGER, LOCKS, SRC_COLUMNS, SRC_LEDGER, Ledger, dest_done, holder_pid,
+                     is_locked)
 from .progress import DEST_STATE, SRC_STATE, fmt_bytes, fmt_eta, read_state
 from .volumes import Volume, discover_roots
 
 
 def _running(lock: str) -> int | None:
-    path = cli.LOCKS[lock][0]
+    path = LOCKS[lock][0]
     return holder_pid(path) if is_locked(path) else None
 
 

@@ -314,8 +314,7 @@ class Streamer:
                 f.result()
             if u.error:
                 raise ValueError(u.error)
-            md5s = self._parts_of_staged(u, staged, verified_md5)
-            expected = hashlib.md5(b"".join(bytes.fromhex(m) for m in md5s)).hexdigest() + f"-{len(md5s)}"
+            md5s, expected = self._parts_of_staged(u, staged, verified_md5)
             resp = u.client.complete_multipart_upload(
                 Bucket=self.side.bucket, Key=self.side.prefix + u.key, UploadId=u.upload_id,
                 MultipartUpload={"Parts": [{"PartNumber": n, "ETag": f'"{m}"'} for n, m in enumerate(md5s, 1)]})
@@ -331,9 +330,9 @@ class Streamer:
                  u.early, len(md5s))
         report(u.ep, True, "", got, expected)
 
-    def _parts_of_staged(self, u: _Upload, staged: str, verified_md5: str) -> list[str]:
+    def _parts_of_staged(self, u: _Upload, staged: str, verified_md5: str) -> tuple[list[str], str]:
         """Read the staged copy once, in order: each part sent early must equal its bytes, the
-        others are sent from them; the MD5s of the upload's parts. The bytes must have the
+        others are sent from them; the MD5s of the upload's parts, and their multipart ETag. The bytes must have the
         checksum verified at staging, or nothing is completed (a staged copy changed after its
         verification, between the destination side's check and this read, say): with the
         source's parts, the parts' MD5s make the source's ETag; else the whole MD5 is made too,
@@ -358,15 +357,15 @@ class Streamer:
                     self._send(u, n, data)
                     md5 = u.md5s[n]
                 md5s.append(md5)
+        made = checksum.parts_etag(md5s)
         if u.source_parts:
-            made = hashlib.md5(b"".join(bytes.fromhex(m) for m in md5s)).hexdigest() + f"-{len(md5s)}"
             good = made == u.etag.strip('"').lower()
         else:
             good = whole.hexdigest() == verified_md5 if whole else \
                 (not multis or u.etag.strip('"').lower() in (m.etag() for m in multis))
         if not good:
             raise ValueError("the staged copy no longer matches the checksum verified at staging")
-        return md5s
+        return md5s, made
 
     def _why(self, exc: BaseException) -> str:
         """A failure for the log: our own checks and local I/O as they are, S3's errors named."""

@@ -104,13 +104,13 @@ class Uploads:
 
     def hand_streamed(self, cands: list[Candidate]) -> tuple[int, list[Candidate]]:
         """Hand objects with an early multipart upload to it (streaming.py: it reads the staged
-        copy once and completes only when it hashes to the MD5 verified at staging). Returns how
-        many it took, and the rest."""
+        copy once and completes only when it still has the checksum verified at staging). Returns
+        how many it took, and the rest."""
         if self.streamer is None or not self.streamer.uploads:
             return 0, cands
         rest = []
         for c in cands:
-            c.md5 = c.pending.row[3]  # the verified MD5, which the upload's completion checks
+            c.md5 = c.pending.row[3]  # the verified MD5 the completion checks ("": the source's parts)
             if not self.take_streamed(c):
                 rest.append(c)
         return len(cands) - len(rest), rest
