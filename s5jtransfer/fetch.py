@@ -10,11 +10,12 @@ object, as it finishes, from a worker thread. plan.route chooses the way:
   ranges, so they are staged one after another at the speed of the whole link and the destination
   side starts on the first within seconds, instead of all of them sharing the link and finishing
   late.
-- CAT (while a destination side runs to upload them as they land: fetch's `advanced`): `s5cmd
-  cat` with its standard output on the partial copy, one object at a time. s5cmd
-  writes the object in order, so the file's size is the number of bytes landed; advanced(partial,
-  size) is called as it grows (the destination side uploads whole parts meanwhile: streaming.py).
-  Python never touches these bytes. Each is recorded in `src_commands-cat.txt` as the `cp` line that repeats it.
+- CAT (dest_stream_uploads: fetch's `advanced`): one object at a time. While a destination side
+  runs here to upload it as it lands, `s5cmd cat` with its standard output on the partial copy:
+  s5cmd writes the object in order, so the file's size is the number of bytes landed;
+  advanced(partial, size) is called as it grows (the destination side uploads whole parts
+  meanwhile: streaming.py). Python never touches these bytes. Else `s5cmd cp` in parallel ranges.
+  Each is recorded in `src_commands-cat.txt` as the `cp` line that repeats it.
 - API: boto3 (native mode, and keys a run file cannot carry).
 """
 
@@ -30,6 +31,7 @@ from typing import Callable, NamedTuple
 
 from . import plan, s3, s5cmd, streaming
 from .endpoints import Endpoints, split_by_bytes
+from .ledger import uploader_running
 from .runtime import Stopper, die_with_parent
 
 log = logging.getLogger("s5jtransfer.src")
@@ -70,8 +72,8 @@ class Fetcher:
     def fetch(self, jobs: list[Job], live: list[int], report: Report,
               advanced: Callable[[str, int], None] | None = None) -> None:
         """Fetch every job over the live endpoints; returns when each has been reported.
-        advanced(partial, size): the destination side uploads objects while they land (CAT);
-        None: nobody would, so every object takes the fastest way (LARGE or SMALL)."""
+        advanced(partial, size): the destination side may upload objects while they land (CAT);
+        None: it does not (dest_stream_uploads false), so none is fetched in order."""
         by_route: dict[str, list[Job]] = {}
         for job in sorted(jobs, key=lambda j: -j.size):
             by_route.setdefault(self.route(job, advanced is not None), []).append(job)
@@ -125,10 +127,14 @@ class Fetcher:
 
     # -- s5cmd cat, in order, onto the partial copy ---------------------------------------
     def _run_cats(self, jobs: list[Job], live: list[int], report: Report, advanced) -> None:
+        """One at a time, largest first. Each is fetched in order (cat) when its turn comes while a
+        destination side runs here to upload it as it lands; else with cp in parallel ranges
+        (plan.large_flags), the faster way, as the source side started before the destination
+        side would otherwise fetch the whole first batch in order for nobody."""
         lock = threading.Lock()
         record = open(run_file(plan.CAT, 0), "w", encoding="utf-8")
-        record.write(f"# each object below was fetched with `s5cmd cat --raw {' '.join(CAT_FLAGS)} SOURCE > DESTINATION`"
-                     "; `s5cmd run` on this file repeats it with cp\n")
+        record.write(f"# each object below without flags was fetched with `s5cmd cat --raw {' '.join(CAT_FLAGS)} SOURCE"
+                     " > DESTINATION` (`s5cmd run` on this file repeats it with cp), the others as written\n")
         failures: dict[int, list[str]] = {ep: [] for ep in live}
         tried: dict[int, int] = {ep: 0 for ep in live}
 
@@ -138,11 +144,15 @@ class Fetcher:
             if self.stopper.stopped:
                 report(job.partial, False, "stopped")
                 return
+            in_order = uploader_running()
+            flags = () if in_order else plan.large_flags(job.size)
             with lock:
-                record.write(s5cmd.cp_line(self.side.url(job.key), job.partial) + "\n")
+                record.write(s5cmd.cp_line(self.side.url(job.key), job.partial, flags) + "\n")
                 record.flush()
                 tried[ep] += 1
-            ok, error = self._cat(ep, job, advanced)
+            url = self.side.url(job.key)
+            ok, error = (self._single(ep, job, ["cat", "--raw", *CAT_FLAGS, url], advanced) if in_order else
+                         self._single(ep, job, ["cp", "--raw", *flags, url, job.partial], None))
             if not ok:
                 with lock:
                     failures[ep].append(error)
@@ -156,25 +166,28 @@ class Fetcher:
         for ep in live:
             self._judge(ep, tried[ep], failures[ep])
 
-    def _cat(self, ep: int, job: Job, advanced) -> tuple[bool, str]:
-        argv = [self.binary, *s5cmd.global_args(self.side, 1, self.settings.retries, self.eps.urls[ep]),
-                "cat", "--raw", *CAT_FLAGS, self.side.url(job.key)]
+    def _single(self, ep: int, job: Job, command: list[str], advanced) -> tuple[bool, str]:
+        """One s5cmd for one object: `cat` with its standard output on the partial copy, so
+        advanced(partial, size) follows the bytes landed; or (advanced None) `cp` onto it."""
+        argv = [self.binary, *s5cmd.global_args(self.side, 1, self.settings.retries, self.eps.urls[ep]), *command]
         errors: list[bytes] = []
+        landed = 0
         try:
-            with open(job.partial, "wb") as out:
-                proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                        env=s3.child_env(self.side), close_fds=True, preexec_fn=die_with_parent())
+            out = open(job.partial, "wb") if advanced is not None else None
+            try:
+                proc = subprocess.Popen(argv, stdout=out or subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        stdin=subprocess.DEVNULL, env=s3.child_env(self.side), close_fds=True,
+                                        preexec_fn=die_with_parent())
                 self.stopper.track(proc)
                 reader = threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)
                 reader.start()
                 try:
-                    landed = 0
                     while True:
                         try:
                             rc = proc.wait(timeout=GROW_POLL)
                         except subprocess.TimeoutExpired:
                             rc = None
-                        size = _size(out)
+                        size = _size(out) if out is not None else landed
                         if size != landed:
                             landed = size
                             advanced(job.partial, size)
@@ -183,12 +196,17 @@ class Fetcher:
                 finally:
                     reader.join(timeout=5)
                     self.stopper.untrack(proc)
+            finally:
+                if out is not None:
+                    out.close()
+            if out is None and rc == 0:
+                landed = os.path.getsize(job.partial)
         except OSError as exc:
             return False, f"cannot write {job.partial}: {exc}"
         if rc != 0:
-            return False, _cat_error(errors) or f"s5cmd cat exited {rc}"
+            return False, _cat_error(errors) or f"s5cmd {command[0]} exited {rc}"
         if landed != job.size:
-            return False, f"s5cmd cat wrote {landed} of {job.size} bytes"
+            return False, f"s5cmd {command[0]} wrote {landed} of {job.size} bytes"
         return True, ""
 
     # -- boto3 ----------------------------------------------------------------------------

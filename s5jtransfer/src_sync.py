@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from . import checksum, fetch, plan, s3, s5cmd, shard, streaming
 from .config import Config
-from .ledger import SRC_COLUMNS, SRC_LEDGER, Ledger, uploader_running
+from .ledger import SRC_COLUMNS, SRC_LEDGER, Ledger
 from .endpoints import Endpoints, split_by_bytes
 from .progress import GAVE_UP, MAX_TRIES, SRC_STATE, Progress
 from .tries import Tries
@@ -267,14 +267,9 @@ class SourceSync:
         jobs = [fetch.Job(item.key, item.size, p) for p, (item, _v, _n) in batch.by_local.items()]
         with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as verify_pool:
             self.fetcher.fetch(jobs, live, lambda p, ok, err: verify_pool.submit(batch.finish, p, ok, err),
-                               batch.notes.advanced if self._streams() else None)
+                               batch.notes.advanced if self.settings.stream_uploads else None)
         batch.appender.flush()
         batch.log_end(time.monotonic() - started)
-
-    def _streams(self) -> bool:
-        """Large objects are fetched in order, for early uploads, only while a destination side
-        runs here to make them (dest_stream_uploads); else each takes the fastest way."""
-        return self.settings.stream_uploads and uploader_running()
 
     def _tried(self, item: plan.Item, why: str, st: CycleStats, what: str = "") -> None:
         """One more failed try of an object: tried again after a backoff (tries.py), or after

@@ -17,6 +17,7 @@ import pytest
 from conftest import wait_for
 from faultproxy import FaultProxy
 from s5jtransfer import config, s3, streaming
+from s5jtransfer.ledger import is_locked
 from s5jtransfer.volumes import Volume, staged_name
 
 MIB = 1024 * 1024
@@ -281,9 +282,12 @@ def test_destination_side_killed_mid_upload_aborts_it_at_its_next_start(work):
     work.put_multipart("big.bin", data, part_size=8 * MIB)
     with FaultProxy(work.server.url, bandwidth=2_500_000) as link:  # about 7 s for the large object
         streaming_config(work, link.url)
-        src = work.start("src_sync_mvol.py", "--once")
-        dest = work.start("dest_sync_mvol.py")
+        # the destination side first: the source side fetches the object in order (s5cmd cat) only
+        # while one runs to upload it as it lands
+        dest, src = work.start("dest_sync_mvol.py"), None
         try:
+            wait_for(lambda: is_locked(str(work.path / ".dest_sync_mvol.lock")), 30, "the destination side started")
+            src = work.start("src_sync_mvol.py", "--once")
             c = work.server.client()
 
             def a_part_is_up():
@@ -296,7 +300,7 @@ def test_destination_side_killed_mid_upload_aborts_it_at_its_next_start(work):
             assert len(open_uploads(work)) == 1
             assert src.wait(120) == 0
         finally:
-            reap(src, dest)
+            reap(*(p for p in (src, dest) if p is not None))
         r = work.run("dest_sync_mvol.py", "--once", timeout=120)  # it lists the source, through the link
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
