@@ -1,11 +1,15 @@
-"""MD5 and multipart ETags of a local file in one pass, and comparison with an S3 ETag."""
+"""MD5, multipart ETags and S3's additional checksums of a local file in one pass, and comparison
+with an S3 ETag."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 import os
 import re
+import zlib
+from typing import NamedTuple
 
 MIB = 1024 * 1024
 # Part sizes S3 clients commonly use (aws cli/boto3 8 MiB, s5cmd 50 MiB, Snowball tools 5-100 MiB).
@@ -15,6 +19,77 @@ _MULTI = re.compile(r"^([0-9a-f]{32})-(\d+)$")
 CHUNK = MIB
 
 MD5, MULTIPART, SIZE = "md5", "multipart", "size"
+
+# S3's additional checksums (x-amz-checksum-*), each written as its header value: the base64 of the
+# big-endian digest. CRC64NVME is what AWS S3 keeps for every new object since December 2024.
+CRC64NVME = "CRC64NVME"
+SUM_ALGORITHMS = (CRC64NVME, "CRC32C", "CRC32", "SHA1", "SHA256")
+
+
+def _crt_checksums():
+    try:
+        from awscrt import checksums  # pinned in requirements.txt; botocore's own CRC64NVME needs it too
+    except ImportError:  # pragma: no cover - without it, CRC32C and CRC64NVME are not computed
+        return None
+    return checksums
+
+
+_CRT = _crt_checksums()
+
+
+class _Crc:
+    """A CRC computed as bytes come, by fn(data, previous)."""
+
+    __slots__ = ("fn", "width", "value")
+
+    def __init__(self, fn, width: int) -> None:
+        self.fn, self.width, self.value = fn, width, 0
+
+    def update(self, data) -> None:
+        self.value = self.fn(data, self.value)
+
+    def b64(self) -> str:
+        return base64.b64encode(self.value.to_bytes(self.width, "big")).decode()
+
+
+class _Hash:
+    __slots__ = ("h",)
+
+    def __init__(self, name: str) -> None:
+        self.h = hashlib.new(name)
+
+    def update(self, data) -> None:
+        self.h.update(data)
+
+    def b64(self) -> str:
+        return base64.b64encode(self.h.digest()).decode()
+
+
+def new_sum(algorithm: str):
+    """An additional checksum being made (update(bytes), b64()), or None when it cannot be
+    computed here (an algorithm S3 does not name, or awscrt missing)."""
+    if algorithm == "CRC32":
+        return _Crc(zlib.crc32, 4)  # zlib's is twice as fast as awscrt's
+    if algorithm in ("SHA1", "SHA256"):
+        return _Hash(algorithm.lower())
+    if _CRT is not None and algorithm == CRC64NVME:
+        return _Crc(_CRT.crc64nvme, 8)
+    if _CRT is not None and algorithm == "CRC32C":
+        return _Crc(_CRT.crc32c, 4)
+    return None
+
+
+def computable(algorithm: str) -> bool:
+    return new_sum(algorithm) is not None
+
+
+class Digest(NamedTuple):
+    """What one read of a file made."""
+
+    md5: str  # hex; "" when not asked for (hash_file's `whole`)
+    nbytes: int
+    multi: dict[int, str]  # part size -> the multipart ETag of parts of that size
+    sums: dict[str, str]  # additional checksum algorithm -> its value as S3 writes it
 
 
 def etag_kind(etag: str) -> str:
@@ -62,11 +137,13 @@ class Multipart:
         return parts_etag([d.hex() for d in digests])
 
 
-def hash_file(path: str, part_sizes: tuple[int, ...] = (), whole: bool = True) -> tuple[str, int, dict[int, str]]:
-    """(md5 hex, bytes read, {part_size: multipart etag}) in a single read of the file; the md5 is
-    "" when not `whole` (each hash is a pass of MD5 over every byte: skip the ones not needed)."""
+def hash_file(path: str, part_sizes: tuple[int, ...] = (), whole: bool = True, sums: tuple[str, ...] = ()) -> Digest:
+    """The file's MD5, multipart ETags of part_sizes and additional checksums `sums` (those that can
+    be computed here), in a single read; the md5 is "" when not `whole` (each hash is a pass of MD5
+    over every byte: skip the ones not needed; a CRC costs a thirtieth of one)."""
     whole_md5 = hashlib.md5() if whole else None
     multis = [Multipart(ps) for ps in dict.fromkeys(part_sizes) if ps > 0]
+    extra = {a: h for a in dict.fromkeys(sums) if (h := new_sum(a)) is not None}
     total = 0
     try:  # most objects are small: don't allocate (and zero) a whole MiB for each
         bufsize = max(4096, min(CHUNK, os.path.getsize(path) + 1))
@@ -84,8 +161,11 @@ def hash_file(path: str, part_sizes: tuple[int, ...] = (), whole: bool = True) -
                 whole_md5.update(chunk)
             for m in multis:
                 m.update(chunk)
+            for h in extra.values():
+                h.update(chunk)
             total += n
-    return whole_md5.hexdigest() if whole_md5 else "", total, {m.part_size: m.etag() for m in multis}
+    return Digest(whole_md5.hexdigest() if whole_md5 else "", total, {m.part_size: m.etag() for m in multis},
+                  {a: h.b64() for a, h in extra.items()})
 
 
 def candidate_part_sizes(size: int, parts: int, hint: int | None = None) -> tuple[int, ...]:
@@ -117,31 +197,33 @@ def source_part_sizes(size: int, etag: str) -> tuple[int, ...]:
 
 
 def check(path: str, size: int, etag: str, part_hint: int | None = None,
-          extra_part_sizes: tuple[int, ...] = (), whole: bool = True) -> tuple[str | None, str, dict[int, str]]:
+          extra_part_sizes: tuple[int, ...] = (), whole: bool = True,
+          sums: tuple[str, ...] = ()) -> tuple[str | None, Digest]:
     """Verify a local file against an S3 object's size and ETag in one read.
 
-    Returns (level, md5, multipart etags computed): level is 'md5', 'multipart' or 'size'
-    when the file matches, None when it does not. not `whole`: a multipart ETag of two parts or
-    more is checked without the file's MD5 (md5 is then ""), one MD5 pass per candidate part size
-    instead of one more for the whole.
+    Returns (level, what the read made): level is 'md5', 'multipart' or 'size' (the ETag is no
+    checksum of the bytes: evidence.py looks for other evidence) when the file matches, None when
+    it does not. not `whole`: a multipart ETag of two parts or more is checked without the file's
+    MD5 (the digest's md5 is then ""), one MD5 pass per candidate part size instead of one more for
+    the whole. sums: additional checksums to make in the same read.
     """
     kind = etag_kind(etag)
     etag = etag.strip('"').lower()
     sizes = tuple(extra_part_sizes)
     if kind == MULTIPART and parts_of(etag) == 1 and not sizes:
         # one part: its MD5 is the file's, so the single pass that makes the MD5 makes the ETag
-        md5, nbytes, _ = hash_file(path)
-        return (MULTIPART if nbytes == size and parts_etag([md5]) == etag else None), md5, {}
+        d = hash_file(path, sums=sums)
+        return (MULTIPART if d.nbytes == size and parts_etag([d.md5]) == etag else None), d
     if kind == MULTIPART:
         sizes = candidate_part_sizes(size, parts_of(etag), part_hint) + sizes
-    md5, nbytes, multi = hash_file(path, sizes, whole or kind != MULTIPART or parts_of(etag) < 2)
-    if nbytes != size:
-        return None, md5, multi
+    d = hash_file(path, sizes, whole or kind != MULTIPART or parts_of(etag) < 2, sums)
+    if d.nbytes != size:
+        return None, d
     if kind == MD5:
-        return (MD5 if md5 == etag else None), md5, multi
+        return (MD5 if d.md5 == etag else None), d
     if kind == MULTIPART:
-        return (MULTIPART if etag in multi.values() else None), md5, multi
-    return SIZE, md5, multi
+        return (MULTIPART if etag in d.multi.values() else None), d
+    return SIZE, d
 
 
 def reusable_part_size(ps: int | None) -> bool:

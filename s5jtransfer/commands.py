@@ -126,10 +126,15 @@ def connect_test(side_name: str, argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def body(a, cfg) -> int:
+        from collections import Counter
+
+        from . import storeinfo
+
         side = cfg.source if side_name == "source" else cfg.destination
         endpoints = side.endpoints or (None,)
         count = total = 0
         failed = 0
+        about: list[str] = []  # what the store gives as evidence (storeinfo), from the first endpoint that lists
         for i, ep in enumerate(endpoints):
             where = ep or f"AWS {side.region}"
             print(f"TLS {where}: {_tls_line(side, i)}")
@@ -137,9 +142,15 @@ def connect_test(side_name: str, argv: list[str] | None = None) -> int:
             try:
                 n = size = 0
                 lines = []
+                sums: Counter = Counter()
+                sample = None
                 for o in s3.iter_objects(side, client):
                     n += 1
                     size += o.size
+                    if o.checksum:
+                        sums[o.checksum] += 1
+                    if sample is None:
+                        sample = o.key
                     if not a.quiet and i == 0:
                         lines.append(f"{o.key!r}: {o.size}\n")
                         if len(lines) >= 1000:
@@ -155,10 +166,13 @@ def connect_test(side_name: str, argv: list[str] | None = None) -> int:
                 continue
             if len(endpoints) > 1:
                 print(f"Endpoint {where}: OK, {n} objects, {size} bytes")
+            if not about:
+                about = storeinfo.lines(side, client, sums, n, sample)
             if not count and not total:
                 count, total = n, size
         if failed == len(endpoints):
             return cli.FAILED
+        print("\n".join(about))
         print(f"Total Number of Objects: {count}")
         print(f"Total Size of Objects (bytes): {total}")
         return cli.FAILED if failed else cli.OK

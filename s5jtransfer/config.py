@@ -53,6 +53,34 @@ class Secret:
         return self._value
 
 
+STORAGE_CLASSES = ("STANDARD", "INTELLIGENT_TIERING", "STANDARD_IA", "ONEZONE_IA", "GLACIER_IR", "GLACIER",
+                   "DEEP_ARCHIVE")
+SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
+CANNED_ACLS = ("private", "public-read", "public-read-write", "authenticated-read", "aws-exec-read",
+               "bucket-owner-read", "bucket-owner-full-control")
+_KMS_KEY = re.compile(r"[A-Za-z0-9:/_.-]{1,2048}")  # a key ID, alias/NAME or an ARN of either
+
+
+@dataclass(frozen=True)
+class Writes:
+    """How the destination writes each object: destination.storage_class, sse, sse_kms_key_id and
+    acl (None: not set, the bucket's default). Every upload path applies them (s5cmd.upload_flags,
+    s3.upload_args)."""
+
+    storage_class: str | None = None
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+    acl: str | None = None
+
+    def describe(self) -> str:
+        """One line for the connect test and --dry-run."""
+        enc = self.sse or "the bucket's default"
+        if self.sse_kms_key_id:
+            enc += f" (KMS key {self.sse_kms_key_id})"
+        return (f"storage class {self.storage_class or 'the bucket default (STANDARD)'}, encryption {enc}, "
+                f"ACL {self.acl or 'none (the bucket default)'}")
+
+
 @dataclass(frozen=True)
 class Side:
     """One bucket side (source or destination)."""
@@ -66,6 +94,10 @@ class Side:
     endpoints: tuple[str, ...]  # empty: the default AWS endpoint for the region
     ca_bundle: str | None = None  # a PEM file that verifies this side's TLS certificates (tls.py)
     verify_tls: bool = True  # false: this side's non-AWS https endpoints are not verified (tls.py)
+    # false: an ETag that does not equal the MD5 of the bytes is no evidence against them (a store
+    # whose ETags are not MD5s and does not say so); evidence.py
+    etag_is_md5: bool = True
+    writes: Writes = field(default_factory=Writes)  # the destination's upload settings
 
     @property
     def is_snow(self) -> bool:
@@ -128,6 +160,14 @@ _SIDE_KEYS = {
     "secret_access_key": (False, "secret", ""),
     "ca_bundle": (False, "str_or_none", None),
     "verify_tls": (False, "bool", True),
+    "etag_is_md5": (False, "bool", True),
+}
+# How the destination writes each object (Writes), checked against the values S3 takes.
+_WRITE_KEYS = {
+    "storage_class": (False, "str_or_none", None),
+    "sse": (False, "str_or_none", None),
+    "sse_kms_key_id": (False, "str_or_none", None),
+    "acl": (False, "str_or_none", None),
 }
 _SCHEMA: dict[str, dict[str, tuple[bool, str, Any]]] = {
     "source": dict(_SIDE_KEYS),
@@ -137,7 +177,7 @@ _SCHEMA: dict[str, dict[str, tuple[bool, str, Any]]] = {
     },
     # staging_volumes: the original v12's name of local.volumes ('default': /tmp/volume-NN)
     "destination": dict(_SIDE_KEYS, delete_staging_data=(False, "bool", True),
-                        staging_volumes=(False, "volumes", None)),
+                        staging_volumes=(False, "volumes", None), **_WRITE_KEYS),
     "transfer_settings": {
         "max_size_to_transfer_src2l": (True, "size", None),
         # the original's, documented there as not implemented (in gigabytes): accepted, ignored
@@ -487,7 +527,34 @@ def _side(path: str, name: str, sec: dict, endpoints: list[str]) -> Side:
                     "remove verify_tls: false (it is only for a non-AWS https endpoint)")
     return Side(name=name, bucket=sec["bucket_name"], prefix=sec["bucket_prefix"], region=sec["region"],
                 access_key=sec["access_key"], secret_key=sec["secret_access_key"], endpoints=tuple(endpoints),
-                ca_bundle=bundle or None, verify_tls=sec["verify_tls"])
+                ca_bundle=bundle or None, verify_tls=sec["verify_tls"], etag_is_md5=sec["etag_is_md5"],
+                writes=_writes(path, sec) if name == "destination" else Writes())
+
+
+def _one_of(path: str, dotted: str, raw: str | None, allowed: tuple[str, ...]) -> str | None:
+    """raw as S3 spells it (any case), or a ConfigError that lists the values S3 takes."""
+    if raw is None:
+        return None
+    by_case = {a.lower(): a for a in allowed}
+    if raw.lower() not in by_case:
+        raise _fail(path, dotted, f"{raw!r} is not one of {', '.join(allowed)}", "write one of them, or remove the key")
+    return by_case[raw.lower()]
+
+
+def _writes(path: str, sec: dict) -> Writes:
+    """destination.storage_class, sse, sse_kms_key_id and acl, checked."""
+    sse = _one_of(path, "destination.sse", sec["sse"], SSE_MODES)
+    key = sec["sse_kms_key_id"]
+    if key is not None:
+        if sse not in ("aws:kms", "aws:kms:dsse"):
+            raise _fail(path, "destination.sse_kms_key_id", "is set, but destination.sse is not aws:kms or aws:kms:dsse",
+                        "add sse: aws:kms (or aws:kms:dsse) under destination:, or remove sse_kms_key_id")
+        if not _KMS_KEY.fullmatch(key):
+            raise _fail(path, "destination.sse_kms_key_id", f"{key!r} is not a KMS key ID, alias or ARN",
+                        "write e.g. arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab "
+                        "or alias/my-key")
+    return Writes(storage_class=_one_of(path, "destination.storage_class", sec["storage_class"], STORAGE_CLASSES),
+                  sse=sse, sse_kms_key_id=key, acl=_one_of(path, "destination.acl", sec["acl"], CANNED_ACLS))
 
 
 class _RepeatedKey(Exception):

@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import checksum, s3, s5cmd, streaming
+from . import checksum, refusal, s3, s5cmd, streaming
 from .config import Config
 from .completion import SourceCheck, ends_given_up
 from .confirm import Confirmer, existing
@@ -82,6 +82,7 @@ class DestSync:
         self.uploads = Uploads(self.side, self.settings, self.eps, s5cmd.find_binary(self.settings.s5cmd_path),
                                self.stopper, self.streamer)
         self.confirmer = Confirmer(self.side, self.eps)
+        self.refusals = refusal.Streak(self.side, "uploads")  # a store that refuses every upload: exit 2
         self.source_check = SourceCheck(cfg, self.stopper, lambda: self.waiting.src_rows, lambda: self.waiting.dest_rows)
         self._to_confirm: list[tuple[Candidate, float]] = []  # uploaded, not yet confirmed (since when)
         self._done_by_key: dict[str, Candidate] = {}  # confirmed, staged copy freed after the ledger flush
@@ -105,6 +106,7 @@ class DestSync:
                 self.tries.forgive()
             return
         self.waiting.load(create=not self.dry_run)
+        self.confirmer.trust.saw_ledger(self.waiting.dest_rows)  # its ETags matched before: they are MD5s
         if not self.dry_run:
             self._free_uploaded()
         if self.streamer is not None:
@@ -188,7 +190,7 @@ class DestSync:
             path = hit[0].staged_path(p.name)
             if path in busy or not self.tries.due(key, now):
                 continue
-            cands.append(Candidate(key, p, path, (0, 0)))  # ident: identify(), once selected
+            cands.append(Candidate(key, p, path, None))  # ident: identify(), once selected
         st.staged = len(cands)
         self._heal_lost(lost, st)
         return cands
@@ -260,6 +262,7 @@ class DestSync:
                 self._to_confirm.append((c, now))
             else:
                 self._failed(c, error, st)
+        self.refusals.check()
 
     def _collect(self, st: DestStats) -> None:
         """Uploads that ended since the last cycle: successes wait for confirmation (or are
@@ -269,17 +272,21 @@ class DestSync:
         confirmed: list[Candidate] = []
         for r in self.uploads.take_results():  # in the order the uploaders reported them
             c: Candidate = r.cand
-            if r.ok and r.etag is not None:
-                answered[c.key] = s3.Obj(c.key, c.size, r.etag)
+            if r.ok:
+                self.refusals.succeeded()
+            if r.ok and r.answer is not None:
+                answered[c.key] = r.answer
                 confirmed.append(c)
             elif r.ok:
                 self._to_confirm.append((c, now))
             else:
                 self._failed(c, r.error, st)
         self._confirm_uploads(confirmed, st, answered)
+        self.refusals.check()
 
     def _failed(self, c: Candidate, error: str, st: DestStats) -> None:
         st.failed += 1
+        self.refusals.failed(c.key, error)
         self._failed_try(c, f"upload failed: {error or 'unknown error'}", st,
                          what=f"upload of {c.key!r} failed: {error or 'unknown error'}")
 
@@ -334,13 +341,8 @@ class DestSync:
             p = self.pending.get(c.key)
             if p is not None and p.row == c.pending.row:  # not a newer version ledgered meanwhile
                 self.waiting.settle(c.key)
-            if self.cfg.delete_staging_data:
-                try:
-                    sst = os.stat(c.path)
-                    if (sst.st_ino, sst.st_mtime_ns) == c.ident:  # not replaced by a newer version
-                        remove_quietly(c.path)
-                except FileNotFoundError:
-                    pass
+            if self.cfg.delete_staging_data and file_signature(c.path) == c.ident:
+                remove_quietly(c.path)  # the same file: not replaced by a newer version
 
     def close(self) -> None:
         """End the uploads (on exit): what is unconfirmed stays unledgered and is uploaded again."""
@@ -361,7 +363,7 @@ def heal_lost(keys: list[str], waiting: Waiting, confirmer: Confirmer) -> int:
             there = confirmer.head(k)
         except Exception:  # noqa: BLE001 - not readable: fetch it again
             there = None
-        row = existing(k, waiting.pending[k].row, there, waiting.dest_rows.get(k))
+        row = existing(k, waiting.pending[k].row, there, waiting.dest_rows.get(k), confirmer.opaque)
         (rows.append(row) if row else drop.append(k))
     if rows:
         waiting.dest.append(rows)
@@ -387,6 +389,7 @@ def print_plan(side, cands: list[Candidate], pending: int, max_bytes: int | None
     if max_bytes:
         cands = within(cands, 0, max_bytes)
     ep = side.endpoint or f"AWS {side.region}"
+    print(f"uploads would write: {side.writes.describe()}")
     for c in cands:
         print(f"would upload {c.path} ({c.size} bytes) to {side.url(c.key)!r} at {ep}")
     print(f"dry run: {len(cands)} staged objects ({sum(c.size for c in cands)} bytes) would be "
@@ -401,45 +404,50 @@ def rehash(cands: list[Candidate], part: int) -> list[bool]:
         return list(pool.map(lambda c: _rehash_one(c, part), cands))
 
 
+# Made beside the MD5 in the same read (a thirtieth of its cost): what AWS S3 keeps of every new
+# object, and what confirms an upload where the destination's ETags are no MD5s (evidence.py)
+DEST_SUMS = (checksum.CRC64NVME,)
+
+
 def _rehash_one(c: Candidate, part: int) -> bool:
-    size, src_etag, level, md5 = c.pending.row[:4]
+    size, src_etag, _level, md5 = c.pending.row[:4]
     try:
-        if not md5 and level == checksum.MULTIPART and checksum.source_part_sizes(size, src_etag):
-            # verified at staging by the source's parts, without the whole MD5: checked again the
+        if not md5 and checksum.source_part_sizes(size, src_etag):
+            # verified at staging by the source's parts, without the whole MD5 (a row with no MD5
+            # and a multipart ETag, whether its Verified says multipart or checksum): checked again the
             # same way, and uploaded with the same parts, so its ETag at the destination is the
             # source's (one pass here too)
-            ok, _, multi = checksum.check(c.path, size, src_etag, whole=False)
+            ok, d = checksum.check(c.path, size, src_etag, whole=False, sums=DEST_SUMS)
             if ok is None:
                 return False
-            same = checksum.matched_part_size(src_etag, multi)
+            same = checksum.matched_part_size(src_etag, d.multi)
             if checksum.reusable_part_size(same):
-                c.md5, c.part, c.upload_etag = "", same, src_etag.lower()
+                c.md5, c.part, c.upload_etag, c.sums = "", same, src_etag.lower(), d.sums
                 return True
             # a part size our uploads cannot use (reusable_part_size): the configured one, a second read
-        got, nbytes, multi = checksum.hash_file(c.path, (part,) if size >= part else ())
+        d = checksum.hash_file(c.path, (part,) if size >= part else (), sums=DEST_SUMS)
     except OSError as exc:
         log.warning("cannot read staged copy of %r: %s", c.key, exc)
         return False
-    if nbytes != size or (md5 and got != md5):
+    if d.nbytes != size or (md5 and d.md5 != md5):
         return False
-    c.md5, c.part = got, part
-    c.upload_etag = checksum.upload_etag(got, size, part, multi)
+    c.md5, c.part, c.sums = d.md5, part, d.sums
+    c.upload_etag = checksum.upload_etag(d.md5, size, part, d.multi)
     return True
 
 
 def identify(cands: list[Candidate]) -> list[Candidate]:
-    """Note each selected staged copy's (inode, mtime), by which its deletion after confirmation
-    knows it is still the same file; those gone meanwhile are dropped. Only the selected: a stat
+    """Note each selected staged copy's signature (runtime.file_signature), by which its deletion
+    after confirmation knows it is still the same file, and a confirmation by the Content-MD5 of
+    its upload knows its bytes did not change since they were checked; those gone meanwhile are
+    dropped. Only the selected: a stat
     of every pending copy each cycle cost more than the rest of the cycle. (A size that differs
     from the ledger is a damaged copy: _check_staged discards it.)"""
     out = []
     for c in cands:
-        try:
-            sst = os.stat(c.path)
-        except FileNotFoundError:
-            continue
-        c.ident = (sst.st_ino, sst.st_mtime_ns)
-        out.append(c)
+        c.ident = file_signature(c.path)
+        if c.ident is not None:
+            out.append(c)
     return out
 
 

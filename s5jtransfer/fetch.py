@@ -41,6 +41,7 @@ LARGE_WORKERS = 1  # large objects fetched at once per endpoint (one: each lands
 CAT_WORKERS = 1  # objects fetched in order at once (per side, spread over the live endpoints) ...
 CAT_FLAGS = ("-c", "16", "-p", "8")  # ... each in 16 parallel ranges of 8 MiB, written in order
 GROW_POLL = 0.1  # seconds between looks at the size of a partial copy being fetched in order
+MUTE = " without saying why"
 
 Report = Callable[[str, bool, str], None]
 
@@ -64,6 +65,10 @@ class Fetcher:
         self.eps = eps
         self.binary = binary  # None: native mode
         self.stopper = stopper
+        self.halted: Callable[[], bool] = lambda: False  # the source refuses its reads (refusal.py): no more
+        # keys whose `s5cmd cat` failed without a word (as it does for an archived object): their
+        # next try goes with cp, which says why
+        self._mute_cats: set[str] = set()
 
     def route(self, job: Job, streams: bool) -> str:
         return plan.route(job.size, self.binary is None, s5cmd.run_file_safe(job.key),
@@ -111,14 +116,17 @@ class Fetcher:
                               on_start=self.stopper.track, preexec=die_with_parent())
         try:
             for job in jobs:
-                if self.stopper.stopped:
-                    rep(job.partial, False, "stopped")
+                if self.stopper.stopped or self.halted():
+                    rep(job.partial, False, self._why_not())
                     continue
                 stream.add(s5cmd.cp_line(self.side.url(job.key), job.partial, flags(job.size)), job.partial, job.size)
         finally:
             stream.close()
             self.stopper.untrack(stream.proc)
         self._judge(ep, len(jobs), failures)
+
+    def _why_not(self) -> str:
+        return "stopped" if self.stopper.stopped else "not tried: the source refuses reads"
 
     def _judge(self, ep: int, tried: int, failures: list[str]) -> None:
         """An endpoint of a cluster whose every copy failed is set aside."""
@@ -141,10 +149,10 @@ class Fetcher:
         def one(n_job: tuple[int, Job]) -> None:
             n, job = n_job
             ep = live[n % len(live)]
-            if self.stopper.stopped:
-                report(job.partial, False, "stopped")
+            if self.stopper.stopped or self.halted():
+                report(job.partial, False, self._why_not())
                 return
-            in_order = uploader_running()
+            in_order = uploader_running() and job.key not in self._mute_cats
             flags = () if in_order else plan.large_flags(job.size)
             with lock:
                 record.write(s5cmd.cp_line(self.side.url(job.key), job.partial, flags) + "\n")
@@ -156,6 +164,8 @@ class Fetcher:
             if not ok:
                 with lock:
                     failures[ep].append(error)
+                    if in_order and error.endswith(MUTE):
+                        self._mute_cats.add(job.key)
             report(job.partial, ok, error)
 
         try:
@@ -204,7 +214,7 @@ class Fetcher:
         except OSError as exc:
             return False, f"cannot write {job.partial}: {exc}"
         if rc != 0:
-            return False, _cat_error(errors) or f"s5cmd {command[0]} exited {rc}"
+            return False, _cat_error(errors) or f"s5cmd {command[0]} exited {rc}{MUTE}"
         if landed != job.size:
             return False, f"s5cmd {command[0]} wrote {landed} of {job.size} bytes"
         return True, ""
@@ -218,8 +228,8 @@ class Fetcher:
 
         def one(n_job: tuple[int, Job]) -> None:
             n, job = n_job
-            if self.stopper.stopped:
-                report(job.partial, False, "stopped")
+            if self.stopper.stopped or self.halted():
+                report(job.partial, False, self._why_not())
                 return
             client = clients[n % len(clients)]
             key = self.side.prefix + job.key

@@ -13,7 +13,7 @@ parsed page under FAST. Listing then costs about 7 s per million keys, 3 of them
 The parse takes only pages shaped like S3's: UTF-8, no CR, no CDATA, comment, DOCTYPE or
 processing instruction, no character XML forbids, every '&' a well-formed reference, <Contents>
 elements one after another, each holding exactly one <Key> (first), one <Size> and at most one
-<ETag>, with no markup inside them. Anything else (an error, an unexpected element, an unknown
+<ETag>, with no markup inside them (nor inside a <ChecksumAlgorithm>). Anything else (an error, an unexpected element, an unknown
 entity) is left to botocore's parser whole. Keys come out exactly as botocore's parse and its
 after-call URL decoding make them (tests/unit/test_listing.py compares both on hostile keys).
 The last <Contents> is left in the page botocore parses, so ListObjects' paginator (which
@@ -33,7 +33,7 @@ from typing import Iterable, Iterator
 from urllib.parse import unquote_plus
 
 ENABLED = True  # False: botocore parses every page (tools/listing_bench.py measures both)
-FAST = "S5jtransferObjects"  # where the parsed page carries the objects: [(key, size, etag), ...]
+FAST = "S5jtransferObjects"  # where the parsed page carries the objects: [(key, size, etag, checksum), ...]
 
 _OPS = ("ListObjectsV2", "ListObjects")
 log = logging.getLogger("s5jtransfer.listing")
@@ -79,9 +79,10 @@ def _text(raw: str) -> str:
     return out
 
 
-def parse_page(body: bytes, op: str = "ListObjectsV2") -> tuple[list[tuple[str, int, str]], bytes] | None:
+def parse_page(body: bytes, op: str = "ListObjectsV2") -> tuple[list[tuple[str, int, str, str]], bytes] | None:
     """(objects, the page without all but its last <Contents>), or None for a page this parse
-    does not take. Objects are (key, size, ETag without quotes), keys URL-decoded when the page
+    does not take. Objects are (key, size, ETag without quotes, checksum: checksum_of the
+    object's <ChecksumAlgorithm> and <ChecksumType>), keys URL-decoded when the page
     says <EncodingType>url</EncodingType> (as botocore decodes them when it asked for that
     encoding itself, which it does unless the caller sets EncodingType: iter_objects never does)."""
     if op not in _OPS or not isinstance(body, (bytes, bytearray)):
@@ -92,7 +93,7 @@ def parse_page(body: bytes, op: str = "ListObjectsV2") -> tuple[list[tuple[str, 
         return None
 
 
-def _parse(body: bytes) -> tuple[list[tuple[str, int, str]], bytes] | None:
+def _parse(body: bytes) -> tuple[list[tuple[str, int, str, str]], bytes] | None:
     # One pass keeps the bytes that need a closer look: the XML declaration's two '?', one '&'
     # per reference (S3's ETags: two &quot; each) and nothing else, on a page of ordinary keys.
     marks = body.translate(None, _NOT_MARKS)
@@ -136,9 +137,9 @@ def _split(text: str) -> tuple[str, list[str], str] | None:
     return head, chunks, tail
 
 
-def _objects(chunks: list[str], url: bool) -> tuple[list[tuple[str, int, str]], int] | None:
-    """The (key, size, ETag) of each <Contents> element and the count of '&' read as references
-    in them, or None when one holds markup. The hot loop: one pass per key, inline."""
+def _objects(chunks: list[str], url: bool) -> tuple[list[tuple[str, int, str, str]], int] | None:
+    """The (key, size, ETag, checksum) of each <Contents> element and the count of '&' read as
+    references in them, or None when one holds markup. The hot loop: one pass per key, inline."""
     out = []
     append = out.append
     seen = 0  # '&' read as references below
@@ -165,6 +166,15 @@ def _objects(chunks: list[str], url: bool) -> tuple[list[tuple[str, int, str]], 
             else:
                 seen += etag.count("&")
                 etag = _text(etag).strip('"')
+        a = c.find("<ChecksumAlgorithm>", k)
+        if a < 0:
+            algo = ""
+        else:
+            a += 19
+            algo = checksum_of([c[a:c.index("</ChecksumAlgorithm>", a)]],
+                               "COMPOSITE" if "<ChecksumType>COMPOSITE</ChecksumType>" in c else None)
+            if "<" in algo:
+                return None
         if "<" in key or "<" in size:
             return None  # markup inside
         if "&" in key:
@@ -175,7 +185,7 @@ def _objects(chunks: list[str], url: bool) -> tuple[list[tuple[str, int, str]], 
         if "&" in size:
             seen += size.count("&")
             size = _text(size)
-        append((key, int(size), etag))
+        append((key, int(size), etag, algo))
     return out, seen
 
 
@@ -240,9 +250,9 @@ def register(s3client) -> None:
     s3client._s5jtransfer_fast_listing = True
 
 
-def iter_pages(pages: Iterable[dict], op: str = "ListObjectsV2") -> Iterator[list[tuple[str, int, str]]]:
+def iter_pages(pages: Iterable[dict], op: str = "ListObjectsV2") -> Iterator[list[tuple[str, int, str, str]]]:
     """The objects of each page of a botocore paginator over ListObjectsV2 / ListObjects, as
-    (key, size, ETag without quotes), through the fast parse where it took the page."""
+    (key, size, ETag without quotes, checksum), through the fast parse where it took the page."""
     it = iter(pages)
     while True:
         _scope.on = True
@@ -255,7 +265,7 @@ def iter_pages(pages: Iterable[dict], op: str = "ListObjectsV2") -> Iterator[lis
         fast = page.get(FAST)
         contents = page.get("Contents") or ()
         if fast is None:
-            yield [(c["Key"], int(c["Size"]), c.get("ETag", "").strip('"')) for c in contents]
+            yield [_row(c) for c in contents]
             continue
         objs, body = fast
         # botocore parsed the last object too: the two parses must agree on it
@@ -267,8 +277,22 @@ def iter_pages(pages: Iterable[dict], op: str = "ListObjectsV2") -> Iterator[lis
         yield [_row(c) for c in botocore_parse(body, op).get("Contents") or ()]
 
 
-def _row(c: dict) -> tuple[str, int, str]:
-    return c["Key"], int(c["Size"]), c.get("ETag", "").strip('"')
+def _row(c: dict) -> tuple[str, int, str, str]:
+    return c["Key"], int(c["Size"]), c.get("ETag", "").strip('"'), checksum_of(c.get("ChecksumAlgorithm") or (),
+                                                                                c.get("ChecksumType"))
+
+
+_ALGORITHMS = {a: a for a in ("CRC64NVME", "CRC32C", "CRC32", "SHA1", "SHA256")}
+
+
+def checksum_of(algorithms, checksum_type: str | None) -> str:
+    """The additional checksum a listing names for an object, when its value is of the whole
+    object (a COMPOSITE one is of its parts, and the part sizes are not known): its algorithm, as
+    one shared string per algorithm (an unknown one is kept as it is), or ""."""
+    if checksum_type == "COMPOSITE" or not algorithms:
+        return ""
+    first = str(algorithms[0])
+    return _ALGORITHMS.get(first, first)
 
 
 def botocore_parse(body: bytes, op: str) -> dict:

@@ -11,6 +11,7 @@ class Item(NamedTuple):
     key: str
     size: int
     etag: str
+    checksum: str = ""  # the additional checksum the listing names (s3.Obj.checksum)
 
 
 def is_done(size: int, etag: str, row: tuple | None) -> bool:

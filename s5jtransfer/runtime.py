@@ -183,13 +183,14 @@ class Appender:
             return len(self._rows)
 
 
-def file_signature(path: str) -> tuple[int, int, int] | None:
-    """(inode, size, mtime) of a file, None when it is missing: changes on an append and on a rewrite."""
+def file_signature(path: str) -> tuple[int, int, int, int] | None:
+    """(inode, size, mtime, ctime) of a file, None when it is missing: changes on an append and on a
+    rewrite, and on any write to a staged copy (ctime cannot be set back by a program)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def file_inode(path: str) -> int | None:
@@ -289,7 +290,9 @@ def poll_loop(cycle: Callable[[], object], after: Callable[[object, float, float
             if dry_run:  # a dry run reports once: nothing to retry
                 log.error("dry run failed: %s", describe(exc))
                 return 1
-            if tls.is_refusal(exc):  # a certificate that does not verify: config.yaml must change
+            if tls.is_refusal(exc) or isinstance(exc, ConfigError):
+                # a certificate that does not verify, a store that refuses what the side must do
+                # (refusal.py): config.yaml (or the store's policy) must change, not a retry
                 log.error("%s", describe(exc))
                 return ConfigError.exit_code
             log.error("cycle failed: %s (retrying in %.0fs)", describe(exc), delay)

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 from . import tls
 from .config import Side, Settings
-from .errors import ConnectError
+from .errors import ConnectError, S5jError
 
 log = logging.getLogger("s5jtransfer.s3")
 T = TypeVar("T")
@@ -30,6 +30,14 @@ class Obj(NamedTuple):
     key: str  # relative to the side's prefix
     size: int
     etag: str  # without quotes
+    # the additional checksum a listing names, when it is of the whole object (its value takes a
+    # HeadObject: evidence.py); "" none
+    checksum: str = ""
+    # what a HeadObject (or CompleteMultipartUpload) answered: the server-side encryption
+    # ("aws:kms", "aws:kms:dsse", "AES256", "SSE-C"; "" none or not said) and the additional
+    # checksums of the whole object, ((algorithm, value as S3 writes it), ...)
+    sse: str = ""
+    sums: tuple[tuple[str, str], ...] = ()
 
 
 def api_endpoint(side: Side, index: int = 0) -> str | None:
@@ -123,7 +131,19 @@ def transfer_config(part_size: int):
     keys a run file cannot carry): ranged or multipart in parts of part_size from that size on."""
     from boto3.s3.transfer import TransferConfig
 
-    return TransferConfig(max_concurrency=4, multipart_chunksize=part_size, multipart_threshold=part_size)
+    # classic: with awscrt installed (for CRC64NVME), boto3 would pick its CRT client on some EC2
+    # instance types, which takes none of this client's settings (endpoint, TLS, retries)
+    return TransferConfig(max_concurrency=4, multipart_chunksize=part_size, multipart_threshold=part_size,
+                          preferred_transfer_client="classic")
+
+
+def upload_args(side: Side) -> dict[str, str]:
+    """boto3's arguments that write each object as the destination's settings say (config.Writes):
+    for PutObject, CreateMultipartUpload and upload_file's ExtraArgs alike (s5cmd: upload_flags)."""
+    w = side.writes
+    args = {"StorageClass": w.storage_class, "ServerSideEncryption": w.sse, "SSEKMSKeyId": w.sse_kms_key_id,
+            "ACL": w.acl}
+    return {k: v for k, v in args.items() if v}
 
 
 def iter_objects(side: Side, s3client) -> Iterator[Obj]:
@@ -145,12 +165,11 @@ def iter_objects(side: Side, s3client) -> Iterator[Obj]:
     kwargs = {"Bucket": side.bucket, "Prefix": side.prefix}
     if side.is_snow:
         kwargs["PaginationConfig"] = {"PageSize": 1000}
-    make = Obj._make
     for objs in fast_listing.iter_pages(paginator.paginate(**kwargs), "ListObjects" if side.is_snow else "ListObjectsV2"):
-        for key, size, etag in objs:
+        for key, size, etag, algo in objs:
             if size == 0 and key.endswith("/"):
                 continue
-            yield make((key[plen:], size, etag))
+            yield Obj(key[plen:], size, etag, algo)
 
 
 def listing(side: Side, client_of: Callable[[], object], build: Callable[[Iterable[Obj]], T], index: int = 0) -> T:
@@ -204,18 +223,34 @@ def listing_any(side: Side, settings: Settings | None, build: Callable[[Iterable
     raise ConnectError(f"no {side.name} endpoint could be listed: " + "; ".join(failures))
 
 
-def head(side: Side, s3client, key: str) -> Obj | None:
-    """The object `key` (prefix stripped) as a HeadObject sees it: size and ETag; None when it is
-    not there (404). Any other failure raises."""
+def head(side: Side, s3client, key: str, checksums: bool = False) -> Obj | None:
+    """The object `key` (prefix stripped) as a HeadObject sees it: size, ETag, server-side
+    encryption and, with `checksums` (ChecksumMode, in the same request), its additional checksums
+    of the whole object; None when it is not there (404). Any other failure raises."""
     import botocore.exceptions
 
+    extra = {"ChecksumMode": "ENABLED"} if checksums else {}
     try:
-        answer = s3client.head_object(Bucket=side.bucket, Key=side.prefix + key)
+        answer = s3client.head_object(Bucket=side.bucket, Key=side.prefix + key, **extra)
     except botocore.exceptions.ClientError as exc:
         if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound"):
             return None
         raise
-    return Obj(key, int(answer.get("ContentLength", -1)), str(answer.get("ETag", "")).strip('"'))
+    return answer_of(key, int(answer.get("ContentLength", -1)), answer)
+
+
+_SUM_FIELDS = tuple((a, "Checksum" + a) for a in ("CRC64NVME", "CRC32C", "CRC32", "SHA1", "SHA256"))
+
+
+def answer_of(key: str, size: int, answer: dict) -> Obj:
+    """An object as a HeadObject or CompleteMultipartUpload answer (parsed by botocore) describes
+    it. A checksum of parts (COMPOSITE, or a value ending in -N) is left out: only one of the
+    whole object can be compared with a local file's."""
+    sse = "SSE-C" if answer.get("SSECustomerAlgorithm") else str(answer.get("ServerSideEncryption") or "")
+    sums = ()
+    if answer.get("ChecksumType") != "COMPOSITE":
+        sums = tuple((a, str(answer[f])) for a, f in _SUM_FIELDS if answer.get(f) and "-" not in str(answer[f]))
+    return Obj(key, size, str(answer.get("ETag", "")).strip('"'), "", sse, sums)
 
 
 def list_one(side: Side, s3client, key: str) -> Obj | None:
@@ -228,17 +263,24 @@ def list_one(side: Side, s3client, key: str) -> Obj | None:
         page = s3client.list_objects_v2(Bucket=side.bucket, Prefix=full, MaxKeys=1)
     for item in page.get("Contents", ()):
         if item["Key"] == full:
-            return Obj(key, int(item["Size"]), item.get("ETag", "").strip('"'))
+            from . import listing as fast_listing
+
+            return Obj(key, int(item["Size"]), item.get("ETag", "").strip('"'),
+                       fast_listing.checksum_of(item.get("ChecksumAlgorithm") or (), item.get("ChecksumType")))
     return None
 
 
 class Heads:
     """HeadObject (as head) from any number of threads through one boto3 client (thread-safe),
-    made by client_of() when first needed; its errors describe_error names."""
+    made by client_of() when first needed; its errors describe_error names. With `checksums`, each
+    asks for the object's additional checksums in the same request (not of a Snowball, which keeps
+    none): where that is refused (reading the checksum of a KMS-encrypted object takes kms:Decrypt),
+    it is asked without them from then on, said once in the log."""
 
-    def __init__(self, side: Side, client_of: Callable[[], object], index: int = 0) -> None:
+    def __init__(self, side: Side, client_of: Callable[[], object], index: int = 0, checksums: bool = True) -> None:
         self.side = side
         self.client_of = client_of
+        self.checksums = checksums and not side.is_snow
         self._client = None
         self._lock = threading.Lock()
 
@@ -246,10 +288,34 @@ class Heads:
         with self._lock:  # one client for every thread, made when first needed
             if self._client is None:
                 self._client = self.client_of()
-        return head(self.side, self._client, key)
+        if not self.checksums:
+            return head(self.side, self._client, key)
+        try:
+            return head(self.side, self._client, key, checksums=True)
+        except Exception as exc:  # noqa: BLE001 - refused with checksums: asked again without
+            code = error_code(exc)
+            if code not in ("AccessDenied", "403") and not code.startswith("KMS."):
+                raise
+            why = describe_error(exc, self.side)
+        got = head(self.side, self._client, key)  # a refusal of the object itself raises here
+        if self.checksums:
+            self.checksums = False
+            log.warning("the %s refuses HeadObject with the object's checksums (%s) but not without them; objects "
+                        "are verified without their checksums. Reading the checksum of a KMS-encrypted object "
+                        "takes kms:Decrypt on its key", self.side.name, why)
+        return got
 
     def close(self) -> None:
         pass
+
+
+def error_code(exc: BaseException) -> str:
+    """The S3 error code of a botocore ClientError (its HTTP status when it has none), else ""."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    code = response.get("Error", {}).get("Code") or response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return str(code or "")
 
 
 _LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO}
@@ -272,8 +338,8 @@ def describe_error(exc: BaseException, side: Side, at: str | None = None) -> str
     at: the endpoint the failed request went to, when the caller knows it (one of several)."""
     import botocore.exceptions
 
-    if isinstance(exc, ConnectError):
-        return str(exc)  # described already, for the side it concerns (see connect_error)
+    if isinstance(exc, S5jError):
+        return str(exc)  # described already, for the side it concerns (connect_error, refusal.Refused)
     if isinstance(exc, OSError) and exc.errno in _LOCAL_ERRNOS:
         # this machine's disk, not the S3 side: a full file system, a read-only mount, a quota
         what = f" {exc.filename}" if exc.filename else ""
@@ -296,9 +362,13 @@ def describe_error(exc: BaseException, side: Side, at: str | None = None) -> str
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code in ("NoSuchBucket",) or status == 404:
             return f"bucket {side.bucket!r} does not exist at {where}; check {side.name}.bucket_name"
-        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken",
-                    "ExpiredToken", "AuthorizationHeaderMalformed", "InvalidClientTokenId") or status == 403:
-            return f"credentials rejected by {where} ({code or status}); check {side.name}.access_key, secret_access_key and region"
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
+                    "AuthorizationHeaderMalformed", "InvalidClientTokenId"):
+            return f"credentials rejected by {where} ({code}); check {side.name}.access_key, secret_access_key and region"
+        if code == "AccessDenied" or code.startswith("KMS.") or status == 403:
+            message = exc.response.get("Error", {}).get("Message", "")
+            return (f"access denied by {where} ({code or status}{': ' + message if message else ''}); check the "
+                    f"{side.name} credentials' permissions, the bucket's policy and, for SSE-KMS, the key's policy")
         return f"{side.name} bucket {side.bucket!r} at {where} failed: {code or status}"
     if isinstance(exc, botocore.exceptions.BotoCoreError):
         return f"{side.name} at {where} failed: {exc}"

@@ -64,7 +64,19 @@ def run_file_safe(key: str) -> bool:
 
 def cp_line(src: str, dst: str, flags: Iterable[str] = ()) -> str:
     """One `cp --raw` line, each argument shell-quoted so s5cmd reads it back exactly."""
-    return " ".join(["cp", "--raw", *flags, shlex.quote(src), shlex.quote(dst)])
+    return " ".join(["cp", "--raw", *map(shlex.quote, flags), shlex.quote(src), shlex.quote(dst)])
+
+
+def upload_flags(side: Side) -> tuple[str, ...]:
+    """cp's flags that write each object as the destination's settings say (config.Writes); the
+    boto3 uploads get the same from s3.upload_args."""
+    w = side.writes
+    out: list[str] = []
+    for flag, value in (("--storage-class", w.storage_class), ("--sse", w.sse),
+                        ("--sse-kms-key-id", w.sse_kms_key_id), ("--acl", w.acl)):
+        if value:
+            out += [flag, value]
+    return tuple(out)
 
 
 def global_args(side: Side, workers: int, retries: int, endpoint: str | None = None) -> list[str]:

@@ -10,11 +10,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import checksum, fetch, plan, s3, s5cmd, shard, streaming
+from . import checksum, fetch, plan, refusal, s3, s5cmd, shard, streaming
 from .config import Config
 from .ledger import SRC_COLUMNS, SRC_LEDGER, Ledger
 from .endpoints import Endpoints, split_by_bytes
 from .progress import GAVE_UP, MAX_TRIES, SRC_STATE, Progress
+from .copycheck import CopyCheck
 from .tries import Tries
 from .runtime import (Appender, Done, Stopper, file_inode, fmt_bytes, interruptible, poll_loop,
                       remove_quietly, sleep_until_changed)
@@ -23,6 +24,7 @@ from .volumes import Volume, device_budgets, discover, scan_all, staged_name
 log = logging.getLogger("s5jtransfer.src")
 LEDGER_DELAY = 0.2  # seconds a staged object waits at most before it is ledgered
 LEDGER_BYTES = 4 * 1024 * 1024  # ... and none waits once the held rows stand for this many bytes
+ARCHIVED = "InvalidObjectState"  # S3's answer to a read of an object in GLACIER or DEEP_ARCHIVE, not restored
 
 
 @dataclass
@@ -67,7 +69,9 @@ class SourceSync:
         self.native = self.settings.src_use_native_s3
         self.binary = None if self.native else s5cmd.find_binary(self.settings.s5cmd_path)
         self.fetcher = fetch.Fetcher(self.side, self.settings, self.eps, self.binary, self.stopper)
-        self.part_hints: dict[str, int] = {}
+        self.checker = CopyCheck(self.side, self.eps.client, lambda: self._client_at)
+        self.refusals = refusal.Streak(self.side, "reads")  # a store that refuses every read: exit 2
+        self.fetcher.halted = lambda: self.refusals.tripped
         self._loaded = False
         self.ledger_inode: int | None = None
         self.progress = Progress("source", None if dry_run else SRC_STATE)
@@ -89,6 +93,7 @@ class SourceSync:
         if not self._loaded:
             self.rows = self.ledger.load()
             self._loaded = True
+            self.checker.trust.saw_ledger(self.rows)  # the store's ETags matched before: they are MD5s
         elif self.ledger.tail(self.rows)[0] | self.tries.asked_again():
             # rewritten (repair_ledger.py, objects handed back), or repair_ledger.py ran: what was
             # set aside is tried again
@@ -102,7 +107,7 @@ class SourceSync:
         self._client_at = live[0]
         # a stop does not wait for a listing stuck on a dead or hanging endpoint (boto3's retries)
         items = interruptible(lambda: s3.listing(self.side, lambda: self.client,
-                                                 lambda objs: [plan.Item(o.key, o.size, o.etag) for o in objs],
+                                                 lambda objs: [plan.Item(*o[:4]) for o in objs],
                                                  live[0]), self.stopper)
         items = shard.select(items, self.cfg.shard_spec)  # only the keys this host's shard owns
         st.listed = len(items)
@@ -207,7 +212,7 @@ class SourceSync:
                 continue
             vol = hit[0]
             path = vol.staged_path(name)
-            row = self._verify(item, path)
+            row, _why = self.checker.verify(item, path)
             if row is None:
                 remove_quietly(path)
                 rest.append(item)
@@ -222,42 +227,6 @@ class SourceSync:
             log.info("adopted %d verified staged copies left by an earlier run", st.adopted)
         return rest
 
-    def _verify(self, item: plan.Item, path: str) -> tuple | None:
-        """Check a local copy against the listed size and ETag; a ledger row when it matches.
-        A multipart ETag matched with a part size its size and ETag imply (checksum.source_part_sizes)
-        is checked without the whole MD5: one pass, and the row's MD5 is empty (the destination
-        side checks and uploads it with the same parts). One that needs the source's word on its
-        part size (HeadObject of part 1) is ledgered with its MD5, for the destination side."""
-        try:
-            hint = self.part_hints.get(item.key)
-            level, md5, _ = checksum.check(path, item.size, item.etag, hint, whole=hint is not None)
-            if level is None and checksum.etag_kind(item.etag) == checksum.MULTIPART:
-                hint = self._part_size(item.key)
-                if hint:
-                    level, md5, _ = checksum.check(path, item.size, item.etag, hint)
-        except OSError as exc:
-            log.warning("cannot read staged copy of %r: %s", item.key, exc)
-            return None
-        if level is None:
-            log.warning("checksum mismatch for %r (size %d, ETag %s): discarded, will fetch again",
-                        item.key, item.size, item.etag)
-            return None
-        if level == checksum.SIZE:
-            log.debug("%r: ETag %r is not an MD5 (SSE-KMS or an S3-compatible store): verified by size only",
-                      item.key, item.etag)
-        return (item.key, item.size, item.etag, level, md5)
-
-    def _part_size(self, key: str) -> int | None:
-        """The source's part size for a multipart object: HeadObject of part 1."""
-        try:
-            head = self.client.head_object(Bucket=self.side.bucket, Key=self.side.prefix + key, PartNumber=1)
-            size = int(head.get("ContentLength", 0))
-            self.part_hints[key] = size
-            return size or None
-        except Exception as exc:  # noqa: BLE001 - a missing hint only narrows the guesses
-            log.debug("part size of %r unknown: %s", key, exc)
-            return None
-
     # -- copying -------------------------------------------------------------------------
     def _copy(self, assigned: list[plan.Assignment], st: CycleStats, live: list[int]) -> None:
         """Fetch the assigned objects (fetch.py); each is verified as it lands (in threads:
@@ -270,12 +239,13 @@ class SourceSync:
                                batch.notes.advanced if self.settings.stream_uploads else None)
         batch.appender.flush()
         batch.log_end(time.monotonic() - started)
+        self.refusals.check()
 
-    def _tried(self, item: plan.Item, why: str, st: CycleStats, what: str = "") -> None:
+    def _tried(self, item: plan.Item, why: str, st: CycleStats, what: str = "", at_once: bool = False) -> None:
         """One more failed try of an object: tried again after a backoff (tries.py), or after
-        MAX_TRIES set aside until a restart or repair_ledger.py, named once in the log and in the
-        state file."""
-        if self.tries.failed(item.key, why, what=what):
+        MAX_TRIES (at once: no try can help) set aside until a restart or repair_ledger.py, named
+        once in the log and in the state file."""
+        if self.tries.failed(item.key, why, at_once, what=what):
             st.given_up += 1
 
     def _note_progress(self, objects: int, nbytes: int) -> None:
@@ -308,12 +278,19 @@ class _Batch:
 
     def finish(self, partial: str, ok: bool, error: str = "") -> None:
         item, vol, name = self.by_local[partial]
-        row = self.sync._verify(item, partial) if ok else None
+        if ok:
+            self.sync.refusals.succeeded()
+        elif not self.sync.stopper.stopped:
+            self.sync.refusals.failed(item.key, error)
+        row, why = self.sync.checker.verify(item, partial) if ok else (None, "")
         self.notes.done(partial)  # kept through the verification, so an early upload stays open
         if row is not None:
             self._stage(item, vol, name, partial, row)
             return
         remove_quietly(partial)
+        if ok:
+            log.warning("checksum mismatch for %r (size %d, ETag %s): %s; discarded, will fetch again", item.key,
+                        item.size, item.etag, why)
         st = self.st
         with self.lock:
             if ok:
@@ -322,11 +299,15 @@ class _Batch:
                 st.failed += 1
             if not ok and self.sync.stopper.stopped:
                 self.cut_short.append(item.key)  # one line for them all: log_end
+            elif not ok and ARCHIVED in error:
+                self.sync._tried(item, "it is in an archive storage class (GLACIER or DEEP_ARCHIVE) and cannot be "
+                                 "read until it is restored: restore it (aws s3api restore-object), then run "
+                                 "repair_ledger.py", st, at_once=True)
+            elif not ok:
+                self.sync._tried(item, f"copy failed: {error or 'unknown error'}", st,
+                                 f"copy of {item.key!r} failed: {error or 'unknown error'}")
             else:
-                why = f"copy failed: {error or 'unknown error'}" if not ok else \
-                    f"the copy does not match the listed size {item.size} and ETag {item.etag}"
-                self.sync._tried(item, why, st, f"copy of {item.key!r} failed: {error or 'unknown error'}" if not ok
-                                 else f"copy of {item.key!r} does not match the listed size and ETag: discarded")
+                self.sync._tried(item, why, st, f"copy of {item.key!r} does not match the listed object: discarded")
 
     def _stage(self, item: plan.Item, vol: Volume, name: str, partial: str, row: tuple) -> None:
         dest = vol.staged_path(name)
@@ -356,8 +337,8 @@ class _Batch:
                  st.moved, fmt_bytes(st.moved_bytes), secs, fmt_bytes(st.moved_bytes / max(secs, 1e-6)),
                  st.failed, st.mismatched)
         if st.size_only:
-            log.warning("%d of them verified by size only: their source ETag is not an MD5 (SSE-KMS, or an "
-                        "S3-compatible store); run with --debug to see which", st.size_only)
+            log.warning("%d of them verified by size only: their source ETag is no MD5 (SSE-KMS, or an "
+                        "S3-compatible store) and they have no checksum; run with --debug to see which", st.size_only)
 
 
 class _Notes:

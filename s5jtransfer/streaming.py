@@ -36,9 +36,9 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
-from . import checksum
+from . import checksum, evidence, s3
 from .atomic import write_atomic
 from .config import Side
 from .runtime import remove_quietly
@@ -125,6 +125,18 @@ def read_copy(partial: str, staged: str | None, start: int, length: int) -> byte
         os.close(fd)
 
 
+class Made(NamedTuple):
+    """What a completed early upload is made of: the multipart ETag of its parts, and the
+    additional checksums of its bytes."""
+
+    etag: str
+    sums: dict[str, str]
+
+
+# report(endpoint, ok, error, the destination's answer to the completion, what the upload made)
+Report = Callable[[int, bool, str, "s3.Obj | None", "Made | None"], None]
+
+
 @dataclass
 class _Upload:
     key: str
@@ -140,6 +152,7 @@ class _Upload:
     ready: int = 0
     submitted: int = 0  # parts 1..submitted are sent or being sent
     md5s: dict[int, str] = field(default_factory=dict)  # part number -> MD5 of the bytes sent
+    etags: dict[int, str] = field(default_factory=dict)  # part number -> the ETag the destination answered
     futures: list[Future] = field(default_factory=list)
     error: str = ""
     taken: bool = False
@@ -244,7 +257,8 @@ class Streamer:
         ep = self.endpoint()
         client = self.client_of(ep)
         try:
-            resp = client.create_multipart_upload(Bucket=self.side.bucket, Key=self.side.prefix + key)
+            resp = client.create_multipart_upload(Bucket=self.side.bucket, Key=self.side.prefix + key,
+                                                  **s3.upload_args(self.side))
         except Exception as exc:  # noqa: BLE001 - the object goes the regular way
             log.debug("no early upload of %r: %s", key, self.describe(exc))
             self.uploads.pop(key, None)
@@ -284,19 +298,21 @@ class Streamer:
         resp = u.client.upload_part(Bucket=self.side.bucket, Key=self.side.prefix + u.key, UploadId=u.upload_id,
                                     PartNumber=n, Body=data, ContentMD5=base64.b64encode(digest.digest()).decode())
         md5 = digest.hexdigest()
-        etag = resp.get("ETag", "").strip('"').lower()
+        etag = resp.get("ETag", "").strip('"')
         # S3 checked the bytes against Content-MD5; an ETag that is an MD5 must be this one (with
-        # SSE-KMS it is not an MD5 at all, and the object is then confirmed by size, as any upload)
-        if checksum.etag_kind(etag) == checksum.MD5 and etag != md5:
+        # SSE-KMS it is no MD5 at all, and says so: evidence.etag_opaque)
+        opaque = evidence.etag_opaque(s3.answer_of(u.key, len(data), resp), self.side.etag_is_md5)
+        if not opaque and checksum.etag_kind(etag) == checksum.MD5 and etag.lower() != md5:
             raise ValueError(f"the destination answered ETag {etag!r} for part {n}, not its MD5 {md5}")
         u.md5s[n] = md5
+        u.etags[n] = etag
 
-    def take(self, key: str, size: int, src_etag: str, staged: str, md5: str,
-             report: Callable[[int, bool, str, str, str], None]) -> bool:
+    def take(self, key: str, size: int, src_etag: str, level: str, staged: str, md5: str, report: Report) -> bool:
         """Finish the early upload of a staged, verified object, if there is one for this version:
-        True when it is taken (report(endpoint, ok, error, destination ETag, expected ETag) follows,
-        from another thread); False: upload it the regular way. md5: of the verified bytes; the
-        upload is completed only when the bytes it is made of hash to it."""
+        True when it is taken (report(endpoint, ok, error, the destination's answer, what the
+        upload should make) follows, from another thread); False: upload it the regular way.
+        level, md5: how the source side verified it (its ledger row); the upload is completed only
+        when the bytes it is made of have that checksum."""
         u = self.uploads.get(key)
         if u is None or u.taken:
             return False
@@ -304,50 +320,54 @@ class Streamer:
             self._abort(u, u.error or "the staged copy is another version")
             return False
         u.taken = True
-        self._finisher.submit(self._finish, u, staged, md5, report)
+        self._finisher.submit(self._finish, u, staged, level, md5, report)
         return True
 
-    def _finish(self, u: _Upload, staged: str, verified_md5: str,
-                report: Callable[[int, bool, str, str, str], None]) -> None:
+    def _finish(self, u: _Upload, staged: str, level: str, verified_md5: str, report: Report) -> None:
         try:
             for f in u.futures:
                 f.result()
             if u.error:
                 raise ValueError(u.error)
-            md5s, expected = self._parts_of_staged(u, staged, verified_md5)
+            made = self._parts_of_staged(u, staged, level, verified_md5)
             resp = u.client.complete_multipart_upload(
                 Bucket=self.side.bucket, Key=self.side.prefix + u.key, UploadId=u.upload_id,
-                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": f'"{m}"'} for n, m in enumerate(md5s, 1)]})
-            got = resp.get("ETag", "").strip('"')
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": f'"{u.etags[n]}"'}
+                                           for n in range(1, u.parts + 1)]})
         except Exception as exc:  # noqa: BLE001 - aborted; the regular way takes the object next
             error = self._why(exc)
             self._abort(u, error, wait=True)
-            report(u.ep, False, f"early multipart upload: {error}", "", "")
+            report(u.ep, False, f"early multipart upload: {error}", None, None)
             return
         self.uploads.pop(u.key, None)
         self._journal_clear()
         log.info("uploaded %r while it was fetched: %d of %d parts went out before it was staged", u.key,
-                 u.early, len(md5s))
-        report(u.ep, True, "", got, expected)
+                 u.early, u.parts)
+        report(u.ep, True, "", s3.answer_of(u.key, u.size, resp), made)
 
-    def _parts_of_staged(self, u: _Upload, staged: str, verified_md5: str) -> tuple[list[str], str]:
+    def _parts_of_staged(self, u: _Upload, staged: str, level: str, verified_md5: str) -> Made:
         """Read the staged copy once, in order: each part sent early must equal its bytes, the
-        others are sent from them; the MD5s of the upload's parts, and their multipart ETag. The bytes must have the
-        checksum verified at staging, or nothing is completed (a staged copy changed after its
-        verification, between the destination side's check and this read, say): with the
-        source's parts, the parts' MD5s make the source's ETag; else the whole MD5 is made too,
-        or the source's parts when the source side verified those instead of an MD5."""
+        others are sent from them. The bytes must have the checksum verified at staging, or nothing
+        is completed (a staged copy changed after its verification, between the destination side's
+        check and this read, say): in the source's parts when the source side verified those (its
+        multipart ETag), the parts' MD5s make the source's ETag; else the whole MD5 is made too, or
+        the source's parts when the source side verified those instead of an MD5. The same read
+        makes the copy's CRC64NVME, which the destination may keep (evidence.py)."""
         u.early = len(u.md5s)
-        whole = hashlib.md5() if verified_md5 and not u.source_parts else None
-        by_parts = () if u.source_parts or verified_md5 else checksum.source_part_sizes(u.size, u.etag)
+        # the source side verified the bytes by the source's parts (their multipart ETag; a row
+        # with no MD5 was checked by nothing else)
+        by_source = u.source_parts and (level == checksum.MULTIPART or not verified_md5)
+        whole = hashlib.md5() if verified_md5 and not by_source else None
+        by_parts = () if by_source or verified_md5 else checksum.source_part_sizes(u.size, u.etag)
         multis = [checksum.Multipart(ps) for ps in by_parts]
+        crc = checksum.new_sum(checksum.CRC64NVME)
         md5s = []
         with open(staged, "rb") as fh:
             for n in range(1, u.parts + 1):
                 if self._closing:
                     raise ValueError("the destination side stops")
                 data = fh.read(min(u.part, u.size - (n - 1) * u.part))
-                for h in ([whole] if whole else []) + multis:
+                for h in ([whole] if whole else []) + multis + ([crc] if crc else []):
                     h.update(data)
                 if n in u.md5s:
                     md5 = hashlib.md5(data).hexdigest()
@@ -358,14 +378,14 @@ class Streamer:
                     md5 = u.md5s[n]
                 md5s.append(md5)
         made = checksum.parts_etag(md5s)
-        if u.source_parts:
+        if by_source:
             good = made == u.etag.strip('"').lower()
         else:
             good = whole.hexdigest() == verified_md5 if whole else \
                 (not multis or u.etag.strip('"').lower() in (m.etag() for m in multis))
         if not good:
             raise ValueError("the staged copy no longer matches the checksum verified at staging")
-        return md5s, made
+        return Made(made, {checksum.CRC64NVME: crc.b64()} if crc else {})
 
     def _why(self, exc: BaseException) -> str:
         """A failure for the log: our own checks and local I/O as they are, S3's errors named."""

@@ -60,14 +60,15 @@ class Tries:
 
     def failed(self, key: str, why: str, at_once: bool = False, what: str = "") -> bool:
         """One more failed try; True when the key is now given up (logged once, naming why).
-        what: the warning's sentence for a try that is followed by another (default: key: why)."""
+        at_once: no other try can help (why says what must change first). what: the warning's
+        sentence for a try that is followed by another (default: key: why)."""
         n = MAX_TRIES if at_once else self._at.get(key, (0.0, 0))[1] + 1
         wait = next_wait(n)
         if wait is None:
             self._at.pop(key, None)
             self.given_up[key] = why
-            log.error("gave up on %r after %d tries: %s; it is tried again after a restart or repair_ledger.py",
-                      key, n, why)
+            log.error("gave up on %r %s: %s; it is tried again after a restart or repair_ledger.py",
+                      key, "at once" if at_once else f"after {n} tries", why)
             return True
         self._at[key] = (time.monotonic() + wait, n)
         log.warning("%s (try %d of %d; again in %.0fs)", what or f"{key!r}: {why}", n, MAX_TRIES, wait)

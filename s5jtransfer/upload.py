@@ -9,11 +9,12 @@ threads and are collected by the destination side's cycle (take_results).
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import s3, s5cmd, streaming
 from .endpoints import Endpoints
@@ -37,10 +38,14 @@ class Candidate:
     key: str
     pending: Pending
     path: str
-    ident: tuple[int, int]  # (inode, mtime) of the staged file when picked
+    # runtime.file_signature of the staged file when picked: the same file is freed after
+    # confirmation, and its bytes are what an upload read (content-md5)
+    ident: tuple | None
     md5: str = ""  # of the staged bytes, from the pre-upload check ("" when checked by the source's parts)
     part: int = 0  # the part size to upload with (the source's, or the configured one); 0: configured
     upload_etag: str = ""  # the ETag an upload with that part size produces
+    sums: dict[str, str] = field(default_factory=dict)  # additional checksums of the staged bytes (same read)
+    content_md5: bool = False  # the upload carried the Content-MD5 of its bytes (s5cmd, boto3 parts, PutObject)
 
     @property
     def size(self) -> int:
@@ -48,13 +53,13 @@ class Candidate:
 
 
 class Result:
-    """One upload's end: ok, the error, and the destination's ETag when it answered one (an early
+    """One upload's end: ok, the error, and the destination's answer when it gave one (an early
     multipart upload's CompleteMultipartUpload); None: s5cmd, confirmed by a listing or HEAD."""
 
-    __slots__ = ("cand", "ok", "error", "etag")
+    __slots__ = ("cand", "ok", "error", "answer")
 
-    def __init__(self, cand: Candidate, ok: bool, error: str, etag: str | None) -> None:
-        self.cand, self.ok, self.error, self.etag = cand, ok, error, etag
+    def __init__(self, cand: Candidate, ok: bool, error: str, answer: s3.Obj | None) -> None:
+        self.cand, self.ok, self.error, self.answer = cand, ok, error, answer
 
 
 class Uploads:
@@ -70,11 +75,12 @@ class Uploads:
         self.drained = threading.Event()  # set when the streams have nothing left in flight
         self._streams: dict[int, s5cmd.Stream] = {}  # endpoint index -> its running s5cmd
         self._busy: dict[int, float] = {}  # endpoint index -> when it last had work
-        self._results: list[tuple[int, str, bool, str, str | None]] = []  # (ep, local, ok, error, etag)
+        self._results: list[tuple[int, str, bool, str, s3.Obj | None]] = []  # (ep, local, ok, error, answer)
         self._lock = threading.Lock()
         self._streak: dict[int, tuple[int, str]] = {}  # endpoint -> (failures in a row, the last error)
         self._live: list[int] | None = None
         self._live_at = 0.0
+        self._writes = s5cmd.upload_flags(side)  # storage class, encryption, ACL (config.Writes)
 
     def live(self) -> list[int]:
         """Endpoints to feed; probed at most every LIVE_REFRESH seconds (probing is a request)."""
@@ -98,7 +104,8 @@ class Uploads:
                 continue
             ep = min(live, key=lambda i: self._streams[i].bytes_in_flight if i in self._streams else 0)
             self.flight[c.path] = c
-            flags = ["-p", str((c.part or self.settings.part_size) // (1024 * 1024))]
+            c.content_md5 = True  # s5cmd sends one with every PutObject and UploadPart
+            flags = ["-p", str((c.part or self.settings.part_size) // (1024 * 1024)), *self._writes]
             self._stream(ep).add(s5cmd.cp_line(c.path, self.side.url(c.key), flags), c.path, c.size)
         return via_api
 
@@ -120,13 +127,15 @@ class Uploads:
         if self.streamer is None:
             return False
 
-        def report(ep: int, ok: bool, error: str, etag: str, expected: str) -> None:
+        def report(ep: int, ok: bool, error: str, answer: s3.Obj | None, made: streaming.Made | None) -> None:
             # ep: the upload's own endpoint, whose failure streak counts it
-            if ok and expected:
-                c.upload_etag = expected  # the multipart ETag of the parts sent, which confirm.judge compares
-            self._report(ep, c.path, ok, error, etag)
+            if ok and made is not None:
+                # what confirm.judge compares: the multipart ETag of the parts sent (each with its
+                # Content-MD5), and the checksums of the bytes they were read from
+                c.upload_etag, c.sums, c.content_md5 = made.etag, made.sums, True
+            self._report(ep, c.path, ok, error, answer)
 
-        if not self.streamer.take(c.key, c.size, c.pending.row[1], c.path, c.md5, report):
+        if not self.streamer.take(c.key, c.size, c.pending.row[1], c.pending.row[2], c.path, c.md5, report):
             return False
         self.flight[c.path] = c
         return True
@@ -145,9 +154,9 @@ class Uploads:
         self._streams[ep] = stream
         return stream
 
-    def _report(self, ep: int, local: str, ok: bool, error: str, etag: str | None) -> None:
+    def _report(self, ep: int, local: str, ok: bool, error: str, answer: s3.Obj | None) -> None:
         with self._lock:
-            self._results.append((ep, local, ok, error, etag))
+            self._results.append((ep, local, ok, error, answer))
         if not any(len(u) for u in self._streams.values()):
             self.drained.set()  # the last upload in flight is done: confirm it now, not after a pause
 
@@ -159,14 +168,14 @@ class Uploads:
         while True:
             with self._lock:
                 results, self._results = self._results, []
-            for ep, local, ok, error, etag in results:
+            for ep, local, ok, error, answer in results:
                 if ok:
                     self._streak.pop(ep, None)
                 else:
                     self._streak[ep] = (self._streak.get(ep, (0, ""))[0] + 1, error)
                 c = self.flight.pop(local, None)
                 if c is not None:
-                    out.append(Result(c, ok, error, etag))
+                    out.append(Result(c, ok, error, answer))
             if not self._set_aside_failing():
                 return out
 
@@ -206,15 +215,26 @@ class Uploads:
 
     def upload_api(self, cands: list[Candidate]) -> list[tuple[Candidate, str | None]]:
         """boto3 uploads for keys an s5cmd run file cannot carry (waits for them; rare): each
-        candidate with its error, None when it went up."""
+        candidate with its error, None when it went up. One below the part size is one PutObject
+        with the Content-MD5 of the checked bytes, as s5cmd sends; a larger one goes through the
+        transfer manager, without (it is then confirmed by its checksum, ETag or size)."""
         live = self.live()
         clients = [self.eps.client(i) for i in live]
+        args = s3.upload_args(self.side)
 
         def one(n_c: tuple[int, Candidate]) -> str | None:
             n, c = n_c
-            tcfg = s3.transfer_config(c.part or self.settings.part_size)
+            client = clients[n % len(clients)]
+            part = c.part or self.settings.part_size
             try:
-                clients[n % len(clients)].upload_file(c.path, self.side.bucket, self.side.prefix + c.key, Config=tcfg)
+                if c.size < part and c.md5:
+                    with open(c.path, "rb") as fh:
+                        client.put_object(Bucket=self.side.bucket, Key=self.side.prefix + c.key, Body=fh,
+                                          ContentMD5=base64.b64encode(bytes.fromhex(c.md5)).decode(), **args)
+                    c.content_md5 = True
+                else:
+                    client.upload_file(c.path, self.side.bucket, self.side.prefix + c.key,
+                                       Config=s3.transfer_config(part), ExtraArgs=args)
             except Exception as exc:  # noqa: BLE001
                 return s3.describe_error(exc, self.side)
             return None

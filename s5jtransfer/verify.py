@@ -7,7 +7,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import checksum, s3, shard
+from . import checksum, evidence, s3, shard
 from .atomic import write_atomic
 from .config import Config
 from .ledger import (DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, decode_key, dest_knows_other, encode_key,
@@ -25,6 +25,7 @@ class Report:
     categories: dict[str, str] = field(default_factory=dict)  # key -> category
     sizes: dict[str, int] = field(default_factory=dict)
     extra_at_destination: int = 0
+    by_etag: list[str] = field(default_factory=list)  # keys found to differ by their ETags alone (MD5s of both)
 
     def counts(self) -> Counter:
         return Counter(self.categories.values())
@@ -38,9 +39,11 @@ class Report:
 
 
 def classify(src: dict[str, s3.Obj], dst: dict[str, s3.Obj], src_rows: dict[str, tuple],
-             dest_rows: dict[str, tuple], staged: dict[str, int], to_move: frozenset[str] = frozenset()) -> Report:
+             dest_rows: dict[str, tuple], staged: dict[str, int], to_move: frozenset[str] = frozenset(),
+             opaque: tuple[bool, bool] = (False, False)) -> Report:
     """Pure: the category of every source object (staged: staged file name -> size; to_move: the
-    keys the last comparison found missing or different, whose ledger rows it took away)."""
+    keys the last comparison found missing or different, whose ledger rows it took away; opaque:
+    whether the source's and the destination's ETags say nothing of the bytes, see etags_opaque)."""
     rep = Report()
     for key, o in src.items():
         rep.sizes[key] = o.size
@@ -53,7 +56,8 @@ def classify(src: dict[str, s3.Obj], dst: dict[str, s3.Obj], src_rows: dict[str,
                 row = dest_rows.get(key)
                 confirmed = row is not None and row[0] == o.size and row[3] == o.etag and row[1] == d.etag
                 same = d.etag == o.etag
-                comparable = checksum.etag_kind(o.etag) == checksum.etag_kind(d.etag) == checksum.MD5
+                comparable = checksum.etag_kind(o.etag) == checksum.etag_kind(d.etag) == checksum.MD5 \
+                    and not any(opaque)
                 # ETags that cannot be compared (multipart of other part sizes, SSE-KMS) count by
                 # size only where nothing says otherwise (a bucket moved by other means). The
                 # ledgers say otherwise when they know another version: the destination object
@@ -68,6 +72,8 @@ def classify(src: dict[str, s3.Obj], dst: dict[str, s3.Obj], src_rows: dict[str,
                     cat = MOVED
                 elif comparable or other:
                     cat = DIFFER
+                    if comparable and not other:
+                        rep.by_etag.append(key)
                 else:
                     cat = MOVED
         if cat != MOVED:
@@ -78,6 +84,41 @@ def classify(src: dict[str, s3.Obj], dst: dict[str, s3.Obj], src_rows: dict[str,
         rep.categories[key] = cat
     rep.extra_at_destination = sum(1 for k in dst if k not in src)
     return rep
+
+
+PROBES = 3  # HeadObjects per side that may tell whether its ETags are MD5s
+
+
+def classified(cfg: Config, src: dict[str, s3.Obj], dst: dict[str, s3.Obj], *rest) -> Report:
+    """classify, told whether a side's ETags say nothing of the bytes when that decides anything:
+    objects of the same size whose ETags (both of an MD5's form) differ are moved (by size, unless
+    the ledgers know better) where a side's ETags are no MD5s (SSE-KMS...)."""
+    rep = classify(src, dst, *rest)
+    if not rep.by_etag:
+        return rep
+    opaque = (etags_opaque(cfg.source, cfg, rep.by_etag), etags_opaque(cfg.destination, cfg, rep.by_etag))
+    return classify(src, dst, *rest, opaque=opaque) if any(opaque) else rep
+
+
+def etags_opaque(side, cfg: Config, keys: list[str]) -> bool:
+    """Whether a side's ETags say nothing of the bytes: its settings say so (etag_is_md5: false, or
+    uploads encrypted with SSE-KMS), or a HeadObject of one of the first PROBES of `keys` shows an
+    encryption whose ETags are no MD5s (evidence.OPAQUE_SSE). Headers only: nothing is read back."""
+    if not side.etag_is_md5 or side.writes.sse in evidence.OPAQUE_SSE:
+        return True
+    if side.is_snow:
+        return False  # a Snowball names no encryption
+    try:
+        client = s3.client(side, cfg.settings)
+        for key in keys[:PROBES]:
+            got = s3.head(side, client, key)
+            if got is not None and got.sse in evidence.OPAQUE_SSE:
+                log.info("the %s's ETags are no MD5s (%r is encrypted with %s): objects of the same size are "
+                         "compared by the ledgers' record", side.name, key, got.sse)
+                return True
+    except Exception as exc:  # noqa: BLE001 - no answer: ETags are taken for what they look like
+        log.debug("cannot tell whether the %s's ETags are MD5s: %s", side.name, s3.describe_error(exc, side))
+    return False
 
 
 def _to_move(missing_file: str) -> frozenset[str]:
@@ -116,7 +157,7 @@ def compare_and_repair(cfg: Config, missing_file: str = MISSING_FILE, src: dict[
     # a shard (shard.py) compares only the keys it owns, on both sides: the other shards' objects
     # are other hosts' work, neither missing here nor extra at the destination
     src, dst = shard.select_map(src, cfg.shard_spec), shard.select_map(dst, cfg.shard_spec)
-    rep = classify(src, dst, src_rows, dest_rows, staged, _to_move(missing_file))
+    rep = classified(cfg, src, dst, src_rows, dest_rows, staged, _to_move(missing_file))
     keep_src = src_rows_to_keep(rep, src, src_rows)
     keep_dest = dest_rows_to_keep(rep, src, dst, dest_rows)
     _rewrite_ledgers(((src_ledger, src_rows, keep_src), (dest_ledger, dest_rows, keep_dest)), bad_lines)
@@ -271,7 +312,7 @@ def compare_all_shards(cfg: Config, count: int) -> dict:
     with ThreadPoolExecutor(max_workers=2) as pool:
         futs = [pool.submit(_list_side, side, cfg) for side in (cfg.source, cfg.destination)]
         src, dst = (f.result() for f in futs)
-    rep = classify(src, dst, {}, {}, {})
+    rep = classified(cfg, src, dst, {}, {}, {})
     shares = [{"shard": f"{k}/{count}", "objects": 0, "bytes": 0, "moved": 0, "missing": 0, "differ": 0}
               for k in range(count)]
     todo = []

@@ -52,7 +52,7 @@ CASES = [
 @pytest.mark.parametrize("part_size,size", CASES)
 def test_hash_file_md5_and_multipart_etag_match_independent_computation(tmp_path, part_size, size):
     data = pattern(size)
-    md5, nbytes, multi = hash_file(make(tmp_path, data), (part_size,))
+    md5, nbytes, multi, _ = hash_file(make(tmp_path, data), (part_size,))
     assert nbytes == size
     assert md5 == hashlib.md5(data).hexdigest()
     assert multi == {part_size: expected_multipart(data, part_size)}
@@ -61,18 +61,18 @@ def test_hash_file_md5_and_multipart_etag_match_independent_computation(tmp_path
 def test_hash_file_several_part_sizes_in_one_pass(tmp_path):
     data = pattern(10 * SMALL_PS + 3)
     sizes = (SMALL_PS, 3 * SMALL_PS, 7, SMALL_PS)  # duplicate is computed once
-    md5, nbytes, multi = hash_file(make(tmp_path, data), sizes)
+    md5, nbytes, multi, _ = hash_file(make(tmp_path, data), sizes)
     assert md5 == hashlib.md5(data).hexdigest() and nbytes == len(data)
     assert multi == {ps: expected_multipart(data, ps) for ps in (SMALL_PS, 3 * SMALL_PS, 7)}
 
 
 def test_hash_file_without_part_sizes_returns_only_md5(tmp_path):
-    md5, nbytes, multi = hash_file(make(tmp_path, b""))
+    md5, nbytes, multi, _ = hash_file(make(tmp_path, b""))
     assert (md5, nbytes, multi) == (EMPTY_MD5, 0, {})
 
 
 def test_hash_file_ignores_non_positive_part_sizes(tmp_path):
-    _, _, multi = hash_file(make(tmp_path, b"abc"), (0, -5, 2))
+    _, _, multi, _ = hash_file(make(tmp_path, b"abc"), (0, -5, 2))
     assert multi == {2: expected_multipart(b"abc", 2)}
 
 
@@ -80,9 +80,9 @@ def test_hash_file_ignores_non_positive_part_sizes(tmp_path):
 
 def test_check_md5_etag_matches(tmp_path):
     data = pattern(4321)
-    level, md5, _ = check(make(tmp_path, data), len(data), hashlib.md5(data).hexdigest())
+    level, d = check(make(tmp_path, data), len(data), hashlib.md5(data).hexdigest())
     assert level == "md5"
-    assert md5 == hashlib.md5(data).hexdigest()
+    assert d.md5 == hashlib.md5(data).hexdigest()
 
 
 def test_check_md5_etag_with_quotes_and_upper_case(tmp_path):
@@ -94,9 +94,9 @@ def test_check_md5_etag_with_quotes_and_upper_case(tmp_path):
 def test_check_multipart_etag_with_hinted_part_size(tmp_path):
     data = pattern(5 * SMALL_PS + 17)
     etag = expected_multipart(data, SMALL_PS)
-    level, _, multi = check(make(tmp_path, data), len(data), etag, part_hint=SMALL_PS)
+    level, d = check(make(tmp_path, data), len(data), etag, part_hint=SMALL_PS)
     assert level == "multipart"
-    assert multi[SMALL_PS] == etag
+    assert d.multi[SMALL_PS] == etag
 
 
 def test_check_multipart_etag_with_a_common_part_size_needs_no_hint(tmp_path):
@@ -149,10 +149,10 @@ def test_check_empty_file_against_empty_md5(tmp_path):
 
 def test_check_returns_the_multipart_etags_it_computed_for_extra_sizes(tmp_path):
     data = pattern(2500)
-    level, md5, multi = check(make(tmp_path, data), len(data), hashlib.md5(data).hexdigest(),
-                              extra_part_sizes=(SMALL_PS,))
+    level, d = check(make(tmp_path, data), len(data), hashlib.md5(data).hexdigest(),
+                     extra_part_sizes=(SMALL_PS,))
     assert level == "md5"
-    assert multi == {SMALL_PS: expected_multipart(data, SMALL_PS)}
+    assert d.multi == {SMALL_PS: expected_multipart(data, SMALL_PS)}
 
 
 # --- candidate_part_sizes, etag_kind, parts_of ---------------------------------------------------
@@ -239,7 +239,7 @@ def test_upload_etag_is_md5_below_part_size_and_multipart_from_it():
 def test_hash_file_reads_large_file_across_chunks(tmp_path):
     size = 3 * checksum.CHUNK + 11
     data = os.urandom(size)
-    md5, nbytes, multi = hash_file(make(tmp_path, data), (checksum.CHUNK, 5 * MIB))
+    md5, nbytes, multi, _ = hash_file(make(tmp_path, data), (checksum.CHUNK, 5 * MIB))
     assert nbytes == size and md5 == hashlib.md5(data).hexdigest()
     assert multi[checksum.CHUNK] == expected_multipart(data, checksum.CHUNK)
     assert multi[5 * MIB] == expected_multipart(data, 5 * MIB)
@@ -255,22 +255,24 @@ def test_check_without_the_whole_md5_verifies_a_multipart_etag_by_its_parts(tmp_
     data = os.urandom(11 * MIB + 3)
     path = make(tmp_path, data)
     etag = multipart(data, 5 * MIB)
-    level, md5, multi = check(path, len(data), etag, whole=False)
-    assert (level, md5) == ("multipart", "")
+    level, d = check(path, len(data), etag, whole=False)
+    assert (level, d.md5) == ("multipart", "")
     from s5jtransfer.checksum import matched_part_size
-    assert matched_part_size(etag, multi) == 5 * MIB
+    assert matched_part_size(etag, d.multi) == 5 * MIB
     bad = bytearray(data)
     bad[-1] ^= 1
     assert check(make(tmp_path, bytes(bad), "bad.bin"), len(data), etag, whole=False)[0] is None
     # an MD5 ETag is always checked by the whole MD5
-    assert check(path, len(data), hashlib.md5(data).hexdigest(), whole=False)[:2] == ("md5", hashlib.md5(data).hexdigest())
+    level, d = check(path, len(data), hashlib.md5(data).hexdigest(), whole=False)
+    assert (level, d.md5) == ("md5", hashlib.md5(data).hexdigest())
 
 
 def test_a_one_part_multipart_etag_is_checked_by_the_md5_alone(tmp_path):
     data = os.urandom(3 * MIB)
     path = make(tmp_path, data)
     etag = f"{hashlib.md5(hashlib.md5(data).digest()).hexdigest()}-1"
-    assert check(path, len(data), etag, whole=False) == ("multipart", hashlib.md5(data).hexdigest(), {})
+    level, d = check(path, len(data), etag, whole=False)
+    assert (level, d.md5, d.multi) == ("multipart", hashlib.md5(data).hexdigest(), {})
     assert check(path, len(data), "0" * 32 + "-1")[0] is None
 
 
@@ -287,3 +289,51 @@ def test_early_uploads_take_the_sources_part_size_when_its_etag_names_exactly_on
     assert early_part_size(12 * MIB, "a" * 32 + "-2", 8 * MIB) == (8 * MIB, False)  # 8 or 10 MiB: not known
     assert early_part_size(256 * MIB, "a" * 32 + "-2", 8 * MIB) == (8 * MIB, False)  # 128 MiB: too large
     assert early_part_size(256 * MIB, "a" * 32, 8 * MIB) == (8 * MIB, False)  # one PUT
+
+
+# --- additional checksums, made in the same read ------------------------------------------------
+def crc64nvme_reference(data: bytes) -> int:
+    """CRC-64/NVME computed bit by bit from its definition (reflected, polynomial 0xAD93D23594C93659,
+    initial value and final XOR all ones), independently of awscrt."""
+    poly = int(f"{0xAD93D23594C93659:064b}"[::-1], 2)  # reflected
+    crc = (1 << 64) - 1
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ poly if crc & 1 else crc >> 1
+    return crc ^ ((1 << 64) - 1)
+
+
+def test_crc64nvme_of_the_check_string_is_the_published_one():
+    # the CRC catalogue's check value of CRC-64/NVME, over "123456789"
+    assert crc64nvme_reference(b"123456789") == 0xAE8B14860A799888
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, checksum.CHUNK + 7])
+def test_additional_checksums_in_the_same_read_match_independent_computation(tmp_path, size):
+    import base64
+    import zlib
+
+    data = os.urandom(size)
+    d = hash_file(make(tmp_path, data), (SMALL_PS,), sums=("CRC64NVME", "CRC32", "SHA1", "SHA256", "CRC32C", "MD4"))
+    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    assert d.md5 == hashlib.md5(data).hexdigest() and d.nbytes == size
+    assert d.sums["CRC64NVME"] == b64(crc64nvme_reference(data).to_bytes(8, "big"))
+    assert d.sums["CRC32"] == b64(zlib.crc32(data).to_bytes(4, "big"))
+    assert d.sums["SHA1"] == b64(hashlib.sha1(data).digest())
+    assert d.sums["SHA256"] == b64(hashlib.sha256(data).digest())
+    assert "CRC32C" in d.sums and "MD4" not in d.sums  # an algorithm S3 does not name is not made
+
+
+def test_crc32c_is_the_castagnoli_crc(tmp_path):
+    import base64
+
+    # the CRC catalogue's check value of CRC-32/ISCSI (Castagnoli), over "123456789"
+    d = hash_file(make(tmp_path, b"123456789"), sums=("CRC32C",))
+    assert d.sums["CRC32C"] == base64.b64encode((0xE3069283).to_bytes(4, "big")).decode()
+
+
+def test_check_makes_the_asked_checksums_beside_the_etags_verdict(tmp_path):
+    data = pattern(3000)
+    level, d = check(make(tmp_path, data), len(data), "kms-opaque", sums=("SHA256",))
+    assert level == "size" and set(d.sums) == {"SHA256"}

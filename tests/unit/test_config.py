@@ -520,3 +520,58 @@ def test_the_shipped_config_yaml_is_valid_and_documented():
     text = (root / "config.yaml").read_text()
     for key in re.findall(r"^\s*#?\s*([a-z_0-9]+):", text, re.M):
         assert any(key in keys or key == sec for sec, keys in cfgmod._SCHEMA.items()), key
+
+
+# --- how the destination writes (encryption, storage class, ACL) and what its ETags are -------------
+
+def test_destination_write_settings_are_read_as_s3_spells_them(tmp_path):
+    cfg = base_cfg()
+    cfg["destination"].update(storage_class="deep_archive", sse="AWS:KMS", acl="Bucket-Owner-Full-Control",
+                              sse_kms_key_id="arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+                              etag_is_md5="no")
+    cfg["source"]["etag_is_md5"] = False
+    c = load(write(tmp_path, cfg))
+    w = c.destination.writes
+    assert (w.storage_class, w.sse, w.acl) == ("DEEP_ARCHIVE", "aws:kms", "bucket-owner-full-control")
+    assert w.sse_kms_key_id.endswith("1234567890ab")
+    assert not c.source.etag_is_md5 and not c.destination.etag_is_md5
+    assert "storage class DEEP_ARCHIVE, encryption aws:kms (KMS key arn:" in w.describe()
+
+
+def test_write_settings_default_to_the_buckets_own(tmp_path):
+    c = load(write(tmp_path, base_cfg()))
+    assert c.destination.writes == config.Writes() and c.source.etag_is_md5 and c.destination.etag_is_md5
+    assert c.destination.writes.describe() == ("storage class the bucket default (STANDARD), encryption the "
+                                               "bucket's default, ACL none (the bucket default)")
+
+
+@pytest.mark.parametrize("key,value,listed", [
+    ("storage_class", "GLACIER_FLEXIBLE", "STANDARD, INTELLIGENT_TIERING, STANDARD_IA, ONEZONE_IA, GLACIER_IR, "
+                                          "GLACIER, DEEP_ARCHIVE"),
+    ("sse", "kms", "AES256, aws:kms, aws:kms:dsse"),
+    ("acl", "owner-full-control", "private, public-read"),
+])
+def test_a_write_setting_s3_does_not_take_lists_the_values_it_does(tmp_path, key, value, listed):
+    cfg = base_cfg()
+    cfg["destination"][key] = value
+    msg = load_error(write(tmp_path, cfg))
+    assert_names(msg, f"destination.{key}", listed)
+
+
+def test_a_kms_key_needs_kms_encryption_and_a_keys_form(tmp_path):
+    cfg = base_cfg()
+    cfg["destination"]["sse_kms_key_id"] = "alias/archive"
+    assert_names(load_error(write(tmp_path, cfg)), "destination.sse_kms_key_id", "add sse: aws:kms")
+    cfg["destination"].update(sse="AES256")
+    assert_names(load_error(write(tmp_path, cfg)), "destination.sse_kms_key_id", "add sse: aws:kms")
+    cfg["destination"].update(sse="aws:kms:dsse", sse_kms_key_id="alias/my key; rm -rf ~")
+    assert_names(load_error(write(tmp_path, cfg)), "destination.sse_kms_key_id", "alias/my-key")
+    cfg["destination"].update(sse_kms_key_id="alias/archive")
+    assert load(write(tmp_path, cfg)).destination.writes.sse_kms_key_id == "alias/archive"
+
+
+@pytest.mark.parametrize("key", ["storage_class", "sse", "sse_kms_key_id", "acl"])
+def test_write_settings_belong_to_the_destination_only(tmp_path, key):
+    cfg = base_cfg()
+    cfg["source"][key] = "AES256"
+    assert_names(load_error(write(tmp_path, cfg)), f"source.{key}", "unknown key")

@@ -121,3 +121,77 @@ def test_an_md5_etag_for_a_copy_verified_by_parts_is_checked_by_hashing_again(tm
     got = judge(c, Obj("k", len(data), hashlib.md5(bytes(changed)).hexdigest()), checksum.check)
     assert got == "the staged copy changed after its check"
     assert "does not match" in judge(c, Obj("k", len(data), "0" * 32), checksum.check)
+
+
+# -- destinations whose ETags are no MD5s, and destinations that keep checksums ---------------------
+def staged(tmp_path, data: bytes, content_md5: bool = True) -> Candidate:
+    from s5jtransfer.runtime import file_signature
+
+    path = tmp_path / "staged.bin"
+    path.write_bytes(data)
+    c = cand(path, data)
+    c.ident, c.content_md5 = file_signature(str(path)), content_md5
+    c.sums = {"CRC64NVME": "AAAAAAAAAAE="}
+    return c
+
+
+KMS_ETAG = "0123456789abcdef0123456789abcdef"
+
+
+def test_an_encrypted_answer_confirms_by_the_uploads_content_md5_while_the_staged_copy_is_unchanged(tmp_path):
+    data = os.urandom(1000)
+    c = staged(tmp_path, data)
+    kms = Obj("k", 1000, KMS_ETAG, "", "aws:kms")
+    assert judge(c, kms, checksum.check)[3] == "content-md5"
+    assert judge(c, Obj("k", 1000, KMS_ETAG), checksum.check, opaque=True)[3] == "content-md5"
+    c.content_md5 = False  # a large boto3 upload carries none: its size is all
+    assert judge(c, kms, checksum.check)[3] == checksum.SIZE
+    c.content_md5 = True
+    (tmp_path / "staged.bin").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # what the upload read may differ
+    assert judge(c, kms, checksum.check) == "the staged copy changed after its check"
+
+
+def test_a_checksum_the_destination_keeps_confirms_and_one_that_differs_does_not(tmp_path):
+    c = staged(tmp_path, os.urandom(1000))
+    assert judge(c, Obj("k", 1000, KMS_ETAG, "", "aws:kms", (("CRC64NVME", "AAAAAAAAAAE="),)), checksum.check)[3] \
+        == "checksum"
+    got = judge(c, Obj("k", 1000, c.md5, "", "", (("CRC64NVME", "AAAAAAAAAAA="),)), checksum.check)
+    assert isinstance(got, str) and "CRC64NVME" in got
+    # a listing that names the checksum: only a HeadObject gives its value
+    assert judge(c, Obj("k", 1000, c.md5, "CRC64NVME"), checksum.check, listed=True) is None
+
+
+class _Answers:
+    """A Confirmer whose HeadObject and listing answers are given (no S3)."""
+
+    def __init__(self, head: Obj | None, listed: Obj | None, etag_is_md5: bool = True) -> None:
+        from s5jtransfer.config import Secret, Side
+        from s5jtransfer.confirm import Confirmer
+
+        side = Side("destination", "b", "copy/", "us-east-1", Secret(""), Secret(""), (), etag_is_md5=etag_is_md5)
+        self.confirmer = Confirmer(side, eps=None)
+        self.confirmer._ask = lambda key, way: head if way == "HeadObject" else listed  # noqa: SLF001
+
+
+def test_head_and_listing_that_agree_on_an_etag_the_unchanged_bytes_do_not_make_are_the_last_resort(tmp_path, caplog):
+    c = staged(tmp_path, os.urandom(1000))
+    c.sums = {}
+    answers = _Answers(Obj("k", 1000, KMS_ETAG), Obj("k", 1000, KMS_ETAG))
+    with caplog.at_level("WARNING"):
+        row = answers.confirmer.one(c)
+    assert isinstance(row, tuple) and row[3] == "content-md5", row
+    assert "set destination.etag_is_md5: false" in caplog.text
+    # where an ETag of this destination matched its bytes before, the same answers are a fault
+    answers.confirmer.trust.saw("md5")
+    assert "does not confirm" in answers.confirmer.one(c)
+    # answers that disagree with each other are no evidence of anything
+    other = _Answers(Obj("k", 1000, KMS_ETAG), Obj("k", 1000, "f" * 32))
+    assert "does not confirm" in other.confirmer.one(c)
+
+
+def test_the_destination_that_keeps_checksums_is_asked_by_headobject_from_then_on(tmp_path):
+    c = staged(tmp_path, os.urandom(1000))
+    answers = _Answers(Obj("k", 1000, c.md5, "", "", (("CRC64NVME", "AAAAAAAAAAE="),)), Obj("k", 1000, c.md5, "CRC64NVME"))
+    assert not answers.confirmer.heads_only
+    assert answers.confirmer.one(c, Obj("k", 1000, c.md5, "CRC64NVME"))[3] == "checksum"
+    assert answers.confirmer.heads_only

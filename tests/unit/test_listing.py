@@ -95,7 +95,11 @@ def botocore_parse(body: bytes, op: str = "ListObjectsV2") -> dict:
 
 
 def objects(parsed: dict):
-    return [(c["Key"], int(c["Size"]), c.get("ETag", "").strip('"')) for c in parsed.get("Contents", ())]
+    """(key, size, ETag, checksum) as botocore read them: the first named checksum algorithm, unless
+    the checksum is of the parts (COMPOSITE)."""
+    return [(c["Key"], int(c["Size"]), c.get("ETag", "").strip('"'),
+             "" if c.get("ChecksumType") == "COMPOSITE" else (c.get("ChecksumAlgorithm") or [""])[0])
+            for c in parsed.get("Contents", ())]
 
 
 def meta(parsed: dict):
@@ -120,7 +124,7 @@ def test_hostile_keys_parse_as_botocore_parses_them(op, url):
 
 def test_a_literal_tab_and_lf_in_xml_text_are_kept():
     body = page(["a"], url=False).replace(b"<Key>a</Key>", b"<Key>x\ty\nz</Key>")
-    assert listing.parse_page(body)[0] == objects(botocore_parse(body)) == [("x\ty\nz", 0, "0" * 32)]
+    assert listing.parse_page(body)[0] == objects(botocore_parse(body)) == [("x\ty\nz", 0, "0" * 32, "CRC32")]
 
 
 @pytest.mark.parametrize("etag,want", [
@@ -130,18 +134,18 @@ def test_a_literal_tab_and_lf_in_xml_text_are_kept():
 ])
 def test_etags_as_botocore_reads_them(etag, want):
     body = page(["k"], etags=[etag])
-    assert listing.parse_page(body)[0] == objects(botocore_parse(body)) == [("k", 0, want)]
+    assert listing.parse_page(body)[0] == objects(botocore_parse(body)) == [("k", 0, want, "CRC32")]
 
 
 def test_an_object_without_etag_has_an_empty_one():
     body = page(["a", "b"]).replace(b"<ETag>&quot;00000000000000000000000000000001&quot;</ETag>", b"")
-    assert listing.parse_page(body)[0] == objects(botocore_parse(body)) == [("a", 0, "0" * 32), ("b", 10, "")]
+    assert listing.parse_page(body)[0] == objects(botocore_parse(body)) == [("a", 0, "0" * 32, "CRC32"), ("b", 10, "", "CRC32")]
 
 
 def test_sizes_beyond_32_bits_and_whitespace_around_them():
     body = page(["a", "b"], sizes=[5 * 1024 ** 4, " 7 "])
-    assert listing.parse_page(body)[0] == objects(botocore_parse(body)) == [("a", 5 * 1024 ** 4, "0" * 32),
-                                                                             ("b", 7, "1".zfill(32))]
+    assert listing.parse_page(body)[0] == objects(botocore_parse(body)) == [("a", 5 * 1024 ** 4, "0" * 32, "CRC32"),
+                                                                             ("b", 7, "1".zfill(32), "CRC32")]
 
 
 def test_whitespace_between_contents_is_allowed():
@@ -191,7 +195,7 @@ def test_other_operations_and_bodies_are_left_alone():
     body = page(["a"])
     assert listing.parse_page(body, "ListObjectVersions") is None
     assert listing.parse_page(None) is None
-    assert listing.parse_page(body)[0] == [("a", 0, "0" * 32)]
+    assert listing.parse_page(body)[0] == [("a", 0, "0" * 32, "CRC32")]
 
 
 # --- through a botocore client ------------------------------------------------------------------
@@ -313,7 +317,7 @@ def test_a_page_the_two_parses_disagree_on_is_botocores(monkeypatch, caplog):
 
     def wrong(body, op="ListObjectsV2"):
         got = real(body, op)
-        return got and ([(k + "?", s, e) for k, s, e in got[0]], got[1])
+        return got and ([(k + "?", s, e, c) for k, s, e, c in got[0]], got[1])
 
     monkeypatch.setattr(listing, "parse_page", wrong)
     client, _ = canned_client(["a", "b", "c"], per_page=2)
@@ -333,3 +337,21 @@ def test_encoding_type_after_the_objects_is_read_too():
     body = body.replace(b"</ListBucketResult>", b"<EncodingType>url</EncodingType></ListBucketResult>")
     assert listing.parse_page(body)[0] == objects(botocore_parse(body))
     assert [o[0] for o in listing.parse_page(body)[0]] == HOSTILE_KEYS
+
+
+@pytest.mark.parametrize("op", ["ListObjectsV2", "ListObjects"])
+def test_the_checksum_a_listing_names_is_read_as_botocore_reads_it(op):
+    """An object's <ChecksumAlgorithm> (and <ChecksumType>): the algorithm of a checksum of the
+    whole object is kept, one of parts (COMPOSITE) is not, and none is ''."""
+    body = page(["a", "b", "c", "d"], v2=op == "ListObjectsV2", url=False)
+    body = body.replace(b"<ChecksumAlgorithm>CRC32</ChecksumAlgorithm>", b"")
+    algos = [b"<ChecksumAlgorithm>CRC64NVME</ChecksumAlgorithm><ChecksumType>FULL_OBJECT</ChecksumType>",
+             b"<ChecksumAlgorithm>SHA256</ChecksumAlgorithm><ChecksumType>COMPOSITE</ChecksumType>",
+             b"<ChecksumAlgorithm>CRC32C</ChecksumAlgorithm>", b""]
+    parts = body.split(b"<Size>")
+    body = parts[0] + b"".join(a + b"<Size>" + rest for a, rest in zip(algos, parts[1:]))
+    got = listing.parse_page(body, op)
+    assert got is not None
+    assert got[0] == objects(botocore_parse(body, op))
+    assert [o[3] for o in got[0]] == ["CRC64NVME", "", "CRC32C", ""]
+    assert listing.parse_page(body.replace(b"<ChecksumAlgorithm>CRC32C<", b"<ChecksumAlgorithm><b>CRC32C<"), op) is None

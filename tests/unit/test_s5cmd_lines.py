@@ -222,3 +222,27 @@ def test_transfer_acceleration_lists_regionally_but_uploads_accelerated():
     plain = cfgmod.Side(name="source", bucket="b", prefix="", region="snow", access_key=cfgmod.Secret(""),
                         secret_key=cfgmod.Secret(""), endpoints=("http://192.0.2.1:8080",))
     assert s3mod.api_endpoint(plain) == "http://192.0.2.1:8080"
+
+
+def test_the_destinations_write_settings_reach_s5cmd_and_boto3_alike():
+    from s5jtransfer import config as cfgmod
+    from s5jtransfer import s3 as s3mod
+    from s5jtransfer import s5cmd as s5mod
+
+    key = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    side = cfgmod.Side(name="destination", bucket="b", prefix="p/", region="us-east-1", access_key=cfgmod.Secret(""),
+                       secret_key=cfgmod.Secret(""), endpoints=(),
+                       writes=cfgmod.Writes("DEEP_ARCHIVE", "aws:kms", key, "bucket-owner-full-control"))
+    flags = s5mod.upload_flags(side)
+    assert flags == ("--storage-class", "DEEP_ARCHIVE", "--sse", "aws:kms", "--sse-kms-key-id", key,
+                     "--acl", "bucket-owner-full-control")
+    assert s3mod.upload_args(side) == {"StorageClass": "DEEP_ARCHIVE", "ServerSideEncryption": "aws:kms",
+                                       "SSEKMSKeyId": key, "ACL": "bucket-owner-full-control"}
+    line = s5mod.cp_line("/v/staged/ab/cd", "s3://b/p/k", ["-p", "50", *flags])
+    assert shlex.split(line) == ["cp", "--raw", "-p", "50", *flags, "/v/staged/ab/cd", "s3://b/p/k"]
+    plain = cfgmod.Side(name="destination", bucket="b", prefix="", region="us-east-1", access_key=cfgmod.Secret(""),
+                        secret_key=cfgmod.Secret(""), endpoints=())
+    assert s5mod.upload_flags(plain) == () and s3mod.upload_args(plain) == {}
+    # a flag value is quoted like any argument: s5cmd reads back exactly what was meant
+    odd = s5mod.cp_line("a", "b", ["--acl", "x y'z"])
+    assert shlex.split(odd)[2:4] == ["--acl", "x y'z"]

@@ -225,3 +225,17 @@ def test_destination_rows_kept_only_as_the_object_is_there_and_lost_ones_come_fr
                     "lost": (10, MULTI, "multipart", MULTI)}
     # an ETag that proves nothing about the bytes (SSE-KMS) is not ledgered; the destination side confirms it
     assert "lost_other" not in keep and "missing" not in keep
+
+
+def test_md5_etags_that_differ_are_compared_by_size_where_a_sides_etags_are_no_md5s():
+    """Two ETags of an MD5's form that differ: the objects differ, unless a side's ETags are no
+    MD5s (SSE-KMS); then the same size moves it, where the ledgers know no other version."""
+    src, dst = {"k": Obj("k", 10, E1)}, {"k": Obj("k", 10, E2)}
+    rep = classify(src, dst, {}, {}, {})
+    assert rep.categories == {"k": DIFFER} and rep.by_etag == ["k"]
+    for opaque in ((True, False), (False, True)):
+        assert classify(src, dst, {}, {}, {}, opaque=opaque).categories == {"k": MOVED}
+    # ... but a ledger that moved another version still says it differs
+    other = {"k": dest_row(10, md5("older"), md5("older source"))}
+    assert classify(src, dst, {}, other, {}, opaque=(False, True)).categories == {"k": DIFFER}
+    assert classify(src, {"k": Obj("k", 11, E2)}, {}, {}, {}, opaque=(True, True)).categories == {"k": DIFFER}
