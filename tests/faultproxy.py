@@ -15,6 +15,9 @@ with its own probability drawn from a seeded `random.Random`:
 - `corrupt_rate`:  (GET only) one byte of a 2xx body changed, length unchanged (bit rot in
                    transit: only an end-to-end checksum notices).
 
+Callbacks make it a store of another kind (tests/storefront.py): `lie` rewrites answers, `refuse`
+answers an S3 error instead of forwarding, `rewrite_request` rewrites a request's body.
+
 `max_faults` caps the total number of injected faults. `bandwidth` (bytes/s, one token bucket
 shared by every connection, both directions) and `latency` (seconds, once per request before
 forwarding) emulate a slower link for benchmarks. `stats` holds thread-safe counters;
@@ -249,17 +252,30 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- responses -----------------------------------------------------------------------------
     def _send_slowdown(self, close: bool) -> None:
-        body = b"" if self.command == "HEAD" else SLOWDOWN
-        self.send_response_only(503, "Slow Down")
+        self._send_s3_error(503, SLOWDOWN, close, retry_after=True)
+
+    def _send_s3_error(self, status: int, body: bytes, close: bool, retry_after: bool = False) -> None:
+        self.send_response_only(status)
         self.send_header("Content-Type", "application/xml")
-        self.send_header("Content-Length", str(len(SLOWDOWN)))
+        self.send_header("Content-Length", str(len(body)))
         self.send_header("x-amz-request-id", "FAULTPROXY")
-        self.send_header("Retry-After", "1")
+        if retry_after:
+            self.send_header("Retry-After", "1")
         if close:
             self.send_header("Connection", "close")
         self.end_headers()
-        if body:
+        if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _refuse(self, status: int, code: str, message: str, has_body: bool) -> None:
+        """An S3 error answer instead of forwarding (a store whose policy refuses the request)."""
+        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
+                f"<RequestId>FAULTPROXY</RequestId><HostId>faultproxy</HostId></Error>").encode()
+        if self._expect100:  # the client waits for 100 before sending: it sends nothing
+            self._send_s3_error(status, body, close=has_body)
+        else:
+            self._drain_body()
+            self._send_s3_error(status, body, close=False)
 
     def _send_error(self, code: int, message: str) -> None:
         body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ProxyError</Code>'
@@ -290,6 +306,11 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Abort()
         has_body = "chunked" in self.headers.get("Transfer-Encoding", "").lower() or \
             int(self.headers.get("Content-Length") or 0) > 0
+        refused = p.refuse(self.command, self.path, self.headers) if p.refuse is not None else None
+        if refused is not None:
+            p._count("refused")
+            self._refuse(*refused, has_body=has_body)
+            return
         if fault == "fail":
             if self._expect100:  # the client waits for 100 before sending: it sends nothing
                 self._send_slowdown(close=has_body)
@@ -308,17 +329,26 @@ class _Handler(BaseHTTPRequestHandler):
         p = self.proxy
         chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
         resp = None
+        rewrite = p.rewrite_request(self.command, self.path, self.headers) if p.rewrite_request else None
+        body = None
+        if rewrite is not None and has_body:  # the whole (small) request body, rewritten
+            body = rewrite(b"".join(self._body_reader()))
+            chunked = False
         for attempt in (1, 2):
             conn = self._upstream_conn()
             try:
                 conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
                 for k, v in self.headers.items():
-                    if k.lower() not in HOP:
+                    if k.lower() not in HOP and not (body is not None and k.lower() == "content-length"):
                         conn.putheader(k, v)
                 if chunked:
                     conn.putheader("Transfer-Encoding", "chunked")
+                if body is not None:
+                    conn.putheader("Content-Length", str(len(body)))
                 conn.endheaders()
-                if has_body:  # _ClientGone (the client broke off) is not caught here
+                if body is not None:
+                    conn.send(body)
+                elif has_body:  # _ClientGone (the client broke off) is not caught here
                     for data in self._body_reader():
                         conn.send(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
                     if chunked:
@@ -327,7 +357,7 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             except (OSError, http.client.HTTPException) as exc:
                 self._close_upstream()
-                if attempt == 1 and not has_body:
+                if attempt == 1 and (not has_body or body is not None):
                     continue  # most likely a stale keep-alive connection: once more on a new one
                 p._count("upstream_errors")
                 try:
@@ -435,7 +465,8 @@ class FaultProxy:
                  max_faults: int | None = None, seed: int | None = 0,
                  bandwidth: float | None = None, latency: float = 0.0, port: int = 0,
                  host: str = "127.0.0.1", methods: set[str] | tuple[str, ...] | None = None,
-                 upstream_timeout: float = 120.0, verbose: bool = False, lie=None) -> None:
+                 upstream_timeout: float = 120.0, verbose: bool = False, lie=None, refuse=None,
+                 rewrite_request=None) -> None:
         u = urllib.parse.urlsplit(upstream)
         if u.scheme != "http" or not u.hostname:
             raise ValueError(f"upstream must be http://HOST:PORT, not {upstream!r}")
@@ -458,12 +489,19 @@ class FaultProxy:
         self._pos_rng = random.Random(None if seed is None else seed ^ 0x5EED)  # where a body is damaged
         self._lock = threading.Lock()
         self._stats = {"requests": 0, "object_requests": 0, "forwarded": 0, "faults": 0, "fail": 0,
-                       "drop": 0, "truncate": 0, "short": 0, "corrupt": 0, "upstream_errors": 0, "bytes": 0}
+                       "drop": 0, "truncate": 0, "short": 0, "corrupt": 0, "upstream_errors": 0, "bytes": 0,
+                       "refused": 0}
         self._traffic: dict[str, list[int]] = {}  # "METHOD kind" -> [requests, bytes_in, bytes_out]
         # lie(method, target, status, headers, body): None to pass the answer on, else (headers,
         # body) as sent instead; called first with body None (headers only), then, for a body of
         # at most 1 MiB, again with the whole body, whose Content-Length is then set anew
         self.lie = lie
+        # refuse(method, target, headers): None to go on, else (status, S3 error code, message), sent
+        # instead of forwarding (a store whose policy refuses the request)
+        self.refuse = refuse
+        # rewrite_request(method, target, headers): None, or a function that rewrites the whole
+        # request body (read first; keep it small) before it is forwarded
+        self.rewrite_request = rewrite_request
         self.agents: dict[str, int] = {}  # User-Agent product (its first word, before '/') -> requests
         self._conns: dict[socket.socket, threading.Thread] = {}
         self._server: _Server | None = None

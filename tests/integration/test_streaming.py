@@ -76,9 +76,10 @@ class Reports:
         self.eps: list[int] = []  # the endpoint each report names: the upload's own
         self.event = threading.Event()
 
-    def __call__(self, ep, ok, error, etag, expected) -> None:
+    def __call__(self, ep, ok, error, answer, made) -> None:
         self.eps.append(ep)
-        self.got.append((ok, error, etag, expected))
+        self.got.append((ok, error, answer.etag if answer else "", made.etag if made else ""))
+        self.made = made
         self.event.set()
 
 
@@ -114,7 +115,7 @@ def test_parts_sent_early_are_completed_once_the_staged_copy_matches(streamer, w
     assert [p["PartNumber"] for p in parts] == [1, 2]
     staged = to_staged(vol, name, data)
     rep = Reports()
-    assert st.take("big.bin", len(data), "src-etag", staged, md5(data), rep)
+    assert st.take("big.bin", len(data), "src-etag", "md5", staged, md5(data), rep)
     assert rep.event.wait(30)
     ok, error, etag, expected = rep.got[0]
     assert ok, error
@@ -135,14 +136,14 @@ def test_a_part_that_differs_from_the_staged_copy_aborts_the_upload(streamer, wo
     for f in list(st.uploads["big.bin"].futures):
         f.result(timeout=30)
     rep = Reports()
-    assert st.take("big.bin", len(data), "src-etag", to_staged(vol, name, data), md5(data), rep)
+    assert st.take("big.bin", len(data), "src-etag", "md5", to_staged(vol, name, data), md5(data), rep)
     assert rep.event.wait(30)
     ok, error, _etag, _expected = rep.got[0]
     assert not ok and "part 1 sent early differs from the staged copy" in error
     assert open_uploads(work) == []
     assert "big.bin" not in work.listing(work.dst, "copy/")
     # the next try goes the regular way
-    assert not st.take("big.bin", len(data), "src-etag", vol.staged_path(name), md5(data), Reports())
+    assert not st.take("big.bin", len(data), "src-etag", "md5", vol.staged_path(name), md5(data), Reports())
 
 
 def test_a_staged_copy_changed_after_its_verification_is_never_completed(streamer, work):
@@ -158,7 +159,7 @@ def test_a_staged_copy_changed_after_its_verification_is_never_completed(streame
     changed = bytearray(data)
     changed[-3] ^= 0xFF
     rep = Reports()
-    assert st.take("big.bin", len(data), "src-etag", to_staged(vol, name, bytes(changed)), md5(data), rep)
+    assert st.take("big.bin", len(data), "src-etag", "md5", to_staged(vol, name, bytes(changed)), md5(data), rep)
     assert rep.event.wait(30)
     ok, error, _etag, _expected = rep.got[0]
     assert not ok and "no longer matches the checksum verified at staging" in error
@@ -187,7 +188,7 @@ def test_with_the_sources_parts_the_staged_copy_is_checked_by_them(streamer, wor
     if changed:
         staged[-3] ^= 0xFF
     rep = Reports()
-    assert st.take("big.bin", len(data), src, to_staged(vol, name, bytes(staged)), "", rep)
+    assert st.take("big.bin", len(data), src, "multipart", to_staged(vol, name, bytes(staged)), "", rep)
     assert rep.event.wait(30)
     ok, error, etag, expected = rep.got[0]
     if changed:
@@ -205,7 +206,7 @@ def test_another_version_is_not_completed_with_the_parts_of_the_first(streamer, 
     data = pattern(11 * MIB, seed=2)
     name, _ = stage(vol, "big.bin", data, ready=len(data))
     st.scan([vol])
-    assert not st.take("big.bin", len(data), "another-etag", to_staged(vol, name, data), md5(data), Reports())
+    assert not st.take("big.bin", len(data), "another-etag", "md5", to_staged(vol, name, data), md5(data), Reports())
     assert st.uploads == {}
     wait_for(lambda: open_uploads(work) == [], 30, "the upload aborted")
 
@@ -338,7 +339,7 @@ def test_parts_queued_when_the_copy_is_renamed_into_staged_are_read_from_there(s
         f.result(timeout=30)
     assert not u.error and sorted(u.md5s) == [1, 2, 3]
     rep = Reports()
-    assert st.take("big.bin", len(data), "src-etag", staged, md5(data), rep) and rep.event.wait(30)
+    assert st.take("big.bin", len(data), "src-etag", "md5", staged, md5(data), rep) and rep.event.wait(30)
     assert rep.got[0][0], rep.got[0]
     assert work.dest_bytes("big.bin") == data
 
@@ -355,6 +356,6 @@ def test_an_upload_whose_object_waits_its_turn_is_kept(streamer, work, monkeypat
     st.scan([vol], waiting=lambda key: key == "big.bin")
     assert "big.bin" in st.uploads and len(open_uploads(work)) == 1
     rep = Reports()
-    assert st.take("big.bin", len(data), "src-etag", to_staged(vol, name, data), md5(data), rep) and rep.event.wait(30)
+    assert st.take("big.bin", len(data), "src-etag", "md5", to_staged(vol, name, data), md5(data), rep) and rep.event.wait(30)
     assert rep.got[0][0], rep.got[0]
     assert work.dest_bytes("big.bin") == data
