@@ -246,3 +246,14 @@ def test_the_destinations_write_settings_reach_s5cmd_and_boto3_alike():
     # a flag value is quoted like any argument: s5cmd reads back exactly what was meant
     odd = s5mod.cp_line("a", "b", ["--acl", "x y'z"])
     assert shlex.split(odd)[2:4] == ["--acl", "x y'z"]
+
+
+def test_clients_sign_with_botocores_own_sigv4_also_with_awscrt_installed():
+    """awscrt is installed for CRC64NVME; botocore would then sign with its CRT signers, which cost
+    more CPU per uploaded MB. The clients of a side sign with botocore's S3SigV4Auth."""
+    from botocore import auth
+
+    client = s3.client(side(), None)
+    signer = client._request_signer  # noqa: SLF001
+    assert auth.AUTH_TYPE_MAPS["s3v4"] is auth.S3SigV4Auth
+    assert signer.get_auth_instance(signer._signing_name, "us-east-1", "s3v4").__class__ is auth.S3SigV4Auth  # noqa: SLF001
