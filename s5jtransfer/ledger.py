@@ -287,25 +287,36 @@ class Ledger:
                 rows.clear()
                 self._offset = 0
             self._ino = st.st_ino
-            fh.seek(self._offset)
-            first = self._offset == 0
             keys: list[str] = []
-            rest = b""
-            with _gc_paused():
-                while True:  # to the end, a few MiB at a time: the text of a 1M-row ledger is never all in memory
-                    data = fh.read(_READ_BYTES)
-                    if not data:
-                        break
-                    end = data.rfind(b"\n")
-                    if end < 0:
-                        rest += data
-                        continue
-                    whole = rest + data[: end + 1] if rest else data[: end + 1]
-                    rest = data[end + 1:]
-                    self._offset += len(whole)
-                    keys += self._parse(whole, rows, first)
-                    first = False
+            for chunk, chunk_keys, self._offset in self.chunks(fh, self._offset):
+                rows.update(chunk)
+                keys += chunk_keys
         return replaced, keys
+
+    def chunks(self, fh, offset: int) -> Iterator[tuple[dict[str, tuple], list[str], int]]:
+        """The rows of the whole lines from byte `offset` of the open ledger file `fh` to its end, a
+        few MiB at a time (the text of a large ledger is never all in memory): (the chunk's rows,
+        the last of each key; their keys in order; the offset after the chunk). A header line at
+        offset 0 is skipped; bad_lines counts the lines that are not rows."""
+        fh.seek(offset)
+        first = offset == 0
+        rest = b""
+        while True:
+            data = fh.read(_READ_BYTES)
+            if not data:
+                return
+            end = data.rfind(b"\n")
+            if end < 0:
+                rest += data
+                continue
+            whole = rest + data[: end + 1] if rest else data[: end + 1]
+            rest = data[end + 1:]
+            offset += len(whole)
+            rows: dict[str, tuple] = {}
+            with _gc_paused():
+                keys = self._parse(whole, rows, first)
+            first = False
+            yield rows, keys, offset
 
     def seek_end(self) -> None:
         """Make the next tail() read only rows appended from now on, without reading the ones

@@ -27,17 +27,36 @@ warnings.filterwarnings("ignore", message="Unverified HTTPS request")
 
 
 class Obj(NamedTuple):
+    """An object as a listing shows it (four fields, so that a listing streams into the index as it
+    comes: index.load_listing)."""
+
     key: str  # relative to the side's prefix
     size: int
     etag: str  # without quotes
     # the additional checksum a listing names, when it is of the whole object (its value takes a
     # HeadObject: evidence.py); "" none
     checksum: str = ""
-    # what a HeadObject (or CompleteMultipartUpload) answered: the server-side encryption
-    # ("aws:kms", "aws:kms:dsse", "AES256", "SSE-C"; "" none or not said) and the additional
-    # checksums of the whole object, ((algorithm, value as S3 writes it), ...)
-    sse: str = ""
-    sums: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def sse(self) -> str:
+        return ""  # a listing says nothing of encryption
+
+    @property
+    def sums(self) -> tuple:
+        return ()  # ... nor of a checksum's value
+
+
+class Answer(NamedTuple):
+    """An object as a HeadObject (or CompleteMultipartUpload) answers: an Obj's fields, and"""
+
+    key: str
+    size: int
+    etag: str
+    checksum: str
+    # the server-side encryption ("aws:kms", "aws:kms:dsse", "AES256", "SSE-C"; "" none or not said)
+    sse: str
+    # the additional checksums of the whole object: ((algorithm, value as S3 writes it), ...)
+    sums: tuple[tuple[str, str], ...]
 
 
 def api_endpoint(side: Side, index: int = 0) -> str | None:
@@ -234,7 +253,7 @@ def listing_any(side: Side, settings: Settings | None, build: Callable[[Iterable
     raise ConnectError(f"no {side.name} endpoint could be listed: " + "; ".join(failures))
 
 
-def head(side: Side, s3client, key: str, checksums: bool = False) -> Obj | None:
+def head(side: Side, s3client, key: str, checksums: bool = False) -> Answer | None:
     """The object `key` (prefix stripped) as a HeadObject sees it: size, ETag, server-side
     encryption and, with `checksums` (ChecksumMode, in the same request), its additional checksums
     of the whole object; None when it is not there (404). Any other failure raises."""
@@ -253,7 +272,7 @@ def head(side: Side, s3client, key: str, checksums: bool = False) -> Obj | None:
 _SUM_FIELDS = tuple((a, "Checksum" + a) for a in ("CRC64NVME", "CRC32C", "CRC32", "SHA1", "SHA256"))
 
 
-def answer_of(key: str, size: int, answer: dict) -> Obj:
+def answer_of(key: str, size: int, answer: dict) -> Answer:
     """An object as a HeadObject or CompleteMultipartUpload answer (parsed by botocore) describes
     it. A checksum of parts (COMPOSITE, or a value ending in -N) is left out: only one of the
     whole object can be compared with a local file's."""
@@ -261,7 +280,7 @@ def answer_of(key: str, size: int, answer: dict) -> Obj:
     sums = ()
     if answer.get("ChecksumType") != "COMPOSITE":
         sums = tuple((a, str(answer[f])) for a, f in _SUM_FIELDS if answer.get(f) and "-" not in str(answer[f]))
-    return Obj(key, size, str(answer.get("ETag", "")).strip('"'), "", sse, sums)
+    return Answer(key, size, str(answer.get("ETag", "")).strip('"'), "", sse, sums)
 
 
 def list_one(side: Side, s3client, key: str) -> Obj | None:
@@ -295,7 +314,7 @@ class Heads:
         self._client = None
         self._lock = threading.Lock()
 
-    def head(self, key: str) -> Obj | None:
+    def head(self, key: str) -> Answer | None:
         with self._lock:  # one client for every thread, made when first needed
             if self._client is None:
                 self._client = self.client_of()

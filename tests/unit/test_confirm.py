@@ -7,7 +7,7 @@ import os
 
 from s5jtransfer import checksum
 from s5jtransfer.confirm import judge, worth_listing
-from s5jtransfer.s3 import Obj
+from s5jtransfer.s3 import Answer, Obj
 from s5jtransfer.upload import Candidate, Pending
 
 MIB = 1024 * 1024
@@ -141,7 +141,7 @@ KMS_ETAG = "0123456789abcdef0123456789abcdef"
 def test_an_encrypted_answer_confirms_by_the_uploads_content_md5_while_the_staged_copy_is_unchanged(tmp_path):
     data = os.urandom(1000)
     c = staged(tmp_path, data)
-    kms = Obj("k", 1000, KMS_ETAG, "", "aws:kms")
+    kms = Answer("k", 1000, KMS_ETAG, "", "aws:kms", ())
     assert judge(c, kms, checksum.check)[3] == "content-md5"
     assert judge(c, Obj("k", 1000, KMS_ETAG), checksum.check, opaque=True)[3] == "content-md5"
     c.content_md5 = False  # a large boto3 upload carries none: its size is all
@@ -153,9 +153,9 @@ def test_an_encrypted_answer_confirms_by_the_uploads_content_md5_while_the_stage
 
 def test_a_checksum_the_destination_keeps_confirms_and_one_that_differs_does_not(tmp_path):
     c = staged(tmp_path, os.urandom(1000))
-    assert judge(c, Obj("k", 1000, KMS_ETAG, "", "aws:kms", (("CRC64NVME", "AAAAAAAAAAE="),)), checksum.check)[3] \
+    assert judge(c, Answer("k", 1000, KMS_ETAG, "", "aws:kms", (("CRC64NVME", "AAAAAAAAAAE="),)), checksum.check)[3] \
         == "checksum"
-    got = judge(c, Obj("k", 1000, c.md5, "", "", (("CRC64NVME", "AAAAAAAAAAA="),)), checksum.check)
+    got = judge(c, Answer("k", 1000, c.md5, "", "", (("CRC64NVME", "AAAAAAAAAAA="),)), checksum.check)
     assert isinstance(got, str) and "CRC64NVME" in got
     # a listing that names the checksum: only a HeadObject gives its value
     assert judge(c, Obj("k", 1000, c.md5, "CRC64NVME"), checksum.check, listed=True) is None
@@ -191,7 +191,7 @@ def test_head_and_listing_that_agree_on_an_etag_the_unchanged_bytes_do_not_make_
 
 def test_the_destination_that_keeps_checksums_is_asked_by_headobject_from_then_on(tmp_path):
     c = staged(tmp_path, os.urandom(1000))
-    answers = _Answers(Obj("k", 1000, c.md5, "", "", (("CRC64NVME", "AAAAAAAAAAE="),)), Obj("k", 1000, c.md5, "CRC64NVME"))
+    answers = _Answers(Answer("k", 1000, c.md5, "", "", (("CRC64NVME", "AAAAAAAAAAE="),)), Obj("k", 1000, c.md5, "CRC64NVME"))
     assert not answers.confirmer.heads_only
     assert answers.confirmer.one(c, Obj("k", 1000, c.md5, "CRC64NVME"))[3] == "checksum"
     assert answers.confirmer.heads_only

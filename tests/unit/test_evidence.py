@@ -9,7 +9,7 @@ import pytest
 from s5jtransfer import evidence
 from s5jtransfer.checksum import MD5, MULTIPART, SIZE, Digest
 from s5jtransfer.evidence import CHECKSUM, CONTENT_MD5, EtagTrust, Verdict
-from s5jtransfer.s3 import Obj
+from s5jtransfer.s3 import Answer, Obj
 
 DATA = b"x" * 1000
 MD5_HEX = hashlib.md5(DATA).hexdigest()
@@ -21,8 +21,8 @@ def digest(md5: str = MD5_HEX, nbytes: int = 1000, sums=None) -> Digest:
     return Digest(md5, nbytes, {}, sums or {})
 
 
-def head(etag: str = KMS_ETAG, size: int = 1000, sse: str = "", sums=()) -> Obj:
-    return Obj("k", size, etag, "", sse, tuple(sums))
+def head(etag: str = KMS_ETAG, size: int = 1000, sse: str = "", sums=()) -> Answer:
+    return Answer("k", size, etag, "", sse, tuple(sums))
 
 
 # -- the source hop ------------------------------------------------------------------------------
