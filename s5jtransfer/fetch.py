@@ -1,22 +1,26 @@
 """Moving objects from the source to the staging volumes: s5cmd for every byte, boto3 in native mode.
 
-Each object arrives at its partial path; fetch() reports (partial, ok, error) exactly once per
-object, as it finishes, from a worker thread. plan.route chooses the way:
+Each object arrives at its partial path. submit() hands objects over and returns at once; the
+fetcher reports (partial, ok, error) exactly once per object, as it finishes, from a worker
+thread. The engine keeps working across the source side's cycles: a cycle boundary, a ledger
+flush or a listing never drains it. plan.route chooses the way:
 
 - SMALL and LARGE: one long-lived `s5cmd --json run` per live endpoint and kind, fed through its
-  standard input largest first; every line fed is also written to the run file (the first
-  endpoint's `src_commands.txt`, the others `src_commands-2.txt`..., the large objects'
-  `src_commands-large.txt`...). Large objects go one at a time per endpoint, each in parallel
-  ranges, so they are staged one after another at the speed of the whole link and the destination
-  side starts on the first within seconds, instead of all of them sharing the link and finishing
-  late.
-- CAT (dest_stream_uploads: fetch's `advanced`): one object at a time. While a destination side
+  standard input as objects are handed over, largest first; every line fed is also written to the
+  run file (the first endpoint's `src_commands.txt`, the others `src_commands-2.txt`..., the large
+  objects' `src_commands-large.txt`...). Large objects go one at a time per endpoint, each in
+  parallel ranges, so they are staged one after another at the speed of the whole link and the
+  destination side starts on the first within seconds. An s5cmd with nothing to do for
+  STREAM_IDLE seconds is ended.
+- CAT (dest_stream_uploads: submit's `advanced`): one object at a time. While a destination side
   runs here to upload it as it lands, `s5cmd cat` with its standard output on the partial copy:
   s5cmd writes the object in order, so the file's size is the number of bytes landed;
   advanced(partial, size) is called as it grows (the destination side uploads whole parts
   meanwhile: streaming.py). Python never touches these bytes. Else `s5cmd cp` in parallel ranges.
   Each is recorded in `src_commands-cat.txt` as the `cp` line that repeats it.
 - API: boto3 (native mode, and keys a run file cannot carry).
+
+An endpoint of a cluster whose copies fail SET_ASIDE_STREAK times in a row is set aside.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ import logging
 import os
 import subprocess
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, NamedTuple
 
 from . import plan, s3, s5cmd, streaming
-from .endpoints import Endpoints, split_by_bytes
+from .endpoints import Endpoints
 from .ledger import uploader_running
 from .runtime import Stopper, die_with_parent
 
@@ -42,6 +47,8 @@ CAT_WORKERS = 1  # objects fetched in order at once (per side, spread over the l
 CAT_FLAGS = ("-c", "16", "-p", "8")  # ... each in 16 parallel ranges of 8 MiB, written in order
 GROW_POLL = 0.1  # seconds between looks at the size of a partial copy being fetched in order
 MUTE = " without saying why"
+STREAM_IDLE = 2.0  # seconds an s5cmd with nothing to do is kept before it is ended
+SET_ASIDE_STREAK = 5  # failed copies in a row, with no success between, that set an endpoint aside
 
 Report = Callable[[str, bool, str], None]
 
@@ -53,128 +60,159 @@ class Job(NamedTuple):
 
 
 def run_file(kind: str, n: int) -> str:
-    """The run file of the n-th live endpoint's s5cmd of one kind (n from 0)."""
+    """The run file of endpoint n's s5cmd of one kind (n from 0)."""
     stem = "src_commands" if kind == plan.SMALL else f"src_commands-{kind}"
     return f"{stem}.txt" if n == 0 else f"{stem}-{n + 1}.txt"
 
 
 class Fetcher:
-    def __init__(self, side, settings, eps: Endpoints, binary: str | None, stopper: Stopper) -> None:
+    def __init__(self, side, settings, eps: Endpoints, binary: str | None, stopper: Stopper, report: Report) -> None:
         self.side = side
         self.settings = settings
         self.eps = eps
         self.binary = binary  # None: native mode
         self.stopper = stopper
+        self.report = report
         self.halted: Callable[[], bool] = lambda: False  # the source refuses its reads (refusal.py): no more
         # keys whose `s5cmd cat` failed without a word (as it does for an archived object): their
         # next try goes with cp, which says why
         self._mute_cats: set[str] = set()
+        self._streams: dict[tuple[str, int], s5cmd.Stream] = {}  # (kind, endpoint) -> its running s5cmd
+        self._busy: dict[tuple[str, int], float] = {}  # ... when it last had work
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._cat_record = None
+        self._lock = threading.Lock()
+        self._flight: dict[str, int] = {}  # partial -> endpoint, for every object handed over and not reported
+        self._streak: dict[int, int] = {}  # endpoint -> failures in a row
 
     def route(self, job: Job, streams: bool) -> str:
         return plan.route(job.size, self.binary is None, s5cmd.run_file_safe(job.key),
                           streaming.stream_part_size(self.settings.part_size), streams)
 
-    def fetch(self, jobs: list[Job], live: list[int], report: Report,
-              advanced: Callable[[str, int], None] | None = None) -> None:
-        """Fetch every job over the live endpoints; returns when each has been reported.
-        advanced(partial, size): the destination side may upload objects while they land (CAT);
-        None: it does not (dest_stream_uploads false), so none is fetched in order."""
-        by_route: dict[str, list[Job]] = {}
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._flight)
+
+    def submit(self, jobs: list[Job], live: list[int], advanced: Callable[[str, int], None] | None = None) -> None:
+        """Hand objects over (largest first) to the live endpoints, the one with the fewest bytes
+        in flight first; returns at once. advanced(partial, size): the destination side may upload
+        objects while they land (CAT); None: it does not, so none is fetched in order."""
         for job in sorted(jobs, key=lambda j: -j.size):
-            by_route.setdefault(self.route(job, advanced is not None), []).append(job)
-        work: list[Callable[[], None]] = []
-        for kind, workers, flags in ((plan.LARGE, LARGE_WORKERS, plan.large_flags),
-                                     (plan.SMALL, self.settings.src_workers, _no_flags)):
-            group = by_route.get(kind, [])
-            for n, share in enumerate(split_by_bytes(group, [j.size for j in group], len(live))):
-                if share:
-                    work.append(lambda ep=live[n], share=share, kind=kind, workers=workers, flags=flags, n=n:
-                                self._run_stream(ep, share, run_file(kind, n), workers, flags, report))
-        if by_route.get(plan.CAT):
-            work.append(lambda: self._run_cats(by_route[plan.CAT], live, report, advanced))
-        if by_route.get(plan.API):
-            work.append(lambda: self._run_api(by_route[plan.API], live, report))
-        threads = [threading.Thread(target=w, daemon=True, name="fetch") for w in work[1:]]
-        for t in threads:
-            t.start()
-        if work:
-            work[0]()
-        for t in threads:
-            t.join()
+            kind = self.route(job, advanced is not None)
+            ep = min(live, key=lambda i: self._bytes(kind, i))
+            with self._lock:
+                self._flight[job.partial] = ep
+            if self.stopper.stopped or self.halted():
+                self._reported(job.partial, False, self._why_not())
+            elif kind in (plan.SMALL, plan.LARGE):
+                flags = plan.large_flags(job.size) if kind == plan.LARGE else ()
+                self._stream(kind, ep).add(s5cmd.cp_line(self.side.url(job.key), job.partial, flags), job.partial,
+                                           job.size)
+            elif kind == plan.CAT:
+                self._pool(plan.CAT, CAT_WORKERS).submit(self._one_cat, job, ep, advanced)
+            else:
+                self._pool(plan.API, self.settings.src_workers).submit(self._one_api, job, ep)
 
-    # -- s5cmd run, fed through its standard input ----------------------------------------
-    def _run_stream(self, ep: int, jobs: list[Job], record: str, workers: int, flags, report: Report) -> None:
-        failures: list[str] = []
+    def _bytes(self, kind: str, ep: int) -> int:
+        stream = self._streams.get((kind, ep))
+        return stream.bytes_in_flight if stream is not None else 0
 
-        def rep(partial: str, ok: bool, error: str) -> None:
-            if not ok:
-                failures.append(error)
-            report(partial, ok, error)
-
-        gargs = s5cmd.global_args(self.side, workers, self.settings.retries, self.eps.urls[ep])
-        stream = s5cmd.Stream(self.binary, gargs, s3.child_env(self.side), record, rep,
-                              on_start=self.stopper.track, preexec=die_with_parent())
-        try:
-            for job in jobs:
-                if self.stopper.stopped or self.halted():
-                    rep(job.partial, False, self._why_not())
-                    continue
-                stream.add(s5cmd.cp_line(self.side.url(job.key), job.partial, flags(job.size)), job.partial, job.size)
-        finally:
-            stream.close()
-            self.stopper.untrack(stream.proc)
-        self._judge(ep, len(jobs), failures)
+    def _reported(self, partial: str, ok: bool, error: str) -> None:
+        """Every end of a job passes here: an endpoint failing again and again is set aside."""
+        with self._lock:
+            ep = self._flight.pop(partial, None)
+            if ep is None:
+                return
+            streak = 0 if ok else self._streak.get(ep, 0) + 1
+            self._streak[ep] = streak
+        if streak >= SET_ASIDE_STREAK and len(self.eps.urls) > 1 and not self.stopper.stopped:
+            self.eps.failed(ep, error)
+        self.report(partial, ok, error)
 
     def _why_not(self) -> str:
         return "stopped" if self.stopper.stopped else "not tried: the source refuses reads"
 
-    def _judge(self, ep: int, tried: int, failures: list[str]) -> None:
-        """An endpoint of a cluster whose every copy failed is set aside."""
-        if len(self.eps.urls) > 1 and tried and len(failures) == tried and not self.stopper.stopped:
-            self.eps.failed(ep, failures[-1])
+    # -- s5cmd run, fed through its standard input ----------------------------------------
+    def _stream(self, kind: str, ep: int) -> s5cmd.Stream:
+        stream = self._streams.get((kind, ep))
+        if stream is not None and stream.alive():
+            return stream
+        if stream is not None:
+            stream.close(timeout=5)
+        workers = LARGE_WORKERS if kind == plan.LARGE else self.settings.src_workers
+        gargs = s5cmd.global_args(self.side, workers, self.settings.retries, self.eps.urls[ep])
+        stream = s5cmd.Stream(self.binary, gargs, s3.child_env(self.side), run_file(kind, ep), self._reported,
+                              on_start=self.stopper.track, preexec=die_with_parent())
+        self._streams[(kind, ep)] = stream
+        self._busy[(kind, ep)] = time.monotonic()
+        return stream
+
+    def close_idle(self) -> None:
+        """An s5cmd with nothing in flight for STREAM_IDLE seconds is ended (an idle side runs no
+        child); one that died is closed at once: what it never reported on is reported failed."""
+        now = time.monotonic()
+        for k, stream in list(self._streams.items()):
+            if len(stream) and stream.alive():
+                self._busy[k] = now
+                continue
+            if stream.alive() and now - self._busy.get(k, now) < STREAM_IDLE:
+                continue
+            del self._streams[k]
+            self._busy.pop(k, None)
+            stream.close(timeout=30)
+            self.stopper.untrack(stream.proc)
+
+    def close(self) -> None:
+        """End everything (on exit): what was not reported is reported failed."""
+        for pool in self._pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+        for stream in self._streams.values():
+            stream.close(timeout=10)
+            self.stopper.untrack(stream.proc)
+        self._streams.clear()
+        if self._cat_record is not None:
+            self._cat_record.close()
+        with self._lock:
+            left = list(self._flight)
+        for partial in left:
+            self._reported(partial, False, "stopped")
+
+    def _pool(self, kind: str, workers: int) -> ThreadPoolExecutor:
+        if kind not in self._pools:
+            self._pools[kind] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"fetch-{kind}")
+        return self._pools[kind]
 
     # -- s5cmd cat, in order, onto the partial copy ---------------------------------------
-    def _run_cats(self, jobs: list[Job], live: list[int], report: Report, advanced) -> None:
-        """One at a time, largest first. Each is fetched in order (cat) when its turn comes while a
-        destination side runs here to upload it as it lands; else with cp in parallel ranges
-        (plan.large_flags), the faster way, as the source side started before the destination
-        side would otherwise fetch the whole first batch in order for nobody."""
-        lock = threading.Lock()
-        record = open(run_file(plan.CAT, 0), "w", encoding="utf-8")
-        record.write(f"# each object below without flags was fetched with `s5cmd cat --raw {' '.join(CAT_FLAGS)} SOURCE"
-                     " > DESTINATION` (`s5cmd run` on this file repeats it with cp), the others as written\n")
-        failures: dict[int, list[str]] = {ep: [] for ep in live}
-        tried: dict[int, int] = {ep: 0 for ep in live}
-
-        def one(n_job: tuple[int, Job]) -> None:
-            n, job = n_job
-            ep = live[n % len(live)]
+    def _one_cat(self, job: Job, ep: int, advanced) -> None:
+        """Fetched in order (cat) when its turn comes while a destination side runs here to upload
+        it as it lands; else with cp in parallel ranges (plan.large_flags), the faster way, as the
+        source side started before the destination side would otherwise fetch its first objects
+        in order for nobody."""
+        try:
             if self.stopper.stopped or self.halted():
-                report(job.partial, False, self._why_not())
+                self._reported(job.partial, False, self._why_not())
                 return
             in_order = uploader_running() and job.key not in self._mute_cats
             flags = () if in_order else plan.large_flags(job.size)
-            with lock:
-                record.write(s5cmd.cp_line(self.side.url(job.key), job.partial, flags) + "\n")
-                record.flush()
-                tried[ep] += 1
+            self._record_cat(s5cmd.cp_line(self.side.url(job.key), job.partial, flags))
             url = self.side.url(job.key)
             ok, error = (self._single(ep, job, ["cat", "--raw", *CAT_FLAGS, url], advanced) if in_order else
                          self._single(ep, job, ["cp", "--raw", *flags, url, job.partial], None))
-            if not ok:
-                with lock:
-                    failures[ep].append(error)
-                    if in_order and error.endswith(MUTE):
-                        self._mute_cats.add(job.key)
-            report(job.partial, ok, error)
+            if not ok and in_order and error.endswith(MUTE):
+                self._mute_cats.add(job.key)
+            self._reported(job.partial, ok, error)
+        except Exception as exc:  # noqa: BLE001 - reported, never lost in the pool
+            self._reported(job.partial, False, f"{type(exc).__name__}: {exc}")
 
-        try:
-            with ThreadPoolExecutor(max_workers=CAT_WORKERS, thread_name_prefix="fetch-cat") as pool:
-                list(pool.map(one, enumerate(jobs)))
-        finally:
-            record.close()
-        for ep in live:
-            self._judge(ep, tried[ep], failures[ep])
+    def _record_cat(self, line: str) -> None:
+        with self._lock:
+            if self._cat_record is None:
+                self._cat_record = open(run_file(plan.CAT, 0), "w", encoding="utf-8")
+                self._cat_record.write(f"# each object below without flags was fetched with `s5cmd cat --raw "
+                                       f"{' '.join(CAT_FLAGS)} SOURCE > DESTINATION` (`s5cmd run` on this file "
+                                       "repeats it with cp), the others as written\n")
+            self._cat_record.write(line + "\n")
+            self._cat_record.flush()
 
     def _single(self, ep: int, job: Job, command: list[str], advanced) -> tuple[bool, str]:
         """One s5cmd for one object: `cat` with its standard output on the partial copy, so
@@ -220,35 +258,24 @@ class Fetcher:
         return True, ""
 
     # -- boto3 ----------------------------------------------------------------------------
-    def _run_api(self, jobs: list[Job], live: list[int], report: Report) -> None:
+    def _one_api(self, job: Job, ep: int) -> None:
         """boto3 in-process: native mode, and keys s5cmd cannot take. An object up to the part
         size is one GetObject streamed to disk; larger ones use the transfer manager's ranged GETs."""
-        tcfg = s3.transfer_config(self.settings.part_size)
-        clients = [self.eps.client(i) for i in live]
-
-        def one(n_job: tuple[int, Job]) -> None:
-            n, job = n_job
-            if self.stopper.stopped or self.halted():
-                report(job.partial, False, self._why_not())
-                return
-            client = clients[n % len(clients)]
-            key = self.side.prefix + job.key
-            try:
-                if job.size < self.settings.part_size:
-                    _get_to_file(client, self.side.bucket, key, job.partial)
-                else:
-                    client.download_file(self.side.bucket, key, job.partial, Config=tcfg)
-            except Exception as exc:  # noqa: BLE001 - every failure is retried next cycle
-                report(job.partial, False, s3.describe_error(exc, self.side))
-                return
-            report(job.partial, True, "")
-
-        with ThreadPoolExecutor(max_workers=self.settings.src_workers) as pool:
-            list(pool.map(one, enumerate(jobs)))
-
-
-def _no_flags(size: int) -> tuple[str, ...]:
-    return ()
+        if self.stopper.stopped or self.halted():
+            self._reported(job.partial, False, self._why_not())
+            return
+        client = self.eps.client(ep)
+        key = self.side.prefix + job.key
+        try:
+            if job.size < self.settings.part_size:
+                _get_to_file(client, self.side.bucket, key, job.partial)
+            else:
+                client.download_file(self.side.bucket, key, job.partial,
+                                     Config=s3.transfer_config(self.settings.part_size))
+        except Exception as exc:  # noqa: BLE001 - every failure is retried
+            self._reported(job.partial, False, s3.describe_error(exc, self.side))
+            return
+        self._reported(job.partial, True, "")
 
 
 def _size(fh) -> int:

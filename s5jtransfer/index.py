@@ -62,7 +62,22 @@ _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS todo (key TEXT NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL, "
     "checksum TEXT NOT NULL)",
     _TODO_KEY := "CREATE INDEX IF NOT EXISTS todo_key ON todo(key)",
+    "CREATE TABLE IF NOT EXISTS todo_totals (id INTEGER PRIMARY KEY CHECK (id = 0), objects INTEGER NOT NULL, "
+    "bytes INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO todo_totals VALUES (0, 0, 0)",
+    "CREATE TRIGGER IF NOT EXISTS todo_ai AFTER INSERT ON todo BEGIN UPDATE todo_totals SET objects = objects + 1, "
+    "bytes = bytes + NEW.size; END",
+    _TODO_AD := "CREATE TRIGGER IF NOT EXISTS todo_ad AFTER DELETE ON todo BEGIN UPDATE todo_totals SET "
+    "objects = objects - 1, bytes = bytes - OLD.size; END",
 ]
+
+
+def _clear_todo(db: sqlite3.Connection) -> None:
+    """The pass's work emptied at once (no trigger per row; inside the caller's transaction)."""
+    db.execute("DROP TRIGGER IF EXISTS todo_ad")
+    db.execute("DELETE FROM todo")
+    db.execute(_TODO_AD)
+    db.execute("UPDATE todo_totals SET objects = 0, bytes = 0")
 
 
 def _match(row: str, table: str) -> str:
@@ -231,7 +246,7 @@ class Index:
         self._recount()
         db.execute("INSERT OR REPLACE INTO absorbed VALUES (?, ?, ?)", (table, ino, offset))
         if table == "src":
-            db.execute("DELETE FROM todo")  # the work of a pass against another ledger: list again
+            _clear_todo(db)  # the work of a pass against another ledger: list again
 
     def _clear(self, table: str) -> None:
         with self._no_triggers():
@@ -376,7 +391,7 @@ class Work:
             listed, listed_bytes = self.index.load_listing("listed", objs, keep)
             db = self.index.db
             with _transaction(db, immediate=True):
-                db.execute("DELETE FROM todo")
+                _clear_todo(db)
                 db.execute("DROP INDEX IF EXISTS todo_key")  # made once after the rows: 4 times cheaper
             cur = db.execute(
                 "SELECT l.key, l.size, l.etag, l.checksum FROM temp.listed l LEFT JOIN src s ON s.key = l.key "
@@ -410,8 +425,23 @@ class Work:
         return out[:limit]
 
     def todo_left(self) -> int:
+        return self.todo_totals()[0]
+
+    def todo_totals(self) -> tuple[int, int]:
+        """(objects, bytes) of the pass's work left (kept by triggers: no count at any size)."""
         with self.index.lock:
-            return self.index.db.execute("SELECT count(*) FROM todo").fetchone()[0]
+            return self.index.db.execute("SELECT objects, bytes FROM todo_totals").fetchone()
+
+    def count(self, keys) -> int:
+        """How many of these keys (a few: objects set aside) the pass's work holds."""
+        keys = list(keys)
+        n = 0
+        with self.index.lock:
+            for i in range(0, len(keys), 500):
+                part = keys[i:i + 500]
+                n += self.index.db.execute(f"SELECT count(*) FROM todo WHERE key IN ({','.join('?' * len(part))})",
+                                           part).fetchone()[0]
+        return n
 
     def todo_drop(self, keys: Iterable[str]) -> None:
         """Objects of the pass that need no more work (ledgered, or never to move)."""

@@ -38,7 +38,23 @@ def todo(listing: Iterable[Item], ledger: Mapping[str, tuple]) -> list[Item]:
 class VolumeSlot:
     index: int
     device: int
-    budget: int  # bytes this volume may take in this batch (max_size_to_transfer_src2l)
+    budget: int  # object bytes this volume may be fetching at once (max_size_to_transfer_src2l)
+    used: int = 0  # ... it is fetching already
+
+
+class Space(NamedTuple):
+    """What a file system can still take: bytes (its free space less the reserve), files (free
+    inodes; None: no limit), and its allocation unit (statvfs f_frsize)."""
+
+    bytes: int
+    files: int | None = None
+    block: int = 1
+
+
+def on_disk(size: int, block: int) -> int:
+    """The bytes a file of `size` bytes takes on a file system that allocates `block` at a time
+    (a 1-byte file takes 4 KiB on ext4 and tmpfs: the planner counts what the disk counts)."""
+    return -(-size // block) * block
 
 
 class Assignment(NamedTuple):
@@ -46,21 +62,28 @@ class Assignment(NamedTuple):
     volume: int
 
 
-def assign(items: list[Item], slots: list[VolumeSlot], device_free: Mapping[int, int]) -> tuple[list[Assignment], list[Item]]:
+def assign(items: list[Item], slots: list[VolumeSlot], space: Mapping[int, Space]) -> tuple[list[Assignment], list[Item]]:
     """Spread items over volumes, balancing bytes, within each volume's batch budget and each
-    device's free space (volumes on one file system share it).
+    device's free space and inodes, counted as the file system does (on_disk: whole blocks;
+    volumes on one file system share them).
 
-    A volume that has taken nothing yet in this batch accepts one object larger than its
-    batch budget when the device has room, so no object is ever too big to move. Items that fit
-    nowhere are returned to wait for the next cycle.
+    A volume fetching nothing yet accepts one object larger than its batch budget when the
+    device has room, so no object is ever too big to move. Items that fit nowhere are returned to
+    wait for a later cycle.
     """
-    free = dict(device_free)
-    heap = [(0, s.index, s) for s in slots]  # (bytes assigned, index, slot)
+    free = {dev: [sp.bytes, sp.files] for dev, sp in space.items()}
+    block = {dev: max(1, sp.block) for dev, sp in space.items()}
+    heap = [(s.used, s.index, s) for s in slots]  # (bytes assigned, index, slot)
     heapq.heapify(heap)
     out: list[Assignment] = []
     waiting: list[Item] = []
+
+    def room(dev: int, size: int) -> bool:
+        b, f = free.get(dev, (0, 0))
+        return on_disk(size, block.get(dev, 1)) <= b and (f is None or f >= 1)
+
     for n, item in enumerate(items):
-        if all(used >= s.budget or free.get(s.device, 0) <= 0 for used, _, s in heap):
+        if all(used >= s.budget or not room(s.device, 1) for used, _, s in heap):
             waiting.extend(items[n:])  # every volume is full for this batch
             break
         tried = []
@@ -69,8 +92,11 @@ def assign(items: list[Item], slots: list[VolumeSlot], device_free: Mapping[int,
             used, idx, slot = heapq.heappop(heap)
             tried.append((used, idx, slot))
             fits_batch = used + item.size <= slot.budget or used == 0
-            if fits_batch and item.size <= free.get(slot.device, 0):
-                free[slot.device] -= item.size
+            if fits_batch and room(slot.device, item.size):
+                f = free[slot.device]
+                f[0] -= on_disk(item.size, block[slot.device])
+                if f[1] is not None:
+                    f[1] -= 1
                 out.append(Assignment(item, slot.index))
                 tried[-1] = (used + item.size, idx, slot)
                 placed = True

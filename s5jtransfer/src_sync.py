@@ -1,30 +1,38 @@
-"""Source side: list the source, plan, copy to the staging volumes, verify, then ledger."""
+"""Source side: list the source once per pass, then work through what is left as staging frees up.
+
+A pass: one listing, streamed into the ledger index (index.Work.new_pass), leaves the work to do on
+disk (`todo`, largest first). Each cycle then hands the next objects that fit to the fetcher
+(fetch.py: long-lived s5cmd streams that keep working across cycles), counting staging the way
+file systems do (whole blocks, an inode each, what is in flight), and each copy, as it lands, is
+verified, staged and ledgered (landing.py). The source is listed again only when the pass's work
+is done (to catch objects added since), when the ledger was replaced behind the index's back, or
+for the final verdict (sync_mvol.py's comparison)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import checksum, fetch, plan, refusal, s3, s5cmd, shard, streaming
+from . import fetch, plan, refusal, s3, s5cmd, shard
 from .config import Config
-from .ledger import SRC_COLUMNS, SRC_LEDGER, Ledger
-from .endpoints import Endpoints, split_by_bytes
-from .progress import GAVE_UP, MAX_TRIES, SRC_STATE, Progress
 from .copycheck import CopyCheck
+from .endpoints import Endpoints, split_by_bytes
+from .index import Index, PassCounts, Work
+from .landing import Flight, Landing
+from .ledger import SRC_COLUMNS, SRC_LEDGER, Ledger
+from .progress import GAVE_UP, MAX_TRIES, SRC_STATE, Progress
+from .runtime import (Done, Stopper, file_inode, fmt_bytes, interruptible, poll_loop, remove_quietly,
+                      sleep_until_changed)
 from .tries import Tries
-from .runtime import (Appender, Done, Stopper, file_inode, fmt_bytes, interruptible, poll_loop,
-                      remove_quietly, sleep_until_changed)
-from .volumes import Volume, device_budgets, discover, scan_all, staged_name
+from .volumes import Volume, device_space, discover, scan_all, staged_name
 
 log = logging.getLogger("s5jtransfer.src")
-LEDGER_DELAY = 0.2  # seconds a staged object waits at most before it is ledgered
-LEDGER_BYTES = 4 * 1024 * 1024  # ... and none waits once the held rows stand for this many bytes
-ARCHIVED = "InvalidObjectState"  # S3's answer to a read of an object in GLACIER or DEEP_ARCHIVE, not restored
+IN_FLIGHT_POLL = 0.25  # seconds between cycles while copies are in flight (results are taken, more handed over)
+LIVE_REFRESH = 5.0  # seconds between probes of a cluster's endpoints
+SCAN_ROWS = 20_000  # rows of the pass's work looked at per cycle, at most
+PROGRESS_EVERY = 10.0  # seconds between progress lines while copying
 
 
 @dataclass
@@ -35,6 +43,8 @@ class CycleStats:
     done_bytes: int = 0
     todo: int = 0
     waiting: int = 0
+    in_flight: int = 0
+    fed: int = 0
     moved: int = 0
     moved_bytes: int = 0
     adopted: int = 0
@@ -42,16 +52,17 @@ class CycleStats:
     failed: int = 0
     mismatched: int = 0
     size_only: int = 0
+    no_space: int = 0
     unmappable: int = 0  # listed, but without a valid destination key (see _mappable)
-    given_up: int = 0  # listed, but set aside after MAX_TRIES (see _tried)
+    given_up: int = 0  # left in the pass's work, set aside after MAX_TRIES (see _tried)
 
     @property
     def complete(self) -> bool:
-        return self.done == self.listed
+        return self.todo == 0 and not self.in_flight
 
     @property
     def only_given_up(self) -> bool:
-        return bool(self.given_up) and self.done + self.given_up == self.listed
+        return bool(self.given_up) and self.todo == self.given_up + self.unmappable and not self.in_flight
 
 
 class SourceSync:
@@ -63,185 +74,247 @@ class SourceSync:
         self.dry_run = dry_run
         self.volumes: list[Volume] = discover(cfg, create=not dry_run)
         self.ledger = Ledger(SRC_LEDGER, SRC_COLUMNS)
-        self.rows: dict[str, tuple] = {}
+        self.index = Index() if not dry_run else _dry_index()
+        self.work = Work(self.index)
         self.eps = Endpoints(self.side, self.settings, pool=self.settings.src_workers)
         self._client_at = 0  # the endpoint whose boto3 client lists and reads part sizes
-        self.native = self.settings.src_use_native_s3
-        self.binary = None if self.native else s5cmd.find_binary(self.settings.s5cmd_path)
-        self.fetcher = fetch.Fetcher(self.side, self.settings, self.eps, self.binary, self.stopper)
+        self._live: list[int] | None = None
+        self._live_at = 0.0
+        self.binary = None if self.settings.src_use_native_s3 else s5cmd.find_binary(self.settings.s5cmd_path)
         self.checker = CopyCheck(self.side, self.eps.client, lambda: self._client_at)
         self.refusals = refusal.Streak(self.side, "reads")  # a store that refuses every read: exit 2
-        self.fetcher.halted = lambda: self.refusals.tripped
-        self._loaded = False
-        self.ledger_inode: int | None = None
         self.progress = Progress("source", None if dry_run else SRC_STATE)
         self.tries = Tries(self.progress.given_up)  # copies that failed or did not verify (see _tried)
-        self._last_progress_log = time.monotonic()
+        self.landing = Landing(self)
+        self.fetcher = fetch.Fetcher(self.side, self.settings, self.eps, self.binary, self.stopper, self.landing.landed)
+        self.fetcher.halted = lambda: self.refusals.tripped
+        self.pass_: PassCounts | None = None  # the current pass's listing
+        self.pass_done = (0, 0)  # objects and bytes staged in this pass
+        self._relist = True  # list the source at the next cycle
+        self._orphans: dict | None = None  # staged copies at a pass's start, adopted if unledgered
+        self._started = False
+        self.ledger_inode: int | None = None
 
     @property
     def client(self):
         """The boto3 client of the endpoint in use (listings, part sizes), made when first needed."""
         return self.eps.client(self._client_at)
 
+    def live(self) -> list[int]:
+        """Endpoints to use; probed at most every LIVE_REFRESH seconds (probing is a request)."""
+        now = time.monotonic()
+        if self._live is None or now - self._live_at >= LIVE_REFRESH:
+            self._live, self._live_at = self.eps.live(), now
+            self._client_at = self._live[0]
+        return self._live
+
     # -- state ---------------------------------------------------------------------------
-    def load_ledger(self) -> None:
+    def refresh(self) -> None:
+        """The ledger's rows into the index. A ledger replaced behind the index's back (an
+        operator's copy) ends the pass: its work was planned against the old one."""
+        if not self._started:
+            if not self.dry_run:
+                self.ledger.ensure()
+                self._clear_partials()
+            self._started = True
         # the ledger's inode when read: a replacement made while this cycle runs (objects handed
         # back) must end the sleep after it at once, not be taken for the state already known
-        if not self._loaded and not self.dry_run:
-            self.ledger.ensure()
         self.ledger_inode = file_inode(SRC_LEDGER)
-        if not self._loaded:
-            self.rows = self.ledger.load()
-            self._loaded = True
-            self.checker.trust.saw_ledger(self.rows)  # the store's ETags matched before: they are MD5s
-        elif self.ledger.tail(self.rows)[0] | self.tries.asked_again():
-            # rewritten (repair_ledger.py, objects handed back), or repair_ledger.py ran: what was
-            # set aside is tried again
-            self.tries.forgive()
+        self.index.refresh(("src",))
+        if "src" in self.index.rebuilt:
+            self.index.rebuilt.discard("src")
+            self._relist = True
+        if self.tries.asked_again():
+            self.tries.forgive()  # repair_ledger.py ran: what was set aside is tried again
+        if not self.checker.trust.matched:
+            self.checker.trust.matched = self.index.etags_matched("src")  # its ETags matched before: MD5s
 
     # -- one cycle -----------------------------------------------------------------------
     def cycle(self) -> CycleStats:
         st = CycleStats()
-        self.load_ledger()
-        live = self.eps.live()
-        self._client_at = live[0]
-        # a stop does not wait for a listing stuck on a dead or hanging endpoint (boto3's retries)
-        items = interruptible(lambda: s3.listing(self.side, lambda: self.client,
-                                                 lambda objs: [plan.Item(*o[:4]) for o in objs],
-                                                 live[0]), self.stopper)
-        items = shard.select(items, self.cfg.shard_spec)  # only the keys this host's shard owns
-        st.listed = len(items)
-        st.listed_bytes = sum(i.size for i in items)
-        todo = plan.todo(items, self.rows)
-        del items
-        st.todo = len(todo)
-        st.done = st.listed - st.todo
-        st.done_bytes = st.listed_bytes - sum(i.size for i in todo)
-        todo = self._mappable(todo, st)
-        if self.tries.given_up or self.tries.waiting:
-            now = time.monotonic()
-            st.given_up = sum(i.key in self.tries.given_up for i in todo)
-            todo = [i for i in todo if self.tries.due(i.key, now)]
-        self.progress.set_totals(st.listed, st.listed_bytes, st.done, st.done_bytes)
-        self.progress.write_state(force=True)
-        if not todo:
-            return st
-        if not self.dry_run:
-            self._clear_partials()
-            with self._reload_on_os_error():
-                todo = self._adopt_staged(todo, st)
-        slots = [plan.VolumeSlot(i, v.device(), self.settings.max_src2l) for i, v in enumerate(self.volumes)]
-        budgets = device_budgets(self.volumes, self.settings.volume_reserve)
-        assigned, waiting = plan.assign(todo, slots, budgets)
-        st.waiting = len(waiting)
+        with self._reload_on_os_error():
+            self.refresh()
+            live = self.live()
+            if self._relist:
+                self._list(live)
+            self._take(st)
+        assert self.pass_ is not None
+        todo, todo_bytes = self.work.todo_totals()
+        st.listed, st.listed_bytes = self.pass_.listed, self.pass_.listed_bytes
+        st.todo = todo
+        st.done, st.done_bytes = max(0, st.listed - todo), max(0, st.listed_bytes - todo_bytes)
+        st.in_flight = len(self.landing)
+        items = self._head(st)
         if self.dry_run:
-            self._print_plan(assigned, waiting, live)
+            self._print_plan(items, live)
             return st
-        if waiting:
-            log.info("%d objects (%s) wait for space on the staging volumes", len(waiting),
-                     fmt_bytes(sum(i.size for i in waiting)))
-        if assigned:
-            again = {a.item.key for a in assigned if a.item.key in self.rows}  # changed at the source
+        if self._orphans:
             with self._reload_on_os_error():
-                self._copy(assigned, st, live)
-            if again:
-                self.rows = self.ledger.compact()
-                self.ledger_inode = file_inode(SRC_LEDGER)  # our own rewrite is no news
-        st.done += st.moved + st.adopted
-        st.done_bytes += st.moved_bytes + st.adopted_bytes
+                items = self._adopt_staged(items, st)
+        self._feed(items, live, st)
+        self.fetcher.close_idle()
+        st.in_flight = len(self.landing)
         return st
+
+    def _list(self, live: list[int]) -> None:
+        """A new pass: the source listed once (streamed into the index), a stop never waiting for
+        a listing stuck on a dead or hanging endpoint (boto3's retries)."""
+        keep = None if self.cfg.shard_spec is None else (lambda key: shard.owns(key, self.cfg.shard_spec))
+        self.pass_ = interruptible(lambda: s3.listing(self.side, lambda: self.client,
+                                                      lambda objs: self.work.new_pass(objs, keep), live[0]),
+                                   self.stopper)
+        self._relist = False
+        self.pass_done = (0, 0)
+        self._orphans = None if self.dry_run else (scan_all(self.volumes) or None)
+        log.info("source: listed %d objects (%s); %d (%s) to move", self.pass_.listed,
+                 fmt_bytes(self.pass_.listed_bytes), self.pass_.todo, fmt_bytes(self.pass_.todo_bytes))
+
+    def _take(self, st: CycleStats) -> None:
+        """What landed since the last cycle: counted, and dropped from the pass's work (its rows
+        are written by now or held by the appender, whose failure fails the cycle)."""
+        got = self.landing.take()
+        st.moved, st.moved_bytes, st.failed, st.mismatched = got.moved, got.moved_bytes, got.failed, got.mismatched
+        st.size_only, st.no_space = got.size_only, got.no_space
+        if got.staged:
+            self.landing.appender.flush()
+            self.work.todo_drop(got.staged)
+        if got.size_only:
+            log.warning("%d objects verified by size only: their source ETag is no MD5 (SSE-KMS, or an S3-compatible "
+                        "store) and they have no checksum; run with --debug to see which", got.size_only)
 
     @contextlib.contextmanager
     def _reload_on_os_error(self):
         """A step that appends to the ledger: when it fails locally (a full disk under the working
-        folder), what this cycle holds as ledgered may not be on disk, so the next cycle reloads
-        the ledger and adopts the verified staged copies that lost their rows; nothing is taken
-        for done meanwhile."""
+        folder), the rows held may never be written, so the next cycle lists again and adopts the
+        verified staged copies that lost their rows; nothing is taken for done meanwhile."""
         try:
             yield
         except OSError:
-            self._loaded = False
+            self._relist = True
             raise
 
-    def _mappable(self, todo: list[plan.Item], st: CycleStats) -> list[plan.Item]:
+    def _head(self, st: CycleStats) -> list[plan.Item]:
+        """The next objects of the pass's work, largest first, but those in flight, waiting after a
+        failed try, set aside, or without a destination key; as many as staging may take now
+        (SCAN_ROWS at most)."""
+        now = time.monotonic()
+        busy = self.landing.keys()
+        unmappable = not self.cfg.destination.prefix
+        st.given_up = self.work.count(self.tries.given_up) if self.tries.given_up else 0
+        if unmappable:
+            st.unmappable = self.work.count([""])
+            if st.unmappable:
+                self._unmappable_once()
+        rows = self.work.todo_head(SCAN_ROWS, lambda k: k in busy or not self.tries.due(k, now) or (unmappable and not k))
+        return [plan.Item(*r) for r in rows]
+
+    def _unmappable_once(self) -> None:
         """The object whose key is the source prefix itself (relative key '', a key ending in '/'
         that holds data) goes to the destination prefix; with an empty destination prefix it
         would have an empty key, which S3 cannot hold. It is not staged, and the run stays
         incomplete (it counts as not done) until the configuration changes: never a silent skip."""
-        if self.cfg.destination.prefix or not any(not i.key for i in todo):
-            return todo
-        item = next(i for i in todo if not i.key)
-        st.unmappable = 1
-        log.error("%r (%d bytes) has the source prefix itself as its key: its destination key would be "
-                  "empty, so it cannot be moved and the transfer stays incomplete; set "
-                  "destination.bucket_prefix in config.yaml (it then goes to exactly that key), or move "
-                  "it by hand", self.side.url(item.key), item.size)
-        return [i for i in todo if i.key]
+        if getattr(self, "_said_unmappable", None) is self.pass_:
+            return
+        self._said_unmappable = self.pass_
+        log.error("%r has the source prefix itself as its key: its destination key would be empty, so it cannot be "
+                  "moved and the transfer stays incomplete; set destination.bucket_prefix in config.yaml (it then "
+                  "goes to exactly that key), or move it by hand", self.side.url(""))
 
-    def _print_plan(self, assigned: list[plan.Assignment], waiting: list[plan.Item], live: list[int]) -> None:
-        groups = split_by_bytes(assigned, [a.item.size for a in assigned], len(live))
-        for n, group in enumerate(groups):
-            ep = self.eps.name(live[n])
+    def _feed(self, items: list[plan.Item], live: list[int], st: CycleStats) -> None:
+        """Hand over what fits: staging counted as file systems count (whole blocks, an inode each),
+        less what the copies in flight will take, and each volume's batch budget."""
+        reserved, per_vol = self.landing.reserved()
+        space = {dev: plan.Space(max(0, sp.bytes - reserved.get(dev, (0, 0))[0]),
+                                 None if sp.files is None else max(0, sp.files - reserved.get(dev, (0, 0))[1]), sp.block)
+                 for dev, sp in device_space(self.volumes, self.settings.volume_reserve).items()}
+        devices = [v.device() for v in self.volumes]
+        slots = [plan.VolumeSlot(i, devices[i], self.settings.max_src2l, per_vol.get(i, 0))
+                 for i in range(len(self.volumes))]
+        assigned, waiting = plan.assign(items, slots, space)
+        st.waiting, st.fed = len(waiting), len(assigned)
+        if waiting and self._waiting_said != len(waiting):
+            self._waiting_said = len(waiting)
+            log.info("%d objects (%s) wait for space on the staging volumes", len(waiting),
+                     fmt_bytes(sum(i.size for i in waiting)))
+        jobs = []
+        for a in assigned:
+            # an object ledgered before (changed at the source): two rows of its key once it is
+            # ledgered again, made one at the pass's end (compact)
+            self._compact = self._compact or self.index.row("src", a.item.key) is not None
+            vol, name, dev = self.volumes[a.volume], staged_name(a.item.key), devices[a.volume]
+            partial = vol.partial_path(name)
+            self.landing.expect(partial, Flight(a.item, a.volume, vol, name, dev,
+                                                plan.on_disk(a.item.size, space[dev].block)))
+            jobs.append(fetch.Job(a.item.key, a.item.size, partial))
+        if jobs:
+            log.debug("handing %d objects (%s) over to be fetched; %d in flight", len(jobs),
+                      fmt_bytes(sum(j.size for j in jobs)), st.in_flight)
+            self.fetcher.submit(jobs, live, self.landing.advanced if self.settings.stream_uploads else None)
+
+    _waiting_said = -1
+    _compact = False
+
+    def end_of_pass(self) -> None:
+        """The pass's work is done: the rows written and, where objects moved again (changed at
+        the source), the ledger rewritten with one row per key (`wc -l` stays the object count
+        plus one), from the index (no other process reads it again)."""
+        self.landing.appender.flush()
+        if self._compact:
+            self._compact = False
+            self.index.rewrite("src", lambda db: None)
+
+    def _print_plan(self, items: list[plan.Item], live: list[int]) -> None:
+        space = device_space(self.volumes, self.settings.volume_reserve)
+        slots = [plan.VolumeSlot(i, v.device(), self.settings.max_src2l) for i, v in enumerate(self.volumes)]
+        assigned, waiting = plan.assign(items, slots, space)
+        # spread as the fetcher spreads them: each to the endpoint with the fewest bytes in flight
+        for n, group in enumerate(split_by_bytes(assigned, [a.item.size for a in assigned], len(live))):
             for a in group:
-                print(f"would copy {self.side.url(a.item.key)!r} ({a.item.size} bytes) from {ep} "
-                      f"to {self.volumes[a.volume].root}")
+                print(f"would copy {self.side.url(a.item.key)!r} ({a.item.size} bytes) from "
+                      f"{self.eps.name(live[n])} to {self.volumes[a.volume].root}")
         for i in waiting:
             print(f"would wait for space: {self.side.url(i.key)!r} ({i.size} bytes)")
-        print(f"dry run: {len(assigned)} objects ({sum(a.item.size for a in assigned)} bytes) would be copied, "
-              f"{len(waiting)} would wait for space; nothing was changed")
+        todo = self.pass_.todo if self.pass_ else 0
+        print(f"dry run: {len(assigned)} objects ({sum(a.item.size for a in assigned)} bytes) would be copied first, "
+              f"{todo - len(assigned)} more after them as staging frees up; nothing was changed")
 
     def _clear_partials(self) -> None:
-        # Nothing is in flight between cycles (this process holds the source lock), so anything
-        # in a partial folder is left from an interrupted copy and cannot be trusted.
+        # Nothing is in flight at a start (this process holds the source lock), so anything in a
+        # partial folder is left from an interrupted copy and cannot be trusted.
         for v in self.volumes:
             for path in v.scan_partial() + v.scan_notes():
                 remove_quietly(path)
 
-    def _adopt_staged(self, todo: list[plan.Item], st: CycleStats) -> list[plan.Item]:
-        """Staged copies left by an interrupted run are verified and ledgered, not fetched again."""
-        staged = scan_all(self.volumes)
-        if not staged:
-            return todo
-        appender = Appender(self.ledger)
-        rest = []
-        for item in todo:
-            name = staged_name(item.key)
-            hit = staged.get(name)
+    def _adopt_staged(self, items: list[plan.Item], st: CycleStats) -> list[plan.Item]:
+        """Staged copies left by an interrupted run (found at the pass's start, not ledgered) are
+        verified and ledgered, not fetched again, when their objects come up first in the pass;
+        others are fetched again in their turn (their copies are at most the rows of the last
+        fraction of a second before a stop)."""
+        orphans, self._orphans = self._orphans or {}, None
+        rest, adopted = [], []
+        for item in items:
+            hit = orphans.get(staged_name(item.key))
             if hit is None:
                 rest.append(item)
                 continue
-            vol = hit[0]
-            path = vol.staged_path(name)
+            path = hit[0].staged_path(staged_name(item.key))
             row, _why = self.checker.verify(item, path)
             if row is None:
                 remove_quietly(path)
                 rest.append(item)
                 continue
-            appender.add(row)
-            self.rows[item.key] = row[1:]
+            self.landing.appender.add(row)
+            adopted.append(item.key)
             st.adopted += 1
             st.adopted_bytes += item.size
             self.progress.add(1, item.size)
-        appender.flush()
-        if st.adopted:
-            log.info("adopted %d verified staged copies left by an earlier run", st.adopted)
+        if adopted:
+            self.landing.appender.flush()
+            self.work.todo_drop(adopted)
+            log.info("adopted %d verified staged copies left by an earlier run", len(adopted))
         return rest
 
-    # -- copying -------------------------------------------------------------------------
-    def _copy(self, assigned: list[plan.Assignment], st: CycleStats, live: list[int]) -> None:
-        """Fetch the assigned objects (fetch.py); each is verified as it lands (in threads:
-        hashlib releases the GIL), staged under its final name and ledgered (_Batch)."""
-        started = time.monotonic()
-        batch = _Batch(self, assigned, st)
-        jobs = [fetch.Job(item.key, item.size, p) for p, (item, _v, _n) in batch.by_local.items()]
-        with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as verify_pool:
-            self.fetcher.fetch(jobs, live, lambda p, ok, err: verify_pool.submit(batch.finish, p, ok, err),
-                               batch.notes.advanced if self.settings.stream_uploads else None)
-        batch.appender.flush()
-        batch.log_end(time.monotonic() - started)
-        self.refusals.check()
-
-    def _tried(self, item: plan.Item, why: str, st: CycleStats, what: str = "", at_once: bool = False) -> None:
+    def _tried(self, item: plan.Item, why: str, st, what: str = "", at_once: bool = False) -> None:
         """One more failed try of an object: tried again after a backoff (tries.py), or after
         MAX_TRIES (at once: no try can help) set aside until a restart or repair_ledger.py, named
         once in the log and in the state file."""
@@ -250,139 +323,60 @@ class SourceSync:
 
     def _note_progress(self, objects: int, nbytes: int) -> None:
         self.progress.add(objects, nbytes)
-        self.progress.write_state()
-        now = time.monotonic()
-        if now - self._last_progress_log >= 30:
-            self._last_progress_log = now
-            log.info("source progress: %s", self.progress.line())
+        # at most once a second, but at once when the listing's last object is in (the
+        # destination side's --once reads it to know the source side is done)
+        self.progress.write_state(force=self.progress.done >= self.progress.total)
+
+    def close(self) -> None:
+        """End the fetches (on exit; what was not ledgered is fetched again at the next start),
+        and leave the state file saying what is done."""
+        self.fetcher.close()
+        self.landing.close()
+        if self.pass_ is not None and not self.dry_run:
+            try:
+                self._take(CycleStats())
+                todo, todo_bytes = self.work.todo_totals()
+                p = self.pass_
+                self.progress.set_totals(p.listed, p.listed_bytes, max(0, p.listed - todo),
+                                         max(0, p.listed_bytes - todo_bytes))
+                self.progress.write_state(force=True)
+            except Exception as exc:  # noqa: BLE001 - the rows are on disk; the state is a report
+                log.debug("no final state: %s", exc)
+        self.index.close()
 
 
-class _Batch:
-    """One cycle's copies: each, as it lands, is verified, renamed into its staged name and
-    ledgered (timed: within LEDGER_DELAY, also when no other copy finishes after it, and at once
-    for a large one), so the destination side starts on it at once."""
+def _dry_index() -> Index:
+    """--dry-run writes nothing in the working folder: its index lives in a temporary folder."""
+    import atexit
+    import shutil
+    import tempfile
 
-    def __init__(self, sync: "SourceSync", assigned: list[plan.Assignment], st: CycleStats) -> None:
-        self.sync = sync
-        self.st = st
-        self.appender = Appender(sync.ledger, max_age=LEDGER_DELAY, timed=True, max_bytes=LEDGER_BYTES)
-        self.lock = threading.Lock()
-        self.append_failed = False
-        self.cut_short: list[str] = []  # copies a stop ended before they were done
-        self.by_local: dict[str, tuple[plan.Item, Volume, str]] = {}
-        for a in assigned:
-            vol = sync.volumes[a.volume]
-            name = staged_name(a.item.key)
-            self.by_local[vol.partial_path(name)] = (a.item, vol, name)
-        self.notes = _Notes(self.by_local, streaming.stream_part_size(sync.settings.part_size))
-
-    def finish(self, partial: str, ok: bool, error: str = "") -> None:
-        item, vol, name = self.by_local[partial]
-        if ok:
-            self.sync.refusals.succeeded()
-        elif not self.sync.stopper.stopped:
-            self.sync.refusals.failed(item.key, error)
-        row, why = self.sync.checker.verify(item, partial) if ok else (None, "")
-        self.notes.done(partial)  # kept through the verification, so an early upload stays open
-        if row is not None:
-            self._stage(item, vol, name, partial, row)
-            return
-        remove_quietly(partial)
-        if ok:
-            log.warning("checksum mismatch for %r (size %d, ETag %s): %s; discarded, will fetch again", item.key,
-                        item.size, item.etag, why)
-        st = self.st
-        with self.lock:
-            if ok:
-                st.mismatched += 1
-            else:
-                st.failed += 1
-            if not ok and self.sync.stopper.stopped:
-                self.cut_short.append(item.key)  # one line for them all: log_end
-            elif not ok and ARCHIVED in error:
-                self.sync._tried(item, "it is in an archive storage class (GLACIER or DEEP_ARCHIVE) and cannot be "
-                                 "read until it is restored: restore it (aws s3api restore-object), then run "
-                                 "repair_ledger.py", st, at_once=True)
-            elif not ok:
-                self.sync._tried(item, f"copy failed: {error or 'unknown error'}", st,
-                                 f"copy of {item.key!r} failed: {error or 'unknown error'}")
-            else:
-                self.sync._tried(item, why, st, f"copy of {item.key!r} does not match the listed object: discarded")
-
-    def _stage(self, item: plan.Item, vol: Volume, name: str, partial: str, row: tuple) -> None:
-        dest = vol.staged_path(name)
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        os.replace(partial, dest)
-        try:
-            self.appender.add(row)
-        except OSError as exc:
-            # the row is held and written by the batch's last flush, or the cycle fails there and
-            # the next one reloads the ledger and adopts the staged copy
-            if not self.append_failed:
-                self.append_failed = True
-                log.warning("cannot append to %s (%s); rows are held until it can be written", SRC_LEDGER, exc)
-        with self.lock:
-            self.sync.rows[item.key] = row[1:]
-            self.st.moved += 1
-            self.st.moved_bytes += item.size
-            self.st.size_only += row[3] == checksum.SIZE
-        self.sync._note_progress(1, item.size)
-
-    def log_end(self, secs: float) -> None:
-        st, cut = self.st, self.cut_short
-        if cut:
-            log.info("stopping: %d copies not finished (%s); they are fetched again at the next start", len(cut),
-                     ", ".join(repr(k) for k in sorted(cut)[:3]) + (", ..." if len(cut) > 3 else ""))
-        log.info("copied %d objects (%s) to staging in %.1fs (%s/s); %d failed, %d checksum mismatches",
-                 st.moved, fmt_bytes(st.moved_bytes), secs, fmt_bytes(st.moved_bytes / max(secs, 1e-6)),
-                 st.failed, st.mismatched)
-        if st.size_only:
-            log.warning("%d of them verified by size only: their source ETag is no MD5 (SSE-KMS, or an "
-                        "S3-compatible store) and they have no checksum; run with --debug to see which", st.size_only)
-
-
-class _Notes:
-    """The notes that tell the destination side how much of an object fetched in order has landed
-    (streaming.py): rewritten each time one more whole part is in, and at the end."""
-
-    def __init__(self, by_local: dict[str, tuple[plan.Item, Volume, str]], part_size: int) -> None:
-        self.by_local = by_local
-        self.part_size = part_size
-        self.parts: dict[str, int] = {}  # partial -> whole parts when its note was last written
-
-    def advanced(self, partial: str, ready: int) -> None:
-        item, vol, name = self.by_local[partial]
-        parts = ready // streaming.part_size_for(item.size, self.part_size)
-        if parts == self.parts.get(partial, 0) and ready < item.size:
-            return
-        self.parts[partial] = parts
-        try:
-            streaming.write_note(vol, name, item.key, item.size, item.etag, ready)
-        except OSError as exc:
-            log.debug("no streaming note for %r: %s", item.key, exc)
-
-    def done(self, partial: str) -> None:
-        if self.parts.pop(partial, None) is not None:
-            _item, vol, name = self.by_local[partial]
-            streaming.remove_note(vol, name)
+    folder = tempfile.mkdtemp(prefix="s5jtransfer-dry-")
+    atexit.register(shutil.rmtree, folder, True)
+    index = Index()
+    index.path = f"{folder}/index.db"
+    return index
 
 
 def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, supervised: bool = False) -> int:
-    """supervised (sync_mvol.py --once): once everything listed is ledgered, list the source
-    again when the ledger is replaced (objects handed back), else only every
-    max_poll_interval_seconds; the supervisor stops this side."""
+    """supervised (sync_mvol.py --once): once the pass's work is done, list the source again
+    only every max_poll_interval_seconds (objects handed back reach the pass's work without a
+    listing); the supervisor stops this side."""
     sync = SourceSync(cfg, stopper, dry_run)
     log.info("source side: %s via %s -> %d staging volume(s): %s", cfg.source.url(),
              cfg.source.endpoint or f"AWS {cfg.source.region}", len(sync.volumes),
              ", ".join(v.root for v in sync.volumes))
+    lines = _Lines(sync.progress)
 
     def after(st: CycleStats, started: float, delay: float) -> float:
         sync.progress.set_totals(st.listed, st.listed_bytes, st.done, st.done_bytes)
         sync.progress.retries += st.failed + st.mismatched
         sync.progress.write_state(force=True)
-        log.info("source: %s; this cycle: %d copied, %d adopted, %d failed, %d waiting for space (%.1fs)",
-                 sync.progress.line(), st.moved, st.adopted, st.failed, st.waiting, time.monotonic() - started)
-        if st.complete and once:
+        sync.refusals.check()
+        lines.after(st)
+        if st.complete or st.only_given_up:
+            sync.end_of_pass()
+        if st.complete and once and not supervised:
             log.info("source: every source object is ledgered; done")
             raise Done
         if st.only_given_up and once and not supervised:
@@ -391,22 +385,52 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, superv
                       "repair_ledger.py, or start again, to try them again", st.given_up, MAX_TRIES,
                       "; ".join(f"{k!r}: {why}" for k, why in names))
             raise Done(GAVE_UP)
-        if st.only_given_up and supervised:
-            return cfg.settings.max_poll_interval
-        if st.complete and supervised:
-            return cfg.settings.max_poll_interval
-        if st.moved or st.adopted:
-            return cfg.settings.poll_interval
-        if st.waiting:
-            # only waiting for space, which the destination side frees as it uploads: look again
-            # soon, but not with a listing of the source every poll_interval (up to 4 x)
-            return min(max(delay * 2, cfg.settings.poll_interval), 4 * cfg.settings.poll_interval,
-                       cfg.settings.max_poll_interval)
-        return min(delay * 2, cfg.settings.max_poll_interval)
+        return next_pause(st, cfg.settings, sync, supervised or not once, delay)
 
-    return poll_loop(sync.cycle, after, lambda exc: s3.describe_error(exc, cfg.source), cfg.settings, stopper,
-                     # wake at once when the ledger is replaced (the destination side or repair
-                     # handed objects back); its own appends do not change the inode
-                     sleep=lambda secs: sleep_until_changed(SRC_LEDGER, secs, stopper, tick=0.5, signature=file_inode,
-                                                            since=sync.ledger_inode),
-                     dry_run=dry_run)
+    try:
+        return poll_loop(sync.cycle, after, lambda exc: s3.describe_error(exc, cfg.source), cfg.settings, stopper,
+                         # wake at once when the ledger is replaced (objects handed back: their work
+                         # is in the pass's again); its own appends do not change the inode
+                         sleep=lambda secs: sleep_until_changed(SRC_LEDGER, secs, stopper, tick=0.1,
+                                                                signature=file_inode, since=sync.ledger_inode),
+                         dry_run=dry_run)
+    finally:
+        sync.close()
+
+
+def next_pause(st: CycleStats, settings, sync: SourceSync, relists: bool, delay: float) -> float:
+    """Seconds until the next cycle. With copies in flight, soon (their results are taken and more
+    handed over). A pass whose work is done (or set aside) is followed by a new listing after
+    max_poll_interval_seconds, when the side lists again at all (relists)."""
+    if st.in_flight or st.fed:
+        return IN_FLIGHT_POLL
+    if st.complete or st.only_given_up:
+        if relists:
+            sync._relist = True
+        return settings.max_poll_interval
+    if st.waiting:
+        return min(settings.poll_interval, IN_FLIGHT_POLL * 2)  # waiting for space: a local statvfs per look
+    return min(max(delay * 2, settings.poll_interval), settings.max_poll_interval)  # waiting for a retry
+
+
+class _Lines:
+    """One progress line per PROGRESS_EVERY seconds while copying (cycles come every 0.25 s), and
+    at once when something failed or a pass ended."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.at = 0.0
+        self.moved = self.failed = self.adopted = 0
+
+    def after(self, st: CycleStats) -> None:
+        self.moved += st.moved
+        self.failed += st.failed + st.mismatched
+        self.adopted += st.adopted
+        now = time.monotonic()
+        ended = st.complete or st.only_given_up
+        if (self.moved or self.failed or self.adopted) and (ended or now - self.at >= PROGRESS_EVERY) or \
+                (ended and not self.at):
+            log.info("source: %s; since the last line: %d copied, %d adopted, %d failed; %d in flight, %d waiting "
+                     "for space", self.progress.line(), self.moved, self.adopted, self.failed, st.in_flight,
+                     st.waiting)
+            self.at, self.moved, self.failed, self.adopted = now, 0, 0, 0

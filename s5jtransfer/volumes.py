@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from .config import Config
 from .errors import ConfigError
+from .plan import Space
 
 DATA_DIR = "s5jtransfer"  # everything this suite writes on a volume lives under this folder
 PARTIAL = "partial"  # downloads in flight; never uploaded, discarded at start-up
@@ -48,8 +49,13 @@ class Volume:
         return os.path.join(self.notes_dir, name)
 
     def ensure(self) -> None:
+        """Every folder the suite writes in, made before the first object: the 256 folders of
+        staged copies take their blocks now, not at a moment the planner did not count."""
         for sub in (PARTIAL, STAGED, STREAMING):
             os.makedirs(os.path.join(self.data, sub), exist_ok=True)
+        staged = os.path.join(self.data, STAGED)
+        for n in range(256):
+            os.makedirs(os.path.join(staged, f"{n:02x}"), exist_ok=True)
 
     def free_bytes(self) -> int:
         st = os.statvfs(self.root)
@@ -122,11 +128,17 @@ def discover(cfg: Config, base: str = VOLUME_GLOB_BASE, create: bool = True) -> 
     return out
 
 
-def device_budgets(volumes: list[Volume], reserve: int) -> dict[int, int]:
-    """Free bytes (less the reserve) per file system; volumes on one device share it."""
-    out: dict[int, int] = {}
+def device_space(volumes: list[Volume], reserve: int) -> dict[int, Space]:
+    """What each file system can still take (plan.Space): free bytes less the reserve, free inodes
+    (None where the file system has no fixed number: f_files 0), its block; volumes on one device
+    share them."""
+    out: dict[int, Space] = {}
     for v in volumes:
-        out.setdefault(v.device(), max(0, v.free_bytes() - reserve))
+        dev = v.device()
+        if dev not in out:
+            st = os.statvfs(v.root)
+            out[dev] = Space(max(0, st.f_bavail * st.f_frsize - reserve), st.f_favail if st.f_files else None,
+                             max(1, st.f_frsize))
     return out
 
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 import pytest
 
 from s5jtransfer import plan
-from s5jtransfer.plan import Assignment, Item, VolumeSlot, assign, is_done, todo
+from s5jtransfer.plan import Assignment, Item, Space, VolumeSlot, assign, is_done, on_disk, todo
 
 
 def keys(items):
@@ -104,7 +104,7 @@ BIG = 10**12
 def test_assign_balances_bytes_across_volumes():
     items = [Item(f"k{s}", s, "") for s in (100, 90, 80, 70, 60, 50)]
     slots = [VolumeSlot(0, 1, BIG), VolumeSlot(1, 2, BIG), VolumeSlot(2, 3, BIG)]
-    placed, waiting = assign(items, slots, {1: BIG, 2: BIG, 3: BIG})
+    placed, waiting = assign(items, slots, {1: Space(BIG), 2: Space(BIG), 3: Space(BIG)})
     assert waiting == []
     assert sorted(keys(a.item for a in placed)) == sorted(keys(items))
     vb = volume_bytes(placed)
@@ -115,14 +115,14 @@ def test_assign_balances_bytes_across_volumes():
 
 def test_assign_returns_assignment_tuples_in_input_order():
     items = [Item("a", 5, ""), Item("b", 4, "")]
-    placed, _ = assign(items, [VolumeSlot(7, 1, BIG)], {1: BIG})
+    placed, _ = assign(items, [VolumeSlot(7, 1, BIG)], {1: Space(BIG)})
     assert placed == [Assignment(items[0], 7), Assignment(items[1], 7)]
 
 
 def test_assign_respects_per_volume_batch_budget():
     items = [Item(f"k{i}", 60, "") for i in range(5)]
     slots = [VolumeSlot(0, 1, 100), VolumeSlot(1, 2, 130)]
-    placed, waiting = assign(items, slots, {1: BIG, 2: BIG})
+    placed, waiting = assign(items, slots, {1: Space(BIG), 2: Space(BIG)})
     vb = volume_bytes(placed)
     assert vb[0] <= 100 and vb[1] <= 130
     assert vb == {0: 60, 1: 120}
@@ -135,7 +135,7 @@ def test_assign_respects_shared_device_free_space():
     # two volumes on one file system with 100 bytes free: together they may take only 100
     items = [Item("a", 60, ""), Item("b", 60, ""), Item("c", 30, "")]
     slots = [VolumeSlot(0, 42, BIG), VolumeSlot(1, 42, BIG)]
-    placed, waiting = assign(items, slots, {42: 100})
+    placed, waiting = assign(items, slots, {42: Space(100)})
     assert sum(a.item.size for a in placed) <= 100
     assert keys(a.item for a in placed) == ["a", "c"]
     assert keys(waiting) == ["b"]
@@ -143,21 +143,21 @@ def test_assign_respects_shared_device_free_space():
 
 def test_assign_oversized_object_goes_to_an_empty_volume_when_device_has_room():
     items = [Item("huge", 500, "")]
-    placed, waiting = assign(items, [VolumeSlot(0, 1, 100)], {1: 1000})
+    placed, waiting = assign(items, [VolumeSlot(0, 1, 100)], {1: Space(1000)})
     assert placed == [Assignment(items[0], 0)]
     assert waiting == []
 
 
 def test_assign_oversized_object_does_not_join_a_volume_that_already_has_data():
     items = [Item("small", 50, ""), Item("huge", 500, "")]
-    placed, waiting = assign(items, [VolumeSlot(0, 1, 100)], {1: 1000})
+    placed, waiting = assign(items, [VolumeSlot(0, 1, 100)], {1: Space(1000)})
     assert keys(a.item for a in placed) == ["small"]
     assert keys(waiting) == ["huge"]
 
 
 def test_assign_oversized_object_waits_when_device_lacks_room():
     items = [Item("huge", 500, "")]
-    placed, waiting = assign(items, [VolumeSlot(0, 1, 100)], {1: 499})
+    placed, waiting = assign(items, [VolumeSlot(0, 1, 100)], {1: Space(499)})
     assert placed == []
     assert waiting == items
 
@@ -165,14 +165,14 @@ def test_assign_oversized_object_waits_when_device_lacks_room():
 def test_assign_items_that_fit_nowhere_are_returned_as_waiting():
     items = [Item("a", 80, ""), Item("b", 70, ""), Item("c", 10, "")]
     slots = [VolumeSlot(0, 1, 100)]
-    placed, waiting = assign(items, slots, {1: BIG})
+    placed, waiting = assign(items, slots, {1: Space(BIG)})
     assert keys(a.item for a in placed) == ["a", "c"]
     assert keys(waiting) == ["b"]
 
 
 def test_assign_device_without_free_space_takes_nothing():
     items = [Item("a", 1, ""), Item("b", 1, "")]
-    placed, waiting = assign(items, [VolumeSlot(0, 1, BIG)], {1: 0})
+    placed, waiting = assign(items, [VolumeSlot(0, 1, BIG)], {1: Space(0)})
     assert placed == []
     assert keys(waiting) == ["a", "b"]
 
@@ -187,7 +187,7 @@ def test_assign_every_item_is_either_placed_or_waiting_exactly_once():
     items = [Item(f"k{i}", (i * 37) % 101 + 1, "") for i in range(200)]
     items.sort(key=lambda o: -o.size)
     slots = [VolumeSlot(i, i % 2, 700) for i in range(4)]
-    placed, waiting = assign(items, slots, {0: 1500, 1: 1200})
+    placed, waiting = assign(items, slots, {0: Space(1500), 1: Space(1200)})
     got = keys(a.item for a in placed) + keys(waiting)
     assert sorted(got) == sorted(keys(items))
     vb = volume_bytes(placed)
@@ -199,7 +199,7 @@ def test_assign_every_item_is_either_placed_or_waiting_exactly_once():
 
 
 def test_assign_empty_items():
-    assert assign([], [VolumeSlot(0, 1, 100)], {1: 100}) == ([], [])
+    assert assign([], [VolumeSlot(0, 1, 100)], {1: Space(100)}) == ([], [])
 
 
 def test_assign_no_volumes_leaves_everything_waiting():
@@ -211,7 +211,7 @@ def test_assign_no_volumes_leaves_everything_waiting():
 
 def test_assign_zero_byte_objects_are_placed():
     items = [Item("z1", 0, ""), Item("z2", 0, "")]
-    placed, waiting = assign(items, [VolumeSlot(0, 1, 100)], {1: 100})
+    placed, waiting = assign(items, [VolumeSlot(0, 1, 100)], {1: Space(100)})
     assert keys(a.item for a in placed) == ["z1", "z2"]
     assert waiting == []
 
@@ -244,3 +244,32 @@ def test_route(size, native, safe, stream, want):
 ])
 def test_large_objects_go_in_about_five_parallel_ranges_of_8_to_64_mib(size, part):
     assert plan.large_flags(size) == ("-c", "5", "-p", str(part))
+
+
+# --- staging counted the way file systems count -------------------------------------------------
+
+def test_small_objects_take_whole_blocks_and_an_inode_each():
+    """1,000 objects of 1 byte on 4 KiB blocks: 4 MB of disk, not 1 KB; and no more files than
+    inodes left."""
+    items = [Item(f"k{i:04d}", 1, "") for i in range(1000)]
+    placed, waiting = assign(items, [VolumeSlot(0, 1, BIG)], {1: Space(100 * 4096, None, 4096)})
+    assert len(placed) == 100 and len(waiting) == 900
+    placed, waiting = assign(items, [VolumeSlot(0, 1, BIG)], {1: Space(BIG, 7, 4096)})
+    assert len(placed) == 7
+    # an empty object takes no block but an inode
+    placed, _ = assign([Item("e", 0, "")] * 3, [VolumeSlot(0, 1, BIG)], {1: Space(0 + 4096, 2, 4096)})
+    assert len(placed) == 2
+
+
+def test_on_disk_rounds_up_to_whole_blocks():
+    assert [on_disk(n, 4096) for n in (0, 1, 4096, 4097, 8192)] == [0, 4096, 4096, 8192, 8192]
+    assert on_disk(12345, 1) == 12345
+
+
+def test_a_volume_already_fetching_takes_only_what_its_batch_budget_leaves():
+    items = [Item("a", 60, ""), Item("b", 30, "")]
+    placed, waiting = assign(items, [VolumeSlot(0, 1, 100, used=50)], {1: Space(BIG)})
+    assert [a.item.key for a in placed] == ["b"] and [i.key for i in waiting] == ["a"]
+    # with nothing in flight, one larger than the budget still goes (alone)
+    placed, _ = assign([Item("huge", 500, "")], [VolumeSlot(0, 1, 100)], {1: Space(BIG)})
+    assert len(placed) == 1

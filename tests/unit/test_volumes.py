@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from s5jtransfer.volumes import Volume, clear_staging, device_budgets, discover_roots, staged_name
+from s5jtransfer.volumes import Volume, clear_staging, device_space, discover_roots, staged_name
 
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 HOSTILE = ["a", "a/", "a/b", "../../x", "/etc/passwd", "..", ".", "", "x" * 300, "s" * 299 + "/" + "t" * 300,
@@ -130,40 +130,50 @@ def test_scan_staged_ignores_stray_files_and_subfolders(tmp_path):
     (base / "stray-file").write_text("x")
     name = staged_name("k")
     sub = base / name[:2]
-    sub.mkdir()
+    sub.mkdir(exist_ok=True)  # made by ensure()
     (sub / name).write_bytes(b"12345")
     (sub / "nested-dir").mkdir()
     assert v.scan_staged() == {name: 5}
 
 
-# --- device budgets ----------------------------------------------------------------------------
+# --- device space ------------------------------------------------------------------------------
 
-def test_device_budgets_share_one_device_between_two_volumes(tmp_path):
+def test_device_space_is_shared_by_two_volumes_of_one_file_system(tmp_path):
     a, b = tmp_path / "v1", tmp_path / "v2"
     a.mkdir()
     b.mkdir()
     vols = [Volume(str(a)), Volume(str(b))]
     assert vols[0].device() == vols[1].device()
-    budgets = device_budgets(vols, reserve=0)
-    assert list(budgets) == [os.stat(a).st_dev]
+    space = device_space(vols, reserve=0)
+    assert list(space) == [os.stat(a).st_dev]
     st = os.statvfs(a)
     free = st.f_bavail * st.f_frsize
     # free space moves a little while the test runs; it must be the device's, not twice it
-    assert abs(budgets[os.stat(a).st_dev] - free) < free // 10 + 10 * 1024 * 1024
+    got = space[os.stat(a).st_dev]
+    assert abs(got.bytes - free) < free // 10 + 10 * 1024 * 1024
+    assert got.block == st.f_frsize and (got.files is None) == (st.f_files == 0)
 
 
-def test_device_budgets_subtract_the_reserve_and_never_go_negative(tmp_path):
+def test_device_space_subtracts_the_reserve_and_never_goes_negative(tmp_path):
     v = Volume(str(tmp_path))
     free = v.free_bytes()
     dev = v.device()
-    got = device_budgets([v], reserve=1024 * 1024)[dev]
+    got = device_space([v], reserve=1024 * 1024)[dev].bytes
     assert got <= free - 1024 * 1024 + 10 * 1024 * 1024
     assert got >= 0
-    assert device_budgets([v], reserve=free * 1000 + 1)[dev] == 0
+    assert device_space([v], reserve=free * 1000 + 1)[dev].bytes == 0
 
 
-def test_device_budgets_empty():
-    assert device_budgets([], reserve=0) == {}
+def test_device_space_empty():
+    assert device_space([], reserve=0) == {}
+
+
+def test_every_folder_of_staged_copies_is_made_at_the_start(tmp_path):
+    v = Volume(str(tmp_path))
+    v.ensure()
+    assert sorted(os.listdir(os.path.join(v.data, "staged"))) == [f"{n:02x}" for n in range(256)]
+    assert os.path.dirname(v.staged_path(staged_name("any key"))) in {
+        os.path.join(v.data, "staged", f"{n:02x}") for n in range(256)}
 
 
 # --- clear_staging -----------------------------------------------------------------------------
@@ -172,7 +182,7 @@ def test_clear_staging_removes_only_the_s5jtransfer_folder(tmp_path):
     v = Volume(str(tmp_path))
     v.ensure()
     name = staged_name("k")
-    os.makedirs(os.path.dirname(v.staged_path(name)))
+    os.makedirs(os.path.dirname(v.staged_path(name)), exist_ok=True)
     open(v.staged_path(name), "wb").close()
     open(v.partial_path(name), "wb").close()
     (tmp_path / "lost+found").mkdir()

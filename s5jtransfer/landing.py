@@ -1,0 +1,218 @@
+"""The source side's copies as they land: verified, staged and ledgered, or discarded and tried again.
+
+The fetcher reports each copy once, from a worker thread (fetch.py). Here it is verified
+(copycheck.py, in a thread pool: hashlib releases the GIL), renamed into its staged name and
+ledgered, the rows appended in batches at most LEDGER_DELAY old (at once when they stand for
+LEDGER_BYTES), so the destination side starts on it at once. A copy that failed or does not
+verify is deleted and tried again after a backoff (tries.py); one that found its volume full
+(something else filled it: the plan counts whole blocks and leaves room for what it starts)
+waits for space without a try counted. The source side's cycle takes what landed (take()) and
+drops it from the pass's work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from . import checksum, plan, streaming
+from .ledger import SRC_LEDGER
+from .runtime import Appender, remove_quietly
+from .volumes import Volume
+
+log = logging.getLogger("s5jtransfer.src")
+LEDGER_DELAY = 0.2  # seconds a staged object waits at most before it is ledgered
+LEDGER_BYTES = 4 * 1024 * 1024  # ... and none waits once the held rows stand for this many bytes
+ARCHIVED = "InvalidObjectState"  # S3's answer to a read of an object in GLACIER or DEEP_ARCHIVE, not restored
+NO_SPACE = ("no space left on device", "disk quota exceeded", "errno 28", "errno 122")
+
+
+class Flight(NamedTuple):
+    item: plan.Item
+    volume: int  # index of its staging volume
+    vol: Volume
+    name: str  # its staged file name
+    device: int
+    reserved: int  # bytes its copy takes on the device (plan.on_disk)
+
+
+@dataclass
+class Landed:
+    """What landed since the last take()."""
+
+    moved: int = 0
+    moved_bytes: int = 0
+    failed: int = 0
+    mismatched: int = 0
+    size_only: int = 0
+    no_space: int = 0  # copies that found their volume full (not counted as tries)
+    given_up: int = 0
+    staged: list[str] = field(default_factory=list)  # keys staged and ledgered (or held for the ledger)
+
+
+class Landing:
+    def __init__(self, sync) -> None:
+        self.sync = sync  # the SourceSync: checker, refusals, stopper, tries (_tried), progress
+        self.pool = ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="verify")
+        self.appender = Appender(sync.ledger, max_age=LEDGER_DELAY, timed=True, max_bytes=LEDGER_BYTES)
+        self.lock = threading.Lock()
+        self.flights: dict[str, Flight] = {}  # partial path -> the copy handed to the fetcher, not yet done
+        self.landed_ = Landed()
+        self.append_failed = False
+        self.cut_short: list[str] = []  # copies a stop ended before they were done
+        self.notes = Notes(streaming.stream_part_size(sync.settings.part_size))
+
+    def __len__(self) -> int:
+        with self.lock:
+            return len(self.flights)
+
+    def expect(self, partial: str, flight: Flight) -> None:
+        with self.lock:
+            self.flights[partial] = flight
+
+    def keys(self) -> set[str]:
+        """Keys being fetched or verified, and those staged since the last take() (still in the
+        pass's work until the cycle drops them): none is handed over twice."""
+        with self.lock:
+            return {f.item.key for f in self.flights.values()} | set(self.landed_.staged)
+
+    def reserved(self) -> tuple[dict[int, tuple[int, int]], dict[int, int]]:
+        """What the copies in flight will take: per device (bytes, files), and per volume the object
+        bytes being fetched (its batch budget's use)."""
+        per_dev: dict[int, tuple[int, int]] = {}
+        per_vol: dict[int, int] = {}
+        with self.lock:
+            for f in self.flights.values():
+                b, n = per_dev.get(f.device, (0, 0))
+                per_dev[f.device] = (b + f.reserved, n + 1)
+                per_vol[f.volume] = per_vol.get(f.volume, 0) + f.item.size
+        return per_dev, per_vol
+
+    def advanced(self, partial: str, ready: int) -> None:
+        """The fetcher's word on a copy fetched in order: `ready` bytes landed (streaming notes)."""
+        with self.lock:
+            f = self.flights.get(partial)
+        if f is not None:
+            self.notes.advanced(f, ready)
+
+    def landed(self, partial: str, ok: bool, error: str) -> None:
+        """The fetcher's report: verified and staged in the pool."""
+        self.pool.submit(self._finish, partial, ok, error)
+
+    def take(self) -> Landed:
+        with self.lock:
+            got, self.landed_ = self.landed_, Landed()
+        return got
+
+    def _finish(self, partial: str, ok: bool, error: str) -> None:
+        with self.lock:
+            f = self.flights.get(partial)
+        if f is None:
+            return
+        try:
+            self._end(partial, f, ok, error)
+        except Exception as exc:  # noqa: BLE001 - never lost in the pool: tried again
+            log.warning("cannot stage the copy of %r: %s", f.item.key, exc)
+            remove_quietly(partial)
+            with self.lock:
+                self.landed_.failed += 1
+                self.sync._tried(f.item, f"cannot stage the copy: {exc}", self.landed_)
+        finally:
+            with self.lock:
+                self.flights.pop(partial, None)
+
+    def _end(self, partial: str, f: Flight, ok: bool, error: str) -> None:
+        sync, item = self.sync, f.item
+        if ok:
+            sync.refusals.succeeded()
+        elif not sync.stopper.stopped:
+            sync.refusals.failed(item.key, error)
+        row, why = sync.checker.verify(item, partial) if ok else (None, "")
+        self.notes.done(f)  # kept through the verification, so an early upload stays open
+        if row is not None:
+            self._stage(f, partial, row)
+            return
+        remove_quietly(partial)
+        if ok:
+            log.warning("checksum mismatch for %r (size %d, ETag %s): %s; discarded, will fetch again", item.key,
+                        item.size, item.etag, why)
+        with self.lock:
+            self._failed(f, ok, error, why)
+
+    def _failed(self, f: Flight, ok: bool, error: str, why: str) -> None:
+        item, got = f.item, self.landed_
+        if ok:
+            got.mismatched += 1
+            self.sync._tried(item, why, got, f"copy of {item.key!r} does not match the listed object: discarded")
+        elif self.sync.stopper.stopped:
+            self.cut_short.append(item.key)  # one line for them all: close
+        elif any(s in error.lower() for s in NO_SPACE):
+            got.no_space += 1  # something else filled the volume: a pause, not a try
+            log.warning("no space left on %s for %r (another program filled it beyond the plan's room); it waits "
+                        "for space", f.vol.root, item.key)
+        elif ARCHIVED in error:
+            got.failed += 1
+            self.sync._tried(item, "it is in an archive storage class (GLACIER or DEEP_ARCHIVE) and cannot be read "
+                             "until it is restored: restore it (aws s3api restore-object), then run repair_ledger.py",
+                             got, at_once=True)
+        else:
+            got.failed += 1
+            self.sync._tried(item, f"copy failed: {error or 'unknown error'}", got,
+                             f"copy of {item.key!r} failed: {error or 'unknown error'}")
+
+    def _stage(self, f: Flight, partial: str, row: tuple) -> None:
+        dest = f.vol.staged_path(f.name)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        os.replace(partial, dest)
+        try:
+            self.appender.add(row)
+        except OSError as exc:
+            # the row is held and written by a later flush, or the cycle fails there and the next
+            # pass reloads the ledger and adopts the staged copy
+            if not self.append_failed:
+                self.append_failed = True
+                log.warning("cannot append to %s (%s); rows are held until it can be written", SRC_LEDGER, exc)
+        with self.lock:
+            got = self.landed_
+            got.moved += 1
+            got.moved_bytes += f.item.size
+            got.size_only += row[3] == checksum.SIZE
+            got.staged.append(f.item.key)
+        self.sync._note_progress(1, f.item.size)
+
+    def close(self) -> None:
+        """Wait for the copies being verified, write the rows held, say what a stop cut short."""
+        self.pool.shutdown(wait=True)
+        cut = self.cut_short
+        if cut:
+            log.info("stopping: %d copies not finished (%s); they are fetched again at the next start", len(cut),
+                     ", ".join(repr(k) for k in sorted(cut)[:3]) + (", ..." if len(cut) > 3 else ""))
+        self.appender.flush()
+
+
+class Notes:
+    """The notes that tell the destination side how much of an object fetched in order has landed
+    (streaming.py): rewritten each time one more whole part is in, and at the end."""
+
+    def __init__(self, part_size: int) -> None:
+        self.part_size = part_size
+        self.parts: dict[str, int] = {}  # staged name -> whole parts when its note was last written
+
+    def advanced(self, f: Flight, ready: int) -> None:
+        item = f.item
+        parts = ready // streaming.part_size_for(item.size, self.part_size)
+        if parts == self.parts.get(f.name, 0) and ready < item.size:
+            return
+        self.parts[f.name] = parts
+        try:
+            streaming.write_note(f.vol, f.name, item.key, item.size, item.etag, ready)
+        except OSError as exc:
+            log.debug("no streaming note for %r: %s", item.key, exc)
+
+    def done(self, f: Flight) -> None:
+        if self.parts.pop(f.name, None) is not None:
+            streaming.remove_note(f.vol, f.name)
