@@ -7,7 +7,7 @@ import time
 from typing import Callable
 
 from . import s3
-from .ledger import dest_done
+from .index import Index
 from .progress import SRC_STATE, done_since, read_state
 from .runtime import Stopper, interruptible
 from .shard import owns
@@ -22,11 +22,10 @@ def ends_given_up(gave: int, in_flight: int, missing: int | None) -> bool:
 class SourceCheck:
     """(source objects, how many are not yet confirmed here), or None while it cannot be known."""
 
-    def __init__(self, cfg, stopper: Stopper, src_rows: Callable[[], dict], dest_rows: Callable[[], dict]) -> None:
+    def __init__(self, cfg, stopper: Stopper, index: Index) -> None:
         self.cfg = cfg
         self.stopper = stopper
-        self.src_rows = src_rows
-        self.dest_rows = dest_rows
+        self.index = index
 
     def by_source_state(self, since: float, gave: int) -> tuple[int, int] | None:
         """By the source side's word (supervised): its state file, written after `since`, counts
@@ -49,21 +48,24 @@ class SourceCheck:
 
     def _all_ledgered(self, state: dict | None, since: float = 0.0) -> int | None:
         """How many listed objects the source side ledgered, when its state (written after
-        `since`) counts every listed object ledgered or set aside and this side has read as many
-        ledger rows; None otherwise."""
+        `since`) counts every listed object ledgered or set aside and this side has absorbed as
+        many ledger rows; None otherwise."""
         done = done_since(state, since)
-        return done if done is not None and len(self.src_rows()) >= done else None
+        return done if done is not None and self.index.totals().src_objects >= done else None
 
     def by_listing(self) -> tuple[int, int]:
-        """One listing of the source (this host's shard of it)."""
-        shard, dest_rows = self.cfg.shard_spec, self.dest_rows()
+        """One listing of the source (this host's shard of it), streamed into the index and joined
+        with the destination ledger (ledger.dest_done's rule, in SQL)."""
+        keep = None if self.cfg.shard_spec is None else (lambda key: owns(key, self.cfg.shard_spec))
 
         def count(objs) -> tuple[int, int]:
-            total = missing = 0
-            for o in (o for o in objs if owns(o.key, shard)):
-                total += 1
-                if not dest_done((o.size, o.etag), dest_rows.get(o.key)):
-                    missing += 1
+            with self.index.lock:
+                total, _bytes = self.index.load_listing("listed_check", objs, keep)
+                missing = self.index.db.execute(
+                    "SELECT count(*) FROM temp.listed_check l LEFT JOIN dest d ON d.key = l.key WHERE d.key IS "
+                    "NULL OR NOT (d.size = l.size AND (d.source_etag = l.etag OR d.source_etag = '' OR l.etag = ''))"
+                ).fetchone()[0]
+                self.index.db.execute("DROP TABLE temp.listed_check")
             return total, missing
 
         def listed() -> tuple[tuple[int, int], int]:

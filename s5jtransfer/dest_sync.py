@@ -25,6 +25,7 @@ from .runtime import (Appender, Done, Stopper, file_signature, fmt_bytes, poll_l
 from .tries import Tries
 from .upload import Candidate, Pending, Uploads
 from .waiting import Waiting
+from .index import Index
 from .volumes import Volume, discover, scan_all
 
 log = logging.getLogger("s5jtransfer.dest")
@@ -33,6 +34,9 @@ CONFIRM_BATCH = 1000  # ... or until this many wait
 IN_FLIGHT_POLL = 0.25  # seconds between cycles while uploads are in flight (results are collected, confirmed, ledgered)
 PROGRESS_EVERY = 10.0  # seconds between progress lines while uploading
 FEED_BYTES = 2 * 1024 ** 3  # bytes re-hashed and fed per cycle at most, so the cycle comes round
+LOST_EVERY = 2.0  # seconds between looks for ledgered objects with no staged copy
+LOST_BATCH = 10_000  # ... and how many are taken at a look, at most
+LEFTOVER_AGE = 600.0  # seconds a staged copy no source row names stays before a start removes it
 
 
 @dataclass
@@ -67,9 +71,8 @@ class DestSync:
         self.stopper = stopper or Stopper()
         self.dry_run = dry_run
         self.volumes: list[Volume] = discover(cfg, create=not dry_run)
-        self.waiting = Waiting()
+        self.waiting = Waiting(Index() if not dry_run else Index.elsewhere())
         self.eps = Endpoints(self.side, self.settings, pool=self.settings.dest_workers)
-        self._missing_staged: set[str] = set()
         self._warned_empty_key = False  # see _candidates: the source prefix itself, no destination prefix
         self.progress = Progress("destination", None if dry_run else DEST_STATE)
         self.tries = Tries(self.progress.given_up)
@@ -83,18 +86,16 @@ class DestSync:
                                self.stopper, self.streamer)
         self.confirmer = Confirmer(self.side, self.eps)
         self.refusals = refusal.Streak(self.side, "uploads")  # a store that refuses every upload: exit 2
-        self.source_check = SourceCheck(cfg, self.stopper, lambda: self.waiting.src_rows, lambda: self.waiting.dest_rows)
+        self.source_check = SourceCheck(cfg, self.stopper, self.waiting.index)
+        self.leftovers = Leftovers(self)
         self._to_confirm: list[tuple[Candidate, float]] = []  # uploaded, not yet confirmed (since when)
         self._done_by_key: dict[str, Candidate] = {}  # confirmed, staged copy freed after the ledger flush
         self._appender = Appender(self.waiting.dest, after_flush=self._after_flush)
         self.started = time.time()  # a source state file older than this is from an earlier run
         self._handed_back_times: dict[str, int] = {}  # key -> staged copies found damaged
+        self._compact = False  # an object confirmed again (a newer version): compact when idle
 
     # -- state (waiting.py) ------------------------------------------------------------------
-    @property
-    def pending(self) -> dict[str, Pending]:
-        return self.waiting.pending
-
     def refresh(self) -> None:
         # what the source ledger looked like when read: the sleep after this cycle wakes at once
         # if it changed since (rows appended while this cycle ran), not only on a later change
@@ -106,9 +107,9 @@ class DestSync:
                 self.tries.forgive()
             return
         self.waiting.load(create=not self.dry_run)
-        self.confirmer.trust.saw_ledger(self.waiting.dest_rows)  # its ETags matched before: they are MD5s
+        self.confirmer.trust.matched = self.waiting.index.etags_matched("dest")  # its ETags matched before: MD5s
         if not self.dry_run:
-            self._free_uploaded()
+            self.leftovers.at_start()
         if self.streamer is not None:
             self.streamer.recover()
 
@@ -121,31 +122,16 @@ class DestSync:
             sig += tuple(file_signature(v.notes_dir) for v in self.volumes)
         return sig
 
-    def _free_uploaded(self) -> None:
-        """Staged copies of objects already confirmed at the destination (a stop between the
-        ledger append and the delete) are removed at start-up."""
-        if not self.cfg.delete_staging_data:
-            return
-        staged = scan_all(self.volumes)
-        names = self.waiting.confirmed_names() if staged else set()
-        freed = 0
-        for name, (vol, _size) in staged.items():
-            if name in names:
-                remove_quietly(vol.staged_path(name))
-                freed += 1
-        if freed:
-            log.info("removed %d staged copies already confirmed at the destination", freed)
-
     # -- one cycle -----------------------------------------------------------------------
     def cycle(self, check_source: bool, trust_source: bool = False) -> DestStats:
         st = DestStats()
         self.refresh()
         self._collect(st)
         if self.streamer is not None:
-            self.streamer.scan(self.volumes, self.pending.__contains__)
+            self.streamer.scan(self.volumes, self.waiting.is_waiting)
         cands = self._candidates(st)
         if self.dry_run:
-            print_plan(self.side, cands, len(self.pending), self.settings.max_l2dest)
+            print_plan(self.side, cands, self.waiting.unconfirmed(), self.settings.max_l2dest)
             return st
         cands = identify(self._select(cands))
         if cands:
@@ -160,9 +146,10 @@ class DestSync:
             self._collect(st)
         self._confirm_uploads(self._confirm_due(), st)
         self.uploads.close_idle()
+        self.compact()
         st.in_flight = len(self.uploads.flight) + len(self._to_confirm)
-        st.pending = len(self.pending)
-        st.ledgered = len(self.waiting.src_rows)
+        st.pending = self.waiting.unconfirmed()
+        st.ledgered = self.waiting.index.totals().src_objects
         st.uploaded_total = st.ledgered - st.pending
         self.waiting.update_progress(self.progress)
         if check_source:
@@ -170,29 +157,27 @@ class DestSync:
         return st
 
     def _candidates(self, st: DestStats) -> list[Candidate]:
-        """Pending objects whose staged copy is here and whose turn it is; a ledgered object with
-        no staged copy is healed (_heal_lost)."""
+        """The staged copies waiting for an upload whose turn it is; a ledgered object with no
+        staged copy is healed (_heal_lost), and one confirmed meanwhile is freed."""
         busy = set(self.uploads.flight) | {c.path for c, _t in self._to_confirm}
         now = time.monotonic()
         staged = scan_all(self.volumes)
+        todo, done = self.waiting.staged_work(staged)
+        if done:
+            self.leftovers.free(done, staged)
         cands: list[Candidate] = []
-        lost = []
-        for key, p in self.pending.items():
+        for name, (key, row) in todo.items():
             if not key and not self.side.prefix:
                 # the source prefix itself, ledgered under another configuration: an empty key
-                # would be a request on the bucket (src_sync._mappable says why and what to do)
+                # would be a request on the bucket (src_sync._unmappable_once says why and what to do)
                 self._warned_empty_key = self._warned_empty_key or _warn_empty_key()
                 continue
-            hit = staged.get(p.name)
-            if hit is None:
-                lost.append(key)
-                continue
-            path = hit[0].staged_path(p.name)
+            path = staged[name][0].staged_path(name)
             if path in busy or not self.tries.due(key, now):
                 continue
-            cands.append(Candidate(key, p, path, None))  # ident: identify(), once selected
+            cands.append(Candidate(key, Pending(row, name), path, None))  # ident: identify(), once selected
         st.staged = len(cands)
-        self._heal_lost(lost, st)
+        self.leftovers.heal(staged, st)
         return cands
 
     def _select(self, cands: list[Candidate]) -> list[Candidate]:
@@ -207,8 +192,8 @@ class DestSync:
 
     def _judge_completion(self, st: DestStats, trust_source: bool) -> None:
         """--once: is every source object confirmed here, or set aside by either side?"""
-        gave = sum(k in self.pending for k in self.progress.given_up)
-        if len(self.pending) == gave:
+        gave = self.waiting.unconfirmed_of(self.progress.given_up) if self.progress.given_up else 0
+        if st.pending == gave:
             got = None
             if trust_source:
                 got = self.source_check.by_source_state(max(self.started, self.waiting.handed_back), gave)
@@ -243,14 +228,6 @@ class DestSync:
             if back:
                 self.waiting.hand_back(back)
         return [c for c, good in zip(cands, ok) if good]
-
-    def _heal_lost(self, lost: list[str], st: DestStats) -> None:
-        """Ledgered objects with no staged copy on two scans in a row (a ledgered object is always
-        staged first: rename, then ledger append), so really gone from the volumes: heal_lost."""
-        confirmed = [k for k in lost if k in self._missing_staged]
-        self._missing_staged = set(lost) - set(confirmed)
-        if confirmed and not self.dry_run:
-            st.lost = heal_lost(confirmed, self.waiting, self.confirmer)
 
     # -- uploading (upload.py) and confirming (confirm.py) ------------------------------------
     def _feed(self, cands: list[Candidate], st: DestStats) -> None:
@@ -312,37 +289,43 @@ class DestSync:
         """Check each upload at the destination (confirm.py), ledger it, then free its staged copy."""
         if not cands:
             return
-        rows = self.confirmer.confirm(cands, answered or {}, len(self.waiting.dest_rows), self.uploads.live()[0])
-        again = False
+        known = self.waiting.index.totals().dest_objects
+        rows = self.confirmer.confirm(cands, answered or {}, known, self.uploads.live()[0])
         for c, row in zip(cands, rows):
             if isinstance(row, str):  # why it does not confirm
                 st.mismatched += 1
                 self._failed_try(c, row, st)
                 continue
             self.tries.succeeded(c.key)
-            again |= c.key in self.waiting.dest_rows  # a newer version of an uploaded object
+            # a newer version of an uploaded object: two rows of its key, made one when idle
+            self._compact = self._compact or self.waiting.index.row("dest", c.key) is not None
             st.uploaded += 1
             st.uploaded_bytes += c.size
             self.progress.add(1, c.size)
-            self.waiting.dest_rows[c.key] = row[1:]
             self._done_by_key[c.key] = c
             self._appender.add(row)
         self._appender.flush()
+        self.waiting.index.refresh(("dest",))  # confirmed now: no later cycle takes it for waiting
         self.progress.write_state()
-        if again:
-            self.waiting.dest_rows = self.waiting.dest.compact()
 
     def _after_flush(self, rows: list[tuple]) -> None:
         # Only now, with the destination ledger on disk, may the staged copies go.
+        done = []
         for row in rows:
             c = self._done_by_key.pop(row[0], None)
             if c is None:
                 continue
-            p = self.pending.get(c.key)
-            if p is not None and p.row == c.pending.row:  # not a newer version ledgered meanwhile
-                self.waiting.settle(c.key)
+            done.append((c.key, c.pending.row))
             if self.cfg.delete_staging_data and file_signature(c.path) == c.ident:
                 remove_quietly(c.path)  # the same file: not replaced by a newer version
+        self.waiting.release(done)
+
+    def compact(self) -> None:
+        """Objects uploaded again (changed at the source): the destination ledger rewritten with one
+        row per key, from the index, once nothing waits (`wc -l` stays the object count plus one)."""
+        if self._compact and not self.uploads.flight and not self._to_confirm:
+            self._compact = False
+            self.waiting.index.rewrite("dest", lambda db: None)
 
     def close(self) -> None:
         """End the uploads (on exit): what is unconfirmed stays unledgered and is uploaded again."""
@@ -352,30 +335,101 @@ class DestSync:
         self.confirmer.close()
 
 
-def heal_lost(keys: list[str], waiting: Waiting, confirmer: Confirmer) -> int:
-    """Ledgered objects gone from the volumes: already at the destination (a ledger from the
-    original scripts, or a stop between upload and ledger) they are confirmed there and ledgered;
-    otherwise (a volume wiped or replaced) they are taken out of the source ledger so the source
-    side fetches them again, instead of waiting forever. Returns how many were handed back."""
+class Leftovers:
+    """Staged copies whose object needs no upload here: confirmed already (freed and released),
+    left by an earlier run that no source row names (removed after LEFTOVER_AGE), or ledgered
+    objects whose staged copy is gone (heal_lost)."""
+
+    def __init__(self, sync: "DestSync") -> None:
+        self.cfg = sync.cfg
+        self.volumes = sync.volumes
+        self.waiting = sync.waiting
+        self.confirmer = sync.confirmer
+        self.dry_run = sync.dry_run
+        self._missing_staged: set[str] = set()
+        self._lost_at = -LOST_EVERY  # when objects without a staged copy were last looked for
+
+    def at_start(self) -> None:
+        """Staged copies of objects already confirmed at the destination (a stop between the
+        ledger append and the delete) are removed at start-up, and released; so are staged copies
+        no source row names for LEFTOVER_AGE (from a run whose rows are gone: reset.py, a ledger
+        replaced), which nothing would ever upload or free."""
+        staged = scan_all(self.volumes)
+        if not staged:
+            return
+        _todo, done = self.waiting.staged_work(staged)
+        freed = [(key, row) for key, row in done.values()]
+        if self.cfg.delete_staging_data:
+            for name in done:
+                vol = staged[name][0]
+                remove_quietly(vol.staged_path(name))
+        self.waiting.release(freed)
+        known = set(_todo) | set(done)
+        old = time.time() - LEFTOVER_AGE
+        swept = 0
+        for name, (vol, _size) in staged.items():
+            path = vol.staged_path(name)
+            if name not in known and self.cfg.delete_staging_data and _mtime(path) < old:
+                remove_quietly(path)
+                swept += 1
+        if freed or swept:
+            log.info("removed %d staged copies already confirmed at the destination%s", len(freed),
+                     f", and {swept} left by an earlier run that no ledger row names" if swept else "")
+
+    def free(self, done: dict[str, tuple[str, tuple]], staged: dict) -> None:
+        """Staged copies of objects the destination ledger confirms (another run uploaded them, or
+        a comparison ledgered them): freed and released, as after an upload."""
+        if self.cfg.delete_staging_data:
+            for name in done:
+                remove_quietly(staged[name][0].staged_path(name))
+        self.waiting.release(list(done.values()))
+
+    def heal(self, staged: dict, st: DestStats) -> None:
+        """Ledgered objects with no staged copy on two looks in a row (a ledgered object is always
+        staged first: rename, then ledger append), so really gone from the volumes: heal_lost.
+        Looked for every LOST_EVERY seconds, LOST_BATCH at a time."""
+        now = time.monotonic()
+        if now - self._lost_at < LOST_EVERY or self.dry_run:
+            return
+        self._lost_at = now
+        lost = {key: (name, row) for name, key, row in self.waiting.lost(set(staged), LOST_BATCH)}
+        confirmed = {k: v for k, v in lost.items() if k in self._missing_staged}
+        self._missing_staged = set(lost) - set(confirmed)
+        if confirmed:
+            st.lost = heal_lost(confirmed, self.waiting, self.confirmer)
+
+
+def heal_lost(lost: dict[str, tuple[str, tuple]], waiting: Waiting, confirmer: Confirmer) -> int:
+    """Ledgered objects gone from the volumes (key -> (staged name, source row)): already at the
+    destination (a ledger from the original scripts, or a stop between upload and ledger) they are
+    confirmed there and ledgered; otherwise (a volume wiped or replaced) they are taken out of the
+    source ledger so the source side fetches them again, instead of waiting forever. Returns how
+    many were handed back."""
     rows, drop = [], []
-    for k in keys:
+    for k, (_name, src_row) in lost.items():
         try:
             there = confirmer.head(k)
         except Exception:  # noqa: BLE001 - not readable: fetch it again
             there = None
-        row = existing(k, waiting.pending[k].row, there, waiting.dest_rows.get(k), confirmer.opaque)
+        row = existing(k, src_row, there, waiting.index.row("dest", k), confirmer.opaque)
         (rows.append(row) if row else drop.append(k))
     if rows:
         waiting.dest.append(rows)
-        for row in rows:
-            waiting.dest_rows[row[0]] = row[1:]
-            waiting.settle(row[0])
+        waiting.index.refresh(("dest",))
+        waiting.release([(row[0], lost[row[0]][1]) for row in rows])
         log.info("%d ledgered objects without a staged copy are already at the destination; ledgered them", len(rows))
     if drop:
         log.warning("%d ledgered objects have no staged copy on any volume and are not at the destination (e.g. "
                     "%r); removing them from %s so the source side fetches them again", len(drop), drop[0], SRC_LEDGER)
         waiting.hand_back(drop)
     return len(drop)
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return float("inf")  # gone meanwhile: nothing to remove
 
 
 def _warn_empty_key() -> bool:

@@ -34,6 +34,7 @@ from operator import itemgetter
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, _row_line, encode_key, _fsync_dir
+from .volumes import staged_name
 
 log = logging.getLogger("s5jtransfer.index")
 
@@ -61,6 +62,10 @@ _SCHEMA = [
     "INSERT OR IGNORE INTO totals VALUES (0, 0, 0, 0, 0, 0)",
     "CREATE TABLE IF NOT EXISTS todo (key TEXT NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL, "
     "checksum TEXT NOT NULL)",
+    # the destination side's work: every source row absorbed, by the name of its staged copy,
+    # until the destination side releases it (confirmed and freed: Waiting)
+    "CREATE TABLE IF NOT EXISTS waiting (name TEXT PRIMARY KEY, key TEXT NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS waiting_key ON waiting(key)",
     _TODO_KEY := "CREATE INDEX IF NOT EXISTS todo_key ON todo(key)",
     "CREATE TABLE IF NOT EXISTS todo_totals (id INTEGER PRIMARY KEY CHECK (id = 0), objects INTEGER NOT NULL, "
     "bytes INTEGER NOT NULL)",
@@ -98,7 +103,8 @@ def _triggers() -> list[str]:
         add = f"UPDATE totals SET {count[t].format(n=1, r='NEW')}; " + done.format(n=1, r="NEW", m=_match("NEW", t))
         sub = f"UPDATE totals SET {count[t].format(n=-1, r='OLD')}; " + done.format(n=-1, r="OLD", m=_match("OLD", t))
         out.append(f"CREATE TRIGGER IF NOT EXISTS {t}_ai AFTER INSERT ON {t} BEGIN {add} END")
-        out.append(f"CREATE TRIGGER IF NOT EXISTS {t}_ad AFTER DELETE ON {t} BEGIN {sub} END")
+        gone = "DELETE FROM waiting WHERE key = OLD.key;" if t == "src" else ""
+        out.append(f"CREATE TRIGGER IF NOT EXISTS {t}_ad AFTER DELETE ON {t} BEGIN {sub} {gone} END")
         out.append(f"CREATE TRIGGER IF NOT EXISTS {t}_au AFTER UPDATE ON {t} BEGIN {sub} {add} END")
     return out
 
@@ -164,6 +170,18 @@ class Index:
                 self.remove()
         raise AssertionError("unreachable")
 
+    @classmethod
+    def elsewhere(cls) -> "Index":
+        """An index in a temporary folder (--dry-run writes nothing in the working folder), removed
+        at exit; built from the ledgers as any other."""
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="s5jtransfer-index-")
+        atexit.register(shutil.rmtree, folder, True)
+        return cls(path=os.path.join(folder, INDEX_FILE))
+
     def remove(self) -> None:
         """Delete the index (it is rebuilt from the ledgers when next needed)."""
         self.close()
@@ -221,7 +239,10 @@ class Index:
         try:
             self.db.executemany(sql, rows)
         except UnicodeEncodeError:  # a damaged line (bytes that are no UTF-8): skipped, as a bad line
-            self.db.executemany(sql, [r for r in rows if _encodable(r)])
+            rows = [r for r in rows if _encodable(r)]
+            self.db.executemany(sql, rows)
+        if table == "src":  # staged, verified and ledgered: the destination side's to upload
+            self.db.executemany("INSERT OR REPLACE INTO waiting VALUES (?, ?)", ((staged_name(r[0]), r[0]) for r in rows))
 
     def _rebuild(self, table: str, fh, ino: int) -> None:
         """Read a ledger again whole (inside the caller's transaction): into a plain table first
@@ -247,10 +268,17 @@ class Index:
         db.execute("INSERT OR REPLACE INTO absorbed VALUES (?, ?, ?)", (table, ino, offset))
         if table == "src":
             _clear_todo(db)  # the work of a pass against another ledger: list again
+            # every object it does not confirm is the destination side's again (staged, or lost)
+            cur = db.execute(f"SELECT s.key FROM src s LEFT JOIN dest d ON d.key = s.key WHERE d.key IS NULL "
+                             f"OR NOT ({DONE})")
+            while rows := cur.fetchmany(BATCH):
+                db.executemany("INSERT OR REPLACE INTO waiting VALUES (?, ?)", ((staged_name(k), k) for k, in rows))
 
     def _clear(self, table: str) -> None:
         with self._no_triggers():
             self.db.execute(f"DELETE FROM {table}")
+            if table == "src":
+                self.db.execute("DELETE FROM waiting")
         self._recount()
 
     @contextmanager

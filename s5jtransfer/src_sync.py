@@ -74,7 +74,7 @@ class SourceSync:
         self.dry_run = dry_run
         self.volumes: list[Volume] = discover(cfg, create=not dry_run)
         self.ledger = Ledger(SRC_LEDGER, SRC_COLUMNS)
-        self.index = Index() if not dry_run else _dry_index()
+        self.index = Index() if not dry_run else Index.elsewhere()
         self.work = Work(self.index)
         self.eps = Endpoints(self.side, self.settings, pool=self.settings.src_workers)
         self._client_at = 0  # the endpoint whose boto3 client lists and reads part sizes
@@ -343,19 +343,6 @@ class SourceSync:
             except Exception as exc:  # noqa: BLE001 - the rows are on disk; the state is a report
                 log.debug("no final state: %s", exc)
         self.index.close()
-
-
-def _dry_index() -> Index:
-    """--dry-run writes nothing in the working folder: its index lives in a temporary folder."""
-    import atexit
-    import shutil
-    import tempfile
-
-    folder = tempfile.mkdtemp(prefix="s5jtransfer-dry-")
-    atexit.register(shutil.rmtree, folder, True)
-    index = Index()
-    index.path = f"{folder}/index.db"
-    return index
 
 
 def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, supervised: bool = False) -> int:

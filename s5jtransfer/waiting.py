@@ -1,89 +1,129 @@
-"""What waits for an upload: source-ledger rows (staged, verified) not yet confirmed in the
-destination ledger, kept in step with both ledgers as the sides append to them."""
+"""What waits for an upload: the source rows (staged, verified) the destination side has not yet
+confirmed and freed, kept in the ledger index (index.py, table `waiting`, by the name of each
+staged copy) so that the destination side holds in memory only what is staged now.
+
+The source side's ledger rows enter it as the index absorbs them; the destination side releases
+each once it is confirmed and its staged copy freed (or kept: delete_staging_data false); a row
+taken out of the source ledger (handed back) leaves it. Queries go by the staged copies found on
+the volumes (a few thousand at most), never over every object.
+"""
 
 from __future__ import annotations
 
 import time
 
-from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, dest_done, file_lock
-from .progress import SRC_STATE, Progress, read_state
-from .upload import Pending
-from .volumes import staged_name
+from .index import DONE, Index, Work, _transaction
+from .ledger import DEST_COLUMNS, DEST_LEDGER, Ledger
+from .progress import Progress
+
+_ROW = "s.key, s.size, s.etag, s.verified, s.md5"
+_CHUNK = 500  # keys or names per query (SQLite's variables)
 
 
 class Waiting:
-    def __init__(self) -> None:
-        self.src = Ledger(SRC_LEDGER, SRC_COLUMNS)
+    def __init__(self, index: Index | None = None) -> None:
+        self.index = index or Index()
         self.dest = Ledger(DEST_LEDGER, DEST_COLUMNS)
-        self.src_rows: dict[str, tuple] = {}
-        self.dest_rows: dict[str, tuple] = {}
-        self.pending: dict[str, Pending] = {}
         self.loaded = False
-        self.stale = True  # rows or pending changed since the progress totals were summed
         self.handed_back = 0.0  # when keys were last taken out of the source ledger
 
     def load(self, create: bool) -> None:
         if create:
             self.dest.ensure()
-        self.dest_rows = self.dest.load()
-        self.src_rows = self.src.load()
-        self._recompute()
+        self.index.refresh()
+        self.index.rebuilt.clear()
         self.loaded = True
 
     def tail(self) -> bool:
-        """Read what both ledgers gained; True when either was replaced (repair_ledger.py, or
-        objects handed back): everything was read anew."""
-        replaced_s, keys = self.src.tail(self.src_rows)
-        replaced_d, _ = self.dest.tail(self.dest_rows)
-        if replaced_s or replaced_d:
-            self._recompute()
-            return True
-        for k in keys:
-            r = self.src_rows[k]
-            if not dest_done(r, self.dest_rows.get(k)):
-                self.pending[k] = Pending(r, staged_name(k))
-            else:
-                self.settle(k)
-        self.stale |= bool(keys)
-        return False
+        """Absorb what both ledgers gained; True when either was replaced behind the index's back
+        (read again whole: objects set aside are tried again)."""
+        self.index.refresh()
+        replaced = bool(self.index.rebuilt)
+        self.index.rebuilt.clear()
+        return replaced
 
-    def _recompute(self) -> None:
-        get = self.dest_rows.get
-        self.pending = {k: Pending(r, staged_name(k)) for k, r in self.src_rows.items() if not dest_done(r, get(k))}
-        self.stale = True
+    # -- queries -------------------------------------------------------------------------------
+    def staged_work(self, names) -> tuple[dict[str, tuple[str, tuple]], dict[str, tuple[str, tuple]]]:
+        """For staged copies (their names): those waiting to be uploaded, and those whose object the
+        destination ledger already confirms (to free), each name -> (key, source row)."""
+        todo: dict[str, tuple[str, tuple]] = {}
+        done: dict[str, tuple[str, tuple]] = {}
+        names = list(names)
+        with self.index.lock:
+            for i in range(0, len(names), _CHUNK):
+                part = names[i:i + _CHUNK]
+                for name, key, *row, confirmed in self.index.db.execute(
+                        f"SELECT w.name, {_ROW}, d.key IS NOT NULL AND {DONE} FROM waiting w JOIN src s ON s.key = "
+                        f"w.key LEFT JOIN dest d ON d.key = w.key WHERE w.name IN ({','.join('?' * len(part))})", part):
+                    (done if confirmed else todo)[name] = (key, tuple(row))
+        return todo, done
 
-    def settle(self, key: str) -> None:
-        """The key no longer waits for an upload (confirmed, or handed back to the source side)."""
-        if self.pending.pop(key, None) is not None:
-            self.stale = True
+    def lost(self, staged: set[str], limit: int) -> list[tuple[str, str, tuple]]:
+        """Up to `limit` objects waiting whose staged copy is on no volume: (name, key, source row)."""
+        out = []
+        with self.index.lock:
+            cur = self.index.db.execute(f"SELECT w.name, {_ROW} FROM waiting w JOIN src s ON s.key = w.key "
+                                        f"LEFT JOIN dest d ON d.key = w.key WHERE d.key IS NULL OR NOT ({DONE})")
+            while len(out) < limit and (rows := cur.fetchmany(1000)):
+                out += [(name, key, tuple(row)) for name, key, *row in rows if name not in staged]
+            cur.close()
+        return out[:limit]
 
-    def confirmed_names(self) -> set[str]:
-        """Staged file names of the objects already confirmed at the destination."""
-        return {staged_name(k) for k, r in self.src_rows.items() if dest_done(r, self.dest_rows.get(k))}
+    def unconfirmed(self) -> int:
+        """Source rows the destination ledger does not confirm."""
+        t = self.index.totals()
+        return t.src_objects - t.done_objects
+
+    def unconfirmed_of(self, keys) -> int:
+        """How many of these keys (a few: objects set aside) the destination ledger does not confirm."""
+        keys, n = list(keys), 0
+        with self.index.lock:
+            for i in range(0, len(keys), _CHUNK):
+                part = keys[i:i + _CHUNK]
+                n += self.index.db.execute(
+                    f"SELECT count(*) FROM src s LEFT JOIN dest d ON d.key = s.key WHERE s.key IN "
+                    f"({','.join('?' * len(part))}) AND (d.key IS NULL OR NOT ({DONE}))", part).fetchone()[0]
+        return n
+
+    def is_waiting(self, key: str) -> bool:
+        """Ledgered at the source and not confirmed here (its turn to come)."""
+        src, dest = self.index.row("src", key), self.index.row("dest", key)
+        from .ledger import dest_done
+
+        return src is not None and not dest_done(src, dest)
+
+    # -- changes -------------------------------------------------------------------------------
+    def release(self, done: list[tuple[str, tuple]]) -> None:
+        """Objects confirmed and freed: (key, source row) each; a newer version ledgered meanwhile
+        (another row) stays waiting."""
+        with self.index.lock, _transaction(self.index.db, immediate=True):
+            self.index.db.executemany(
+                "DELETE FROM waiting WHERE key = ?1 AND EXISTS (SELECT 1 FROM src WHERE key = ?1 AND size = ?2 AND "
+                "etag = ?3)", ((k, r[0], r[1]) for k, r in done))
 
     def hand_back(self, keys: list[str]) -> None:
-        """Take keys out of the source ledger (atomic rewrite under its lock) so the source side
-        fetches them again; a running source side notices the new file and reloads it."""
+        """Take keys out of the source ledger (rewritten through the index, under its lock) and into
+        the source side's work, so that it fetches them again without a listing."""
         self.handed_back = time.time()
-        with file_lock(self.src.lock_path):
-            src_rows = self.src.load()
-            for k in keys:
-                src_rows.pop(k, None)
-            self.src.write_locked(src_rows)
-        for k in keys:
-            self.settle(k)
-        self.src.tail(self.src_rows)
+        rows: list[tuple] = []
+
+        def change(db) -> None:
+            for i in range(0, len(keys), _CHUNK):
+                part = keys[i:i + _CHUNK]
+                marks = ",".join("?" * len(part))
+                rows.extend(db.execute(f"SELECT key, size, etag FROM src WHERE key IN ({marks})", part).fetchall())
+                db.execute(f"DELETE FROM src WHERE key IN ({marks})", part)
+
+        self.index.rewrite("src", change)
+        Work(self.index).hand_back(rows)
 
     def update_progress(self, progress: Progress) -> None:
-        """Totals: what the source side last listed (its state file), else what is ledgered.
-        Summed only when something changed: a cycle comes every 0.25 s while the source stages."""
-        if not self.stale:
-            return
-        self.stale = False
-        ledgered_bytes = sum(r[0] for r in self.src_rows.values())
-        pending_bytes = sum(p.row[0] for p in self.pending.values())
+        """Totals: what the source side last listed (its state file), else what is ledgered."""
+        from .progress import SRC_STATE, read_state
+
+        t = self.index.totals()
         src = read_state(SRC_STATE) or {}
-        total = max(int(src.get("total_objects") or 0), len(self.src_rows))
-        total_bytes = max(int(src.get("total_bytes") or 0), ledgered_bytes)
-        progress.set_totals(total, total_bytes, len(self.src_rows) - len(self.pending), ledgered_bytes - pending_bytes)
-        progress.write_state(force=True)
+        total = max(int(src.get("total_objects") or 0), t.src_objects)
+        total_bytes = max(int(src.get("total_bytes") or 0), t.src_bytes)
+        progress.set_totals(total, total_bytes, t.done_objects, t.done_bytes)
+        progress.write_state()
