@@ -54,7 +54,7 @@ def sync(argv: list[str] | None = None) -> int:
 
 
 def repair(argv: list[str] | None = None) -> int:
-    from . import verify
+    from . import compare, verify
 
     p = cli.parser("Compare source and destination; drop from the ledger what is not really there.", shard=True)
     p.add_argument("--missing-file", default=verify.MISSING_FILE, help="where to write the keys still to move")
@@ -69,8 +69,8 @@ def repair(argv: list[str] | None = None) -> int:
         if a.all_shards:
             from . import shard
 
-            return verify.repair_all_shards(cfg, shard.count_for_all(cfg.shard_spec, cfg.shard_count))
-        rc = verify.repair(cfg, a.missing_file)
+            return compare.repair_all_shards(cfg, shard.count_for_all(cfg.shard_spec, cfg.shard_count))
+        rc = compare.repair(cfg, a.missing_file)
         tries.ask_again()  # running sides try the objects they set aside again
         return rc
 
@@ -90,6 +90,7 @@ def reset(argv: list[str] | None = None) -> int:
                                f"(kill {pid or '<pid>'}), then run reset.py again")
         import glob
 
+        from .index import INDEX_FILE
         from .shard import SHARD_FILE  # the folder's shard: the next start may take another
 
         # the staging areas first: one that cannot be emptied (a read-only mount) leaves the
@@ -104,7 +105,8 @@ def reset(argv: list[str] | None = None) -> int:
                                    "reset: make it writable (mounted read-write), then run reset.py again") from None
                 log.info("emptied the staging area of %s", root)
         run_files = glob.glob("src_commands*.txt*") + glob.glob("dest_commands*.txt*")
-        for name in (*run_files, SRC_LEDGER, DEST_LEDGER, ".src_state.json", ".dest_state.json",
+        index = [INDEX_FILE + suffix for suffix in ("", "-wal", "-shm")]
+        for name in (*run_files, SRC_LEDGER, DEST_LEDGER, *index, ".src_state.json", ".dest_state.json",
                      "missing_keys.txt", "transfer_report.json", SHARD_FILE):
             try:
                 os.remove(name)

@@ -4,7 +4,6 @@ destination, or set aside (given up) by either side after its bounded tries."""
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 from . import s3
 from .index import Index

@@ -8,7 +8,12 @@ folder, sqlite3 from the standard library) is derived from them and may be delet
   a CSV are absorbed from the offset reached before (`absorbed`: each ledger's inode and offset),
   a few MiB at a time, each chunk in the transaction that moves the offset on. A CSV replaced by
   something else than this index's own rewrites (an operator's copy, a damaged or missing index)
-  is read again whole, sorted by SQLite: minutes at 100M rows, once.
+  is read again whole, sorted by SQLite: minutes at 100M rows, once. So is one cut short, or
+  edited in place (by a program that keeps the inode, as Python's write_text does) where edits are
+  made: its first 4 KiB, or the last 4 KiB before the offset reached, are not what they were
+  (`mark`, checked whenever its modification time changed). An edit of the same length in the
+  middle of a large ledger is the one change not seen: delete the index (with the sides stopped)
+  to have it read again whole.
 - `totals`: objects and bytes of each ledger, and those confirmed (the destination holds the
   version the source side ledgered: ledger.dest_done), kept by triggers as rows come and go, so
   status.py answers at once at any size.
@@ -24,6 +29,7 @@ process of the folder shares the file (WAL mode: readers never wait for the one 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sqlite3
@@ -39,7 +45,8 @@ from .volumes import staged_name
 log = logging.getLogger("s5jtransfer.index")
 
 INDEX_FILE = ".ledger_index.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+MARK_BYTES = 4096  # the head and the tail before the offset that tell an edit in place (absorbed.mark)
 CACHE_KIB = 32 * 1024  # SQLite's page cache of one connection (KiB)
 BATCH = 20_000  # rows handed to SQLite at a time while a listing streams in
 _SIZE = itemgetter(1)
@@ -55,7 +62,11 @@ _SCHEMA = [
     "verified TEXT NOT NULL, md5 TEXT NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS dest (key TEXT PRIMARY KEY, size INTEGER NOT NULL, etag TEXT NOT NULL, "
     "verified TEXT NOT NULL, source_etag TEXT NOT NULL) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS absorbed (ledger TEXT PRIMARY KEY, ino INTEGER, offset INTEGER NOT NULL)",
+    # how far each CSV is read: its inode, the offset, the lines that are no rows (skipped), and
+    # its modification time and `mark` (a digest of its head and of the tail before the offset)
+    # when last read
+    "CREATE TABLE IF NOT EXISTS absorbed (ledger TEXT PRIMARY KEY, ino INTEGER, offset INTEGER NOT NULL, "
+    "bad INTEGER NOT NULL DEFAULT 0, mtime INTEGER, mark TEXT)",
     "CREATE TABLE IF NOT EXISTS totals (id INTEGER PRIMARY KEY CHECK (id = 0), src_objects INTEGER NOT NULL, "
     "src_bytes INTEGER NOT NULL, dest_objects INTEGER NOT NULL, done_objects INTEGER NOT NULL, "
     "done_bytes INTEGER NOT NULL)",
@@ -208,27 +219,35 @@ class Index:
         db = self.db
         while True:
             with _transaction(db, immediate=True):
-                got = db.execute("SELECT ino, offset FROM absorbed WHERE ledger = ?", (table,)).fetchone()
+                got = db.execute("SELECT ino, offset, mtime, mark FROM absorbed WHERE ledger = ?", (table,)).fetchone()
                 try:
                     fh = open(led.path, "rb")
                 except FileNotFoundError:
                     if got is not None and (got[0] is not None or got[1]):
                         self._clear(table)  # removed (reset.py): nothing ledgered
-                        db.execute("INSERT OR REPLACE INTO absorbed VALUES (?, NULL, 0)", (table,))
+                        db.execute("INSERT OR REPLACE INTO absorbed VALUES (?, NULL, 0, 0, NULL, NULL)", (table,))
                     return
                 with fh:
                     st = os.fstat(fh.fileno())
-                    if got is None or got[0] != st.st_ino or st.st_size < got[1]:
-                        self._rebuild(table, fh, st.st_ino)
+                    if got is not None and got[0] == st.st_ino and st.st_size == got[1] and st.st_mtime_ns == got[2]:
+                        return  # as it was
+                    if got is None or got[0] != st.st_ino or st.st_size < got[1] or _mark(fh, got[1]) != got[3]:
+                        self._rebuild(table, fh, st.st_ino)  # replaced, cut or edited in place
                         return
-                    if st.st_size == got[1]:
+                    if st.st_size == got[1]:  # touched (a torn line after the offset cut away)
+                        db.execute("UPDATE absorbed SET mtime = ? WHERE ledger = ?", (st.st_mtime_ns, table))
                         return
                     chunk = next(led.chunks(fh, got[1]), None)
                     if chunk is None:  # only a line being written: next time
                         return
+                    bad = led.bad_lines
                     rows, _keys, offset = chunk
                     self._upsert(table, rows.items())
-                    db.execute("UPDATE absorbed SET offset = ? WHERE ledger = ?", (offset, table))
+                    # the time of the file as read (taken after the read: rows appended meanwhile
+                    # make it longer than the offset, which the next look sees as such)
+                    db.execute("UPDATE absorbed SET offset = ?, bad = bad + ?, mtime = ?, mark = ? WHERE ledger = ?",
+                               (offset, led.bad_lines - bad, os.fstat(fh.fileno()).st_mtime_ns, _mark(fh, offset),
+                                table))
 
     def _upsert(self, table: str, items) -> None:
         """Rows (key, (size, ...)) into a table: the last of a key wins (the ledgers' rule)."""
@@ -251,6 +270,7 @@ class Index:
         led = self.ledgers[table]
         db = self.db
         log.info("indexing %s (read whole: it was replaced, or the index %s is new)", led.path, self.path)
+        led.bad_lines = 0
         self.rebuilt.add(table)
         self._clear(table)
         db.execute(f"CREATE TEMP TABLE raw (key TEXT, size INTEGER, etag TEXT, verified TEXT, {TABLES[table][2]} TEXT)")
@@ -265,7 +285,11 @@ class Index:
             db.execute(f"INSERT OR REPLACE INTO {table} SELECT * FROM raw ORDER BY key, rowid")
         db.execute("DROP TABLE raw")
         self._recount()
-        db.execute("INSERT OR REPLACE INTO absorbed VALUES (?, ?, ?)", (table, ino, offset))
+        db.execute("INSERT OR REPLACE INTO absorbed VALUES (?, ?, ?, ?, ?, ?)",
+                   (table, ino, offset, led.bad_lines, os.fstat(fh.fileno()).st_mtime_ns, _mark(fh, offset)))
+        if led.bad_lines:
+            log.warning("%s: %d line(s) are not ledger rows and are skipped; repair_ledger.py rewrites the file "
+                        "without them", led.path, led.bad_lines)
         if table == "src":
             _clear_todo(db)  # the work of a pass against another ledger: list again
             # every object it does not confirm is the destination side's again (staged, or lost)
@@ -336,6 +360,12 @@ class Index:
                 return
             yield from got
 
+    def bad_lines(self, table: str) -> int:
+        """Lines of the ledger that are no rows (damaged by hand or by a disk), skipped when read."""
+        with self.lock:
+            got = self.db.execute("SELECT bad FROM absorbed WHERE ledger = ?", (table,)).fetchone()
+        return got[0] if got else 0
+
     def etags_matched(self, table: str) -> bool:
         """A row of the ledger verified by its ETag (md5, multipart): its store's ETags are MD5s."""
         with self.lock:
@@ -346,33 +376,30 @@ class Index:
         """A listing streamed into the temporary table `name` (key, size, etag, checksum) of this
         connection, in key order; (objects, bytes). Duplicate keys (a listing that repeats one)
         are left to the queries (GROUP BY). The rows pass from the listing to SQLite by C-level
-        iteration (about 1 us per object)."""
+        iteration (about 1 us per object); the connection is held only while a batch goes in, so
+        two listings (both sides) stream in at once."""
         with self.lock:
-            db = self.db
-            db.execute(f"DROP TABLE IF EXISTS temp.{name}")
-            db.execute(f"CREATE TEMP TABLE {name} (key TEXT NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL, "
-                       "checksum TEXT NOT NULL)")
-            # s3.Obj and plan.Item are (key, size, etag, checksum): as plain tuples, SQLite binds them
-            # 20% faster than as named tuples
-            rows = map(tuple, objs if keep is None else (o for o in objs if keep(o[0])))
-            n = nbytes = 0
-            with _transaction(db):  # the temporary database's: no lock on the shared file
-                while True:
-                    batch = list(islice(rows, BATCH))
-                    if not batch:
-                        break
-                    try:
-                        db.executemany(f"INSERT INTO temp.{name} VALUES (?,?,?,?)", batch)
-                    except UnicodeEncodeError:  # no S3 key: skipped
-                        db.executemany(f"INSERT INTO temp.{name} VALUES (?,?,?,?)", [r for r in batch if _encodable(r)])
-                    n += len(batch)
-                    nbytes += sum(map(_SIZE, batch))
+            self.db.execute(f"DROP TABLE IF EXISTS temp.{name}")
+            self.db.execute(f"CREATE TEMP TABLE {name} (key TEXT NOT NULL, size INTEGER NOT NULL, "
+                            "etag TEXT NOT NULL, checksum TEXT NOT NULL)")
+        # s3.Obj and plan.Item are (key, size, etag, checksum): as plain tuples, SQLite binds them
+        # 20% faster than as named tuples
+        rows = map(tuple, objs if keep is None else (o for o in objs if keep(o[0])))
+        n = nbytes = 0
+        while batch := list(islice(rows, BATCH)):
+            with self.lock, _transaction(self.db):  # the temporary database's: no lock on the shared file
+                try:
+                    self.db.executemany(f"INSERT INTO temp.{name} VALUES (?,?,?,?)", batch)
+                except UnicodeEncodeError:  # no S3 key: skipped
+                    self.db.executemany(f"INSERT INTO temp.{name} VALUES (?,?,?,?)", [r for r in batch if _encodable(r)])
+            n += len(batch)
+            nbytes += sum(map(_SIZE, batch))
+        with self.lock:
             # a covering index: the joins read the listing in key order from it alone (through the
             # table by rowid, each row would be a random read: 9 times slower at 10M objects)
-            db.execute(f"CREATE INDEX temp.{name}_key ON {name}(key, size, etag, checksum)")
+            self.db.execute(f"CREATE INDEX temp.{name}_key ON {name}(key, size, etag, checksum)")
         return n, nbytes
 
-    # -- rewriting a ledger through the index ------------------------------------------------------
     def rewrite(self, table: str, change: Callable[[sqlite3.Connection], None]) -> None:
         """Change a ledger's rows (change(db) edits the table, under both the ledger's lock and the
         index's write lock), then write the CSV anew from the table and put it in place (temporary
@@ -395,7 +422,10 @@ class Index:
                     fh.flush()
                     os.fsync(fh.fileno())
                     st = os.fstat(fh.fileno())
-                db.execute("INSERT OR REPLACE INTO absorbed VALUES (?, ?, ?)", (table, st.st_ino, st.st_size))
+                    with open(tmp, "rb") as raw:
+                        mark = _mark(raw, st.st_size)
+                db.execute("INSERT OR REPLACE INTO absorbed VALUES (?, ?, ?, 0, ?, ?)",
+                           (table, st.st_ino, st.st_size, st.st_mtime_ns, mark))
                 # in place before the index's write lock is released: no other process can find the
                 # index ahead of the file and read the old one again whole
                 os.replace(tmp, led.path)
@@ -498,6 +528,15 @@ def _transaction(db: sqlite3.Connection, immediate: bool = False) -> Iterator[No
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def _mark(fh, offset: int) -> str:
+    """A digest of a ledger's first MARK_BYTES and of the MARK_BYTES before `offset` (absorbed.mark):
+    what an edit in place changes where edits are made (the header, the last rows)."""
+    fd = fh.fileno()
+    head = os.pread(fd, min(MARK_BYTES, offset), 0)
+    tail = os.pread(fd, min(MARK_BYTES, offset), max(0, offset - MARK_BYTES))
+    return hashlib.blake2b(head + b"|" + tail, digest_size=16).hexdigest()
 
 
 def _encodable(row: tuple) -> bool:

@@ -406,21 +406,10 @@ class Ledger:
         _fsync_dir(self.path)
 
     def rewrite(self, rows: dict[str, tuple]) -> None:
-        """Replace the ledger atomically (temp file, fsync, rename) under its lock."""
+        """Replace the ledger atomically (temp file, fsync, rename) under its lock (rows held
+        in memory, as tests write them; the suite rewrites its ledgers through index.Index.rewrite)."""
         with file_lock(self.lock_path):
-            self.write_locked(rows)
-
-    def compact(self) -> dict[str, tuple]:
-        """Rewrite with one row per key (the last one), e.g. after an object moved again because
-        it changed at the source; keeps `wc -l` equal to the object count plus one."""
-        with file_lock(self.lock_path):
-            rows = self.load()
-            self.write_locked(rows)
-        return self.load()
-
-    def write_locked(self, rows: dict[str, tuple]) -> None:
-        """rewrite() for a caller that already holds the ledger lock."""
-        self._write_new((k, *v) for k, v in rows.items())
+            self._write_new((k, *v) for k, v in rows.items())
 
 
 def has_rows(path: str) -> bool:

@@ -1,18 +1,23 @@
-"""status.py: both sides' progress from the ledgers, state files and staging volumes (no S3 calls)."""
+"""status.py: both sides' progress from the ledgers (through their index: the counts at once at
+any size), state files and staging volumes (no S3 calls)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sqlite3
 import sys
 import time
 
 from . import cli
 from .config import Config
-from .ledger import (DEST_COLUMNS, DEST_LEDGER, LOCKS, SRC_COLUMNS, SRC_LEDGER, Ledger, dest_done, holder_pid,
-                     is_locked)
+from .index import Index, Totals
+from .ledger import LOCKS, holder_pid, is_locked
 from .progress import DEST_STATE, SRC_STATE, fmt_bytes, fmt_eta, read_state
 from .volumes import Volume, discover_roots
+
+log = logging.getLogger("s5jtransfer.status")
 
 
 def _running(lock: str) -> int | None:
@@ -20,23 +25,40 @@ def _running(lock: str) -> int | None:
     return holder_pid(path) if is_locked(path) else None
 
 
+_INDEX: Index | None = None
+
+
+def ledger_totals() -> Totals:
+    """Both ledgers' totals (index.Totals), through the working folder's index, brought up to date
+    (the rows appended since it was last read). A folder this user cannot write in (a monitoring
+    account's) is indexed in a temporary folder instead, read whole once per process."""
+    global _INDEX
+    if _INDEX is None:
+        _INDEX = Index()
+        try:
+            _INDEX.refresh()
+        except sqlite3.OperationalError as exc:  # "unable to open", "attempt to write a readonly database"
+            log.info("cannot use the ledger index of this folder (%s); the ledgers are read into a temporary one",
+                     exc)
+            _INDEX.close()
+            _INDEX = Index.elsewhere()
+    _INDEX.refresh()
+    return _INDEX.totals()
+
+
 def collect(cfg: Config) -> dict:
-    src_rows = Ledger(SRC_LEDGER, SRC_COLUMNS).load()
-    dest_rows = Ledger(DEST_LEDGER, DEST_COLUMNS).load()
+    t = ledger_totals()
     src_state = read_state(SRC_STATE) or {}
     dest_state = read_state(DEST_STATE) or {}
-    ledgered_bytes = sum(r[0] for r in src_rows.values())
-    # confirmed: the destination holds the version the source side ledgered (a row of another
-    # version, or one for an object no longer in the source ledger, does not count)
-    confirmed = {k: r for k, r in dest_rows.items() if k in src_rows and dest_done(src_rows[k], r)}
-    confirmed_bytes = sum(r[0] for r in confirmed.values())
+    # confirmed (t.done_*): the destination holds the version the source side ledgered (a row of
+    # another version, or one for an object no longer in the source ledger, does not count)
     listed = int(src_state.get("total_objects") or 0)  # by the source side's last listing
-    total = max(listed, len(src_rows))
-    total_bytes = max(int(src_state.get("total_bytes") or 0), ledgered_bytes)
+    total = max(listed, t.src_objects)
+    total_bytes = max(int(src_state.get("total_bytes") or 0), t.src_bytes)
     vols = []
     for root in discover_roots(cfg.volumes, cfg.directory):
         v = Volume(root)
-        staged = v.scan_staged() if os.path.isdir(root) else {}
+        staged = v.staged_totals() if os.path.isdir(root) else (0, 0)
         partial = v.scan_partial() if os.path.isdir(root) else []
         in_flight = 0
         for p in partial:
@@ -48,7 +70,7 @@ def collect(cfg: Config) -> dict:
             free = v.free_bytes()
         except OSError:
             free = None
-        vols.append({"path": root, "staged_objects": len(staged), "staged_bytes": sum(staged.values()),
+        vols.append({"path": root, "staged_objects": staged[0], "staged_bytes": staged[1],
                      "in_flight_objects": len(partial), "in_flight_bytes": in_flight, "free_bytes": free})
 
     def side(state: dict, done: int, done_bytes: int, pid: int | None) -> dict:
@@ -66,13 +88,13 @@ def collect(cfg: Config) -> dict:
     return {
         "folder": os.getcwd(), "time": time.time(),
         "shard": str(cfg.shard_spec) if cfg.shard_spec else None,  # this folder's share (shard.py)
-        "source": side(src_state, len(src_rows), ledgered_bytes, _running("src")),
-        "destination": side(dest_state, len(confirmed), confirmed_bytes, _running("dest")),
+        "source": side(src_state, t.src_objects, t.src_bytes, _running("src")),
+        "destination": side(dest_state, t.done_objects, t.done_bytes, _running("dest")),
         "sync_mvol_pid": _running("sync"),
         "volumes": vols,
         # complete: the source side's last listing found every object ledgered, and every ledgered
         # object is confirmed (rows of objects deleted at the source since count only as moved)
-        "complete": 0 < listed <= int(src_state.get("done_objects") or 0) and len(confirmed) == len(src_rows),
+        "complete": 0 < listed <= int(src_state.get("done_objects") or 0) and t.done_objects == t.src_objects,
     }
 
 
@@ -176,9 +198,9 @@ def _plan_shards(cfg: Config, count: int, as_json: bool) -> int:
 
 
 def _all_shards(cfg: Config, as_json: bool) -> int:
-    """status.py --all-shards: verify.compare_all_shards, printed (listings only)."""
-    from . import shard, verify
+    """status.py --all-shards: compare.compare_all_shards, printed (listings only)."""
+    from . import compare, shard
 
-    res = verify.compare_all_shards(cfg, shard.count_for_all(cfg.shard_spec, cfg.shard_count))
-    print(json.dumps(res) if as_json else verify.render_all_shards(res))
+    res = compare.compare_all_shards(cfg, shard.count_for_all(cfg.shard_spec, cfg.shard_count))
+    print(json.dumps(res) if as_json else compare.render_all_shards(res))
     return cli.OK if res["complete"] else cli.FAILED

@@ -80,10 +80,11 @@ def nothing_to_do(complete: bool, staged: int, delete_staging_data: bool) -> boo
     return complete and not (staged and delete_staging_data)
 
 
-def only_set_aside_left(left: list[str], set_aside: dict[str, str]) -> bool:
+def only_set_aside_left(outside: int, set_aside: dict[str, str]) -> bool:
     """Pure: a --once run ends (exit GAVE_UP) when every object still not verified is one the
-    sides set aside after MAX_TRIES tries each: another round would only repeat them."""
-    return bool(set_aside) and set(left) <= set(set_aside)
+    sides set aside after MAX_TRIES tries each (outside: how many of those left are not):
+    another round would only repeat them."""
+    return bool(set_aside) and outside == 0
 
 
 def _dry_run(extra: list[str]) -> int:
@@ -113,7 +114,7 @@ def _round(cfg, once: bool, extra: list[str], stopper: Stopper, report: "Transfe
     # (only a handed-back object wakes it), and the destination side finishes when it has
     # confirmed everything the source side staged, without listing the source: the
     # comparison below lists both sides anyway
-    listing = EarlyListings(cfg) if once else None
+    listing = EarlyListings(cfg, _index()) if once else None
     round_start = ["--round-start", repr(listing.since)] if listing else []
     src = Child(SIDES[0], (["--supervised"] if once else []) + extra)
     dest = Child(SIDES[1], (["--once", "--supervised", *round_start] if once else []) + extra)
@@ -124,10 +125,8 @@ def _round(cfg, once: bool, extra: list[str], stopper: Stopper, report: "Transfe
             return rc, None, None
         # the source side was told to stop; the comparison runs while it exits (the ledger
         # locks keep a rewrite and an append apart)
-        rep, fig = _compare(cfg, *(listing.result() if listing else (None, None)))
+        rep, fig = _compare(cfg, listing.result() if listing else False)
     finally:
-        if listing is not None:
-            listing.stop()
         _stop([src, dest])
     return 0, rep, fig
 
@@ -139,13 +138,13 @@ def _end_of_round(rep, report: "TransferReport") -> int | None:
         log.info("verified: every source object is at the destination; report in %s", REPORT_FILE)
         return 0
     report.given_up = given_up(read_state(SRC_STATE), read_state(DEST_STATE))
-    left = rep.keys("pending", "missing", "differ")
-    if only_set_aside_left(left, report.given_up):
+    if only_set_aside_left(rep.left_outside(report.given_up), report.given_up):
         # the sides tried each of these MAX_TRIES times: another round would only repeat that
+        left = rep.left(10)
         report.finish(False)
         log.error("done, except for %d objects set aside after %d tries each: %s; see %s; run repair_ledger.py "
-                  "or start again to try them again", len(left), MAX_TRIES,
-                  "; ".join(f"{k!r}: {report.given_up[k]}" for k in left[:10]), REPORT_FILE)
+                  "or start again to try them again", rep.source_objects - rep.counts["moved"], MAX_TRIES,
+                  "; ".join(f"{k!r}: {report.given_up.get(k, '')}" for k in left), REPORT_FILE)
         return GAVE_UP
     return None
 
@@ -156,7 +155,7 @@ def _supervise(children: list[Child], once: bool, stopper: Stopper, cfg, report:
     for c in children:
         c.start()
         stopper.track(c.proc)
-    from . import verify  # noqa: F401 - loaded while the sides start, ready for the final comparison
+    from . import compare  # noqa: F401,E501 - loaded while the sides start, ready for the final comparison
     # A perpetual run checks for idleness as often as the sides poll when idle.
     idle_check = max(MIN_IDLE_CHECK, cfg.settings.max_poll_interval)
     next_idle_check = time.monotonic() + idle_check
@@ -231,28 +230,44 @@ def _verify_when_idle(cfg, report: "TransferReport") -> None:
                     fig["categories"]["missing"], fig["categories"]["differ"])
 
 
-def _compare(cfg, src=None, dst=None):
-    """verify.compare_and_repair, imported on first use: boto3 is not needed to start the sides."""
-    from . import verify
+def _compare(cfg, source_listed: bool = False):
+    """compare.compare_and_repair, imported on first use (boto3 is not needed to start the sides),
+    through this process's index (the early source listing is in it)."""
+    from . import compare
 
-    return verify.compare_and_repair(cfg, src=src, dst=dst)
+    return compare.compare_and_repair(cfg, index=_index(), source_listed=source_listed)
+
+
+_INDEX = None
+
+
+def _index():
+    """This process's connection to the ledger index: one, so that a listing made early (into its
+    temporary tables) is there for the comparison."""
+    global _INDEX
+    if _INDEX is None:
+        from .index import Index
+
+        _INDEX = Index()
+    return _INDEX
 
 
 class EarlyListings:
     """The final comparison's source listing, made while the destination side still uploads, so
-    that little is left to do when it finishes: the source is listed as soon as the source side
-    reports everything staged (its link is idle from then on).
+    that little is left to do when it finishes: the source is listed (into the index's temporary
+    table the comparison reads) as soon as the source side reports everything staged (its link
+    is idle from then on).
 
     The destination is never listed early: the verdict on what arrived comes from a listing made
     after the last upload was confirmed, so a store that acknowledges an object and then loses it
     is caught by the run that moved it. When the early listing failed, the comparison lists the
     source itself."""
 
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg, index) -> None:
         self.cfg = cfg
+        self.index = index
         self.since = time.time()  # the sides' state files must be newer than this round
         self._src: threading.Thread | None = None
-        self._src_objects = None
         self.source_listed = threading.Event()  # the source listing is made
 
     def poll(self) -> None:
@@ -262,23 +277,20 @@ class EarlyListings:
             self._src.start()
 
     def _list_source(self) -> None:
-        from . import verify
+        from .compare import list_into
 
         try:
-            self._src_objects = verify._list_side(self.cfg.source, self.cfg)
+            list_into(self.index, "listed_src", self.cfg.source, self.cfg)
             self.source_listed.set()
         except Exception as exc:  # noqa: BLE001 - the comparison lists the source itself
             log.debug("early listing of the source failed (%s); the comparison lists it again", exc)
 
-    def stop(self) -> None:
-        """No comparison follows (the round ended otherwise); nothing to stop."""
-
-    def result(self):
-        """(source listing or None, None): the comparison lists the destination itself. Call once
-        the destination side has finished."""
+    def result(self) -> bool:
+        """Whether the source listing is in the index (the comparison lists the destination
+        itself, and the source too when not). Call once the destination side has finished."""
         if self._src is not None:
             self._src.join()
-        return self._src_objects, None
+        return self.source_listed.is_set()
 
 
 def _mtime(path: str) -> int | None:

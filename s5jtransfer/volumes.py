@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 from dataclasses import dataclass
+from typing import Iterator
 
 from .config import Config
 from .errors import ConfigError
@@ -64,21 +65,33 @@ class Volume:
     def device(self) -> int:
         return os.stat(self.root).st_dev
 
+    def staged(self) -> Iterator[tuple[str, int]]:
+        """(name, size) of every staged copy, as the folders are read (a copy removed meanwhile, by
+        the destination side, is left out)."""
+        try:
+            subdirs = list(os.scandir(os.path.join(self.data, STAGED)))
+        except FileNotFoundError:
+            return
+        for sub in subdirs:
+            if sub.is_dir(follow_symlinks=False):
+                for entry in os.scandir(sub.path):
+                    try:
+                        if entry.is_file(follow_symlinks=False):
+                            yield entry.name, entry.stat(follow_symlinks=False).st_size
+                    except FileNotFoundError:
+                        continue
+
     def scan_staged(self) -> dict[str, int]:
         """Staged file name -> size."""
-        out: dict[str, int] = {}
-        base = os.path.join(self.data, STAGED)
-        try:
-            subdirs = list(os.scandir(base))
-        except FileNotFoundError:
-            return out
-        for sub in subdirs:
-            if not sub.is_dir(follow_symlinks=False):
-                continue
-            for entry in os.scandir(sub.path):
-                if entry.is_file(follow_symlinks=False):
-                    out[entry.name] = entry.stat(follow_symlinks=False).st_size
-        return out
+        return dict(self.staged())
+
+    def staged_totals(self) -> tuple[int, int]:
+        """(staged copies, their bytes), counted without a list of them."""
+        n = nbytes = 0
+        for _name, size in self.staged():
+            n += 1
+            nbytes += size
+        return n, nbytes
 
     def scan_partial(self) -> list[str]:
         return self._scan(PARTIAL)

@@ -14,6 +14,7 @@ import pytest
 from conftest import wait_for
 from faultproxy import FaultProxy
 from s5jtransfer import config, supervisor
+from s5jtransfer.index import Index
 from s5jtransfer.progress import SRC_STATE
 
 
@@ -32,22 +33,26 @@ def early(work, monkeypatch):
 
 def test_the_source_is_listed_once_staged_and_the_destination_never_early(early):
     work, cfg = early
-    listings = supervisor.EarlyListings(cfg)
+    index = Index()
+    listings = supervisor.EarlyListings(cfg, index)
     listings.poll()
     assert listings._src is None  # no state file of this round yet
     write_state(SRC_STATE, 2, 2)
     wait_for(lambda: listings.poll() or listings.source_listed.is_set(), 30, "the early source listing")
-    src, dst = listings.result()
-    assert set(src) == {"a.bin", "b.bin"} and dst is None
+    assert listings.result() is True
+    db = index.db
+    assert {k for k, in db.execute("SELECT key FROM temp.listed_src")} == {"copy/a.bin", "copy/b.bin"} or \
+        {k for k, in db.execute("SELECT key FROM temp.listed_src")} == {"a.bin", "b.bin"}
+    assert not db.execute("SELECT name FROM sqlite_temp_master WHERE name = 'listed_dst'").fetchall()
 
 
 def test_a_state_file_from_before_the_round_starts_nothing(early):
     work, cfg = early
     write_state(SRC_STATE, 2, 2)
-    later = supervisor.EarlyListings(cfg)  # a new round: the state above is older
+    later = supervisor.EarlyListings(cfg, Index())  # a new round: the state above is older
     for _ in range(5):
         later.poll()
-    assert later.result() == (None, None)
+    assert later.result() is False and later._src is None
 
 
 def test_an_object_the_destination_loses_after_confirming_it_is_moved_again_by_the_same_run(work):

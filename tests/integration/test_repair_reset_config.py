@@ -106,11 +106,11 @@ def test_reset_starts_over(work):
     other = work.volumes[0] / "operator-notes.txt"
     other.write_text("keep me")
     (work.volumes[0] / "lost+found").mkdir()
-    assert work.staged_files()
+    assert work.staged_files() and (work.path / ".ledger_index.db").exists()
     r = work.run("reset.py")
     assert r.returncode == 0, r.stderr
     assert (work.path / "src_ledger.csv").read_text() == "Key,Size,ETag,Verified,MD5\n"
-    for name in ("dest_ledger.csv", "src_commands.txt", "dest_commands.txt"):
+    for name in ("dest_ledger.csv", "src_commands.txt", "dest_commands.txt", ".ledger_index.db"):
         assert not (work.path / name).exists()
     assert work.staged_files() == []
     assert other.read_text() == "keep me" and (work.volumes[0] / "lost+found").is_dir()
@@ -365,17 +365,17 @@ def test_a_comparison_beside_running_sides_does_not_move_an_object_uploaded_whil
     uploads, ledgers and frees while the comparison lists the destination is not in that
     listing. The ledgers are read before the listings, so it counts as pending, and the rows the
     side wrote meanwhile are kept: nothing is handed back to move twice."""
-    from s5jtransfer import config, verify
+    from s5jtransfer import compare, config, verify
 
     data = {"a.bin": b"a" * 100, "b.bin": b"b" * 200}
     work.put_all(data)
     assert work.run("src_sync_mvol.py", "--once").returncode == 0
     monkeypatch.chdir(work.path)
     cfg = config.load("config.yaml")
-    listing = verify._list_side
+    listing = compare.list_into
 
-    def list_while_b_is_uploaded(side, cfg_):
-        got = listing(side, cfg_)
+    def list_while_b_is_uploaded(index, name, side, cfg_):
+        got = listing(index, name, side, cfg_)
         if side.name == "destination":  # b.bin goes out right after this listing was made
             work.server.client().put_object(Bucket=work.dst, Key="copy/b.bin", Body=data["b.bin"])
             etag = work.server.client().head_object(Bucket=work.dst, Key="copy/b.bin")["ETag"].strip('"')
@@ -387,9 +387,9 @@ def test_a_comparison_beside_running_sides_does_not_move_an_object_uploaded_whil
                     f.unlink()
         return got
 
-    monkeypatch.setattr(verify, "_list_side", list_while_b_is_uploaded)
-    rep, _fig = verify.compare_and_repair(cfg)
-    assert rep.categories["b.bin"] == verify.PENDING
+    monkeypatch.setattr(compare, "list_into", list_while_b_is_uploaded)
+    rep, _fig = compare.compare_and_repair(cfg)
+    assert rep.counts[verify.PENDING] == 2 and rep.left() == ["a.bin", "b.bin"]  # b.bin: not missing
     src_keys = {line.split(",")[0] for line in (work.path / "src_ledger.csv").read_text().splitlines()[1:]}
     assert src_keys == {"a.bin", "b.bin"}  # nothing handed back
     assert "b.bin,200," in (work.path / "dest_ledger.csv").read_text()  # the side's row kept

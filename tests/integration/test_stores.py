@@ -214,7 +214,7 @@ def test_a_refusing_destination_stops_the_run_at_once_with_exit_2_naming_the_fix
     """A bucket policy that demands SSE-KMS, a key, an ACL and DEEP_ARCHIVE (or a disabled key):
     the side stops within a minute with exit 2, one line names the endpoint, the S3 error and the
     settings; staged data is kept."""
-    data = seed(work, n=4, big=False)
+    seed(work, n=4, big=False)
     front = Front(work.dst, kms=True, require=POLICY, deny_code=code)
     started = time.monotonic()
     with in_front(work, "destination", front) as proxy:

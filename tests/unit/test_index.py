@@ -83,6 +83,32 @@ def test_a_ledger_replaced_behind_its_back_is_read_again_whole(tmp_path):
     assert idx.totals().src_objects == 0
 
 
+def test_a_ledger_edited_in_place_is_read_again_whole_and_one_only_appended_to_or_touched_is_not(tmp_path):
+    """An operator's edit that keeps the inode and the length (Python's write_text, an editor
+    writing in place): the row changed is seen. Appends, and a torn last line cut away (a side's
+    start after a power cut), are absorbed without reading the ledger again."""
+    src, _ = ledgers(tmp_path)
+    src.append([("a", 501, "e", "md5", ""), ("b", 2, "e", "md5", "")])
+    idx = Index(str(tmp_path))
+    idx.refresh()
+    idx.rebuilt.clear()  # a new index reads both whole
+    path = tmp_path / SRC_LEDGER
+    ino = path.stat().st_ino
+    path.write_text(path.read_text().replace("a,501,", "a,502,"))
+    assert path.stat().st_ino == ino
+    idx.refresh()
+    assert idx.row("src", "a") == (502, "e", "md5", "") and idx.rebuilt == {"src"}
+    idx.rebuilt.clear()
+    src.append([("c", 3, "e", "md5", "")])
+    with open(path, "ab") as fh:
+        fh.write(b"d,4,e,md")  # a torn line: a power cut mid-append
+    idx.refresh()
+    src.ensure()  # cuts it
+    idx.refresh()
+    assert idx.row("src", "c") == (3, "e", "md5", "") and idx.row("src", "d") is None
+    assert idx.rebuilt == set() and idx.totals().src_objects == 3
+
+
 def test_a_rewrite_through_the_index_needs_no_rebuild_anywhere(tmp_path):
     src, _ = ledgers(tmp_path)
     src.append([(k, i, "e", "md5", "") for i, k in enumerate(KEYS)])
@@ -170,3 +196,21 @@ def test_rows_stream_in_key_order_whatever_their_number(tmp_path, n):
     idx.refresh()
     got = [r[0] for r in idx.rows("src")]
     assert got == [f"{i:06d}" for i in range(n)]
+
+
+def test_status_counts_through_a_temporary_index_when_the_folders_cannot_be_opened(tmp_path, monkeypatch):
+    """A monitoring account that cannot write in the working folder (here: the index's name taken
+    by a folder, which SQLite cannot open either): status.py still counts, from the ledgers."""
+    from s5jtransfer import status
+
+    src, dst = ledgers(tmp_path)
+    src.append([("a", 3, "e", "md5", ""), ("b", 4, "e", "md5", "")])
+    dst.append([("a", 3, "d", "md5", "e")])
+    (tmp_path / INDEX_FILE).mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(status, "_INDEX", None)
+    t = status.ledger_totals()
+    assert (t.src_objects, t.src_bytes, t.done_objects, t.done_bytes) == (2, 7, 1, 3)
+    assert status._INDEX.path != str(tmp_path / INDEX_FILE)
+    src.append([("c", 5, "e", "md5", "")])
+    assert status.ledger_totals().src_objects == 3  # kept up to date as any index

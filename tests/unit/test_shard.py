@@ -356,9 +356,9 @@ def test_operations_doc_references_every_example():
         assert f"examples/{f.name}" in text, f.name
 
 
-# -- the whole-prefix comparison (verify.compare_all_shards), listings stubbed ---------------------
+# -- the whole-prefix comparison (compare.compare_all_shards), listings stubbed ---------------------
 def test_all_shards_names_the_owner_of_every_object_not_moved(tmp_path, monkeypatch):
-    from s5jtransfer import s3, verify
+    from s5jtransfer import compare, s3, verify
 
     cfg = _load(tmp_path, {"shard_count": 3})
     keys = [f"k{i}" for i in range(30)]
@@ -367,8 +367,9 @@ def test_all_shards_names_the_owner_of_every_object_not_moved(tmp_path, monkeypa
     dst = {k: o for k, o in src.items() if k not in missing}
     dst["k3"] = s3.Obj("k3", 11, "1" * 32)  # another size: differs
     dst["extra"] = s3.Obj("extra", 1, "2" * 32)
-    monkeypatch.setattr(verify, "_list_side", lambda side, c: src if side is c.source else dst)
-    res = verify.compare_all_shards(cfg, 3)
+    monkeypatch.setattr(compare, "list_into", lambda index, name, side, c: index.load_listing(
+        name, sorted((src if side is c.source else dst).values())))
+    res = compare.compare_all_shards(cfg, 3)
     assert res["complete"] is False and res["source_objects"] == 30 and res["only_at_destination"] == 1
     not_moved = {t["key"]: (t["shard"], t["category"]) for t in res["not_moved"]}
     assert set(not_moved) == missing | {"k3"}
@@ -379,16 +380,16 @@ def test_all_shards_names_the_owner_of_every_object_not_moved(tmp_path, monkeypa
     assert sum(s["objects"] for s in per.values()) == 30
     assert per["1/3"]["moved"] == 0 and per["1/3"]["complete"] is False
     assert all(s["moved"] + s["missing"] + s["differ"] == s["objects"] for s in per.values())
-    text = verify.render_all_shards(res)
+    text = compare.render_all_shards(res)
     assert "INCOMPLETE" in text and "1/3" in text
     monkeypatch.chdir(tmp_path)
-    assert verify.repair_all_shards(cfg, 3) == 1
-    lines = (tmp_path / verify.ALL_SHARDS_FILE).read_text().splitlines()
+    assert compare.repair_all_shards(cfg, 3) == 1
+    lines = (tmp_path / compare.ALL_SHARDS_FILE).read_text().splitlines()
     assert sorted(lines) == sorted(f"{o}\t{k}" for k, (o, _c) in not_moved.items())
     dst.update({k: src[k] for k in keys})
-    res = verify.compare_all_shards(cfg, 3)
+    res = compare.compare_all_shards(cfg, 3)
     assert res["complete"] is True and res["not_moved"] == [] and all(s["complete"] for s in res["per_shard"])
-    assert verify.repair_all_shards(cfg, 3) == 0
+    assert compare.repair_all_shards(cfg, 3) == 0
 
 
 def test_sides_started_at_once_both_record_the_shard_without_tripping_on_each_other(tmp_path):
