@@ -22,7 +22,7 @@ import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from . import s3, shard, verify
+from . import checksum, s3, shard, verify
 from .config import Config
 from .index import BATCH, Index
 from .ledger import SRC_LEDGER, decode_key, encode_key, file_lock
@@ -92,9 +92,8 @@ def compare(cfg: Config, index: Index, missing_file: str = verify.MISSING_FILE,
     try:
         _listings(cfg, index, source_listed)  # its threads take the connection a batch at a time
         with index.lock:
-            to_move = _load_to_move(index, missing_file)
-            opaque = _opaque(cfg, index)
-            summary = _sort(index, staged, to_move, opaque, missing_file)
+            _load_to_move(index, missing_file)
+            summary = _sort(index, staged, Opaque(cfg, index), missing_file)
             _gone(index)
     finally:
         with index.lock:
@@ -131,9 +130,8 @@ def _listings(cfg: Config, index: Index, source_listed: bool) -> None:
             f.result()
 
 
-def _load_to_move(index: Index, missing_file: str) -> bool:
-    """The keys the last comparison wrote to move again (verify.category) into temp.to_move;
-    whether there are any."""
+def _load_to_move(index: Index, missing_file: str) -> None:
+    """The keys the last comparison wrote to move again (verify.category) into temp.to_move."""
     db = index.db
     db.execute("DROP TABLE IF EXISTS temp.to_move")
     db.execute("CREATE TEMP TABLE to_move (key TEXT PRIMARY KEY)")
@@ -142,29 +140,45 @@ def _load_to_move(index: Index, missing_file: str) -> bool:
             keys = ((decode_key(line[:-1] if line.endswith("\n") else line),) for line in fh)
             db.executemany("INSERT OR IGNORE INTO temp.to_move VALUES (?)", (k for k in keys if _text(k[0])))
     except FileNotFoundError:
-        return False
-    return db.execute("SELECT EXISTS (SELECT 1 FROM temp.to_move)").fetchone()[0] == 1
+        pass
 
 
-def _opaque(cfg: Config, index: Index) -> tuple[bool, bool]:
+class Opaque:
     """Whether each side's ETags say nothing of the bytes (verify.etags_opaque), asked of a few
-    objects of the same size whose ETags (both of an MD5's form) differ, where there are any."""
-    md5 = "length({0}) = 32 AND {0} NOT GLOB '*[^0-9a-f]*'"
-    keys = [k for k, in index.db.execute(
-        "SELECT l.key FROM temp.listed_src l JOIN temp.listed_dst d ON d.key = l.key WHERE l.size = d.size AND "
-        f"l.etag != d.etag AND {md5.format('l.etag')} AND {md5.format('d.etag')} LIMIT {verify.PROBES}")]
-    if not keys:
-        return False, False
-    return verify.etags_opaque(cfg.source, cfg, keys), verify.etags_opaque(cfg.destination, cfg, keys)
+    objects of the same size whose ETags (both of an MD5's form) differ, when the first such object
+    comes (the answer matters to no other: verify.category); until then, and where none comes,
+    nothing is asked."""
+
+    def __init__(self, cfg: Config, index: Index) -> None:
+        self.cfg, self.index = cfg, index
+        self._answer: tuple[bool, bool] | None = None
+
+    def of(self, size: int, etag: str, dsize: int | None, detag: str | None) -> tuple[bool, bool]:
+        if dsize != size or detag == etag or checksum.etag_kind(etag) != checksum.MD5 or \
+                checksum.etag_kind(detag) != checksum.MD5:
+            return False, False  # no answer changes this object's category
+        if self._answer is None:
+            md5 = "length({0}) = 32 AND {0} NOT GLOB '*[^0-9a-f]*'"
+            keys = [k for k, in self.index.db.execute(
+                "SELECT l.key FROM temp.listed_src l JOIN temp.listed_dst d ON d.key = l.key WHERE l.size = d.size "
+                f"AND l.etag != d.etag AND {md5.format('l.etag')} AND {md5.format('d.etag')} LIMIT {verify.PROBES}")]
+            cfg = self.cfg
+            self._answer = (verify.etags_opaque(cfg.source, cfg, keys), verify.etags_opaque(cfg.destination, cfg, keys))
+        return self._answer
 
 
+# Each source object with what the destination, the ledgers and the last comparison say of it; and
+# whether it is plainly moved, with nothing to change (`fast`): at the destination with its size,
+# confirmed there for its ETag, and ledgered as it is (verify.category, src_row_kept and
+# dest_row_kept say so of it, without a call)
 _JOIN = ("SELECT l.key, l.size, l.etag, d.size, d.etag, s.size, s.etag, s.verified, s.md5, r.size, r.etag, "
-         "r.verified, r.source_etag, m.key IS NOT NULL FROM temp.listed_src l LEFT JOIN temp.listed_dst d ON "
-         "d.key = l.key LEFT JOIN src s ON s.key = l.key LEFT JOIN dest r ON r.key = l.key LEFT JOIN temp.to_move m "
-         "ON m.key = l.key GROUP BY l.key ORDER BY l.key")
+         "r.verified, r.source_etag, m.key IS NOT NULL, (d.size = l.size AND r.size = l.size AND r.source_etag = "
+         "l.etag AND r.etag = d.etag AND s.size = l.size AND (s.etag = '' OR l.etag = '' OR s.etag = l.etag)) "
+         "FROM temp.listed_src l LEFT JOIN temp.listed_dst d ON d.key = l.key LEFT JOIN src s ON s.key = l.key "
+         "LEFT JOIN dest r ON r.key = l.key LEFT JOIN temp.to_move m ON m.key = l.key GROUP BY l.key ORDER BY l.key")
 
 
-def _sort(index: Index, staged: dict[str, int], to_move: bool, opaque: tuple[bool, bool], missing_file: str) -> Summary:
+def _sort(index: Index, staged: dict[str, int], opaque: Opaque, missing_file: str) -> Summary:
     """Every source object, in key order, sorted (verify.category); the keys not moved into
     temp.left and (missing, differ) the missing file; the ledger changes into temp.chg."""
     db = index.db
@@ -175,10 +189,15 @@ def _sort(index: Index, staged: dict[str, int], to_move: bool, opaque: tuple[boo
     summary = Summary(index)
     cur = db.execute(_JOIN)
     tmp = missing_file + ".tmp"
+    plain = plain_bytes = 0
     with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="\n") as out:
         while rows := cur.fetchmany(BATCH):
             left, chg = [], []
             for row in rows:
+                if row[14]:
+                    plain += 1
+                    plain_bytes += row[1]
+                    continue
                 cat = _one(row, staged, opaque, summary, chg)
                 if cat != verify.MOVED:
                     left.append((row[0], cat))
@@ -189,20 +208,24 @@ def _sort(index: Index, staged: dict[str, int], to_move: bool, opaque: tuple[boo
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, missing_file)
+    summary.counts[verify.MOVED] += plain
+    summary.source_objects += plain
+    summary.source_bytes += plain_bytes
+    summary.moved_bytes += plain_bytes
     summary.extra_at_destination = db.execute(
         "SELECT count(DISTINCT d.key) FROM temp.listed_dst d LEFT JOIN temp.listed_src l ON l.key = d.key "
         "WHERE l.key IS NULL").fetchone()[0]
     return summary
 
 
-def _one(row: tuple, staged: dict[str, int], opaque: tuple[bool, bool], summary: Summary, chg: list) -> str:
+def _one(row: tuple, staged: dict[str, int], opaque: Opaque, summary: Summary, chg: list) -> str:
     """One source object of the join: its category, counted; its ledger changes into chg."""
     key, size, etag, dsize, detag = row[:5]
     srow = tuple(row[5:9]) if row[5] is not None else None
     drow = tuple(row[9:13]) if row[9] is not None else None
     o = Obj(key, size, etag)
     d = Obj(key, dsize, detag) if dsize is not None else None
-    cat = verify.category(o, d, srow, drow, staged, bool(row[13]), opaque)[0]
+    cat = verify.category(o, d, srow, drow, staged, bool(row[13]), opaque.of(size, etag, dsize, detag))[0]
     summary.counts[cat] += 1
     summary.source_objects += 1
     summary.source_bytes += size
@@ -317,7 +340,7 @@ def compare_all_shards(cfg: Config, count: int, missing_file: str | None = None)
     index = Index.elsewhere()
     unsharded = dataclasses.replace(cfg, shard_spec=None)
     _listings(unsharded, index, False)
-    opaque = _opaque(unsharded, index)
+    opaque = Opaque(unsharded, index)
     shares = [{"shard": f"{k}/{count}", "objects": 0, "bytes": 0, "moved": 0, "missing": 0, "differ": 0}
               for k in range(count)]
     shown, not_moved, moved = [], 0, 0
@@ -328,7 +351,7 @@ def compare_all_shards(cfg: Config, count: int, missing_file: str | None = None)
         while rows := cur.fetchmany(BATCH):
             for key, size, etag, dsize, detag in rows:
                 o, d = s3.Obj(key, size, etag), (s3.Obj(key, dsize, detag) if dsize is not None else None)
-                cat = verify.category(o, d, None, None, {}, False, opaque)[0]
+                cat = verify.category(o, d, None, None, {}, False, opaque.of(size, etag, dsize, detag))[0]
                 sh = shares[shard.shard_of(key, count)]
                 sh["objects"] += 1
                 sh["bytes"] += size

@@ -29,6 +29,7 @@ process of the folder shares the file (WAL mode: readers never wait for the one 
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import logging
 import os
@@ -39,7 +40,7 @@ from itertools import islice
 from operator import itemgetter
 from typing import Callable, Iterable, Iterator, NamedTuple
 
-from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, _row_line, encode_key, _fsync_dir
+from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, _fsync_dir, encode_key
 from .volumes import staged_name
 
 log = logging.getLogger("s5jtransfer.index")
@@ -416,9 +417,9 @@ class Index:
                 change(db)
                 tmp = led.path + ".tmp"
                 with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
-                    fh.write(_row_line(led.columns))
-                    for rows in _batches(self.rows(table)):
-                        fh.write("".join(_row_line((encode_key(r[0]), *r[1:])) for r in rows))
+                    out = csv.writer(fh, lineterminator="\n")  # as ledger._row_line writes a row
+                    out.writerow(led.columns)
+                    out.writerows((encode_key(r[0]), *r[1:]) for r in self.rows(table))
                     fh.flush()
                     os.fsync(fh.fileno())
                     st = os.fstat(fh.fileno())
@@ -547,14 +548,3 @@ def _encodable(row: tuple) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _batches(it: Iterator[tuple], n: int = BATCH) -> Iterator[list[tuple]]:
-    batch: list[tuple] = []
-    for row in it:
-        batch.append(row)
-        if len(batch) >= n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
