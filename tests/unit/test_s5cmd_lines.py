@@ -257,3 +257,27 @@ def test_clients_sign_with_botocores_own_sigv4_also_with_awscrt_installed():
     signer = client._request_signer  # noqa: SLF001
     assert auth.AUTH_TYPE_MAPS["s3v4"] is auth.S3SigV4Auth
     assert signer.get_auth_instance(signer._signing_name, "us-east-1", "s3v4").__class__ is auth.S3SigV4Auth  # noqa: SLF001
+
+
+def test_a_long_lived_streams_run_file_starts_again_when_it_grows_too_large_and_never_stops_the_copies(
+        tmp_path, monkeypatch):
+    """A stream fed for days keeps its run file under RECORD_MAX (it holds the latest lines); a
+    run file that cannot be written (a full working folder) costs the record, not the copies."""
+    import sys
+
+    from s5jtransfer import s5cmd
+
+    monkeypatch.setattr(s5cmd, "RECORD_MAX", 200)
+    record = tmp_path / "src_commands.txt"
+    reported = []
+    reader = "import sys\nfor line in sys.stdin: pass\n"  # stands in for `s5cmd run`: takes every line
+    stream = s5cmd.Stream(sys.executable, ["-c", reader], {}, str(record), lambda *a: reported.append(a))
+    for i in range(50):
+        assert stream.add(f"cp s3://b/key-{i:03d} /v/p/{i}", f"/v/p/{i}", 1)
+        assert record.stat().st_size <= 200 + 40
+    assert record.read_text().splitlines()[-1] == "cp s3://b/key-049 /v/p/49"
+    stream._record.close()  # the next write fails, as on a full disk
+    assert stream.add("cp s3://b/key-050 /v/p/50", "/v/p/50", 1)
+    assert stream._record is None and stream.add("cp s3://b/key-051 /v/p/51", "/v/p/51", 1)
+    stream.close(timeout=30)
+    assert len(reported) == 52  # every line fed reaches an end (here: never reported by the stand-in)
