@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import checksum, s3, shard, verify
 from .config import Config
-from .index import BATCH, Index
+from .index import BATCH, Index, Work
 from .ledger import SRC_LEDGER, decode_key, encode_key, file_lock
 from .s3 import Obj
 from .volumes import discover, scan_all
@@ -87,6 +87,7 @@ def compare(cfg: Config, index: Index, missing_file: str = verify.MISSING_FILE,
     for a transfer report."""
     volumes = discover(cfg, create=False)  # a volume missing from the config: said before any listing
     db = index.db
+    index.scratch(*_loaded(source_listed))  # attached before the snapshot's transaction (ATTACH is refused in one)
     with index.lock:
         staged = _snapshot(index, volumes)  # and a read transaction, held until the changes are known
     try:
@@ -100,6 +101,8 @@ def compare(cfg: Config, index: Index, missing_file: str = verify.MISSING_FILE,
             if db.in_transaction:
                 db.execute("COMMIT")
     changed = _apply(index)
+    _hand_back(index)
+    index.drop_listing("listed_src", "listed_dst")
     return summary, _figures(cfg, index, summary, staged, missing_file, changed)
 
 
@@ -119,9 +122,14 @@ def _snapshot(index: Index, volumes) -> dict[str, int]:
     return staged
 
 
+def _loaded(source_listed: bool) -> tuple[str, ...]:
+    """The listings a comparison loads (the source's not when already listed)."""
+    return ("listed_dst",) if source_listed else ("listed_dst", "listed_src")
+
+
 def _listings(cfg: Config, index: Index, source_listed: bool) -> None:
     """Both sides into the index (the two listings cross different links: at once)."""
-    sides = [("listed_dst", cfg.destination)] + ([] if source_listed else [("listed_src", cfg.source)])
+    sides = [(name, cfg.destination if name == "listed_dst" else cfg.source) for name in _loaded(source_listed)]
     if source_listed:
         log.info("compared with the source listing made while the destination side finished")
     log.info("listing %s", " and ".join(f"the {side.name} {side.url()}" for _n, side in sides))
@@ -160,7 +168,7 @@ class Opaque:
         if self._answer is None:
             md5 = "length({0}) = 32 AND {0} NOT GLOB '*[^0-9a-f]*'"
             keys = [k for k, in self.index.db.execute(
-                "SELECT l.key FROM temp.listed_src l JOIN temp.listed_dst d ON d.key = l.key WHERE l.size = d.size "
+                "SELECT l.key FROM listed_src l JOIN listed_dst d ON d.key = l.key WHERE l.size = d.size "
                 f"AND l.etag != d.etag AND {md5.format('l.etag')} AND {md5.format('d.etag')} LIMIT {verify.PROBES}")]
             cfg = self.cfg
             self._answer = (verify.etags_opaque(cfg.source, cfg, keys), verify.etags_opaque(cfg.destination, cfg, keys))
@@ -174,7 +182,7 @@ class Opaque:
 _JOIN = ("SELECT l.key, l.size, l.etag, d.size, d.etag, s.size, s.etag, s.verified, s.md5, r.size, r.etag, "
          "r.verified, r.source_etag, m.key IS NOT NULL, (d.size = l.size AND r.size = l.size AND r.source_etag = "
          "l.etag AND r.etag = d.etag AND s.size = l.size AND (s.etag = '' OR l.etag = '' OR s.etag = l.etag)) "
-         "FROM temp.listed_src l LEFT JOIN temp.listed_dst d ON d.key = l.key LEFT JOIN src s ON s.key = l.key "
+         "FROM listed_src l LEFT JOIN listed_dst d ON d.key = l.key LEFT JOIN src s ON s.key = l.key "
          "LEFT JOIN dest r ON r.key = l.key LEFT JOIN temp.to_move m ON m.key = l.key GROUP BY l.key ORDER BY l.key")
 
 
@@ -213,7 +221,7 @@ def _sort(index: Index, staged: dict[str, int], opaque: Opaque, missing_file: st
     summary.source_bytes += plain_bytes
     summary.moved_bytes += plain_bytes
     summary.extra_at_destination = db.execute(
-        "SELECT count(DISTINCT d.key) FROM temp.listed_dst d LEFT JOIN temp.listed_src l ON l.key = d.key "
+        "SELECT count(DISTINCT d.key) FROM listed_dst d LEFT JOIN listed_src l ON l.key = d.key "
         "WHERE l.key IS NULL").fetchone()[0]
     return summary
 
@@ -244,7 +252,7 @@ def _gone(index: Index) -> None:
     for tbl in ("src", "dest"):
         c = ", ".join(f"t.{x}" for x in _COLS[tbl])
         index.db.execute(f"INSERT INTO temp.chg SELECT '{tbl}', t.key, 'del', {c}, NULL, NULL, NULL, NULL FROM {tbl} t "
-                         "WHERE NOT EXISTS (SELECT 1 FROM temp.listed_src l WHERE l.key = t.key)")
+                         "WHERE NOT EXISTS (SELECT 1 FROM listed_src l WHERE l.key = t.key)")
 
 
 def _apply(index: Index) -> int:
@@ -259,6 +267,13 @@ def _apply(index: Index) -> int:
         index.rewrite(tbl, lambda db, tbl=tbl: count.__setitem__(0, _changes(db, tbl)))
         changed += count[0]
     return changed
+
+
+def _hand_back(index: Index) -> None:
+    """What is missing or differs, into the source side's work (Work.hand_back): a running source
+    side, woken by its ledger's replacement, fetches it again without listing the source again."""
+    Work(index).hand_back_selected("SELECT l.key, l.size, l.etag FROM temp.left t JOIN listed_src l ON "
+                                   "l.key = t.key WHERE t.category IN (?, ?)", (verify.MISSING, verify.DIFFER))
 
 
 def _changes(db, tbl: str) -> int:
@@ -346,8 +361,8 @@ def compare_all_shards(cfg: Config, count: int, missing_file: str | None = None)
     shown, not_moved, moved = [], 0, 0
     out = open(missing_file, "w", encoding="utf-8", errors="surrogateescape") if missing_file else None
     try:
-        cur = index.db.execute("SELECT l.key, l.size, l.etag, d.size, d.etag FROM temp.listed_src l LEFT JOIN "
-                               "temp.listed_dst d ON d.key = l.key GROUP BY l.key ORDER BY l.key")
+        cur = index.db.execute("SELECT l.key, l.size, l.etag, d.size, d.etag FROM listed_src l LEFT JOIN "
+                               "listed_dst d ON d.key = l.key GROUP BY l.key ORDER BY l.key")
         while rows := cur.fetchmany(BATCH):
             for key, size, etag, dsize, detag in rows:
                 o, d = s3.Obj(key, size, etag), (s3.Obj(key, dsize, detag) if dsize is not None else None)
@@ -363,7 +378,7 @@ def compare_all_shards(cfg: Config, count: int, missing_file: str | None = None)
                         out.write(f"{sh['shard']}\t{encode_key(key)}\n")
                     if len(shown) < NOT_MOVED_SHOWN:
                         shown.append({"key": key, "shard": sh["shard"], "category": cat, "size": size})
-        extra = index.db.execute("SELECT count(DISTINCT d.key) FROM temp.listed_dst d LEFT JOIN temp.listed_src l "
+        extra = index.db.execute("SELECT count(DISTINCT d.key) FROM listed_dst d LEFT JOIN listed_src l "
                                  "ON l.key = d.key WHERE l.key IS NULL").fetchone()[0]
     finally:
         if out:

@@ -61,10 +61,10 @@ class SourceCheck:
             with self.index.lock:
                 total, _bytes = self.index.load_listing("listed_check", objs, keep)
                 missing = self.index.db.execute(
-                    "SELECT count(*) FROM temp.listed_check l LEFT JOIN dest d ON d.key = l.key WHERE d.key IS "
+                    "SELECT count(*) FROM listed_check l LEFT JOIN dest d ON d.key = l.key WHERE d.key IS "
                     "NULL OR NOT (d.size = l.size AND (d.source_etag = l.etag OR d.source_etag = '' OR l.etag = ''))"
                 ).fetchone()[0]
-                self.index.db.execute("DROP TABLE temp.listed_check")
+                self.index.drop_listing("listed_check")
             return total, missing
 
         def listed() -> tuple[tuple[int, int], int]:

@@ -18,9 +18,13 @@ folder, sqlite3 from the standard library) is derived from them and may be delet
   version the source side ledgered: ledger.dest_done), kept by triggers as rows come and go, so
   status.py answers at once at any size.
 - `todo`: the source side's work of one pass (one listing): what the source ledger does not hold,
-  largest first, worked through as staging frees up (Pass).
-- the comparison's listings (`listed_*`): a listing is streamed into a table and joined with the
-  ledgers in key order, never held in memory.
+  largest first, worked through as staging frees up (Work); objects handed back (lost staged
+  copies, a comparison's missing ones) join it without a listing.
+- `waiting`: the source rows the destination side has not yet confirmed and freed, by the name of
+  each staged copy (waiting.py).
+- listings (`listed*`): streamed into a table of a scratch database of the connection (an
+  anonymous file, thrown away at once) and joined with the ledgers in key order, never held in
+  memory.
 
 SQLite's page cache is bounded (CACHE_KIB), its sorts spill to temporary files in the working
 folder, and every query streams: a process's memory does not grow with the object count. Every
@@ -40,6 +44,7 @@ from itertools import islice
 from operator import itemgetter
 from typing import Callable, Iterable, Iterator, NamedTuple
 
+from .errors import S5jError
 from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, _fsync_dir, encode_key
 from .volumes import staged_name
 
@@ -49,6 +54,9 @@ INDEX_FILE = ".ledger_index.db"
 SCHEMA_VERSION = 2
 MARK_BYTES = 4096  # the head and the tail before the offset that tell an edit in place (absorbed.mark)
 CACHE_KIB = 32 * 1024  # SQLite's page cache of one connection (KiB)
+LOCK_POLL = 60  # seconds a statement waits for another process's lock before the wait is said
+LOCK_WAIT = 3 * 3600  # seconds a write waits for another process's write lock before it gives up
+_SCRATCH = "x_"  # the schema of a listing's scratch database: x_<table> (Index.scratch)
 BATCH = 20_000  # rows handed to SQLite at a time while a listing streams in
 _SIZE = itemgetter(1)
 TABLES = {"src": (SRC_LEDGER, SRC_COLUMNS, "md5"), "dest": (DEST_LEDGER, DEST_COLUMNS, "source_etag")}
@@ -139,7 +147,69 @@ class Totals(NamedTuple):
     done_bytes: int
 
 
-class Index:
+class _Listings:
+    """Listings streamed into scratch databases of an Index's connection (self.db, self.lock)."""
+
+    db: sqlite3.Connection
+    lock: threading.RLock
+
+    def load_listing(self, name: str, objs: Iterable, keep: Callable[[str], bool] | None = None) -> tuple[int, int]:
+        """A listing streamed into the table `name` (key, size, etag, checksum) of a scratch
+        database of this connection (scratch), in key order; (objects, bytes). Duplicate keys (a
+        listing that repeats one) are left to the queries (GROUP BY). The rows pass from the
+        listing to SQLite by C-level iteration (about 1 us per object); the connection is held
+        only while a batch goes in, so two listings (both sides) stream in at once."""
+        with self.lock:
+            self.scratch(name)
+            self.db.execute(f"CREATE TABLE {_SCRATCH}{name}.{name} (key TEXT NOT NULL, size INTEGER NOT NULL, "
+                            "etag TEXT NOT NULL, checksum TEXT NOT NULL)")
+        # s3.Obj and plan.Item are (key, size, etag, checksum): as plain tuples, SQLite binds them
+        # 20% faster than as named tuples
+        rows = map(tuple, objs if keep is None else (o for o in objs if keep(o[0])))
+        n = nbytes = 0
+        while batch := list(islice(rows, BATCH)):
+            with self.lock, _transaction(self.db):  # the scratch database's: no lock on the shared file
+                try:
+                    self.db.executemany(f"INSERT INTO {name} VALUES (?,?,?,?)", batch)
+                except UnicodeEncodeError:  # no S3 key: skipped
+                    self.db.executemany(f"INSERT INTO {name} VALUES (?,?,?,?)", [r for r in batch if _encodable(r)])
+            n += len(batch)
+            nbytes += sum(map(_SIZE, batch))
+        with self.lock:
+            # a covering index: the joins read the listing in key order from it alone (through the
+            # table by rowid, each row would be a random read: 9 times slower at 10M objects)
+            self.db.execute(f"CREATE INDEX {_SCRATCH}{name}.{name}_key ON {name}(key, size, etag, checksum)")
+        return n, nbytes
+
+    def scratch(self, *names: str) -> None:
+        """A scratch database for each listing (an anonymous file in the working folder, gone at
+        DETACH at once, where DROP TABLE frees its pages one by one: 3 s at 10M objects), attached
+        when missing (ATTACH is refused inside a transaction: compare.py attaches before its
+        snapshot), emptied when there."""
+        with self.lock:
+            attached = {r[1] for r in self.db.execute("PRAGMA database_list")}
+            for name in names:
+                schema = _SCRATCH + name
+                if schema in attached:
+                    self.db.execute(f"DROP TABLE IF EXISTS {schema}.{name}")
+                    continue
+                self.db.execute(f"ATTACH DATABASE '' AS {schema}")
+                self.db.execute(f"PRAGMA {schema}.journal_mode=OFF")  # thrown away whole, never rolled back
+                self.db.execute(f"PRAGMA {schema}.cache_size=-{CACHE_KIB}")
+
+    def drop_listing(self, *names: str) -> None:
+        """Listings no longer needed: their scratch databases detached (inside a transaction, their
+        tables dropped)."""
+        with self.lock:
+            attached = {r[1] for r in self.db.execute("PRAGMA database_list")}
+            for name in names:
+                schema = _SCRATCH + name
+                if schema in attached:
+                    self.db.execute(f"DROP TABLE IF EXISTS {schema}.{name}" if self.db.in_transaction
+                                    else f"DETACH DATABASE {schema}")
+
+
+class Index(_Listings):
     """One process's connection to the working folder's index; thread-safe (one lock)."""
 
     def __init__(self, folder: str = ".", path: str | None = None) -> None:
@@ -159,10 +229,11 @@ class Index:
 
     def _open(self) -> sqlite3.Connection:
         for attempt in (1, 2):
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=120, check_same_thread=False)
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=LOCK_POLL, check_same_thread=False)
             try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")  # a power cut may lose the last chunks: absorbed again
+                db.execute(f"PRAGMA journal_size_limit={64 << 20}")  # the WAL cut back after a checkpoint
                 db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
                 db.execute("PRAGMA temp_store=FILE")
                 db.execute(f"PRAGMA temp_store_directory='{self.folder.replace(chr(39), chr(39) * 2)}'")
@@ -173,7 +244,10 @@ class Index:
                         db.execute(statement)
                     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 return db
-            except sqlite3.DatabaseError as exc:
+            except sqlite3.OperationalError:  # locked, busy, cannot open: no damage, nothing removed
+                db.close()
+                raise
+            except sqlite3.DatabaseError as exc:  # not a database, malformed, another version
                 db.close()
                 if attempt == 2:
                     raise
@@ -373,34 +447,6 @@ class Index:
             return self.db.execute(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE verified IN ('md5', 'multipart'))"
                                    ).fetchone()[0] == 1
 
-    def load_listing(self, name: str, objs: Iterable, keep: Callable[[str], bool] | None = None) -> tuple[int, int]:
-        """A listing streamed into the temporary table `name` (key, size, etag, checksum) of this
-        connection, in key order; (objects, bytes). Duplicate keys (a listing that repeats one)
-        are left to the queries (GROUP BY). The rows pass from the listing to SQLite by C-level
-        iteration (about 1 us per object); the connection is held only while a batch goes in, so
-        two listings (both sides) stream in at once."""
-        with self.lock:
-            self.db.execute(f"DROP TABLE IF EXISTS temp.{name}")
-            self.db.execute(f"CREATE TEMP TABLE {name} (key TEXT NOT NULL, size INTEGER NOT NULL, "
-                            "etag TEXT NOT NULL, checksum TEXT NOT NULL)")
-        # s3.Obj and plan.Item are (key, size, etag, checksum): as plain tuples, SQLite binds them
-        # 20% faster than as named tuples
-        rows = map(tuple, objs if keep is None else (o for o in objs if keep(o[0])))
-        n = nbytes = 0
-        while batch := list(islice(rows, BATCH)):
-            with self.lock, _transaction(self.db):  # the temporary database's: no lock on the shared file
-                try:
-                    self.db.executemany(f"INSERT INTO temp.{name} VALUES (?,?,?,?)", batch)
-                except UnicodeEncodeError:  # no S3 key: skipped
-                    self.db.executemany(f"INSERT INTO temp.{name} VALUES (?,?,?,?)", [r for r in batch if _encodable(r)])
-            n += len(batch)
-            nbytes += sum(map(_SIZE, batch))
-        with self.lock:
-            # a covering index: the joins read the listing in key order from it alone (through the
-            # table by rowid, each row would be a random read: 9 times slower at 10M objects)
-            self.db.execute(f"CREATE INDEX temp.{name}_key ON {name}(key, size, etag, checksum)")
-        return n, nbytes
-
     def rewrite(self, table: str, change: Callable[[sqlite3.Connection], None]) -> None:
         """Change a ledger's rows (change(db) edits the table, under both the ledger's lock and the
         index's write lock), then write the CSV anew from the table and put it in place (temporary
@@ -446,27 +492,25 @@ class Work:
         (plan.is_done's rule), largest first. The listing goes into a table of this connection
         (no write lock on the shared file while it streams in); the work left is written in short
         transactions, sorted by SQLite on disk."""
+        listed, listed_bytes = self.index.load_listing("listed", objs, keep)  # the connection held a batch at a time
+        db = self.index.db
         with self.index.lock:
-            listed, listed_bytes = self.index.load_listing("listed", objs, keep)
-            db = self.index.db
             with _transaction(db, immediate=True):
                 _clear_todo(db)
                 db.execute("DROP INDEX IF EXISTS todo_key")  # made once after the rows: 4 times cheaper
             cur = db.execute(
-                "SELECT l.key, l.size, l.etag, l.checksum FROM temp.listed l LEFT JOIN src s ON s.key = l.key "
+                "SELECT l.key, l.size, l.etag, l.checksum FROM listed l LEFT JOIN src s ON s.key = l.key "
                 f"WHERE s.key IS NULL OR NOT ({COVERS}) GROUP BY l.key ORDER BY l.size DESC, l.key")
             todo = todo_bytes = 0
-            while True:
-                rows = cur.fetchmany(BATCH)
-                if not rows:
-                    break
+            while rows := cur.fetchmany(BATCH):
                 with _transaction(db, immediate=True):
                     db.executemany("INSERT INTO todo VALUES (?,?,?,?)", rows)
                 todo += len(rows)
                 todo_bytes += sum(map(_SIZE, rows))
+            cur.close()
             with _transaction(db, immediate=True):
                 db.execute(_TODO_KEY)  # the index by key (todo_drop, hand_back)
-            db.execute("DROP TABLE temp.listed")
+            self.index.drop_listing("listed")
         return PassCounts(listed, listed_bytes, todo, todo_bytes)
 
     def todo_head(self, limit: int, skip: Callable[[str], bool]) -> list[tuple[str, int, str, str]]:
@@ -502,6 +546,16 @@ class Work:
                                            part).fetchone()[0]
         return n
 
+    def rows_of(self, keys) -> list[tuple[str, int, str, str]]:
+        """The pass's work of these keys (a volume's staged copies at most): (key, size, etag, checksum)."""
+        keys, out = list(keys), []
+        with self.index.lock:
+            for i in range(0, len(keys), 500):
+                part = keys[i:i + 500]
+                out += self.index.db.execute(f"SELECT key, size, etag, checksum FROM todo WHERE key IN "
+                                             f"({','.join('?' * len(part))})", part).fetchall()
+        return out
+
     def todo_drop(self, keys: Iterable[str]) -> None:
         """Objects of the pass that need no more work (ledgered, or never to move)."""
         with self.index.lock, _transaction(self.index.db, immediate=True):
@@ -514,6 +568,13 @@ class Work:
             self.index.db.executemany("INSERT INTO todo SELECT ?1, ?2, ?3, '' WHERE NOT EXISTS "
                                 "(SELECT 1 FROM todo WHERE key = ?1)", rows)
 
+    def hand_back_selected(self, select: str, params: tuple = ()) -> None:
+        """hand_back of the rows (key, size, etag) a query of this connection selects (temporary
+        tables: compare.py's), in one statement, whatever their number."""
+        with self.index.lock, _transaction(self.index.db, immediate=True):
+            self.index.db.execute(f"INSERT INTO todo SELECT x.key, min(x.size), min(x.etag), '' FROM ({select}) x "
+                                  "WHERE NOT EXISTS (SELECT 1 FROM todo t WHERE t.key = x.key) GROUP BY x.key", params)
+
 
 @contextmanager
 def _transaction(db: sqlite3.Connection, immediate: bool = False) -> Iterator[None]:
@@ -522,13 +583,37 @@ def _transaction(db: sqlite3.Connection, immediate: bool = False) -> Iterator[No
     if db.in_transaction:
         yield
         return
-    db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    if immediate:
+        _write_lock(db)
+    else:
+        db.execute("BEGIN")
     try:
         yield
     except BaseException:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def _write_lock(db: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, waiting for another process of the folder that holds the index's write
+    lock (building the index from large ledgers takes minutes), said every LOCK_POLL seconds, for
+    at most LOCK_WAIT seconds."""
+    waited = 0.0
+    while True:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+        waited += LOCK_POLL
+        if waited >= LOCK_WAIT:
+            raise S5jError(f"the ledger index {INDEX_FILE} stayed locked by another process of this folder for "
+                           f"{LOCK_WAIT // 3600:g} h; see which scripts run here (status.py) and stop the one that "
+                           "hangs") from None
+        log.warning("waiting for the ledger index %s: another process of this folder is writing it (building it "
+                    "from large ledgers takes minutes); waited %d s", INDEX_FILE, waited)
 
 
 def _mark(fh, offset: int) -> str:

@@ -18,6 +18,7 @@ from .progress import Progress
 
 _ROW = "s.key, s.size, s.etag, s.verified, s.md5"
 _CHUNK = 500  # keys or names per query (SQLite's variables)
+PRUNE = 100_000  # confirmed rows without a staged copy released per look for lost objects (Waiting.lost)
 
 
 class Waiting:
@@ -59,14 +60,26 @@ class Waiting:
         return todo, done
 
     def lost(self, staged: set[str], limit: int) -> list[tuple[str, str, tuple]]:
-        """Up to `limit` objects waiting whose staged copy is on no volume: (name, key, source row)."""
-        out = []
+        """Up to `limit` objects waiting whose staged copy is on no volume: (name, key, source row).
+        Rows the destination ledger confirms whose copy is gone need nothing more: released as met
+        (up to PRUNE a call; an index built from both ledgers at once holds every source row)."""
+        out: list[tuple[str, str, tuple]] = []
+        stale: list[tuple[str]] = []
         with self.index.lock:
-            cur = self.index.db.execute(f"SELECT w.name, {_ROW} FROM waiting w JOIN src s ON s.key = w.key "
-                                        f"LEFT JOIN dest d ON d.key = w.key WHERE d.key IS NULL OR NOT ({DONE})")
-            while len(out) < limit and (rows := cur.fetchmany(1000)):
-                out += [(name, key, tuple(row)) for name, key, *row in rows if name not in staged]
+            cur = self.index.db.execute(f"SELECT w.name, {_ROW}, d.key IS NOT NULL AND {DONE} FROM waiting w JOIN src s "
+                                        "ON s.key = w.key LEFT JOIN dest d ON d.key = w.key")
+            while len(out) < limit and len(stale) < PRUNE and (rows := cur.fetchmany(1000)):
+                for name, key, *row, confirmed in rows:
+                    if name in staged:
+                        continue
+                    if confirmed:
+                        stale.append((name,))
+                    else:
+                        out.append((name, key, tuple(row)))
             cur.close()
+            if stale:
+                with _transaction(self.index.db, immediate=True):
+                    self.index.db.executemany("DELETE FROM waiting WHERE name = ?", stale)
         return out[:limit]
 
     def unconfirmed(self) -> int:

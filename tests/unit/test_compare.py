@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from s5jtransfer import compare, config, verify
-from s5jtransfer.index import Index
+from s5jtransfer.index import Index, Work
 from s5jtransfer.ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, decode_key, encode_key
 from s5jtransfer.s3 import Obj
 from s5jtransfer.volumes import Volume, staged_name
@@ -104,6 +104,9 @@ def test_the_streaming_comparison_decides_as_the_pure_functions(tmp_path, monkey
     # the ledgers on disk (read by a fresh load, not the index) are what the pure functions keep
     assert Ledger(str(tmp_path / SRC_LEDGER), SRC_COLUMNS).load() == verify.src_rows_to_keep(rep, src, srows)
     assert Ledger(str(tmp_path / DEST_LEDGER), DEST_COLUMNS).load() == verify.dest_rows_to_keep(rep, src, dst, drows)
+    # what moves again is in the source side's work at once (a running side fetches it, no listing)
+    work = Work(index).rows_of(src)
+    assert sorted(r[0] for r in work) == sorted(again) and all((r[1], r[2]) == src[r[0]][1:3] for r in work)
     index.close()
 
 

@@ -214,3 +214,47 @@ def test_status_counts_through_a_temporary_index_when_the_folders_cannot_be_open
     assert status._INDEX.path != str(tmp_path / INDEX_FILE)
     src.append([("c", 5, "e", "md5", "")])
     assert status.ledger_totals().src_objects == 3  # kept up to date as any index
+
+
+def test_an_index_locked_by_another_process_is_waited_for_and_never_taken_for_damaged(tmp_path, monkeypatch):
+    """Another process holding the write lock (building the index from large ledgers) is waited
+    for, said in the log, for a bounded time; the index is never removed for it."""
+    import sqlite3
+
+    from s5jtransfer import index as ix
+    from s5jtransfer.errors import S5jError
+
+    monkeypatch.setattr(ix, "LOCK_POLL", 0.2)
+    monkeypatch.setattr(ix, "LOCK_WAIT", 0.6)
+    src, _ = ledgers(tmp_path)
+    src.append([("a", 1, "e", "md5", "")])
+    Index(str(tmp_path)).refresh()
+    other = sqlite3.connect(str(tmp_path / INDEX_FILE), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process writes
+    ino = (tmp_path / INDEX_FILE).stat().st_ino
+    src.append([("b", 2, "e", "md5", "")])
+    late = Index(str(tmp_path))
+    with pytest.raises(S5jError, match="stayed locked by another process"):
+        late.refresh()
+    assert (tmp_path / INDEX_FILE).stat().st_ino == ino  # not removed as damaged
+    other.execute("COMMIT")
+    late.refresh()
+    assert late.row("src", "b") == (2, "e", "md5", "")
+
+
+def test_confirmed_rows_with_no_staged_copy_leave_the_waiting_table_as_lost_objects_are_looked_for(tmp_path):
+    from s5jtransfer.volumes import staged_name
+    from s5jtransfer.waiting import Waiting
+
+    src, dst = ledgers(tmp_path)
+    src.append([(k, 1, f"e{k}", "md5", "") for k in ("a", "b", "c")])
+    idx = Index(str(tmp_path))
+    idx.refresh(("src",))  # the source ledger first: every row waits (an index built from both at once)
+    dst.append([(k, 1, "d", "md5", f"e{k}") for k in ("a", "b")])
+    idx.refresh()
+    waiting = Waiting(idx)
+    names = lambda: {n for n, in idx.db.execute("SELECT name FROM waiting")}  # noqa: E731
+    assert names() == {staged_name(k) for k in "abc"}
+    lost = waiting.lost({staged_name("b")}, 10)
+    assert [k for _n, k, _r in lost] == ["c"]  # unconfirmed and gone: lost
+    assert names() == {staged_name("b"), staged_name("c")}  # a: confirmed and gone, released; b: staged, to free
