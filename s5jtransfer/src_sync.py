@@ -91,6 +91,8 @@ class SourceSync:
         self.pass_: PassCounts | None = None  # the current pass's listing
         self.pass_done = (0, 0)  # objects and bytes staged in this pass
         self._relist = True  # list the source at the next cycle
+        self.relist_at: float | None = None  # when a pass whose work is done lists again (next_pause)
+        self.list_seconds = 0.0  # how long the last listing took
         self._orphans: dict | None = None  # staged copies at a pass's start, adopted if unledgered
         self._started = False
         self.ledger_inode: int | None = None
@@ -135,7 +137,7 @@ class SourceSync:
         with self._reload_on_os_error():
             self.refresh()
             live = self.live()
-            if self._relist:
+            if self._relist or (self.relist_at is not None and time.monotonic() >= self.relist_at):
                 self._list(live)
             self._take(st)
         assert self.pass_ is not None
@@ -144,13 +146,13 @@ class SourceSync:
         st.todo = todo
         st.done, st.done_bytes = max(0, st.listed - todo), max(0, st.listed_bytes - todo_bytes)
         st.in_flight = len(self.landing)
+        if self._orphans:
+            with self._reload_on_os_error():
+                self._adopt_staged(st)
         items = self._head(st)
         if self.dry_run:
             self._print_plan(items, live)
             return st
-        if self._orphans:
-            with self._reload_on_os_error():
-                items = self._adopt_staged(items, st)
         self._feed(items, live, st)
         self.fetcher.close_idle()
         st.in_flight = len(self.landing)
@@ -158,14 +160,27 @@ class SourceSync:
 
     def _list(self, live: list[int]) -> None:
         """A new pass: the source listed once (streamed into the index), a stop never waiting for
-        a listing stuck on a dead or hanging endpoint (boto3's retries)."""
+        a listing stuck on a dead or hanging endpoint (boto3's retries). Staged copies left by an
+        interrupted run are matched to their keys as the listing streams by (_adopt_staged)."""
         keep = None if self.cfg.shard_spec is None else (lambda key: shard.owns(key, self.cfg.shard_spec))
-        self.pass_ = interruptible(lambda: s3.listing(self.side, lambda: self.client,
-                                                      lambda objs: self.work.new_pass(objs, keep), live[0]),
-                                   self.stopper)
-        self._relist = False
+        orphans = {} if self.dry_run else scan_all(self.volumes)
+        found: dict[str, tuple] = {}
+
+        def matched(objs):
+            for o in objs:
+                hit = orphans.get(staged_name(o.key))
+                if hit is not None:
+                    found[o.key] = hit
+                yield o
+
+        started = time.monotonic()
+        self.pass_ = interruptible(lambda: s3.listing(
+            self.side, lambda: self.client, lambda objs: self.work.new_pass(matched(objs) if orphans else objs, keep),
+            live[0]), self.stopper)
+        self._relist, self.relist_at = False, None
+        self.list_seconds = time.monotonic() - started
         self.pass_done = (0, 0)
-        self._orphans = None if self.dry_run else (scan_all(self.volumes) or None)
+        self._orphans = found or None
         log.info("source: listed %d objects (%s); %d (%s) to move", self.pass_.listed,
                  fmt_bytes(self.pass_.listed_bytes), self.pass_.todo, fmt_bytes(self.pass_.todo_bytes))
 
@@ -285,34 +300,32 @@ class SourceSync:
             for path in v.scan_partial() + v.scan_notes():
                 remove_quietly(path)
 
-    def _adopt_staged(self, items: list[plan.Item], st: CycleStats) -> list[plan.Item]:
-        """Staged copies left by an interrupted run (found at the pass's start, not ledgered) are
-        verified and ledgered, not fetched again, when their objects come up first in the pass;
-        others are fetched again in their turn (their copies are at most the rows of the last
-        fraction of a second before a stop)."""
-        orphans, self._orphans = self._orphans or {}, None
-        rest, adopted = [], []
-        for item in items:
-            hit = orphans.get(staged_name(item.key))
-            if hit is None:
-                rest.append(item)
+    def _adopt_staged(self, st: CycleStats) -> None:
+        """Staged copies left by an interrupted run (found at the pass's start, their keys matched
+        as the listing streamed by) whose objects are in the pass's work: verified and ledgered,
+        not fetched again; one that does not verify is removed and fetched in its turn."""
+        found, self._orphans = self._orphans or {}, None
+        adopted, busy = [], self.landing.keys()
+        for row in self.work.rows_of(found):
+            item = plan.Item(*row)
+            if item.key in busy:  # landing now (a pass begun with copies in flight)
                 continue
-            path = hit[0].staged_path(staged_name(item.key))
-            row, _why = self.checker.verify(item, path)
-            if row is None:
+            path = found[item.key][0].staged_path(staged_name(item.key))
+            got, _why = self.checker.verify(item, path)
+            if got is None:
                 remove_quietly(path)
-                rest.append(item)
                 continue
-            self.landing.appender.add(row)
+            self.landing.appender.add(got)
             adopted.append(item.key)
             st.adopted += 1
             st.adopted_bytes += item.size
             self.progress.add(1, item.size)
+            if len(adopted) % 1000 == 0:
+                self.landing.appender.flush()
         if adopted:
             self.landing.appender.flush()
             self.work.todo_drop(adopted)
             log.info("adopted %d verified staged copies left by an earlier run", len(adopted))
-        return rest
 
     def _tried(self, item: plan.Item, why: str, st, what: str = "", at_once: bool = False) -> None:
         """One more failed try of an object: tried again after a backoff (tries.py), or after
@@ -346,9 +359,9 @@ class SourceSync:
 
 
 def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, supervised: bool = False) -> int:
-    """supervised (sync_mvol.py --once): once the pass's work is done, list the source again
-    only every max_poll_interval_seconds (objects handed back reach the pass's work without a
-    listing); the supervisor stops this side."""
+    """supervised (sync_mvol.py --once): the pass's work done, the side waits without listing
+    again (the supervisor's final comparison lists the source and hands back what is missing,
+    which reaches the pass's work without a listing); the supervisor stops this side."""
     sync = SourceSync(cfg, stopper, dry_run)
     log.info("source side: %s via %s -> %d staging volume(s): %s", cfg.source.url(),
              cfg.source.endpoint or f"AWS {cfg.source.region}", len(sync.volumes),
@@ -372,7 +385,7 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, superv
                       "repair_ledger.py, or start again, to try them again", st.given_up, MAX_TRIES,
                       "; ".join(f"{k!r}: {why}" for k, why in names))
             raise Done(GAVE_UP)
-        return next_pause(st, cfg.settings, sync, supervised or not once, delay)
+        return next_pause(st, cfg.settings, sync, not once, delay)
 
     try:
         return poll_loop(sync.cycle, after, lambda exc: s3.describe_error(exc, cfg.source), cfg.settings, stopper,
@@ -387,22 +400,27 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, superv
 
 def next_pause(st: CycleStats, settings, sync: SourceSync, relists: bool, delay: float) -> float:
     """Seconds until the next cycle. With copies in flight, soon (their results are taken and more
-    handed over). A pass whose work is done (or set aside) is followed by a new listing after
-    max_poll_interval_seconds, when the side lists again at all (relists)."""
+    handed over). A pass whose work is done (or set aside) is followed by a new listing (objects
+    added since) when the side lists again at all (relists): max_poll_interval_seconds after the
+    pass ended, or twice the last listing's time if that is longer, so that a huge prefix is not
+    listed back to back. Objects handed back wake the side and are worked without a listing."""
     if st.in_flight or st.fed:
         return IN_FLIGHT_POLL
     if st.complete or st.only_given_up:
-        if relists:
-            sync._relist = True
-        return settings.max_poll_interval
+        if not relists:
+            return settings.max_poll_interval
+        now = time.monotonic()
+        if sync.relist_at is None:
+            sync.relist_at = now + max(settings.max_poll_interval, 2 * sync.list_seconds)
+        return min(settings.max_poll_interval, max(IN_FLIGHT_POLL, sync.relist_at - now))
     if st.waiting:
         return min(settings.poll_interval, IN_FLIGHT_POLL * 2)  # waiting for space: a local statvfs per look
     return min(max(delay * 2, settings.poll_interval), settings.max_poll_interval)  # waiting for a retry
 
 
 class _Lines:
-    """One progress line per PROGRESS_EVERY seconds while copying (cycles come every 0.25 s), and
-    at once when something failed or a pass ended."""
+    """One progress line per PROGRESS_EVERY seconds while something is copied, adopted or fails
+    (cycles come every 0.25 s), and at once when a pass ends."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -53,3 +54,21 @@ def test_tries_back_off_then_give_up_after_max_tries_and_are_forgiven(tmp_path, 
     assert t.asked_again() and not t.asked_again()  # once
     t.forgive()
     assert given_up == {} and t.due("k", 0.0) and t.waiting == 0
+
+
+def test_a_source_side_lists_again_only_when_its_pass_is_done_and_never_back_to_back():
+    from types import SimpleNamespace
+
+    from s5jtransfer.src_sync import IN_FLIGHT_POLL, CycleStats, next_pause
+
+    settings = SimpleNamespace(max_poll_interval=60.0, poll_interval=5.0)
+    sync = SimpleNamespace(relist_at=None, list_seconds=300.0)  # a huge prefix: five minutes a listing
+    assert next_pause(CycleStats(todo=3, in_flight=2), settings, sync, True, 1.0) == IN_FLIGHT_POLL
+    assert sync.relist_at is None  # work left: no listing due
+    pause = next_pause(CycleStats(), settings, sync, True, 1.0)  # the pass is done
+    due = sync.relist_at - time.monotonic()
+    assert pause == 60.0 and 590 < due <= 600  # twice the listing's time, slept through in steps
+    next_pause(CycleStats(), settings, sync, True, 1.0)
+    assert abs(sync.relist_at - time.monotonic() - due) < 5  # a wake (objects handed back) does not move it
+    once = SimpleNamespace(relist_at=None, list_seconds=1.0)
+    assert next_pause(CycleStats(), settings, once, False, 1.0) == 60.0 and once.relist_at is None  # --once
