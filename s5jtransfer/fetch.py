@@ -26,6 +26,7 @@ An endpoint of a cluster whose copies fail SET_ASIDE_STREAK times in a row is se
 from __future__ import annotations
 
 import json
+import contextlib
 import logging
 import os
 import subprocess
@@ -80,7 +81,7 @@ class Fetcher:
         self._streams: dict[tuple[str, int], s5cmd.Stream] = {}  # (kind, endpoint) -> its running s5cmd
         self._busy: dict[tuple[str, int], float] = {}  # ... when it last had work
         self._pools: dict[str, ThreadPoolExecutor] = {}
-        self._cat_record = None
+        self._cat_record = None  # the src_commands-cat.txt record: opened when first needed, False once given up
         self._lock = threading.Lock()
         self._flight: dict[str, int] = {}  # partial -> endpoint, for every object handed over and not reported
         self._streak: dict[int, int] = {}  # endpoint -> failures in a row
@@ -170,8 +171,9 @@ class Fetcher:
             stream.close(timeout=10)
             self.stopper.untrack(stream.proc)
         self._streams.clear()
-        if self._cat_record is not None:
-            self._cat_record.close()
+        if self._cat_record:
+            with contextlib.suppress(OSError):
+                self._cat_record.close()
         with self._lock:
             left = list(self._flight)
         for partial in left:
@@ -205,14 +207,25 @@ class Fetcher:
             self._reported(job.partial, False, f"{type(exc).__name__}: {exc}")
 
     def _record_cat(self, line: str) -> None:
+        """The record of a `cat` fetch, best effort: a record that cannot be written (a full
+        working folder) is said once and given up, never the copy."""
         with self._lock:
-            if self._cat_record is None:
-                self._cat_record = open(run_file(plan.CAT, 0), "w", encoding="utf-8")
-                self._cat_record.write(f"# each object below without flags was fetched with `s5cmd cat --raw "
-                                       f"{' '.join(CAT_FLAGS)} SOURCE > DESTINATION` (`s5cmd run` on this file "
-                                       "repeats it with cp), the others as written\n")
-            self._cat_record.write(line + "\n")
-            self._cat_record.flush()
+            if self._cat_record is False:
+                return
+            try:
+                if self._cat_record is None:
+                    self._cat_record = open(run_file(plan.CAT, 0), "w", encoding="utf-8")
+                    self._cat_record.write(f"# each object below without flags was fetched with `s5cmd cat --raw "
+                                           f"{' '.join(CAT_FLAGS)} SOURCE > DESTINATION` (`s5cmd run` on this file "
+                                           "repeats it with cp), the others as written\n")
+                self._cat_record.write(line + "\n")
+                self._cat_record.flush()
+            except OSError as exc:
+                log.warning("%s cannot be written (%s): the cat fetches go on unrecorded", run_file(plan.CAT, 0), exc)
+                if self._cat_record:
+                    with contextlib.suppress(OSError):
+                        self._cat_record.close()
+                self._cat_record = False
 
     def _single(self, ep: int, job: Job, command: list[str], advanced) -> tuple[bool, str]:
         """One s5cmd for one object: `cat` with its standard output on the partial copy, so
