@@ -1,30 +1,48 @@
 #!/usr/bin/env python3
-"""Synthetic scale run for `make bench` (no server): ledger loading and the plan diff at N objects.
+"""Synthetic scale run for `make bench` (no server): the ledgers' bookkeeping at N objects, through
+the code the sides run (s5jtransfer.index, waiting, compare, status.py), in one process per size.
 
-Writes an N-row src_ledger.csv (`Key,Size,ETag,Verified,MD5`, the package's format) with the csv
-module, then, in this same process, measures CPU time (time.process_time) and peak RSS
-(VmHWM; getrusage ru_maxrss where /proc is missing) of
+The folder gets an N-row src_ledger.csv and an N-row dest_ledger.csv that confirms every row (a
+transfer under way, or an old one run again), written with the csv module (untimed), then each
+step is measured for CPU time
+(time.process_time), wall time and the process's peak RSS (VmHWM) after it:
 
-    rows = Ledger(path, SRC_COLUMNS).load()
-    todo = plan.todo(listing, rows)
+  index      Index.refresh() on a new index: both ledgers read whole (what a first start on an
+             operator's old ledgers, or a ledger replaced by hand, costs once)
+  pass       Work.new_pass(listing): the source side's pass, a listing of N objects streamed
+             into the index and joined with the source ledger: 90% as ledgered, 5% changed at
+             the source (another ETag), 5% new. 10% must come out to do. The listing is a
+             generator of the tuples s3.iter_objects yields; generating it is measured apart and
+             taken off (`pass_net_cpu_s`; parsing real pages: tools/listing_bench.py)
+  source     the source side's cycles on that work: todo_head (as src_sync._head asks), the
+             rows appended to src_ledger.csv (Ledger.append, fsynced, as landing.py does),
+             absorbed (Index.refresh), dropped from the work; for the first --cycle-objects
+  dest       the destination side's cycles: staged_work of the names just ledgered (as it looks
+             up the staged copies it finds), rows appended to dest_ledger.csv, absorbed,
+             released (Waiting.release)
+  status     `status.py --json` run in the folder, as an operator runs it (wall seconds)
+  compare    compare.compare, sync_mvol.py's and repair_ledger.py's comparison: both listings
+             streamed into the index (the source's as in `pass`, the destination's every object
+             as first ledgered), joined with both ledgers; 90% are moved, the 10% changed or new
+             are not, and the ledgers are rewritten through the index without their rows. The
+             stores are not asked whether their ETags are MD5s (etags_opaque: False)
 
-where `listing` is a streamed (generator) synthetic listing of N `plan.Item`s: 90% exactly as
-ledgered, 5% changed at the source (another ETag), 5% new keys. So 10% must come out to do.
-`cpu_s` is load + diff without the CPU spent generating the synthetic listing itself
-(measured separately as `listing_generation_cpu_s`); `cpu_gross_s` includes it.
-Prints one JSON object on stdout. Run one process per size, so peak RSS is per size:
+Prints one JSON object on stdout: every step's figures, the index's size on disk per object,
+peak RSS, and whether the counts came out as they must. One process per size, so peak RSS is
+per size:
 
-    .venv/bin/python tools/scale_bench.py --rows 1000000 --dir /tmp/x
+    .venv/bin/python tools/scale_bench.py --rows 10000000 --dir /var/tmp/scale
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import gc
 import json
 import os
 import resource
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,8 +50,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from s5jtransfer import plan  # noqa: E402
-from s5jtransfer.ledger import SRC_COLUMNS, Ledger  # noqa: E402
+from s5jtransfer import compare, config, verify  # noqa: E402
+from s5jtransfer.index import INDEX_FILE, Index, Work  # noqa: E402
+from s5jtransfer.ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER  # noqa: E402
+from s5jtransfer.volumes import staged_name  # noqa: E402
+from s5jtransfer.waiting import Waiting  # noqa: E402
+
+CYCLE = 1000  # objects a side's cycle takes (in the size of what they do)
 
 
 def key(i: int) -> str:
@@ -48,33 +71,38 @@ def size(i: int) -> int:
     return (i * 7919) % 50_000_000
 
 
-def write_ledger(path: str, n: int) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as fh:
+def write_ledgers(d: str, n: int) -> None:
+    with open(os.path.join(d, SRC_LEDGER), "w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(SRC_COLUMNS)
         w.writerows((key(i), size(i), etag(i), "md5", etag(i)) for i in range(n))
+    with open(os.path.join(d, DEST_LEDGER), "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(DEST_COLUMNS)
+        w.writerows((key(i), size(i), etag(i), "md5", etag(i)) for i in range(n))
 
 
-def listing(n: int):
-    """Streamed like a paginated listing: 90% unchanged, 5% changed (i % 20 == 1), 5% new (i % 20 == 0)."""
-    Item = plan.Item
+def source_listing(n: int):
+    """As s3.iter_objects yields (key, size, etag, checksum): 90% unchanged, 5% changed (i % 20 ==
+    1), 5% new (i % 20 == 0)."""
     for i in range(n):
         r = i % 20
         if r == 0:
-            yield Item("new/" + key(i), size(i), etag(i, 1))
+            yield ("new/" + key(i), size(i), etag(i, 1), "")
         elif r == 1:
-            yield Item(key(i), size(i), etag(i, 7))
+            yield (key(i), size(i), etag(i, 7), "")
         else:
-            yield Item(key(i), size(i), etag(i))
+            yield (key(i), size(i), etag(i), "")
+
+
+def dest_listing(n: int):
+    for i in range(n):
+        yield (key(i), size(i), etag(i), "")
 
 
 def rss_mib() -> float:
-    """Peak RSS of this process so far, MiB.
-
-    getrusage's ru_maxrss survives exec(): a child forked from a big parent starts with the
-    parent's peak. /proc/self/status VmHWM belongs to this program's own address space, so it is
-    preferred where it exists (Linux); ru_maxrss (KiB on Linux) is the fallback.
-    """
+    """Peak RSS of this process so far (VmHWM: this program's own, unlike ru_maxrss, which a child
+    inherits from a big parent), MiB."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
@@ -85,62 +113,135 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+class Steps:
+    def __init__(self) -> None:
+        self.out: dict[str, dict] = {}
+
+    def run(self, name: str, fn, *args):
+        c, w = time.process_time(), time.perf_counter()
+        got = fn(*args)
+        self.out[name] = {"cpu_s": round(time.process_time() - c, 3), "wall_s": round(time.perf_counter() - w, 3),
+                          "peak_rss_mib": round(rss_mib(), 1)}
+        return got
+
+
+def generation_cpu(gen) -> float:
+    c = time.process_time()
+    for _ in gen:
+        pass
+    return time.process_time() - c
+
+
+def source_cycles(index: Index, limit: int) -> int:
+    """The source side's bookkeeping for `limit` objects, CYCLE at a time."""
+    work, led, done = Work(index), index.ledgers["src"], 0
+    while done < limit:
+        rows = work.todo_head(CYCLE, lambda k: False)
+        if not rows:
+            break
+        led.append([(k, s, e, "md5", e) for k, s, e, _c in rows])
+        index.refresh(("src",))
+        work.todo_drop(k for k, *_ in rows)
+        done += len(rows)
+    return done
+
+
+def dest_cycles(index: Index, limit: int) -> int:
+    """The destination side's bookkeeping for `limit` of the objects the source side just ledgered:
+    staged_work of their names, rows appended, absorbed, released."""
+    waiting, led, done = Waiting(index), index.ledgers["dest"], 0
+    keys = [k for k, in index.db.execute("SELECT key FROM src WHERE key GLOB 'new/*' LIMIT ?", (limit,))]
+    names = [staged_name(k) for k in keys]
+    for i in range(0, len(names), CYCLE):
+        todo, _free = waiting.staged_work(names[i:i + CYCLE])
+        led.append([(k, r[0], r[1], "md5", r[1]) for k, r in todo.values()])
+        index.refresh(("dest",))
+        waiting.release(list(todo.values()))
+        done += len(todo)
+    return done
+
+
+def status_seconds(d: str) -> tuple[float, dict]:
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, str(ROOT / "status.py"), "--json"], cwd=d, capture_output=True, text=True,
+                       timeout=600, stdin=subprocess.DEVNULL, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    secs = time.perf_counter() - t
+    if r.returncode != 0:
+        raise RuntimeError(f"status.py exited {r.returncode}: {r.stderr[-2000:]}")
+    return secs, json.loads(r.stdout)
+
+
+def write_config(d: str) -> config.Config:
+    import yaml
+
+    vol = os.path.join(d, "vol")
+    os.makedirs(vol, exist_ok=True)
+    raw = {"source": {"bucket_name": "src", "bucket_prefix": "", "region": "us-east-1"},
+           "local": {"directory": vol, "volumes": [vol]},
+           "destination": {"bucket_name": "dst", "bucket_prefix": "", "region": "us-east-1"},
+           "transfer_settings": {"max_size_to_transfer_src2l": 1000, "src_endpoint_url": "http://127.0.0.1:9",
+                                 "dest_endpoint_url": "http://127.0.0.1:9"}}
+    p = os.path.join(d, "config.yaml")
+    with open(p, "w") as fh:
+        yaml.safe_dump(raw, fh)
+    os.chmod(p, 0o600)
+    return config.load(p)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, required=True)
-    ap.add_argument("--dir", required=True, help="where to write the synthetic ledger (removed after)")
-    ap.add_argument("--repeat", type=int, default=1, help="measure this many times, keep the best (default 1)")
+    ap.add_argument("--dir", required=True, help="an empty folder for the ledgers and the index (removed after)")
+    ap.add_argument("--cycle-objects", type=int, default=100_000,
+                    help="objects the source and destination cycles are measured on (default 100,000)")
     a = ap.parse_args()
-    n = a.rows
-    path = os.path.join(a.dir, f"src_ledger-{n}.csv")
+    n, d = a.rows, os.path.abspath(a.dir)
+    os.makedirs(d, exist_ok=True)
     t = time.perf_counter()
-    write_ledger(path, n)
-    write_s = time.perf_counter() - t
-    file_bytes = os.path.getsize(path)
-    gc.collect()
-    base_rss = rss_mib()
+    write_ledgers(d, n)
+    cfg = write_config(d)
+    written_s = time.perf_counter() - t
+    os.chdir(d)
+    base = rss_mib()
+    st = Steps()
+    index = Index(d)
+    st.run("index", index.refresh)
+    pc = st.run("pass", Work(index).new_pass, source_listing(n))
+    gen = generation_cpu(source_listing(n))
+    st.out["pass"]["listing_generation_cpu_s"] = round(gen, 3)
+    st.out["pass"]["net_cpu_s"] = round(st.out["pass"]["cpu_s"] - gen, 3)
+    staged = st.run("source", source_cycles, index, min(a.cycle_objects, pc.todo))
+    confirmed = st.run("dest", dest_cycles, index, staged)
+    for step, count in (("source", staged), ("dest", confirmed)):
+        st.out[step].update(objects=count, us_per_object=round(1e6 * st.out[step]["cpu_s"] / max(1, count), 1))
+    secs, status = status_seconds(d)
+    totals = index.totals()
+    st.out["status"] = {"wall_s": round(secs, 3)}
+    index_bytes = sum(os.path.getsize(p) for p in Path(d).glob(INDEX_FILE + "*"))
+    verify.etags_opaque = lambda side, c, keys: False
+    compare.list_into = lambda idx, name, side, c: idx.load_listing(
+        name, source_listing(n) if side is c.source else dest_listing(n))
+    summary, _fig = st.run("compare", compare.compare, cfg, index, os.path.join(d, "missing_keys.txt"))
+    gen_both = generation_cpu(source_listing(n)) + generation_cpu(dest_listing(n))
+    st.out["compare"]["listing_generation_cpu_s"] = round(gen_both, 3)
+    st.out["compare"]["net_cpu_s"] = round(st.out["compare"]["cpu_s"] - gen_both, 3)
 
-    best = None
-    for _ in range(max(1, a.repeat)):  # best of `repeat` (noise at small sizes); peak RSS is the max anyway
-        rows = todo = None
-        gc.collect()
-        c0, w0 = time.process_time(), time.perf_counter()
-        rows = Ledger(path, SRC_COLUMNS).load()
-        c1, w1 = time.process_time(), time.perf_counter()
-        todo = plan.todo(listing(n), rows)
-        c2, w2 = time.process_time(), time.perf_counter()
-        m = (c1 - c0, c2 - c1, w1 - w0, w2 - w1)
-        if best is None or m[0] + m[1] < best[0] + best[1]:
-            best = m
+    checks = {  # [got, want]
+        "pass_todo": [pc.todo, sum(1 for i in range(n) if i % 20 in (0, 1))],
+        "status_ledgered": [status["source"]["done_objects"], totals.src_objects],
+        "status_confirmed": [status["destination"]["done_objects"], totals.done_objects],
+        # at the destination as ledgered; changed ones differ, new ones are missing
+        "compare_moved": [summary.counts[verify.MOVED], sum(1 for i in range(n) if i % 20 not in (0, 1))],
+    }
     peak = rss_mib()
-    nrows, ntodo = len(rows), len(todo)
-    del rows, todo
-
-    # What the synthetic listing itself costs to generate (the real one is parsed from S3 pages):
-    # plan.todo consumes the generator, so its CPU time above includes this.
-    gen_cpu = None
-    for _ in range(max(1, a.repeat)):
-        g0 = time.process_time()
-        for _item in listing(n):
-            pass
-        g = time.process_time() - g0
-        gen_cpu = g if gen_cpu is None else min(gen_cpu, g)
-
-    want = sum(1 for i in range(n) if i % 20 in (0, 1))
-    os.unlink(path)
     print(json.dumps({
-        "rows": n, "ledger_file_bytes": file_bytes, "ledger_write_s": round(write_s, 3),
-        "ledger_rows_loaded": nrows, "todo": ntodo, "todo_expected": want, "correct": ntodo == want,
-        "repeat": max(1, a.repeat),
-        "load_cpu_s": round(best[0], 3), "diff_cpu_s": round(best[1], 3),
-        "listing_generation_cpu_s": round(gen_cpu, 3),
-        "diff_net_cpu_s": round(max(0.0, best[1] - gen_cpu), 3),
-        "cpu_s": round(best[0] + max(0.0, best[1] - gen_cpu), 3),
-        "cpu_gross_s": round(best[0] + best[1], 3),
-        "load_wall_s": round(best[2], 3), "diff_wall_s": round(best[3], 3),
-        "base_rss_mib": round(base_rss, 1), "peak_rss_mib": round(peak, 1),
-        "ru_maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+        "rows": n, "ledgers_written_s": round(written_s, 1),
+        "ledger_bytes": os.path.getsize(SRC_LEDGER) + os.path.getsize(DEST_LEDGER),
+        "index_bytes": index_bytes, "index_bytes_per_object": round(index_bytes / n, 1),
+        "steps": st.out, "base_rss_mib": round(base, 1), "peak_rss_mib": round(peak, 1),
+        "checks": checks, "correct": all(a == b for a, b in checks.values()),
     }))
+    shutil.rmtree(d, ignore_errors=True)
     return 0
 
 

@@ -1,0 +1,197 @@
+"""The tools measured: the suite (whole, or each side alone), s5cmd cp and sync, aws s3 sync, rclone;
+and the script of the no-change rescan's reference listing."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .common import (ACCESS_KEY, DST_BUCKET, DST_PREFIX, REGION, SECRET_KEY, SRC_BUCKET, SRC_PREFIX, aws_env, base_env,
+                     find_aws, find_s5cmd, run_step, version_of)
+from .small import mount_tmpfs, unmount
+
+if TYPE_CHECKING:  # the tools read the bench's servers, arguments and code folder; runner imports this module
+    from .runner import Bench
+
+
+TOOLS = ("s5cmd-cp", "suite", "suite-sides", "s5cmd-sync", "aws-sync", "rclone")
+
+Step = tuple[str, list[str], Path, dict[str, str]]  # (label, argv, cwd, env)
+
+
+class Tool:
+    name = ""
+    doc = ""
+    hops = False  # steps are hop 1 then hop 2 (each reported on its own)
+
+    def __init__(self, bench: "Bench") -> None:
+        self.b = bench
+
+    def available(self) -> tuple[bool, str]:
+        return True, ""
+
+    def prepare(self, run_dir: Path) -> None:
+        """Untimed set-up of a fresh run folder."""
+
+    def finish(self, run_dir: Path) -> None:
+        """After the run, before its folder is removed."""
+
+    def steps(self, run_dir: Path) -> list[Step]:
+        raise NotImplementedError
+
+    def version(self) -> str:
+        return ""
+
+
+class Suite(Tool):
+    name = "suite"
+    doc = "python sync_mvol.py --once (after python reset.py), default settings"
+
+    def prepare(self, run_dir: Path) -> None:
+        vols = [run_dir / "vol1", run_dir / "vol2"]
+        scn = self.b.scn
+        if scn is not None and scn.volume_bytes:
+            mount_tmpfs(vols, scn.volume_bytes)  # small file systems, counted in blocks and inodes
+        else:
+            for v in vols:
+                v.mkdir(parents=True)
+        cfg = {
+            "source": {"bucket_name": SRC_BUCKET, "bucket_prefix": SRC_PREFIX, "region": REGION,
+                       "access_key": ACCESS_KEY, "secret_access_key": SECRET_KEY},
+            "local": {"directory": str(run_dir / "staging"), "volumes": [str(v) for v in vols]},
+            "destination": {"bucket_name": DST_BUCKET, "bucket_prefix": DST_PREFIX, "region": REGION,
+                            "access_key": ACCESS_KEY, "secret_access_key": SECRET_KEY,
+                            "delete_staging_data": True},
+            "transfer_settings": {"max_size_to_transfer_src2l": 100_000_000_000, "max_size_to_transfer_l2dest": "",
+                                  "dest_endpoint_url": self.b.servers["dst"].url,
+                                  "src_endpoint_url": self.b.servers["src"].url,
+                                  "src_use_native_s3": False, "volume_reserve_bytes": 0},
+        }
+        for dotted, value in self.b.args.set:
+            d = cfg
+            *path, last = dotted.split(".")
+            for p in path:
+                d = d.setdefault(p, {})
+            d[last] = value
+        import yaml
+        p = run_dir / "config.yaml"
+        p.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        p.chmod(0o600)
+        rc = run_step([sys.executable, str(self.b.code / "reset.py")], run_dir, base_env(), run_dir / "reset.log", 120)
+        if rc != 0:
+            raise RuntimeError(f"reset.py exited with {rc}; see {run_dir / 'reset.log'}")
+
+    def steps(self, run_dir: Path) -> list[Step]:
+        return [("both", [sys.executable, str(self.b.code / "sync_mvol.py"), "--once"], run_dir, base_env())]
+
+    def finish(self, run_dir: Path) -> None:
+        if self.b.scn is not None and self.b.scn.volume_bytes:
+            unmount([run_dir / "vol1", run_dir / "vol2"])
+
+
+class SuiteSides(Suite):
+    """Each of the suite's sides alone: the source side stages and ledgers everything, then the
+    destination side uploads it (its own listing of the source included), one after the other."""
+    name = "suite-sides"
+    doc = "python src_sync_mvol.py --once (hop 1), then python dest_sync_mvol.py --once (hop 2)"
+    hops = True
+
+    def steps(self, run_dir: Path) -> list[Step]:
+        return [("hop1", [sys.executable, str(self.b.code / "src_sync_mvol.py"), "--once"], run_dir, base_env()),
+                ("hop2", [sys.executable, str(self.b.code / "dest_sync_mvol.py"), "--once"], run_dir, base_env())]
+
+
+class S5cmd(Tool):
+    hops = True
+
+    def __init__(self, bench: "Bench", verb: str) -> None:
+        super().__init__(bench)
+        self.verb = verb
+        self.name = f"s5cmd-{verb}"
+        self.doc = f"s5cmd {verb} source -> local folder, then s5cmd {verb} local -> destination (s5cmd defaults)"
+        self.bin = find_s5cmd()
+
+    def prepare(self, run_dir: Path) -> None:
+        (run_dir / "local").mkdir(parents=True)
+
+    def steps(self, run_dir: Path) -> list[Step]:
+        local, env, sv = str(run_dir / "local"), aws_env(), self.b.servers
+        return [("hop1", [self.bin, "--endpoint-url", sv["src"].url, self.verb, f"s3://{SRC_BUCKET}/{SRC_PREFIX}*",
+                          local + "/"], run_dir, env),
+                ("hop2", [self.bin, "--endpoint-url", sv["dst"].url, self.verb, local + "/*",
+                          f"s3://{DST_BUCKET}/{DST_PREFIX}"], run_dir, env)]
+
+    def version(self) -> str:
+        return version_of([self.bin, "version"])
+
+
+class AwsSync(Tool):
+    name = "aws-sync"
+    doc = "aws s3 sync source -> local folder, then local -> destination (AWS CLI defaults)"
+    hops = True
+
+    def __init__(self, bench: "Bench") -> None:
+        super().__init__(bench)
+        self.bin = find_aws()
+
+    def available(self):
+        return (True, "") if self.bin else (False, "absent (aws not on PATH)")
+
+    def prepare(self, run_dir: Path) -> None:
+        (run_dir / "local").mkdir(parents=True)
+
+    def steps(self, run_dir: Path) -> list[Step]:
+        local, env, sv = str(run_dir / "local"), aws_env(), self.b.servers
+        return [("hop1", [self.bin, "s3", "sync", f"s3://{SRC_BUCKET}/{SRC_PREFIX}", local + "/", "--endpoint-url",
+                          sv["src"].url, "--no-progress", "--only-show-errors"], run_dir, env),
+                ("hop2", [self.bin, "s3", "sync", local + "/", f"s3://{DST_BUCKET}/{DST_PREFIX}", "--endpoint-url",
+                          sv["dst"].url, "--no-progress", "--only-show-errors"], run_dir, env)]
+
+    def version(self) -> str:
+        return version_of([self.bin, "--version"]) if self.bin else ""
+
+
+class Rclone(Tool):
+    name = "rclone"
+    doc = "rclone copy source -> local folder, then local -> destination (rclone defaults)"
+    hops = True
+
+    def __init__(self, bench: "Bench") -> None:
+        super().__init__(bench)
+        self.bin = shutil.which("rclone")
+
+    def available(self):
+        return (True, "") if self.bin else (False, "absent (rclone not on PATH)")
+
+    def prepare(self, run_dir: Path) -> None:
+        (run_dir / "local").mkdir(parents=True)
+        (run_dir / "rclone.conf").touch()
+
+    def steps(self, run_dir: Path) -> list[Step]:
+        env = base_env()
+        env["RCLONE_CONFIG"] = str(run_dir / "rclone.conf")  # empty: the remotes come from the environment
+        for name, side in (("SRC", "src"), ("DST", "dst")):
+            env.update({f"RCLONE_CONFIG_{name}_TYPE": "s3", f"RCLONE_CONFIG_{name}_PROVIDER": "Other",
+                        f"RCLONE_CONFIG_{name}_ENDPOINT": self.b.servers[side].url,
+                        f"RCLONE_CONFIG_{name}_ACCESS_KEY_ID": ACCESS_KEY,
+                        f"RCLONE_CONFIG_{name}_SECRET_ACCESS_KEY": SECRET_KEY,
+                        f"RCLONE_CONFIG_{name}_REGION": REGION, f"RCLONE_CONFIG_{name}_FORCE_PATH_STYLE": "true"})
+        local = str(run_dir / "local")
+        return [("hop1", [self.bin, "copy", f"src:{SRC_BUCKET}/{SRC_PREFIX.rstrip('/')}", local], run_dir, env),
+                ("hop2", [self.bin, "copy", local, f"dst:{DST_BUCKET}/{DST_PREFIX.rstrip('/')}"], run_dir, env)]
+
+    def version(self) -> str:
+        return version_of([self.bin, "version"]) if self.bin else ""
+
+
+LIST_SCRIPT = r"""
+import sys, boto3, botocore.config
+n = 0
+for url, bucket, prefix in ((sys.argv[1], sys.argv[2], sys.argv[3]), (sys.argv[4], sys.argv[5], sys.argv[6])):
+    c = boto3.client("s3", endpoint_url=url, config=botocore.config.Config(request_checksum_calculation="when_required"))
+    for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        n += len(page.get("Contents", []))
+print(n)
+"""
