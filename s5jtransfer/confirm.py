@@ -21,7 +21,10 @@ from .runtime import file_signature
 from .upload import Candidate
 
 log = logging.getLogger("s5jtransfer.dest")
-LIST_PAGE_COST = 12  # a listing page (1,000 keys) costs about 12 HeadObjects (S3's price ratio; more server CPU)
+# A listing page (1,000 keys) against HeadObjects: S3 prices it as 12.5, a Go S3 server (SeaweedFS,
+# a bucket of 100,000 objects) spends the CPU of 105 (82 ms against 0.78 ms, measured), and the
+# confirmation lists the whole destination prefix: listed only where it holds few pages
+LIST_PAGE_COST = 100
 HEAD_WORKERS = 16
 CHANGED = "the staged copy changed after its check"
 
@@ -111,8 +114,8 @@ def existing(key: str, src_row: tuple, there: s3.Obj | None, dest_row: tuple | N
 
 
 def worth_listing(uploads: int, known: int) -> bool:
-    """One listing of the destination (a page per 1,000 objects it holds, `known` plus these)
-    costs less than a HeadObject per upload."""
+    """One listing of the range of keys these uploads span (a page per 1,000 objects the
+    destination holds there: `known` plus these) costs less than a HeadObject per upload."""
     return uploads > LIST_PAGE_COST * ((known + uploads) // 1000 + 1)
 
 
@@ -139,18 +142,23 @@ class Confirmer:
     def head(self, key: str) -> s3.Obj | None:
         return self._heads_at(self.at).head(key)
 
-    def confirm(self, cands: list[Candidate], answered: dict[str, s3.Obj], known: int, at: int) -> list:
+    def confirm(self, cands: list[Candidate], answered: dict[str, s3.Obj], known: Callable[[str, str, int], int],
+                at: int) -> list:
         """For each candidate, its dest ledger row or why it does not confirm. answered: what the
-        destination answered for some of them (CompleteMultipartUpload); known: objects the
-        destination ledger holds (the listing's size)."""
+        destination answered for some of them (CompleteMultipartUpload); known(lo, hi, most): the
+        objects the destination ledger holds with keys from lo to hi (counted up to most: the size
+        of a listing of that range)."""
         self.at = at
         self._heads_at(at)  # made here, before the threads that use it
         listing: dict[str, s3.Obj] = dict(answered)
         rest = [c for c in cands if c.key not in listing]
         if rest and not self.heads_only:
             listable = {c.key for c in rest if s5cmd.run_file_safe(c.key)}
-            if worth_listing(len(listable), known):
-                listing.update(self._listing_for(listable))
+            if listable:
+                lo, hi = min(listable), max(listable)
+                most = (len(listable) // LIST_PAGE_COST + 1) * 1000  # past it, no listing is worth it
+                if worth_listing(len(listable), known(lo, hi, most)):
+                    listing.update(self._listing_for(listable, lo, hi))
         if len(listing) >= len(cands):
             return [self.one(c, listing.get(c.key), c.key not in answered) for c in cands]
         with ThreadPoolExecutor(max_workers=HEAD_WORKERS) as pool:
@@ -210,12 +218,22 @@ class Confirmer:
             return self.head(key)
         return s3.list_one(self.side, self.eps.client(self.at), key)
 
-    def _listing_for(self, keys: set[str]) -> dict[str, s3.Obj]:
-        """One paginated listing of the destination prefix, kept only for `keys`."""
+    def _listing_for(self, keys: set[str], lo: str, hi: str) -> dict[str, s3.Obj]:
+        """One paginated listing of the destination prefix from lo to hi (S3's order is the code
+        points', as Python's), kept only for `keys`."""
+        def take(objs) -> dict[str, s3.Obj]:
+            out = {}
+            for o in objs:
+                if o.key > hi:
+                    break  # the pages after it are never asked for
+                if o.key in keys:
+                    out[o.key] = o
+            return out
+
         try:
             ep = self.at
-            return s3.listing(self.side, lambda: self.eps.client(ep), lambda objs: {o.key: o for o in objs if o.key in keys},
-                              ep)
+            # lo without its last character sorts before lo, and before every key from lo on
+            return s3.listing(self.side, lambda: self.eps.client(ep), take, ep, start_after=lo[:-1])
         except Exception as exc:  # noqa: BLE001 - fall back to one HeadObject per upload
             log.warning("destination listing failed (%s); confirming each upload on its own",
                         s3.describe_error(exc, self.side))

@@ -289,8 +289,9 @@ class DestSync:
         """Check each upload at the destination (confirm.py), ledger it, then free its staged copy."""
         if not cands:
             return
-        known = self.waiting.index.totals().dest_objects
-        rows = self.confirmer.confirm(cands, answered or {}, known, self.uploads.live()[0])
+        index = self.waiting.index
+        rows = self.confirmer.confirm(cands, answered or {}, lambda lo, hi, most: index.count_between("dest", lo, hi, most),
+                                      self.uploads.live()[0])
         for c, row in zip(cands, rows):
             if isinstance(row, str):  # why it does not confirm
                 st.mismatched += 1

@@ -18,7 +18,7 @@ folder, sqlite3 from the standard library) is derived from them and may be delet
   version the source side ledgered: ledger.dest_done), kept by triggers as rows come and go, so
   status.py answers at once at any size.
 - `todo`: the source side's work of one pass (one listing): what the source ledger does not hold,
-  largest first, worked through as staging frees up (Work); objects handed back (lost staged
+  large objects first, then in key order (plan.order_key), worked through as staging frees up (Work); objects handed back (lost staged
   copies, a comparison's missing ones) join it without a listing.
 - `waiting`: the source rows the destination side has not yet confirmed and freed, by the name of
   each staged copy (waiting.py).
@@ -45,6 +45,7 @@ from operator import itemgetter
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 from .errors import S5jError
+from .plan import LARGE_BYTES
 from .ledger import DEST_COLUMNS, DEST_LEDGER, SRC_COLUMNS, SRC_LEDGER, Ledger, _fsync_dir, encode_key
 from .volumes import staged_name
 
@@ -407,6 +408,12 @@ class Index(_Listings):
             except UnicodeEncodeError:
                 return None
 
+    def count_between(self, table: str, lo: str, hi: str, limit: int) -> int:
+        """Rows of a ledger whose key is from lo to hi, counted up to limit (by the key's index)."""
+        with self.lock:
+            return self.db.execute(f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE key BETWEEN ? AND ? LIMIT ?)",
+                                   (lo, hi, limit)).fetchone()[0]
+
     def totals(self) -> Totals:
         with self.lock:
             return Totals(*self.db.execute("SELECT src_objects, src_bytes, dest_objects, done_objects, done_bytes "
@@ -489,7 +496,7 @@ class Work:
     def new_pass(self, objs: Iterable, keep: Callable[[str], bool] | None = None) -> "PassCounts":
         """One listing (streamed: s3.Obj or plan.Item; keep(key): this host's shard) against the
         source ledger: `todo` made anew with every listed object the ledger does not cover
-        (plan.is_done's rule), largest first. The listing goes into a table of this connection
+        (plan.is_done's rule), in plan.order_key's order. The listing goes into a table of this connection
         (no write lock on the shared file while it streams in); the work left is written in short
         transactions, sorted by SQLite on disk."""
         listed, listed_bytes = self.index.load_listing("listed", objs, keep)  # the connection held a batch at a time
@@ -500,7 +507,8 @@ class Work:
                 db.execute("DROP INDEX IF EXISTS todo_key")  # made once after the rows: 4 times cheaper
             cur = db.execute(
                 "SELECT l.key, l.size, l.etag, l.checksum FROM listed l LEFT JOIN src s ON s.key = l.key "
-                f"WHERE s.key IS NULL OR NOT ({COVERS}) GROUP BY l.key ORDER BY l.size DESC, l.key")
+                f"WHERE s.key IS NULL OR NOT ({COVERS}) GROUP BY l.key "
+                f"ORDER BY CASE WHEN l.size >= {LARGE_BYTES} THEN l.size ELSE 0 END DESC, l.key")  # plan.order_key
             todo = todo_bytes = 0
             while rows := cur.fetchmany(BATCH):
                 with _transaction(db, immediate=True):
@@ -514,7 +522,7 @@ class Work:
         return PassCounts(listed, listed_bytes, todo, todo_bytes)
 
     def todo_head(self, limit: int, skip: Callable[[str], bool]) -> list[tuple[str, int, str, str]]:
-        """The first `limit` objects of the pass's work left, largest first, but those skip(key)
+        """The first `limit` objects of the pass's work left, in order, but those skip(key)
         says to leave now (in flight, or waiting after a failed try)."""
         out = []
         with self.index.lock:

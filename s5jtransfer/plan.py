@@ -25,13 +25,21 @@ def is_done(size: int, etag: str, row: tuple | None) -> bool:
 
 
 def todo(listing: Iterable[Item], ledger: Mapping[str, tuple]) -> list[Item]:
-    """Objects not yet ledgered (or changed since), largest first. O(n) dict lookups."""
+    """Objects not yet ledgered (or changed since), in work order (order_key). O(n) dict lookups."""
     get = ledger.get
     # not is_done(o.size, o.etag, get(o.key)), inlined: a call per object is a tenth of the diff at 1M
     out = [o for o in listing
            if (row := get(o.key)) is None or row[0] != o.size or (row[1] != o.etag and row[1] and o.etag)]
-    out.sort(key=lambda o: (-o.size, o.key))
+    out.sort(key=order_key)
     return out
+
+
+def order_key(o: Item) -> tuple[int, str]:
+    """The work's order: objects of LARGE_BYTES or more first, largest first (their transfers are
+    long: begun early), then the rest in key order, so that what is staged at any moment is a
+    narrow range of keys and the destination confirms a batch of small uploads with a listing of
+    that range (confirm.py), not a request each."""
+    return (-o.size if o.size >= LARGE_BYTES else 0, o.key)
 
 
 @dataclass(frozen=True)

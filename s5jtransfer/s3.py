@@ -176,7 +176,7 @@ def upload_args(side: Side) -> dict[str, str]:
     return {k: v for k, v in args.items() if v}
 
 
-def iter_objects(side: Side, s3client) -> Iterator[Obj]:
+def iter_objects(side: Side, s3client, start_after: str = "") -> Iterator[Obj]:
     """Stream every object under the side's prefix (prefix stripped); folder markers skipped.
 
     A Snowball (region snow) is listed with ListObjects (v1), which every Snowball supports.
@@ -185,6 +185,8 @@ def iter_objects(side: Side, s3client) -> Iterator[Obj]:
     the prefix itself (its relative key is '': it maps to the other side's prefix).
     botocore signs, sends and retries; the pages' objects are parsed by listing.py (a listing
     then costs about a seventh of the CPU), which leaves any page it does not expect to botocore.
+    start_after (a relative key): only the keys after it, in S3's order (ListObjectsV2 StartAfter,
+    ListObjects Marker).
     """
     from . import listing as fast_listing
 
@@ -193,6 +195,8 @@ def iter_objects(side: Side, s3client) -> Iterator[Obj]:
     fast_listing.register(s3client)
     plen = len(side.prefix)
     kwargs = {"Bucket": side.bucket, "Prefix": side.prefix}
+    if start_after:
+        kwargs["Marker" if side.is_snow else "StartAfter"] = side.prefix + start_after
     if side.is_snow:
         kwargs["PaginationConfig"] = {"PageSize": 1000}
     for objs in fast_listing.iter_pages(paginator.paginate(**kwargs), "ListObjects" if side.is_snow else "ListObjectsV2"):
@@ -202,7 +206,8 @@ def iter_objects(side: Side, s3client) -> Iterator[Obj]:
             yield Obj(key[plen:], size, etag, algo)
 
 
-def listing(side: Side, client_of: Callable[[], object], build: Callable[[Iterable[Obj]], T], index: int = 0) -> T:
+def listing(side: Side, client_of: Callable[[], object], build: Callable[[Iterable[Obj]], T], index: int = 0,
+            start_after: str = "") -> T:
     """build(every object under the side's prefix), as iter_objects yields them through
     client_of()'s boto3 client, which retries and whose errors describe_error names. An endpoint
     that takes connections and does not answer is named in a warning after LIST_TIMEOUT seconds,
@@ -227,7 +232,7 @@ def listing(side: Side, client_of: Callable[[], object], build: Callable[[Iterab
     watcher = threading.Thread(target=warn, daemon=True, name="listing-watch")
     watcher.start()
     try:
-        return build(moving(iter_objects(side, client_of())))
+        return build(moving(iter_objects(side, client_of(), start_after)))
     finally:
         done.set()
 

@@ -103,10 +103,18 @@ def test_source_once_ledgers_everything_then_destination_once(work):
 
 
 def test_uploads_through_s5cmd_are_confirmed_by_one_listing_page_not_a_head_each(work):
-    """dest_sync_mvol.py --once alone: 30 uploads through s5cmd (no PUT answer to confirm them)
-    cost less as one listing page than as 30 HeadObjects."""
-    data = {f"c{i:02d}.bin": os.urandom(2000 + i) for i in range(30)}
+    """dest_sync_mvol.py --once alone: 150 uploads through s5cmd (no PUT answer to confirm them)
+    cost less as one listing page (about 100 HeadObjects: confirm.LIST_PAGE_COST) than as 150
+    HeadObjects."""
+    data = {f"c{i:03d}.bin": os.urandom(200 + i) for i in range(150)}
     work.put_all(data)
+    # the destination already holds 1,001 other objects after these keys: a page more that a
+    # listing of the uploads' range of keys never asks for
+    from concurrent.futures import ThreadPoolExecutor
+
+    cl = work.server.client()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: cl.put_object(Bucket=work.dst, Key=f"copy/zz-other-{i:04d}", Body=b""), range(1001)))
     assert work.run("src_sync_mvol.py", "--once").returncode == 0
     log_start = work.server.log_path.stat().st_size
     r = work.run("dest_sync_mvol.py", "--once")
@@ -118,6 +126,7 @@ def test_uploads_through_s5cmd_are_confirmed_by_one_listing_page_not_a_head_each
     dest_lists = [ln for ln in log if f"GET /{work.dst}?" in ln and "list-type=2" in ln]
     puts = [ln for ln in log if f"PUT /{work.dst}/" in ln]
     assert dest_lists, "\n".join(log[-40:])
+    assert all("start-after=" in ln for ln in dest_lists) and len(dest_lists) <= 2  # a page per batch
     assert len(heads) < len(data)
     assert len(puts) == len(data)  # one PUT each: nothing uploaded twice
     for k, v in data.items():

@@ -62,10 +62,10 @@ def test_a_multipart_etag_of_another_part_size_counts_only_while_the_staged_copy
 
 
 def test_a_listing_is_worth_it_when_it_costs_less_than_a_head_each():
-    assert not worth_listing(12, 0)  # one page: about 12 HEADs
-    assert worth_listing(13, 0)
-    assert not worth_listing(30, 5000)  # six pages
-    assert worth_listing(100, 5000)
+    assert not worth_listing(100, 0)  # one page: about 100 HEADs
+    assert worth_listing(101, 0)
+    assert not worth_listing(500, 5000)  # six pages
+    assert worth_listing(700, 5000)
 
 
 # -- copies verified at staging by the source's parts (no MD5 in the source ledger row) ------------

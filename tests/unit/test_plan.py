@@ -73,7 +73,13 @@ def test_todo_orders_largest_first_then_by_key():
 
 def test_todo_accepts_a_generator():
     listing = (Item(f"k{i}", i, "") for i in range(5))
-    assert keys(todo(listing, {"k3": (3, "")})) == ["k4", "k2", "k1", "k0"]
+    assert keys(todo(listing, {"k3": (3, "")})) == ["k0", "k1", "k2", "k4"]
+
+
+def test_the_work_goes_large_objects_first_largest_first_then_the_rest_in_key_order():
+    big = plan.LARGE_BYTES
+    listing = [Item("a", 5, ""), Item("z", big, ""), Item("m", 3 * big, ""), Item("b", big - 1, ""), Item("c", 0, "")]
+    assert keys(todo(listing, {})) == ["m", "z", "a", "b", "c"]
 
 
 class NoScanDict(dict):
@@ -92,8 +98,7 @@ def test_todo_scales_to_200k_items_with_dict_lookups():
     out = todo(listing, ledger)
     assert len(out) == n // 2
     assert all(int(o.key[4:]) % 2 == 1 for o in out)
-    sizes = [o.size for o in out]
-    assert sizes == sorted(sizes, reverse=True)
+    assert [o.key for o in out] == sorted(o.key for o in out)  # small objects: in key order
 
 
 # --- assign ------------------------------------------------------------------------------------
