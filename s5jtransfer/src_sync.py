@@ -181,6 +181,8 @@ class SourceSync:
         self.list_seconds = time.monotonic() - started
         self.pass_done = (0, 0)
         self._orphans = found or None
+        p = self.pass_  # the totals before any copy lands: a state file never says done with none listed
+        self.progress.set_totals(p.listed, p.listed_bytes, p.listed - p.todo, p.listed_bytes - p.todo_bytes)
         log.info("source: listed %d objects (%s); %d (%s) to move", self.pass_.listed,
                  fmt_bytes(self.pass_.listed_bytes), self.pass_.todo, fmt_bytes(self.pass_.todo_bytes))
 
@@ -385,7 +387,7 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, superv
                       "repair_ledger.py, or start again, to try them again", st.given_up, MAX_TRIES,
                       "; ".join(f"{k!r}: {why}" for k, why in names))
             raise Done(GAVE_UP)
-        return next_pause(st, cfg.settings, sync, not once, delay)
+        return next_pause(st, cfg.settings, sync, not (once or supervised), delay)
 
     try:
         return poll_loop(sync.cycle, after, lambda exc: s3.describe_error(exc, cfg.source), cfg.settings, stopper,
