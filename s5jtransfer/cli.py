@@ -61,14 +61,16 @@ def load_config() -> config_mod.Config:
 
 
 def run(body: Callable[[argparse.Namespace, config_mod.Config], int], args: argparse.Namespace,
-        lock: str | None = None, shard: str | None = None) -> int:
+        lock: str | None = None, shard: str | None = None, metrics: bool = False) -> int:
     """Load config.yaml, take the command's lock, run its body; map S5jError to one line and
     its exit code, without a traceback. Nothing is written before the config is valid.
     shard: how the command uses the shard (shard.py); the body finds it in cfg.shard_spec:
     "sync" (a sync script: resolved, checked against the working folder's record, recorded at
     the first start), "repair" (as "sync", else the folder's record: it rewrites the ledgers
     for that shard), "read" (status: as "repair", never recorded) or "count" (--all-shards,
-    --plan-shards: resolved, else the record, not checked: only the count is used)."""
+    --plan-shards: resolved, else the record, not checked: only the count is used).
+    metrics: a sync script, which publishes the folder's metrics while it runs (metrics.py) when
+    config.yaml asks for them, but not for --dry-run."""
     if threading.current_thread() is threading.main_thread():
         # the script's start-up handler (exit at once while modules load) gives way to
         # KeyboardInterrupt, which this function and the commands' own handlers turn into 130
@@ -79,7 +81,7 @@ def run(body: Callable[[argparse.Namespace, config_mod.Config], int], args: argp
         sys.stderr.write(f"cannot open the log file {args.log_file!r}: {exc.strerror or exc}; "
                          "give --log-file a file in a folder that exists and is writable\n")
         return CONFIG
-    held = None
+    held = writer = None
     try:
         cfg = load_config()
         if lock and not getattr(args, "dry_run", False):
@@ -92,6 +94,8 @@ def run(body: Callable[[argparse.Namespace, config_mod.Config], int], args: argp
                 return CONFIG
         if shard:
             cfg = _with_shard(cfg, args, shard)
+        if metrics and not getattr(args, "dry_run", False):
+            writer = _metrics(cfg)
         return body(args, cfg)
     except S5jError as exc:
         log.error("%s", exc)
@@ -107,8 +111,24 @@ def run(body: Callable[[argparse.Namespace, config_mod.Config], int], args: argp
                   exc_info=getattr(args, "debug", False))
         return FAILED
     finally:
+        if writer:
+            writer.close()
         if held:
             held.release()
+
+
+def _metrics(cfg: config_mod.Config):
+    """The folder's metrics writer (metrics.py), when transfer_settings.metrics_file or metrics_port
+    is set; prometheus_client is imported only then."""
+    if not cfg.settings.metrics_file and not cfg.settings.metrics_port:
+        return None
+    try:
+        from . import metrics
+    except ImportError as exc:
+        log.warning("transfer_settings.metrics_file/metrics_port are set but %s; going on without metrics: install "
+                    "the requirements (.venv/bin/pip install -r requirements.txt) and start again", exc)
+        return None
+    return metrics.start(cfg.settings.metrics_file, cfg.settings.metrics_port)
 
 
 def _with_shard(cfg: config_mod.Config, args: argparse.Namespace, role: str) -> config_mod.Config:

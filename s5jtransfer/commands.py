@@ -24,7 +24,7 @@ def src_sync(argv: list[str] | None = None) -> int:
         _tls_start(cfg.source)
         return mod.run(cfg, a.once, Stopper().install(), dry_run=a.dry_run, supervised=a.supervised)
 
-    return cli.run(body, args, lock="src", shard="sync")
+    return cli.run(body, args, lock="src", shard="sync", metrics=True)
 
 
 def dest_sync(argv: list[str] | None = None) -> int:
@@ -38,7 +38,7 @@ def dest_sync(argv: list[str] | None = None) -> int:
         return mod.run(cfg, a.once, Stopper().install(), dry_run=a.dry_run, supervised=a.supervised,
                        round_start=a.round_start)
 
-    return cli.run(body, args, lock="dest", shard="sync")
+    return cli.run(body, args, lock="dest", shard="sync", metrics=True)
 
 
 def sync(argv: list[str] | None = None) -> int:
@@ -50,7 +50,7 @@ def sync(argv: list[str] | None = None) -> int:
     def body(a, cfg) -> int:
         return supervisor.run(cfg, a.once, a.dry_run, a.log_file, a.debug, Stopper().install())
 
-    return cli.run(body, args, lock="sync", shard="sync")
+    return cli.run(body, args, lock="sync", shard="sync", metrics=True)
 
 
 def repair(argv: list[str] | None = None) -> int:
@@ -107,7 +107,7 @@ def reset(argv: list[str] | None = None) -> int:
         run_files = glob.glob("src_commands*.txt*") + glob.glob("dest_commands*.txt*")
         index = [INDEX_FILE + suffix for suffix in ("", "-wal", "-shm")]
         for name in (*run_files, SRC_LEDGER, DEST_LEDGER, *index, ".src_state.json", ".dest_state.json",
-                     "missing_keys.txt", "transfer_report.json", SHARD_FILE):
+                     ".volumes.json", "missing_keys.txt", "transfer_report.json", SHARD_FILE):
             try:
                 os.remove(name)
                 log.info("removed %s", name)
@@ -128,11 +128,11 @@ def connect_test(side_name: str, argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def body(a, cfg) -> int:
-        from collections import Counter
-
         from . import storeinfo
 
         side = cfg.source if side_name == "source" else cfg.destination
+        if not _credentials_line(side):
+            return cli.FAILED
         endpoints = side.endpoints or (None,)
         count = total = 0
         failed = 0
@@ -142,23 +142,7 @@ def connect_test(side_name: str, argv: list[str] | None = None) -> int:
             print(f"TLS {where}: {_tls_line(side, i)}")
             client = s3.client(side, cfg.settings, index=i)
             try:
-                n = size = 0
-                lines = []
-                sums: Counter = Counter()
-                sample = None
-                for o in s3.iter_objects(side, client):
-                    n += 1
-                    size += o.size
-                    if o.checksum:
-                        sums[o.checksum] += 1
-                    if sample is None:
-                        sample = o.key
-                    if not a.quiet and i == 0:
-                        lines.append(f"{o.key!r}: {o.size}\n")
-                        if len(lines) >= 1000:
-                            sys.stdout.write("".join(lines))
-                            lines.clear()
-                sys.stdout.write("".join(lines))
+                n, size, sums, sample = _list_printing(side, client, show=not a.quiet and i == 0)
             except Exception as exc:  # noqa: BLE001 - one line per endpoint, no traceback
                 failed += 1
                 msg = s3.describe_error(exc, side)
@@ -180,6 +164,49 @@ def connect_test(side_name: str, argv: list[str] | None = None) -> int:
         return cli.FAILED if failed else cli.OK
 
     return cli.run(body, args)
+
+
+def _list_printing(side, client, show: bool):
+    """A connect test's listing of one endpoint: (objects, bytes, the checksums named, counted, one
+    key); show: each object is printed as it comes, a thousand lines at a time."""
+    from collections import Counter
+
+    from . import s3
+
+    n = size = 0
+    lines = []
+    sums: Counter = Counter()
+    sample = None
+    for o in s3.iter_objects(side, client):
+        n += 1
+        size += o.size
+        if o.checksum:
+            sums[o.checksum] += 1
+        if sample is None:
+            sample = o.key
+        if show:
+            lines.append(f"{o.key!r}: {o.size}\n")
+            if len(lines) >= 1000:
+                sys.stdout.write("".join(lines))
+                lines.clear()
+    sys.stdout.write("".join(lines))
+    return n, size, sums, sample
+
+
+def _credentials_line(side) -> bool:
+    """A connect test's line on where the side's credentials come from (storeinfo.credentials);
+    False, said in one line, when they cannot be obtained (a credential_process that fails, an
+    expired SSO token). A profile in neither AWS file raises ConfigError (exit 2)."""
+    from . import s3, storeinfo
+
+    try:
+        print(storeinfo.credentials(side))
+        return True
+    except S5jError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line, no traceback
+        print(f"FAILED: {s3.describe_error(exc, side)}", file=sys.stderr)
+        return False
 
 
 def _warn_tls(side) -> None:

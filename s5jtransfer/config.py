@@ -98,6 +98,7 @@ class Side:
     # whose ETags are not MD5s and does not say so); evidence.py
     etag_is_md5: bool = True
     writes: Writes = field(default_factory=Writes)  # the destination's upload settings
+    profile: str | None = None  # an AWS profile of the config and credentials files (with no keys set)
 
     @property
     def is_snow(self) -> bool:
@@ -130,6 +131,10 @@ class Settings:
     poll_interval: float
     max_poll_interval: float
     idle_verify_interval: int = 3600  # a perpetual sync_mvol.py compares the sides this often when idle (0: never)
+    metrics_file: str | None = None  # transfer_settings.metrics_file: Prometheus text (metrics.py), absolute
+    metrics_port: int = 0  # transfer_settings.metrics_port: HTTP /metrics (0: none)
+    stall_warning_seconds: float = 900.0  # no byte moved this long while work is queued: stalled (status.py)
+    request_timeout: float = 120.0  # transfer_settings.request_timeout_seconds (s3.client, s5cmd.Stream.stuck)
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,7 @@ _SIDE_KEYS = {
     "ca_bundle": (False, "str_or_none", None),
     "verify_tls": (False, "bool", True),
     "etag_is_md5": (False, "bool", True),
+    "profile": (False, "str_or_none", None),  # an AWS profile: this side's credentials (s3.py, s5cmd's env)
 }
 # How the destination writes each object (Writes), checked against the values S3 takes.
 _WRITE_KEYS = {
@@ -203,6 +209,12 @@ _SCHEMA: dict[str, dict[str, tuple[bool, str, Any]]] = {
         "idle_verify_interval_seconds": (False, "count", 3600),
         "shard": (False, "str_or_none", None),  # "K/N": this host's shard (shard.py)
         "shard_count": (False, "str_or_none", None),  # N, with a scheduler's index variable (shard.py)
+        "metrics_file": (False, "str_or_none", None),  # Prometheus text, rewritten while a script runs
+        "metrics_port": (False, "count", 0),  # 0: no HTTP /metrics
+        "stall_warning_seconds": (False, "posnum", 900.0),  # no byte moved this long while work is queued
+        # an S3 request (boto3) or an s5cmd with objects in flight that reads and writes nothing
+        # this long is abandoned and tried again: an endpoint that holds connections and never answers
+        "request_timeout_seconds": (False, "posnum", 120.0),
     },
 }
 
@@ -508,6 +520,10 @@ def _side(path: str, name: str, sec: dict, endpoints: list[str]) -> Side:
     if bool(sec["access_key"]) != bool(sec["secret_access_key"]):
         raise _fail(path, f"{name}.access_key", "only one of access_key and secret_access_key is set",
                     "set both, or leave both empty to use the standard AWS credential chain")
+    if sec["profile"] and sec["access_key"]:
+        raise _fail(path, f"{name}.profile", "is set together with access_key",
+                    f"keep one: the profile (remove {name}.access_key and secret_access_key), or the keys "
+                    f"(remove {name}.profile)")
     if sec["region"] == SNOW and name == "destination":
         raise _fail(path, "destination.region", "a Snowball (snow) cannot be the destination",
                     "set the destination bucket's AWS region, e.g. us-east-1")
@@ -528,7 +544,7 @@ def _side(path: str, name: str, sec: dict, endpoints: list[str]) -> Side:
     return Side(name=name, bucket=sec["bucket_name"], prefix=sec["bucket_prefix"], region=sec["region"],
                 access_key=sec["access_key"], secret_key=sec["secret_access_key"], endpoints=tuple(endpoints),
                 ca_bundle=bundle or None, verify_tls=sec["verify_tls"], etag_is_md5=sec["etag_is_md5"],
-                writes=_writes(path, sec) if name == "destination" else Writes())
+                writes=_writes(path, sec) if name == "destination" else Writes(), profile=sec["profile"])
 
 
 def _one_of(path: str, dotted: str, raw: str | None, allowed: tuple[str, ...]) -> str | None:
@@ -697,7 +713,28 @@ def _settings(path: str, ts: dict) -> Settings:
         src_workers=ts["src_workers"], dest_workers=ts["dest_workers"], part_size=max(5, ts["part_size_mb"]) * MIB,
         stream_uploads=ts["dest_stream_uploads"], retries=ts["retries"],
         volume_reserve=ts["volume_reserve_bytes"], poll_interval=ts["poll_interval_seconds"],
-        max_poll_interval=ts["max_poll_interval_seconds"], idle_verify_interval=ts["idle_verify_interval_seconds"])
+        max_poll_interval=ts["max_poll_interval_seconds"], idle_verify_interval=ts["idle_verify_interval_seconds"],
+        metrics_file=_metrics_file(path, ts["metrics_file"]), metrics_port=_port(path, ts["metrics_port"]),
+        stall_warning_seconds=ts["stall_warning_seconds"], request_timeout=ts["request_timeout_seconds"])
+
+
+def _metrics_file(path: str, raw: str | None) -> str | None:
+    """transfer_settings.metrics_file, relative to config.yaml's folder; its folder must exist."""
+    if not raw:
+        return None
+    out = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(raw))
+    if not os.path.isdir(os.path.dirname(out)) or os.path.isdir(out):
+        raise _fail(path, "transfer_settings.metrics_file", f"{out} is not a file in an existing folder",
+                    "write a file's path in an existing folder, e.g. node_exporter's textfile directory: "
+                    "/var/lib/node_exporter/textfile_collector/s5jtransfer.prom")
+    return out
+
+
+def _port(path: str, raw: int) -> int:
+    if raw > 65535:
+        raise _fail(path, "transfer_settings.metrics_port", f"{raw} is no TCP port",
+                    "write a port from 1 to 65535 (e.g. 9187), or 0 for none")
+    return raw
 
 
 def _warnings(path: str, source: Side, destination: Side) -> tuple[str, ...]:

@@ -20,13 +20,14 @@ from .confirm import Confirmer, existing
 from .endpoints import Endpoints
 from .ledger import SRC_LEDGER
 from .progress import DEST_STATE, GAVE_UP, MAX_TRIES, SRC_STATE, Progress, read_state
-from .runtime import (Appender, Done, Stopper, file_signature, fmt_bytes, poll_loop, remove_quietly,
+from .runtime import (Appender, Done, Stopper, file_signature, fmt_bytes, poll_loop,
                       sleep_until_changed)
 from .tries import Tries
 from .upload import Candidate, Pending, Uploads
 from .waiting import Waiting
 from .index import Index
-from .volumes import Volume, discover, scan_all
+from .health import Stall, VolumeWatch
+from .volumes import Volume, scan_all
 
 log = logging.getLogger("s5jtransfer.dest")
 CONFIRM_AFTER = 5.0  # seconds an upload may wait for confirmation, so one listing confirms many
@@ -70,12 +71,15 @@ class DestSync:
         self.settings = cfg.settings
         self.stopper = stopper or Stopper()
         self.dry_run = dry_run
-        self.volumes: list[Volume] = discover(cfg, create=not dry_run)
+        # health.py: volumes gone or read-only (their copies read while they can be, not freed)
+        self.watch = VolumeWatch(cfg, create=not dry_run, stages=False)
+        self.volumes: list[Volume] = self.watch.volumes
         self.waiting = Waiting(Index() if not dry_run else Index.elsewhere())
         self.eps = Endpoints(self.side, self.settings, pool=self.settings.dest_workers)
         self._warned_empty_key = False  # see _candidates: the source prefix itself, no destination prefix
         self.progress = Progress("destination", None if dry_run else DEST_STATE)
-        self.tries = Tries(self.progress.given_up)
+        self.stall = Stall("destination", self.progress, self.settings.stall_warning_seconds)
+        self.tries = Tries(self.progress.given_up, self.settings.poll_interval)
         self.ledger_sig: tuple | None = None  # see signature()
         self.streamer: streaming.Streamer | None = None  # large objects uploaded while fetched
         if self.settings.stream_uploads and not dry_run:
@@ -156,12 +160,22 @@ class DestSync:
             self._judge_completion(st, trust_source)
         return st
 
+    def _health(self, staged: dict) -> None:
+        """Each volume's state, free bytes, staged copies' bytes and copies not freed, for the state
+        file (status.py, the metrics)."""
+        held: dict[str, int] = {}
+        for vol, size in staged.values():
+            held[vol.root] = held.get(vol.root, 0) + size
+        self.progress.health["volumes"] = [dict(d, staged_bytes=held.get(d["path"], 0)) for d in self.watch.states()]
+
     def _candidates(self, st: DestStats) -> list[Candidate]:
         """The staged copies waiting for an upload whose turn it is; a ledgered object with no
         staged copy is healed (_heal_lost), and one confirmed meanwhile is freed."""
         busy = set(self.uploads.flight) | {c.path for c, _t in self._to_confirm}
         now = time.monotonic()
+        self.watch.check()
         staged = scan_all(self.volumes)
+        self._health(staged)
         todo, done = self.waiting.staged_work(staged)
         if done:
             self.leftovers.free(done, staged)
@@ -223,7 +237,7 @@ class DestSync:
                     continue
                 log.warning("staged copy of %r does not match the checksum verified at staging: discarded, "
                             "the source side fetches it again (%d of %d)", c.key, n, MAX_TRIES)
-                remove_quietly(c.path)
+                self.watch.free(c.path)
                 back.append(c.key)
             if back:
                 self.waiting.hand_back(back)
@@ -302,7 +316,7 @@ class DestSync:
             self._compact = self._compact or self.waiting.index.row("dest", c.key) is not None
             st.uploaded += 1
             st.uploaded_bytes += c.size
-            self.progress.add(1, c.size)
+            self.progress.counted(1, c.size)
             self._done_by_key[c.key] = c
             self._appender.add(row)
         self._appender.flush()
@@ -318,7 +332,7 @@ class DestSync:
                 continue
             done.append((c.key, c.pending.row))
             if self.cfg.delete_staging_data and file_signature(c.path) == c.ident:
-                remove_quietly(c.path)  # the same file: not replaced by a newer version
+                self.watch.free(c.path)  # the same file: not replaced by a newer version
         self.waiting.release(done)
 
     def compact(self) -> None:
@@ -334,6 +348,7 @@ class DestSync:
         if self.streamer is not None:
             self.streamer.close()
         self.confirmer.close()
+        self.progress.write_state(force=True)  # the last confirmations (writes are at most one a second)
 
 
 class Leftovers:
@@ -344,6 +359,7 @@ class Leftovers:
     def __init__(self, sync: "DestSync") -> None:
         self.cfg = sync.cfg
         self.volumes = sync.volumes
+        self.watch = sync.watch
         self.waiting = sync.waiting
         self.confirmer = sync.confirmer
         self.dry_run = sync.dry_run
@@ -363,7 +379,7 @@ class Leftovers:
         if self.cfg.delete_staging_data:
             for name in done:
                 vol = staged[name][0]
-                remove_quietly(vol.staged_path(name))
+                self.watch.free(vol.staged_path(name))
         self.waiting.release(freed)
         known = set(_todo) | set(done)
         old = time.time() - LEFTOVER_AGE
@@ -371,7 +387,7 @@ class Leftovers:
         for name, (vol, _size) in staged.items():
             path = vol.staged_path(name)
             if name not in known and self.cfg.delete_staging_data and _mtime(path) < old:
-                remove_quietly(path)
+                self.watch.free(path)
                 swept += 1
         if freed or swept:
             log.info("removed %d staged copies already confirmed at the destination%s", len(freed),
@@ -382,7 +398,7 @@ class Leftovers:
         a comparison ledgered them): freed and released, as after an upload."""
         if self.cfg.delete_staging_data:
             for name in done:
-                remove_quietly(staged[name][0].staged_path(name))
+                self.watch.free(staged[name][0].staged_path(name))
         self.waiting.release(list(done.values()))
 
     def heal(self, staged: dict, st: DestStats) -> None:
@@ -582,6 +598,8 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, superv
 
     def after(st: DestStats, started: float, delay: float) -> float:
         lines.after(st, started)
+        sync.stall.note(st.pending > 0 or st.in_flight > 0, "endpoint" if st.staged or st.in_flight else "source side",
+                        sync.uploads.io())
         if once and st.only_given_up:
             names = sorted(sync.progress.given_up.items())[:10]
             log.error("destination: done, except for %d objects set aside after %d tries each (the source side "

@@ -136,31 +136,37 @@ class Fetcher:
     # -- s5cmd run, fed through its standard input ----------------------------------------
     def _stream(self, kind: str, ep: int) -> s5cmd.Stream:
         stream = self._streams.get((kind, ep))
-        if stream is not None and stream.alive():
+        if stream is not None and stream.usable():
             return stream
         if stream is not None:
-            stream.close(timeout=5)
+            s5cmd.retire(stream, self.side.name, 5)
         workers = LARGE_WORKERS if kind == plan.LARGE else self.settings.src_workers
         gargs = s5cmd.global_args(self.side, workers, self.settings.retries, self.eps.urls[ep])
         stream = s5cmd.Stream(self.binary, gargs, s3.child_env(self.side), run_file(kind, ep), self._reported,
-                              on_start=self.stopper.track, preexec=die_with_parent())
+                              on_start=self.stopper.track, preexec=die_with_parent(),
+                              frozen_after=self.settings.request_timeout)
         self._streams[(kind, ep)] = stream
         self._busy[(kind, ep)] = time.monotonic()
         return stream
 
+    def io(self) -> dict[int, int]:
+        """Bytes each running s5cmd has read and written, by PID (health.Stall: moving or not)."""
+        return {stream.proc.pid: stream.io() for stream in list(self._streams.values())}
+
     def close_idle(self) -> None:
         """An s5cmd with nothing in flight for STREAM_IDLE seconds is ended (an idle side runs no
-        child); one that died is closed at once: what it never reported on is reported failed."""
+        child); one that died, or whose credentials expired, is closed at once: what it never
+        reported on is reported failed."""
         now = time.monotonic()
         for k, stream in list(self._streams.items()):
-            if len(stream) and stream.alive():
+            if len(stream) and stream.usable():
                 self._busy[k] = now
                 continue
-            if stream.alive() and now - self._busy.get(k, now) < STREAM_IDLE:
+            if stream.usable() and now - self._busy.get(k, now) < STREAM_IDLE:
                 continue
             del self._streams[k]
             self._busy.pop(k, None)
-            stream.close(timeout=30)
+            s5cmd.retire(stream, self.side.name, 30)
             self.stopper.untrack(stream.proc)
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ drops it from the pass's work.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -29,6 +30,7 @@ LEDGER_DELAY = 0.2  # seconds a staged object waits at most before it is ledgere
 LEDGER_BYTES = 4 * 1024 * 1024  # ... and none waits once the held rows stand for this many bytes
 ARCHIVED = "InvalidObjectState"  # S3's answer to a read of an object in GLACIER or DEEP_ARCHIVE, not restored
 NO_SPACE = ("no space left on device", "disk quota exceeded", "errno 28", "errno 122")
+VOLUME_FAILED = ("read-only file system", "input/output error", "errno 30", "errno 5]")
 
 
 class Flight(NamedTuple):
@@ -50,6 +52,7 @@ class Landed:
     mismatched: int = 0
     size_only: int = 0
     no_space: int = 0  # copies that found their volume full (not counted as tries)
+    volume_failed: int = 0  # copies whose volume went or turned read-only (not counted as tries)
     given_up: int = 0
     staged: list[str] = field(default_factory=list)  # keys staged and ledgered (or held for the ledger)
 
@@ -79,6 +82,10 @@ class Landing:
         pass's work until the cycle drops them): none is handed over twice."""
         with self.lock:
             return {f.item.key for f in self.flights.values()} | set(self.landed_.staged)
+
+    def flights_now(self) -> list[Flight]:
+        with self.lock:
+            return list(self.flights.values())
 
     def reserved(self) -> tuple[dict[int, tuple[int, int]], dict[int, int]]:
         """What the copies in flight will take: per device (bytes, files), and per volume the object
@@ -116,8 +123,13 @@ class Landing:
         try:
             self._end(partial, f, ok, error)
         except Exception as exc:  # noqa: BLE001 - never lost in the pool: tried again
-            log.warning("cannot stage the copy of %r: %s", f.item.key, exc)
             remove_quietly(partial)
+            if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EIO):
+                self.sync.watch.failed(f.volume, exc)  # the volume failed, not the copy: not a try
+                with self.lock:
+                    self.landed_.volume_failed += 1
+                return
+            log.warning("cannot stage the copy of %r: %s", f.item.key, exc)
             with self.lock:
                 self.landed_.failed += 1
                 self.sync._tried(f.item, f"cannot stage the copy: {exc}", self.landed_)
@@ -154,6 +166,10 @@ class Landing:
             got.no_space += 1  # something else filled the volume: a pause, not a try
             log.warning("no space left on %s for %r (another program filled it beyond the plan's room); it waits "
                         "for space", f.vol.root, item.key)
+        elif any(s in error.lower() for s in VOLUME_FAILED) or not self.sync.watch.usable(f.volume):
+            got.volume_failed += 1  # the volume failed (health.py names it): another one takes it, not a try
+            if "read-only" in error.lower() or "errno 30" in error.lower():
+                self.sync.watch.failed(f.volume, OSError(30, error))
         elif ARCHIVED in error:
             got.failed += 1
             self.sync._tried(item, "it is in an archive storage class (GLACIER or DEEP_ARCHIVE) and cannot be read "
@@ -166,7 +182,12 @@ class Landing:
 
     def _stage(self, f: Flight, partial: str, row: tuple) -> None:
         dest = f.vol.staged_path(f.name)
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        if not self.sync.watch.present(f.volume):  # gone since the copy was handed over (health.py)
+            remove_quietly(partial)
+            with self.lock:
+                self.landed_.volume_failed += 1
+            return
+        os.makedirs(os.path.dirname(dest), exist_ok=True)  # its mark is there: the volume's own folder
         os.replace(partial, dest)
         try:
             self.appender.add(row)

@@ -33,6 +33,25 @@ class Progress:
         self._samples: deque[tuple[float, int, int]] = deque()
         self._lock = threading.Lock()
         self._last_write = 0.0
+        # what the side says of its health (health.py: volumes, what it waits for), into the state file
+        self.health: dict = {}
+        # cumulative counters (metrics.py): never lower within the working folder, so seeded from
+        # the side's last state file; done/done_bytes are gauges (set_totals lowers them)
+        self.objects_total = self.bytes_total = 0
+        self._retries_before = 0  # retries_total of the earlier runs in this folder; self.retries: this run's
+        self.last_progress = self.started  # when the last object was counted (this process's start if none)
+        self._seed()
+
+    def _seed(self) -> None:
+        prev = read_state(self.state_file) if self.state_file else None
+        if not isinstance(prev, dict) or prev.get("side") != self.side:
+            return
+        try:
+            self.objects_total = max(0, int(prev.get("objects_total") or 0))
+            self.bytes_total = max(0, int(prev.get("bytes_total") or 0))
+            self._retries_before = max(0, int(prev.get("retries_total") or 0))
+        except (TypeError, ValueError):  # a state file edited by hand: the counters start again
+            self.objects_total = self.bytes_total = self._retries_before = 0
 
     def set_totals(self, total: int, total_bytes: int, done: int, done_bytes: int) -> None:
         with self._lock:
@@ -45,6 +64,15 @@ class Progress:
             self.done += objects
             self.done_bytes += nbytes
             self._sample()
+
+    def counted(self, objects: int, nbytes: int) -> None:
+        """Objects done for good (verified and ledgered by the source side, confirmed by the
+        destination side): the done gauge, and the cumulative counters the metrics publish."""
+        self.add(objects, nbytes)
+        with self._lock:
+            self.objects_total += objects
+            self.bytes_total += nbytes
+            self.last_progress = time.time()
 
     def _sample(self) -> None:
         now = time.monotonic()
@@ -85,7 +113,10 @@ class Progress:
                 "done_bytes": self.done_bytes, "objects_per_s": round(ops, 3), "bytes_per_s": round(bps, 1),
                 "eta_s": None if self.eta() is None else round(self.eta(), 1), "retries": self.retries,
                 "given_up_count": len(self.given_up),
-                "given_up": dict(sorted(self.given_up.items())[:GIVEN_UP_SHOWN])}
+                "given_up": dict(sorted(self.given_up.items())[:GIVEN_UP_SHOWN]),
+                "objects_total": self.objects_total, "bytes_total": self.bytes_total,
+                "retries_total": self._retries_before + self.retries, "last_progress": self.last_progress,
+                **self.health}
 
     def line(self) -> str:
         ops, bps = self.rates()

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 from . import tls
 from .config import Side, Settings
-from .errors import ConnectError, S5jError
+from .errors import ConfigError, ConnectError, S5jError
 
 log = logging.getLogger("s5jtransfer.s3")
 T = TypeVar("T")
@@ -80,7 +80,8 @@ def client(side: Side, settings: Settings | None = None, index: int = 0, pool: i
     retries = settings.retries if settings else 10
     cfg = botocore.config.Config(
         retries={"mode": "standard", "max_attempts": 1 if probe else retries},
-        connect_timeout=3 if probe else 10, read_timeout=5 if probe else READ_TIMEOUT, max_pool_connections=max(10, pool),
+        connect_timeout=3 if probe else 10,
+        read_timeout=5 if probe else (settings.request_timeout if settings else READ_TIMEOUT), max_pool_connections=max(10, pool),
         s3={"addressing_style": "path"} if endpoint else {},
         # Only checksum when the service requires it: Snowballs and most S3-compatible stores
         # reject or mangle the newer flexible checksums.
@@ -124,6 +125,8 @@ def _session(side: Side):
         session = boto3.session.Session(aws_access_key_id=side.access_key.reveal(),
                                         aws_secret_access_key=side.secret_key.reveal(),
                                         region_name=side.region)
+    elif side.profile:
+        session = _profile_session(side)
     else:
         session = boto3.session.Session(region_name=side.region)
     # One data loader for every session: the other side's session would parse the same JSON
@@ -139,6 +142,37 @@ def _session(side: Side):
     session._session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
     _SESSIONS[id(side)] = (side, session)
     return session
+
+
+def _profile_session(side: Side):
+    """The session of a side with `profile`: its credentials as the AWS SDKs resolve that profile
+    (keys, credential_process, SSO, role_arn), refreshed by botocore as they expire. A profile that
+    is in neither file is a ConfigError (exit 2), naming the files looked at."""
+    import boto3
+    import botocore.exceptions
+
+    try:
+        return boto3.session.Session(profile_name=side.profile, region_name=side.region)
+    except botocore.exceptions.ProfileNotFound:
+        raise ConfigError(f"config.yaml: {side.name}.profile: there is no profile {side.profile!r} in "
+                          f"{' or '.join(profile_files())}; add it ([profile {side.profile}] in the config file, or "
+                          f"[{side.profile}] in the credentials file), point AWS_CONFIG_FILE / "
+                          f"AWS_SHARED_CREDENTIALS_FILE at the files that hold it, or fix {side.name}.profile") from None
+
+
+def profile_files(env: dict[str, str] | None = None) -> tuple[str, str]:
+    """The AWS config and credentials files a profile is read from (the SDKs' own rule)."""
+    env = os.environ if env is None else env
+    return (os.path.expanduser(env.get("AWS_CONFIG_FILE") or "~/.aws/config"),
+            os.path.expanduser(env.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials"))
+
+
+def credentials(side: Side):
+    """botocore's credentials of the side's session (None: the chain found none); a profile's
+    credential_process, SSO token or role is used here, once per process (botocore keeps them)."""
+    with _SESSIONS_LOCK:
+        session = _session(side)
+    return session.get_credentials()
 
 
 def tls_mode(side: Side, index: int = 0, env: dict[str, str] | None = None) -> tls.Mode:
@@ -391,7 +425,13 @@ def describe_error(exc: BaseException, side: Side, at: str | None = None) -> str
                         botocore.exceptions.ConnectionClosedError, botocore.exceptions.ReadTimeoutError)):
         return f"endpoint {where} did not answer ({name}); check the address, port and network link"
     if isinstance(exc, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError)):
+        if side.profile:
+            return (f"profile {side.profile!r} ({side.name}.profile) gives no credentials; give it keys, a "
+                    f"credential_process, an SSO session or a role in {' or '.join(profile_files())}")
         return f"credentials for the {side.name} are missing; set {side.name}.access_key and secret_access_key in config.yaml or configure the AWS credential chain"
+    if isinstance(exc, botocore.exceptions.CredentialRetrievalError):
+        return (f"the {side.name}'s credentials could not be obtained ({exc}); check "
+                f"{_credentials_key(side)}")
     if isinstance(exc, botocore.exceptions.ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -399,7 +439,7 @@ def describe_error(exc: BaseException, side: Side, at: str | None = None) -> str
             return f"bucket {side.bucket!r} does not exist at {where}; check {side.name}.bucket_name"
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
                     "AuthorizationHeaderMalformed", "InvalidClientTokenId"):
-            return f"credentials rejected by {where} ({code}); check {side.name}.access_key, secret_access_key and region"
+            return f"credentials rejected by {where} ({code}); check {_credentials_key(side)} and {side.name}.region"
         if code == "AccessDenied" or code.startswith("KMS.") or status == 403:
             message = exc.response.get("Error", {}).get("Message", "")
             return (f"access denied by {where} ({code or status}{': ' + message if message else ''}); check the "
@@ -408,6 +448,15 @@ def describe_error(exc: BaseException, side: Side, at: str | None = None) -> str
     if isinstance(exc, botocore.exceptions.BotoCoreError):
         return f"{side.name} at {where} failed: {exc}"
     return f"{side.name} at {where} failed: {name}: {exc}"
+
+
+def _credentials_key(side: Side) -> str:
+    """Where the side's credentials come from, as a fix names it."""
+    if side.has_credentials:
+        return f"{side.name}.access_key, secret_access_key"
+    if side.profile:
+        return f"profile {side.profile!r} ({side.name}.profile) in {' or '.join(profile_files())}"
+    return f"the AWS credential chain (or set {side.name}.access_key and secret_access_key, or {side.name}.profile)"
 
 
 def connect_error(exc: BaseException, side: Side) -> ConnectError:
@@ -423,15 +472,26 @@ _CHAIN_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
               "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
               "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
               "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_EC2_METADATA_DISABLED")
+# ... and of those, what a side with `profile` passes on: the files, and what a profile's
+# credential_source reads. Not the environment's keys, role or web identity: the SDK would take
+# them before the profile (boto3 ignores them for an explicit profile too).
+_PROFILE_ENV = ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_EC2_METADATA_DISABLED")
 
 
 def child_env(side: Side, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The whole environment of an s5cmd child for one side: its credentials and region only."""
+    """The whole environment of an s5cmd child for one side: its credentials and region only.
+    A profile goes as AWS_PROFILE with AWS_SDK_LOAD_CONFIG=1, which aws-sdk-go resolves through its
+    whole chain (credential_process, SSO, role_arn); s5cmd's --profile reads the credentials file only."""
     base = os.environ if base is None else base
     env = {k: base[k] for k in _PASS_ENV if k in base}
     if side.has_credentials:
         env["AWS_ACCESS_KEY_ID"] = side.access_key.reveal()
         env["AWS_SECRET_ACCESS_KEY"] = side.secret_key.reveal()
+    elif side.profile:
+        env.update({k: base[k] for k in _PROFILE_ENV if k in base})
+        env["AWS_PROFILE"] = side.profile
+        env["AWS_SDK_LOAD_CONFIG"] = "1"
     else:
         env.update({k: base[k] for k in _CHAIN_ENV if k in base})
     env["AWS_REGION"] = side.region

@@ -6,10 +6,12 @@ import glob
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import threading
+import time
 from typing import Callable, Iterable, TextIO
 
 from . import tls
@@ -97,11 +99,48 @@ def global_args(side: Side, workers: int, retries: int, endpoint: str | None = N
     return args
 
 
+# S3's error codes saying a request's credentials expired. aws-sdk-go v1 never reads static or
+# environment keys again, so an s5cmd that got one fails every request after it until it is
+# started again (and so reads its credentials again).
+EXPIRED_CODES = ("ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired")
+# as aws-sdk-go writes an error ("Code: message", also after "caused by: "), never inside a key or URL
+_EXPIRED = re.compile(r"(?:^|[\s:\"])(?:%s):" % "|".join(EXPIRED_CODES))
+
+
+def expired(error: str) -> bool:
+    """Does an s5cmd error (a --json result's "error") say the credentials it signed with expired?"""
+    return bool(_EXPIRED.search(error))
+
+
+def io_bytes(pid: int) -> int | None:
+    """Bytes a process has read and written so far (/proc/<pid>/io rchar + wchar: files, pipes and
+    sockets alike); None where it cannot be read (gone, another user's, no /proc)."""
+    try:
+        with open(f"/proc/{pid}/io", "rb") as fh:
+            fields = dict(line.split(b":", 1) for line in fh.read().splitlines() if b":" in line)
+        return int(fields[b"rchar"]) + int(fields[b"wchar"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 class Result:
     __slots__ = ("ok", "local", "error")
 
     def __init__(self, ok: bool, local: str | None, error: str) -> None:
         self.ok, self.local, self.error = ok, local, error
+
+
+def retire(stream: Stream, side: str, timeout: float) -> int:
+    """Close a stream its owner feeds no more: idle, dead, or its credentials expired (then said in
+    one warning: the next line fed starts another s5cmd, which reads them again)."""
+    if stream.expired:
+        log.warning("%s credentials expired; s5cmd restarted to read them again (what it held is tried again)",
+                    side)
+    elif stream.frozen:
+        log.warning("%s endpoint did not answer: s5cmd read and wrote nothing for %g s with %d objects in flight; "
+                    "it is ended and started again (what it held is tried again)", side, stream.frozen_after,
+                    len(stream))
+    return stream.close(timeout=timeout)
 
 
 class _Output:
@@ -148,16 +187,24 @@ class Stream:
     reader thread as s5cmd reports each object; exactly once per line added, also when s5cmd
     dies without a result (then ok is False). Every line is also written to record_file, the
     run file an operator can read; it starts again from empty when it passes RECORD_MAX (a stream
-    may be fed for days), and a working folder that cannot take it (full) stops only the record."""
+    may be fed for days), and a working folder that cannot take it (full) stops only the record.
+    `expired` is set once s5cmd reports that its credentials expired (expired()), `frozen` once it
+    has read and written nothing for frozen_after seconds while objects were in flight (an endpoint
+    that holds its connections open and never answers: s5cmd has no timeout of its own): its owner
+    then closes it and starts another (usable())."""
 
     def __init__(self, binary: str, gargs: list[str], env: dict[str, str], record_file: str,
                  report: Callable[[str, bool, str], None],
                  on_start: Callable[[subprocess.Popen], None] | None = None,
-                 preexec: Callable[[], None] | None = None) -> None:
+                 preexec: Callable[[], None] | None = None, frozen_after: float | None = None) -> None:
         self.report = report
+        self.frozen_after = frozen_after
+        self.frozen = False
+        self._io: tuple[int | None, float] = (None, time.monotonic())  # (io_bytes, since when) for stuck()
         self._lock = threading.Lock()
         self.in_flight: dict[str, int] = {}  # local path -> bytes
         self.ok = self.failed = 0
+        self.expired = False
         self._record: TextIO | None = open(record_file, "w", encoding="utf-8")
         self.proc = subprocess.Popen([binary, *gargs, "run"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=env, close_fds=True, preexec_fn=preexec)
@@ -170,6 +217,8 @@ class Stream:
             t.start()
 
     def _on_result(self, res: Result) -> None:
+        if not res.ok and not self.expired and expired(res.error):
+            self.expired = True
         if res.local is None:
             if not res.ok:
                 log.warning("s5cmd: %s", res.error)
@@ -194,6 +243,27 @@ class Stream:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def usable(self) -> bool:
+        """Running, neither frozen nor with expired credentials: the owner may feed it more."""
+        return not self.expired and not self.stuck() and self.alive()
+
+    def io(self) -> int:
+        """Bytes s5cmd has read and written so far (0 where unknown)."""
+        return io_bytes(self.proc.pid) or 0
+
+    def stuck(self) -> bool:
+        """Frozen: objects in flight, and not a byte read or written for frozen_after seconds."""
+        if self.frozen or self.frozen_after is None:
+            return self.frozen
+        now, io = time.monotonic(), io_bytes(self.proc.pid)
+        with self._lock:
+            busy = bool(self.in_flight)
+        if not busy or io is None or io != self._io[0]:
+            self._io = (io, now)
+        elif now - self._io[1] >= self.frozen_after:
+            self.frozen = True
+        return self.frozen
 
     def add(self, line: str, local: str, nbytes: int) -> bool:
         """Feed one line; False (and the object reported failed) when s5cmd is gone."""
@@ -235,12 +305,15 @@ class Stream:
             self._record = None
 
     def close(self, timeout: float | None = None) -> int:
-        """End the input, wait for s5cmd, report what it never reported on as failed."""
+        """End the input, wait for s5cmd, report what it never reported on as failed. One whose
+        credentials expired is ended at once: it would fail whatever it still holds."""
         try:
             assert self.proc.stdin is not None
             self.proc.stdin.close()
         except OSError:
             pass
+        if (self.expired or self.frozen) and self.proc.poll() is None:
+            self.proc.terminate()
         try:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -252,8 +325,10 @@ class Stream:
         with self._lock:
             left, self.in_flight = list(self.in_flight), {}
             self.failed += len(left)
+        why = (f"the endpoint did not answer for {self.frozen_after:g} s (s5cmd ended)" if self.frozen
+               else f"s5cmd exited {rc} without a result for it")
         for local in left:
-            self.report(local, False, f"s5cmd exited {rc} without a result for it")
+            self.report(local, False, why)
         if rc != 0 and self._out.errors:
             log.debug("s5cmd exited %s: %s", rc, " | ".join(self._out.errors[-5:]))
         return rc

@@ -19,6 +19,7 @@ from . import fetch, plan, refusal, s3, s5cmd, shard
 from .config import Config
 from .copycheck import CopyCheck
 from .endpoints import Endpoints, split_by_bytes
+from .health import Stall, VolumeWatch
 from .index import Index, PassCounts, Work
 from .landing import Flight, Landing
 from .ledger import SRC_COLUMNS, SRC_LEDGER, Ledger
@@ -26,7 +27,7 @@ from .progress import GAVE_UP, MAX_TRIES, SRC_STATE, Progress
 from .runtime import (Done, Stopper, file_inode, fmt_bytes, interruptible, poll_loop, remove_quietly,
                       sleep_until_changed)
 from .tries import Tries
-from .volumes import Volume, device_space, discover, scan_all, staged_name
+from .volumes import Volume, device_space, scan_all, staged_name
 
 log = logging.getLogger("s5jtransfer.src")
 IN_FLIGHT_POLL = 0.25  # seconds between cycles while copies are in flight (results are taken, more handed over)
@@ -72,7 +73,8 @@ class SourceSync:
         self.settings = cfg.settings
         self.stopper = stopper or Stopper()
         self.dry_run = dry_run
-        self.volumes: list[Volume] = discover(cfg, create=not dry_run)
+        self.watch = VolumeWatch(cfg, create=not dry_run)  # health.py: volumes gone, read-only, too small
+        self.volumes: list[Volume] = self.watch.volumes
         self.ledger = Ledger(SRC_LEDGER, SRC_COLUMNS)
         self.index = Index() if not dry_run else Index.elsewhere()
         self.work = Work(self.index)
@@ -84,13 +86,15 @@ class SourceSync:
         self.checker = CopyCheck(self.side, self.eps.client, lambda: self._client_at)
         self.refusals = refusal.Streak(self.side, "reads")  # a store that refuses every read: exit 2
         self.progress = Progress("source", None if dry_run else SRC_STATE)
-        self.tries = Tries(self.progress.given_up)  # copies that failed or did not verify (see _tried)
+        self.stall = Stall("source", self.progress, self.settings.stall_warning_seconds)
+        self.tries = Tries(self.progress.given_up, self.settings.poll_interval)  # copies that failed or did not verify (see _tried)
         self.landing = Landing(self)
         self.fetcher = fetch.Fetcher(self.side, self.settings, self.eps, self.binary, self.stopper, self.landing.landed)
         self.fetcher.halted = lambda: self.refusals.tripped
         self.pass_: PassCounts | None = None  # the current pass's listing
         self.pass_done = (0, 0)  # objects and bytes staged in this pass
         self._relist = True  # list the source at the next cycle
+        self._usable: list[int] = list(range(len(self.volumes)))  # volumes that take new copies (health.py)
         self.relist_at: float | None = None  # when a pass whose work is done lists again (next_pause)
         self.list_seconds = 0.0  # how long the last listing took
         self._orphans: dict | None = None  # staged copies at a pass's start, adopted if unledgered
@@ -136,6 +140,8 @@ class SourceSync:
         st = CycleStats()
         with self._reload_on_os_error():
             self.refresh()
+            self._usable = self.watch.usable_or_end({f.volume for f in self.landing.flights_now()})
+            self.progress.health["volumes"] = self.watch.states()
             live = self.live()
             if self._relist or (self.relist_at is not None and time.monotonic() >= self.relist_at):
                 self._list(live)
@@ -151,7 +157,7 @@ class SourceSync:
                 self._adopt_staged(st)
         items = self._head(st)
         if self.dry_run:
-            self._print_plan(items, live)
+            print_plan(self, items, live)
             return st
         self._feed(items, live, st)
         self.fetcher.close_idle()
@@ -241,12 +247,12 @@ class SourceSync:
         """Hand over what fits: staging counted as file systems count (whole blocks, an inode each),
         less what the copies in flight will take, and each volume's batch budget."""
         reserved, per_vol = self.landing.reserved()
+        usable = [self.volumes[i] for i in self._usable]
         space = {dev: plan.Space(max(0, sp.bytes - reserved.get(dev, (0, 0))[0]),
                                  None if sp.files is None else max(0, sp.files - reserved.get(dev, (0, 0))[1]), sp.block)
-                 for dev, sp in device_space(self.volumes, self.settings.volume_reserve).items()}
-        devices = [v.device() for v in self.volumes]
-        slots = [plan.VolumeSlot(i, devices[i], self.settings.max_src2l, per_vol.get(i, 0))
-                 for i in range(len(self.volumes))]
+                 for dev, sp in device_space(usable, self.settings.volume_reserve).items()}
+        devices = {i: self.volumes[i].device() for i in self._usable}
+        slots = [plan.VolumeSlot(i, devices[i], self.settings.max_src2l, per_vol.get(i, 0)) for i in self._usable]
         assigned, waiting = plan.assign(items, slots, space)
         st.waiting, st.fed = len(waiting), len(assigned)
         if waiting and self._waiting_said != len(waiting):
@@ -269,6 +275,7 @@ class SourceSync:
             self.fetcher.submit(jobs, live, self.landing.advanced if self.settings.stream_uploads else None)
 
     _waiting_said = -1
+    _all_in_said = -1
     _compact = False
 
     def end_of_pass(self) -> None:
@@ -279,21 +286,6 @@ class SourceSync:
         if self._compact:
             self._compact = False
             self.index.rewrite("src", lambda db: None)
-
-    def _print_plan(self, items: list[plan.Item], live: list[int]) -> None:
-        space = device_space(self.volumes, self.settings.volume_reserve)
-        slots = [plan.VolumeSlot(i, v.device(), self.settings.max_src2l) for i, v in enumerate(self.volumes)]
-        assigned, waiting = plan.assign(items, slots, space)
-        # spread as the fetcher spreads them: each to the endpoint with the fewest bytes in flight
-        for n, group in enumerate(split_by_bytes(assigned, [a.item.size for a in assigned], len(live))):
-            for a in group:
-                print(f"would copy {self.side.url(a.item.key)!r} ({a.item.size} bytes) from "
-                      f"{self.eps.name(live[n])} to {self.volumes[a.volume].root}")
-        for i in waiting:
-            print(f"would wait for space: {self.side.url(i.key)!r} ({i.size} bytes)")
-        todo = self.pass_.todo if self.pass_ else 0
-        print(f"dry run: {len(assigned)} objects ({sum(a.item.size for a in assigned)} bytes) would be copied first, "
-              f"{todo - len(assigned)} more after them as staging frees up; nothing was changed")
 
     def _clear_partials(self) -> None:
         # Nothing is in flight at a start (this process holds the source lock), so anything in a
@@ -321,7 +313,7 @@ class SourceSync:
             adopted.append(item.key)
             st.adopted += 1
             st.adopted_bytes += item.size
-            self.progress.add(1, item.size)
+            self.progress.counted(1, item.size)
             if len(adopted) % 1000 == 0:
                 self.landing.appender.flush()
         if adopted:
@@ -337,10 +329,15 @@ class SourceSync:
             st.given_up += 1
 
     def _note_progress(self, objects: int, nbytes: int) -> None:
-        self.progress.add(objects, nbytes)
+        p = self.progress
+        p.counted(objects, nbytes)
         # at most once a second, but at once when the listing's last object is in (the
-        # destination side's --once reads it to know the source side is done)
-        self.progress.write_state(force=self.progress.done >= self.progress.total)
+        # destination side's --once reads it to know the source side is done): once, not for
+        # every object that lands after the totals were last set (a write is a file replaced)
+        last = 0 < p.total <= p.done and self._all_in_said != p.total
+        if last:
+            self._all_in_said = p.total
+        p.write_state(force=last)
 
     def close(self) -> None:
         """End the fetches (on exit; what was not ledgered is fetched again at the next start),
@@ -360,6 +357,23 @@ class SourceSync:
         self.index.close()
 
 
+def print_plan(sync: SourceSync, items: list[plan.Item], live: list[int]) -> None:
+    """--dry-run: what the next cycle would hand over, and to which endpoint and volume."""
+    space = device_space(sync.volumes, sync.settings.volume_reserve)
+    slots = [plan.VolumeSlot(i, v.device(), sync.settings.max_src2l) for i, v in enumerate(sync.volumes)]
+    assigned, waiting = plan.assign(items, slots, space)
+    # spread as the fetcher spreads them: each to the endpoint with the fewest bytes in flight
+    for n, group in enumerate(split_by_bytes(assigned, [a.item.size for a in assigned], len(live))):
+        for a in group:
+            print(f"would copy {sync.side.url(a.item.key)!r} ({a.item.size} bytes) from "
+                  f"{sync.eps.name(live[n])} to {sync.volumes[a.volume].root}")
+    for i in waiting:
+        print(f"would wait for space: {sync.side.url(i.key)!r} ({i.size} bytes)")
+    todo = sync.pass_.todo if sync.pass_ else 0
+    print(f"dry run: {len(assigned)} objects ({sum(a.item.size for a in assigned)} bytes) would be copied first, "
+          f"{todo - len(assigned)} more after them as staging frees up; nothing was changed")
+
+
 def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, supervised: bool = False) -> int:
     """supervised (sync_mvol.py --once): the pass's work done, the side waits without listing
     again (the supervisor's final comparison lists the source and hands back what is missing,
@@ -373,6 +387,8 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, superv
     def after(st: CycleStats, started: float, delay: float) -> float:
         sync.progress.set_totals(st.listed, st.listed_bytes, st.done, st.done_bytes)
         sync.progress.retries += st.failed + st.mismatched
+        sync.stall.note(st.todo > st.given_up + st.unmappable or st.in_flight > 0,
+                        "space" if st.waiting and not st.in_flight else "endpoint", sync.fetcher.io())
         sync.progress.write_state(force=True)
         sync.refusals.check()
         lines.after(st)

@@ -10,7 +10,7 @@ import sqlite3
 import sys
 import time
 
-from . import cli
+from . import check, cli
 from .config import Config
 from .index import Index, Totals
 from .ledger import LOCKS, holder_pid, is_locked
@@ -147,6 +147,10 @@ def _seconds(text: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser("Show both sides' progress from the ledgers and staging volumes (no S3 calls).", shard=True)
     p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.add_argument("--check", action="store_true",
+                   help="one line for a monitoring system, and its exit code: 0 OK, 1 WARNING (stalled, objects set "
+                        "aside, a volume nearly full), 2 CRITICAL (a side not running while work remains, a volume "
+                        "read-only or missing), 3 UNKNOWN")
     p.add_argument("--watch", nargs="?", type=_seconds, const=2.0, metavar="SECONDS",
                    help="refresh every SECONDS (default 2) until Ctrl-C")
     p.add_argument("--all-shards", action="store_true",
@@ -156,14 +160,21 @@ def main(argv: list[str] | None = None) -> int:
                    help="list the source once and print how its objects and bytes fall over N shards")
     args = p.parse_args(argv)
 
+    ran = []
+
     def body(a, cfg) -> int:
+        ran.append(True)
+        if a.check:
+            v = verdict_of(cfg)
+            print(v.line, flush=True)
+            return v.code
         if a.plan_shards:
             return _plan_shards(cfg, a.plan_shards, a.json)
         if a.all_shards:
             return _all_shards(cfg, a.json)
         while True:
             s = collect(cfg)
-            text = json.dumps(s) if a.json else render(s)
+            text = json.dumps(s) if a.json else render(s) + "\n" + verdict_of(cfg, s).line
             if a.watch and not a.json and sys.stdout.isatty():
                 sys.stdout.write("\x1b[H\x1b[2J")
             print(text, flush=True)
@@ -171,7 +182,17 @@ def main(argv: list[str] | None = None) -> int:
                 return cli.OK
             time.sleep(a.watch)
 
-    return cli.run(body, args, shard="count" if args.all_shards or args.plan_shards else "read")
+    rc = cli.run(body, args, shard="count" if args.all_shards or args.plan_shards else "read")
+    if args.check and not ran:  # config.yaml or the folder could not be read: the check itself failed
+        print("S5JTRANSFER UNKNOWN - cannot check this folder: see the line above", flush=True)
+        return check.UNKNOWN
+    return rc
+
+
+def verdict_of(cfg: Config, s: dict | None = None) -> "check.Verdict":
+    """status.py --check's verdict (check.py) for this folder."""
+    states = {"source": read_state(SRC_STATE) or {}, "destination": read_state(DEST_STATE) or {}}
+    return check.verdict(s or collect(cfg), states, cfg.settings.stall_warning_seconds, cfg.settings.volume_reserve)
 
 
 def _shard_count(text: str) -> int:

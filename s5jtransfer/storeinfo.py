@@ -1,13 +1,45 @@
 """What a connect test tells of a side's store: its default encryption, whether its ETags can be
 MD5s, which objects carry checksums, how uploads are written, and so the evidence a transfer will
 have (evidence.py). Two requests at most beside the listing: GetBucketEncryption, and a HeadObject
-of one listed object."""
+of one listed object. And where the side's credentials come from (credentials)."""
 
 from __future__ import annotations
 
+import datetime
 from collections import Counter
 
 from . import evidence, s3
+
+
+def credentials(side) -> str:
+    """The connect test's line on the side's credentials: which of botocore's providers gave them
+    (its `method`), and when they expire. Obtaining them runs a profile's credential_process, or
+    reads its SSO token, once (botocore keeps them); a failure raises (s3.describe_error names it)."""
+    creds = s3.credentials(side)
+    if creds is None:
+        return credentials_line(side, None, None, "")
+    return credentials_line(side, creds.method, getattr(creds, "_expiry_time", None), creds.access_key or "")
+
+
+def credentials_line(side, method: str | None, expiry: datetime.datetime | None, key_id: str) -> str:
+    """Pure: `credentials: <where> (<provider method>)`, the key id's last four characters (never the
+    whole id, never the secret) and, for credentials that refresh, when they expire."""
+    if side.has_credentials:
+        where = "static keys from config.yaml"
+    elif method is None:
+        return (f"credentials: none found by the AWS credential chain; set {side.name}.access_key and "
+                f"secret_access_key, or {side.name}.profile")
+    elif side.profile:
+        where = f"profile {side.profile!r} ({method})"
+    else:
+        where = f"AWS credential chain ({method})"
+    if len(key_id) >= 16:
+        where += f", key id ****{key_id[-4:]}"
+    if expiry is not None:
+        if expiry.tzinfo is not None:
+            expiry = expiry.astimezone(datetime.timezone.utc)
+        where += f", expires {expiry:%Y-%m-%d %H:%M:%S} UTC"
+    return f"credentials: {where}"
 
 
 def bucket_encryption(side, client) -> tuple[str, str]:

@@ -335,6 +335,9 @@ class TransferReport:
                         "process_restarts": self.restarts},
             "rounds": self.history,
             "given_up": self.given_up,
+            # staging volumes that went, turned read-only, or were too small (health.py), as the
+            # sides last saw them, with the staged copies they could not free
+            "volume_problems": _volume_problems(src, dest),
         }
         write_atomic(REPORT_FILE, json.dumps(data, indent=2))
         cats = data["categories"] or {}
@@ -349,11 +352,27 @@ class TransferReport:
             f"destination {data['verification_levels']['destination']}",
             f"retries:             {data['retries']}",
             *([f"given up:            {len(self.given_up)} (named in {REPORT_FILE})"] if self.given_up else []),
+            *[f"staging volume:      {v['path']} {v['state']}" + (f", {v['unfreed']} staged copies not freed"
+                                                                 if v.get("unfreed") else "")
+              for v in data["volume_problems"]],
             f"duration:            {data['duration_s']} s over {self.rounds} verification round(s)",
             f"written to {REPORT_FILE}",
         ]
         print("\n".join(lines), flush=True)
         return data
+
+
+def _volume_problems(*states: dict) -> list[dict]:
+    """The volumes a side's state file names as not ok, or with staged copies it could not free."""
+    out: dict[str, dict] = {}
+    for st in states:
+        for v in st.get("volumes") or []:
+            if v.get("state") not in ("ok", "full") or v.get("unfreed"):
+                seen = out.setdefault(v["path"], {"path": v["path"], "state": v.get("state"), "unfreed": 0})
+                seen["unfreed"] += int(v.get("unfreed") or 0)
+                if v.get("state") not in ("ok", "full"):
+                    seen["state"] = v["state"]
+    return sorted(out.values(), key=lambda v: v["path"])
 
 
 def _signal(children: list[Child]) -> list[subprocess.Popen]:

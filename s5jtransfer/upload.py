@@ -142,17 +142,22 @@ class Uploads:
 
     def _stream(self, ep: int) -> s5cmd.Stream:
         stream = self._streams.get(ep)
-        if stream is not None and stream.alive():
+        if stream is not None and stream.usable():
             return stream
         if stream is not None:
-            stream.close(timeout=5)
+            s5cmd.retire(stream, self.side.name, 5)
         gargs = s5cmd.global_args(self.side, self.settings.dest_workers, self.settings.retries, self.eps.urls[ep])
         name = RUN_FILE if ep == 0 else RUN_FILE.replace(".txt", f"-{ep + 1}.txt")
         stream = s5cmd.Stream(self.binary, gargs, s3.child_env(self.side), name,
                               lambda local, ok, error: self._report(ep, local, ok, error, None),
-                              on_start=self.stopper.track, preexec=die_with_parent())
+                              on_start=self.stopper.track, preexec=die_with_parent(),
+                              frozen_after=self.settings.request_timeout)
         self._streams[ep] = stream
         return stream
+
+    def io(self) -> dict[int, int]:
+        """Bytes each running s5cmd has read and written, by PID (health.Stall: moving or not)."""
+        return {stream.proc.pid: stream.io() for stream in list(self._streams.values())}
 
     def _report(self, ep: int, local: str, ok: bool, error: str, answer: s3.Obj | None) -> None:
         with self._lock:
@@ -195,18 +200,18 @@ class Uploads:
 
     def close_idle(self) -> None:
         """An s5cmd with nothing in flight for STREAM_IDLE seconds is ended (an idle side runs no
-        child); the next staged object starts a new one. One that died is closed at once: what it
-        never reported on is reported failed, and retried."""
+        child); the next staged object starts a new one. One that died, or whose credentials
+        expired, is closed at once: what it never reported on is reported failed, and retried."""
         now = time.monotonic()
         for ep, stream in list(self._streams.items()):
-            if len(stream) and stream.alive():
+            if len(stream) and stream.usable():
                 self._busy[ep] = now
                 continue
-            if stream.alive() and now - self._busy.setdefault(ep, now) < STREAM_IDLE:
+            if stream.usable() and now - self._busy.setdefault(ep, now) < STREAM_IDLE:
                 continue
             del self._streams[ep]
             self._busy.pop(ep, None)
-            stream.close(timeout=30)
+            s5cmd.retire(stream, self.side.name, 30)
 
     def close(self) -> None:
         for stream in self._streams.values():

@@ -295,6 +295,8 @@ class _Handler(BaseHTTPRequestHandler):
     # -- the proxy -----------------------------------------------------------------------------
     def _proxy(self) -> None:
         p = self.proxy
+        while p.frozen.is_set() and self.command in p.frozen_methods:  # held open, never answered, until thawed
+            time.sleep(0.05)
         obj = is_object_path(self.path)
         self._tkey = f"{self.command} {target_kind(self.path)}"
         p._account(self._tkey, 0, 1)
@@ -481,6 +483,8 @@ class FaultProxy:
         self.max_faults = max_faults
         self.methods = {m.upper() for m in methods} if methods else None
         self.latency = float(latency or 0.0)
+        self.frozen = threading.Event()  # set: every request waits, unanswered, until it is cleared
+        self.frozen_methods = {"GET", "HEAD", "PUT", "POST", "DELETE"}  # ... of these methods
         self.bucket = TokenBucket(bandwidth) if bandwidth else None
         self.verbose = verbose
         self.host, self.port = host, port

@@ -307,7 +307,7 @@ def test_client_retries_exhausted_package_retries_next_cycle(work, proxies, side
     proc = work.start("sync_mvol.py", "--once", log_name="sync.log")
     try:
         # each side tries a failed copy or upload again after a backoff ("try 1 of 5; again in 1s")
-        wait_for(lambda: re.search(r"failed: .*\(try \d+ of \d+; again in \d+s\)", log.read_text(errors="replace")), 60,
+        wait_for(lambda: re.search(r"failed: .*\(try \d+ of \d+; again in [\d.]+s\)", log.read_text(errors="replace")), 60,
                  f"the {side} side to give up on a transfer for this cycle")
         outage = proxy.stats["faults"]
         proxy.set_rates(fail_rate=0.2, drop_rate=0.1, max_faults=outage + 8)
