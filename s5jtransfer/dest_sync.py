@@ -27,7 +27,7 @@ from .upload import Candidate, Pending, Uploads
 from .waiting import Waiting
 from .index import Index
 from .health import Stall, VolumeWatch
-from .volumes import Volume, scan_all
+from .volumes import StagedScan, Volume, scan_all
 
 log = logging.getLogger("s5jtransfer.dest")
 CONFIRM_AFTER = 5.0  # seconds an upload may wait for confirmation, so one listing confirms many
@@ -92,6 +92,7 @@ class DestSync:
         self.refusals = refusal.Streak(self.side, "uploads")  # a store that refuses every upload: exit 2
         self.source_check = SourceCheck(cfg, self.stopper, self.waiting.index)
         self.leftovers = Leftovers(self)
+        self._scan = StagedScan()
         self._to_confirm: list[tuple[Candidate, float]] = []  # uploaded, not yet confirmed (since when)
         self._done_by_key: dict[str, Candidate] = {}  # confirmed, staged copy freed after the ledger flush
         self._appender = Appender(self.waiting.dest, after_flush=self._after_flush)
@@ -174,7 +175,7 @@ class DestSync:
         busy = set(self.uploads.flight) | {c.path for c, _t in self._to_confirm}
         now = time.monotonic()
         self.watch.check()
-        staged = scan_all(self.volumes)
+        staged = self._scan.scan(self.volumes)  # a stat per folder; only folders that changed are read
         self._health(staged)
         todo, done = self.waiting.staged_work(staged)
         if done:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -109,6 +110,63 @@ class Volume:
 def scan_all(volumes: list[Volume]) -> dict[str, tuple[Volume, int]]:
     """Every staged file on every volume: name -> (volume, size)."""
     return {name: (v, size) for v in volumes for name, size in v.scan_staged().items()}
+
+
+class StagedScan:
+    """scan_all, looked at again every cycle at the cost of a stat per staged folder: a folder
+    whose modification time is what it was at its last read (and was not new then: a file
+    system's clock ticks in milliseconds, so a folder changed in the same tick as it was read
+    is read again) is not read again. The destination side's view of the staged copies: the
+    source side only adds files (a folder's time changes), this side removes them (so does it)."""
+
+    FRESH_NS = 200_000_000  # a folder changed this recently is read again next time
+
+    def __init__(self) -> None:
+        self._dirs: dict[str, tuple[int, dict[str, int]]] = {}  # folder -> (mtime_ns, name -> size)
+
+    def scan(self, volumes: list[Volume]) -> dict[str, tuple[Volume, int]]:
+        out: dict[str, tuple[Volume, int]] = {}
+        now = time.time_ns()
+        seen = set()
+        for v in volumes:
+            for sub in self._subdirs(v):
+                seen.add(sub)
+                try:
+                    mtime = os.stat(sub).st_mtime_ns
+                except OSError:
+                    continue
+                cached = self._dirs.get(sub)
+                if cached is None or cached[0] != mtime:
+                    files = _read_dir(sub)
+                    # a folder changed in the tick it was read may change again unseen: read it next time too
+                    self._dirs[sub] = (mtime if now - mtime > self.FRESH_NS else -1, files)
+                else:
+                    files = cached[1]
+                for name, size in files.items():
+                    out[name] = (v, size)
+        for gone in set(self._dirs) - seen:
+            del self._dirs[gone]
+        return out
+
+    @staticmethod
+    def _subdirs(v: Volume) -> list[str]:
+        base = os.path.join(v.data, STAGED)
+        return [os.path.join(base, f"{n:02x}") for n in range(256)]
+
+
+def _read_dir(path: str) -> dict[str, int]:
+    out = {}
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return out
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False):
+                out[entry.name] = entry.stat(follow_symlinks=False).st_size
+        except FileNotFoundError:
+            continue
+    return out
 
 
 def discover_roots(volumes: tuple[str, ...] | list[str], directory: str, base: str = VOLUME_GLOB_BASE) -> list[str]:

