@@ -36,7 +36,7 @@ log = logging.getLogger("s5jtransfer.volumes")
 OK, FULL, READ_ONLY, GONE, TOO_SMALL = "ok", "full", "read-only", "missing", "too-small"
 MARK = ".volume"
 RECORD = ".volumes.json"
-UNFREED_KEPT = 1_000_000  # paths of staged copies not freed that a volume's count keeps (memory bound)
+UNFREED_KEPT = 100_000  # paths of staged copies not freed a volume keeps, to count each once (about 15 MB at most)
 NONE_USABLE_FOR = 60.0  # seconds with no usable staging volume before the source side gives up (exit 2)
 
 
@@ -137,7 +137,8 @@ class VolumeWatch:
             if mark:
                 record[v.root] = {"mark": mark, "mount": os.path.ismount(v.root)}
         try:
-            write_atomic(self.record_file, json.dumps(record, indent=1, sort_keys=True))
+            write_atomic(self.record_file, json.dumps(record, indent=1, sort_keys=True),
+                         tmp=f"{self.record_file}.{os.getpid()}.tmp")  # both sides write it at their start
         except OSError as exc:
             log.warning("cannot write %s (%s): a volume unmounted before the next start may not be told from "
                         "an empty folder", self.record_file, exc)
