@@ -55,7 +55,10 @@ INDEX_FILE = ".ledger_index.db"
 SCHEMA_VERSION = 2
 MARK_BYTES = 4096  # the head and the tail before the offset that tell an edit in place (absorbed.mark)
 CACHE_KIB = 32 * 1024  # SQLite's page cache of one connection (KiB)
-LOCK_POLL = 60  # seconds a statement waits for another process's lock before the wait is said
+# seconds a statement waits for another process's lock (in SQLite's C code, where a stop signal
+# cannot end it) before control comes back to Python: a stop is never held up longer
+LOCK_POLL = 5
+LOCK_SAY = 60  # seconds between two lines saying that a write still waits for the lock
 LOCK_WAIT = 3 * 3600  # seconds a write waits for another process's write lock before it gives up
 _SCRATCH = "x_"  # the schema of a listing's scratch database: x_<table> (Index.scratch)
 BATCH = 20_000  # rows handed to SQLite at a time while a listing streams in
@@ -605,9 +608,9 @@ def _transaction(db: sqlite3.Connection, immediate: bool = False) -> Iterator[No
 
 def _write_lock(db: sqlite3.Connection) -> None:
     """BEGIN IMMEDIATE, waiting for another process of the folder that holds the index's write
-    lock (building the index from large ledgers takes minutes), said every LOCK_POLL seconds, for
+    lock (building the index from large ledgers takes minutes), said every LOCK_SAY seconds, for
     at most LOCK_WAIT seconds."""
-    waited = 0.0
+    waited = said = 0.0
     while True:
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -620,8 +623,10 @@ def _write_lock(db: sqlite3.Connection) -> None:
             raise S5jError(f"the ledger index {INDEX_FILE} stayed locked by another process of this folder for "
                            f"{LOCK_WAIT // 3600:g} h; see which scripts run here (status.py) and stop the one that "
                            "hangs") from None
-        log.warning("waiting for the ledger index %s: another process of this folder is writing it (building it "
-                    "from large ledgers takes minutes); waited %d s", INDEX_FILE, waited)
+        if waited - said >= LOCK_SAY:
+            said = waited
+            log.warning("waiting for the ledger index %s: another process of this folder is writing it (building "
+                        "it from large ledgers takes minutes); waited %d s", INDEX_FILE, waited)
 
 
 def _mark(fh, offset: int) -> str:

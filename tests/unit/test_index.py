@@ -226,6 +226,7 @@ def test_an_index_locked_by_another_process_is_waited_for_and_never_taken_for_da
 
     monkeypatch.setattr(ix, "LOCK_POLL", 0.2)
     monkeypatch.setattr(ix, "LOCK_WAIT", 0.6)
+    monkeypatch.setattr(ix, "LOCK_SAY", 0.2)
     src, _ = ledgers(tmp_path)
     src.append([("a", 1, "e", "md5", "")])
     Index(str(tmp_path)).refresh()
