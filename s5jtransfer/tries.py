@@ -26,21 +26,19 @@ def _asked_at() -> int | None:
         return None
 
 
-def next_wait(tries: int, max_backoff: float = MAX_RETRY_BACKOFF, base: float = 1.0) -> float | None:
-    """Seconds to wait after the `tries`-th failed try of an object (base, then doubling: with
-    poll_interval_seconds' default of 1 s, 1, 2, 4, 8 s); None: give it up."""
+def next_wait(tries: int, max_backoff: float = MAX_RETRY_BACKOFF) -> float | None:
+    """Seconds to wait after the `tries`-th failed try of an object; None: give it up."""
     if tries >= MAX_TRIES:
         return None
-    return min(base * 2.0 ** (tries - 1), max_backoff)
+    return min(2.0 ** (tries - 1), max_backoff)
 
 
 class Tries:
     """Per key: failed tries so far and when the next may start; given_up (key -> why) is shared
     with the side's Progress, so the state file names what was set aside."""
 
-    def __init__(self, given_up: dict[str, str], base: float = 1.0) -> None:
+    def __init__(self, given_up: dict[str, str]) -> None:
         self.given_up = given_up
-        self.base = base  # the first wait after a failed try (poll_interval_seconds), doubling
         self._at: dict[str, tuple[float, int]] = {}  # key -> (not before, failed tries)
         self._asked = _asked_at()
 
@@ -65,7 +63,7 @@ class Tries:
         at_once: no other try can help (why says what must change first). what: the warning's
         sentence for a try that is followed by another (default: key: why)."""
         n = MAX_TRIES if at_once else self._at.get(key, (0.0, 0))[1] + 1
-        wait = next_wait(n, base=self.base)
+        wait = next_wait(n)
         if wait is None:
             self._at.pop(key, None)
             self.given_up[key] = why
