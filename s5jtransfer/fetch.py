@@ -151,22 +151,13 @@ class Fetcher:
 
     def io(self) -> dict[int, int]:
         """Bytes each running s5cmd has read and written, by PID (health.Stall: moving or not)."""
-        return {stream.proc.pid: stream.io() for stream in list(self._streams.values())}
+        return s5cmd.io_of(self._streams)
 
     def close_idle(self) -> None:
         """An s5cmd with nothing in flight for STREAM_IDLE seconds is ended (an idle side runs no
         child); one that died, or whose credentials expired, is closed at once: what it never
         reported on is reported failed."""
-        now = time.monotonic()
-        for k, stream in list(self._streams.items()):
-            if len(stream) and stream.usable():
-                self._busy[k] = now
-                continue
-            if stream.usable() and now - self._busy.get(k, now) < STREAM_IDLE:
-                continue
-            del self._streams[k]
-            self._busy.pop(k, None)
-            s5cmd.retire(stream, self.side.name, 30)
+        for stream in s5cmd.retire_idle(self._streams, self._busy, STREAM_IDLE, self.side.name):
             self.stopper.untrack(stream.proc)
 
     def close(self) -> None:

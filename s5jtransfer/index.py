@@ -61,6 +61,7 @@ LOCK_POLL = 5
 LOCK_SAY = 60  # seconds between two lines saying that a write still waits for the lock
 LOCK_WAIT = 3 * 3600  # seconds a write waits for another process's write lock before it gives up
 _SCRATCH = "x_"  # the schema of a listing's scratch database: x_<table> (Index.scratch)
+CHUNK = 500  # keys or names per query (SQLite's bound variables: chunks)
 BATCH = 20_000  # rows handed to SQLite at a time while a listing streams in
 _SIZE = itemgetter(1)
 TABLES = {"src": (SRC_LEDGER, SRC_COLUMNS, "md5"), "dest": (DEST_LEDGER, DEST_COLUMNS, "source_etag")}
@@ -424,26 +425,15 @@ class Index(_Listings):
 
     def rows(self, table: str, where: str = "", args: tuple = ()) -> Iterator[tuple]:
         """(key, size, etag, verified, md5 or source_etag) of a table in key order, streamed."""
-        cur = self.db.execute(f"SELECT key, size, etag, verified, {TABLES[table][2]} FROM {table} {where} ORDER BY key",
-                              args)
-        while True:
-            with self.lock:
-                got = cur.fetchmany(BATCH)
-            if not got:
-                return
-            yield from got
+        return _streamed(self, self.db.execute(
+            f"SELECT key, size, etag, verified, {TABLES[table][2]} FROM {table} {where} ORDER BY key", args))
 
     def unconfirmed(self) -> Iterator[tuple]:
         """(key, size, etag, verified, md5) of every source row the destination ledger does not
         confirm (the destination side's work), in key order, streamed."""
-        cur = self.db.execute("SELECT s.key, s.size, s.etag, s.verified, s.md5 FROM src s LEFT JOIN dest d "
-                              f"ON d.key = s.key WHERE d.key IS NULL OR NOT ({DONE}) ORDER BY s.key")
-        while True:
-            with self.lock:
-                got = cur.fetchmany(BATCH)
-            if not got:
-                return
-            yield from got
+        return _streamed(self, self.db.execute(
+            "SELECT s.key, s.size, s.etag, s.verified, s.md5 FROM src s LEFT JOIN dest d "
+            f"ON d.key = s.key WHERE d.key IS NULL OR NOT ({DONE}) ORDER BY s.key"))
 
     def bad_lines(self, table: str) -> int:
         """Lines of the ledger that are no rows (damaged by hand or by a disk), skipped when read."""
@@ -548,23 +538,19 @@ class Work:
 
     def count(self, keys) -> int:
         """How many of these keys (a few: objects set aside) the pass's work holds."""
-        keys = list(keys)
         n = 0
         with self.index.lock:
-            for i in range(0, len(keys), 500):
-                part = keys[i:i + 500]
-                n += self.index.db.execute(f"SELECT count(*) FROM todo WHERE key IN ({','.join('?' * len(part))})",
-                                           part).fetchone()[0]
+            for part, marks in chunks(keys):
+                n += self.index.db.execute(f"SELECT count(*) FROM todo WHERE key IN ({marks})", part).fetchone()[0]
         return n
 
     def rows_of(self, keys) -> list[tuple[str, int, str, str]]:
         """The pass's work of these keys (a volume's staged copies at most): (key, size, etag, checksum)."""
-        keys, out = list(keys), []
+        out = []
         with self.index.lock:
-            for i in range(0, len(keys), 500):
-                part = keys[i:i + 500]
-                out += self.index.db.execute(f"SELECT key, size, etag, checksum FROM todo WHERE key IN "
-                                             f"({','.join('?' * len(part))})", part).fetchall()
+            for part, marks in chunks(keys):
+                out += self.index.db.execute(f"SELECT key, size, etag, checksum FROM todo WHERE key IN ({marks})",
+                                             part).fetchall()
         return out
 
     def todo_drop(self, keys: Iterable[str]) -> None:
@@ -604,6 +590,24 @@ def _transaction(db: sqlite3.Connection, immediate: bool = False) -> Iterator[No
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def chunks(keys: Iterable) -> Iterator[tuple[list, str]]:
+    """Keys (or names) CHUNK at a time, each part with its `?,?,...` (SQLite's bound variables)."""
+    keys = list(keys)
+    for i in range(0, len(keys), CHUNK):
+        part = keys[i:i + CHUNK]
+        yield part, ",".join("?" * len(part))
+
+
+def _streamed(index: "Index", cur: sqlite3.Cursor) -> Iterator[tuple]:
+    """A query's rows BATCH at a time, the connection held only while a batch is fetched."""
+    while True:
+        with index.lock:
+            got = cur.fetchmany(BATCH)
+        if not got:
+            return
+        yield from got
 
 
 def _write_lock(db: sqlite3.Connection) -> None:

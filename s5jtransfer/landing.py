@@ -182,13 +182,16 @@ class Landing:
 
     def _stage(self, f: Flight, partial: str, row: tuple) -> None:
         dest = f.vol.staged_path(f.name)
-        if not self.sync.watch.present(f.volume):  # gone since the copy was handed over (health.py)
-            remove_quietly(partial)
-            with self.lock:
-                self.landed_.volume_failed += 1
-            return
-        os.makedirs(os.path.dirname(dest), exist_ok=True)  # its mark is there: the volume's own folder
-        os.replace(partial, dest)
+        try:
+            os.replace(partial, dest)
+        except FileNotFoundError:  # its folder is not there: the volume went since the copy was handed over?
+            if not self.sync.watch.present(f.volume):  # (health.py) nothing is made in its bare mount point
+                remove_quietly(partial)
+                with self.lock:
+                    self.landed_.volume_failed += 1
+                return
+            os.makedirs(os.path.dirname(dest), exist_ok=True)  # its mark is there: the volume's own folder
+            os.replace(partial, dest)
         try:
             self.appender.add(row)
         except OSError as exc:

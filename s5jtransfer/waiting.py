@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import time
 
-from .index import DONE, Index, Work, _transaction
+from .index import DONE, Index, Work, _transaction, chunks
 from .ledger import DEST_COLUMNS, DEST_LEDGER, Ledger
 from .progress import Progress
 
 _ROW = "s.key, s.size, s.etag, s.verified, s.md5"
-_CHUNK = 500  # keys or names per query (SQLite's variables)
 PRUNE = 100_000  # confirmed rows without a staged copy released per look for lost objects (Waiting.lost)
 
 
@@ -49,13 +48,11 @@ class Waiting:
         destination ledger already confirms (to free), each name -> (key, source row)."""
         todo: dict[str, tuple[str, tuple]] = {}
         done: dict[str, tuple[str, tuple]] = {}
-        names = list(names)
         with self.index.lock:
-            for i in range(0, len(names), _CHUNK):
-                part = names[i:i + _CHUNK]
+            for part, marks in chunks(names):
                 for name, key, *row, confirmed in self.index.db.execute(
                         f"SELECT w.name, {_ROW}, d.key IS NOT NULL AND {DONE} FROM waiting w JOIN src s ON s.key = "
-                        f"w.key LEFT JOIN dest d ON d.key = w.key WHERE w.name IN ({','.join('?' * len(part))})", part):
+                        f"w.key LEFT JOIN dest d ON d.key = w.key WHERE w.name IN ({marks})", part):
                     (done if confirmed else todo)[name] = (key, tuple(row))
         return todo, done
 
@@ -89,13 +86,12 @@ class Waiting:
 
     def unconfirmed_of(self, keys) -> int:
         """How many of these keys (a few: objects set aside) the destination ledger does not confirm."""
-        keys, n = list(keys), 0
+        n = 0
         with self.index.lock:
-            for i in range(0, len(keys), _CHUNK):
-                part = keys[i:i + _CHUNK]
+            for part, marks in chunks(keys):
                 n += self.index.db.execute(
-                    f"SELECT count(*) FROM src s LEFT JOIN dest d ON d.key = s.key WHERE s.key IN "
-                    f"({','.join('?' * len(part))}) AND (d.key IS NULL OR NOT ({DONE}))", part).fetchone()[0]
+                    f"SELECT count(*) FROM src s LEFT JOIN dest d ON d.key = s.key WHERE s.key IN ({marks}) "
+                    f"AND (d.key IS NULL OR NOT ({DONE}))", part).fetchone()[0]
         return n
 
     def is_waiting(self, key: str) -> bool:
@@ -121,9 +117,7 @@ class Waiting:
         rows: list[tuple] = []
 
         def change(db) -> None:
-            for i in range(0, len(keys), _CHUNK):
-                part = keys[i:i + _CHUNK]
-                marks = ",".join("?" * len(part))
+            for part, marks in chunks(keys):
                 rows.extend(db.execute(f"SELECT key, size, etag FROM src WHERE key IN ({marks})", part).fetchall())
                 db.execute(f"DELETE FROM src WHERE key IN ({marks})", part)
 
