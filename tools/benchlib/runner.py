@@ -42,6 +42,8 @@ def say_run(tool: Tool, m: dict) -> None:
     if "peak_rss_mib" in m:
         say(f"    {'':<12} peak RSS (MiB): " + ", ".join(f"{p} {v:.0f}" for p, v in m["peak_rss_mib"].items())
             + f"; ENOSPC lines {m['enospc_lines']}; full source listings {m['source_listings']:.2f}")
+        say(f"    {'':<12} CPU s by program: " + ", ".join(f"{p} {o['cpu_s']:.1f} ({o['processes']} processes)"
+                                                             for p, o in m["cpu_s_by_program"].items()))
 
 
 class Bench:
@@ -200,6 +202,7 @@ class Bench:
                                      "requests": reqs, "log": str(log)}
             if rss is not None:
                 out_steps[step_label]["peak_rss_mib"] = rss.stop()
+                out_steps[step_label]["cpu_s_by_program"] = rss.cpu()
             if rc != 0:
                 ok, note = False, f"{step_label} exited with {rc}; see {log}"
                 break
@@ -212,9 +215,14 @@ class Bench:
                "requests": _sum_requests(s["requests"] for s in out_steps.values()), "steps": out_steps}
         if self.scn is not None and self.scn.processes:
             peaks: dict[str, float] = {}
+            cpus: dict[str, dict] = {}
             for s in out_steps.values():
                 for prog, mib in s.get("peak_rss_mib", {}).items():
                     peaks[prog] = max(peaks.get(prog, 0.0), mib)
+                for prog, o in s.get("cpu_s_by_program", {}).items():
+                    c = cpus.setdefault(prog, {"cpu_s": 0.0, "processes": 0})
+                    c["cpu_s"], c["processes"] = round(c["cpu_s"] + o["cpu_s"], 2), c["processes"] + o["processes"]
+            out["cpu_s_by_program"] = cpus
             out.update(peak_rss_mib=peaks, enospc_lines=enospc_lines(run_dir),
                        source_listings=round(full_listings(out["requests"].get("src", {}).get("LIST", 0),
                                                            len(self.scn.objects)), 2))

@@ -36,13 +36,15 @@ def unmount(paths: list[Path]) -> None:
 # -- what a run's processes hold -----------------------------------------------------------------
 class PeakRss:
     """Samples, every `every` seconds while a step runs, the peak RSS (VmHWM: monotonic, so the last
-    sample of a process is its peak but for its last moments) of every process of the step's
-    session (run_step starts each step in a new one), by program: the script a Python runs
-    (sync_mvol.py, src_sync_mvol.py, ...), else the executable's name (s5cmd)."""
+    sample of a process is its peak but for its last moments) and the CPU time of every process of
+    the step's session (run_step starts each step in a new one), by program: the script a Python
+    runs (sync_mvol.py, src_sync_mvol.py, ...), else the executable's name (s5cmd). A process's CPU
+    is its last sample's: what it spent in its last `every` seconds is not counted."""
 
     def __init__(self, every: float = 0.25) -> None:
         self.every = every
         self.peak: dict[str, float] = {}  # program -> MiB
+        self._cpu: dict[int, tuple[str, float]] = {}  # pid -> (program, CPU seconds at its last sample)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -56,22 +58,33 @@ class PeakRss:
             self._thread.join(10)
         return {k: round(v, 1) for k, v in sorted(self.peak.items())}
 
+    def cpu(self) -> dict[str, dict]:
+        """CPU seconds and processes, by program (after stop())."""
+        out: dict[str, dict] = {}
+        for prog, secs in self._cpu.values():
+            o = out.setdefault(prog, {"cpu_s": 0.0, "processes": 0})
+            o["cpu_s"] = round(o["cpu_s"] + secs, 2)
+            o["processes"] += 1
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]["cpu_s"]))
+
     def _run(self, sid: int) -> None:
         while not self._stop.wait(self.every):
             for pid in (int(d) for d in os.listdir("/proc") if d.isdigit()):
                 got = _sample(pid, sid)
                 if got is not None:
-                    name, mib = got
+                    name, mib, cpu = got
                     self.peak[name] = max(self.peak.get(name, 0.0), mib)
+                    self._cpu[pid] = (name, cpu)
 
 
-def _sample(pid: int, sid: int) -> tuple[str, float] | None:
+def _sample(pid: int, sid: int) -> tuple[str, float, float] | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             stat = fh.read()
         fields = stat[stat.rindex(b")") + 2:].split()
         if int(fields[3]) != sid:  # the session id
             return None
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
         with open(f"/proc/{pid}/status") as fh:
             hwm = next((int(line.split()[1]) for line in fh if line.startswith("VmHWM:")), None)
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
@@ -83,7 +96,7 @@ def _sample(pid: int, sid: int) -> tuple[str, float] | None:
     prog = os.path.basename(argv[0])
     if prog.startswith("python") and len(argv) > 1:
         prog = os.path.basename(argv[1])
-    return prog, hwm / 1024.0
+    return prog, hwm / 1024.0, cpu
 
 
 # -- what a run's logs say -------------------------------------------------------------------------
