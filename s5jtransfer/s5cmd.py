@@ -21,6 +21,12 @@ from .errors import ConfigError
 log = logging.getLogger(__name__)
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORD_MAX = 64 << 20  # bytes of a run file fed to a long-lived s5cmd before it starts again from empty
+# Go's garbage collector target for a long-lived `s5cmd run` (unless the environment sets GOGC): each
+# line it runs allocates a command's whole setup, and at Go's default (100) collecting that garbage
+# took a fifth to a quarter of its CPU for small objects (docs/performance.md). A run's `cp` lines
+# read and write through files, never holding a part in memory, so its heap stays small.
+STREAM_GOGC = "400"
+IO_LOOK = 1.0  # seconds between reads of a long-lived s5cmd's /proc/PID/io (Stream.stuck)
 
 
 def find_binary(override: str | None = None) -> str:
@@ -225,11 +231,14 @@ class Stream:
         self.frozen_after = frozen_after
         self.frozen = False
         self._io: tuple[int | None, float] = (None, time.monotonic())  # (io_bytes, since when) for stuck()
+        self._io_looked = 0.0  # when stuck() last read /proc (at most every IO_LOOK seconds)
         self._lock = threading.Lock()
         self.in_flight: dict[str, int] = {}  # local path -> bytes
+        self._bytes = 0  # sum(in_flight.values())
         self.ok = self.failed = 0
         self.expired = False
         self._record: TextIO | None = open(record_file, "w", encoding="utf-8")
+        env = {**env, "GOGC": env.get("GOGC") or STREAM_GOGC}
         self.proc = subprocess.Popen([binary, *gargs, "run"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=env, close_fds=True, preexec_fn=preexec)
         if on_start:
@@ -248,8 +257,10 @@ class Stream:
                 log.warning("s5cmd: %s", res.error)
             return
         with self._lock:
-            if self.in_flight.pop(res.local, None) is None:
+            nbytes = self.in_flight.pop(res.local, None)
+            if nbytes is None:
                 return  # a second message about the same object
+            self._bytes -= nbytes
             if res.ok:
                 self.ok += 1
             else:
@@ -258,8 +269,7 @@ class Stream:
 
     @property
     def bytes_in_flight(self) -> int:
-        with self._lock:
-            return sum(self.in_flight.values())
+        return self._bytes
 
     def __len__(self) -> int:
         with self._lock:
@@ -280,7 +290,10 @@ class Stream:
         """Frozen: objects in flight, and not a byte read or written for frozen_after seconds."""
         if self.frozen or self.frozen_after is None:
             return self.frozen
-        now, io = time.monotonic(), io_bytes(self.proc.pid)
+        now = time.monotonic()
+        if now - self._io_looked < IO_LOOK:  # asked for every line fed: /proc is read once a second
+            return False
+        self._io_looked, io = now, io_bytes(self.proc.pid)
         with self._lock:
             busy = bool(self.in_flight)
         if not busy or io is None or io != self._io[0]:
@@ -292,6 +305,7 @@ class Stream:
     def add(self, line: str, local: str, nbytes: int) -> bool:
         """Feed one line; False (and the object reported failed) when s5cmd is gone."""
         with self._lock:
+            self._bytes += nbytes - self.in_flight.get(local, 0)
             self.in_flight[local] = nbytes
         self._write_record(line)
         try:
@@ -301,7 +315,9 @@ class Stream:
             return True
         except (OSError, ValueError) as exc:  # a broken pipe, or stdin already closed
             with self._lock:
-                gone = self.in_flight.pop(local, None) is not None
+                nbytes = self.in_flight.pop(local, None)
+                gone = nbytes is not None
+                self._bytes -= nbytes or 0
                 self.failed += gone
             if gone:
                 self.report(local, False, f"s5cmd is not running ({exc.__class__.__name__})")
@@ -347,7 +363,7 @@ class Stream:
             t.join(timeout=5)
         self._close_record()
         with self._lock:
-            left, self.in_flight = list(self.in_flight), {}
+            left, self.in_flight, self._bytes = list(self.in_flight), {}, 0
             self.failed += len(left)
         why = (f"the endpoint did not answer for {self.frozen_after:g} s (s5cmd ended)" if self.frozen
                else f"s5cmd exited {rc} without a result for it")

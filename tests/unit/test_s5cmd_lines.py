@@ -281,3 +281,42 @@ def test_a_long_lived_streams_run_file_starts_again_when_it_grows_too_large_and_
     assert stream._record is None and stream.add("cp s3://b/key-051 /v/p/51", "/v/p/51", 1)
     stream.close(timeout=30)
     assert len(reported) == 52  # every line fed reaches an end (here: never reported by the stand-in)
+
+
+def test_a_long_lived_s5cmd_collects_garbage_less_often_unless_the_environment_says(tmp_path):
+    import os
+
+    from s5jtransfer import s5cmd
+
+    sleeper = tmp_path / "fake-s5cmd"
+    sleeper.write_text("#!/bin/sh\nexec sleep 60\n")
+    sleeper.chmod(0o755)
+    for env, want in (({}, s5cmd.STREAM_GOGC), ({"GOGC": "150"}, "150")):
+        stream = s5cmd.Stream(str(sleeper), [], env, str(tmp_path / "run.txt"), lambda *a: None)
+        try:
+            with open(f"/proc/{stream.proc.pid}/environ", "rb") as fh:
+                got = dict(v.split(b"=", 1) for v in fh.read().split(b"\0") if v)
+            assert got[b"GOGC"].decode() == want
+        finally:
+            stream.close(timeout=5)
+
+
+def test_a_streams_bytes_in_flight_follow_what_is_fed_and_reported(tmp_path):
+    from s5jtransfer import s5cmd
+
+    sleeper = tmp_path / "fake-s5cmd"
+    sleeper.write_text("#!/bin/sh\nexec cat >/dev/null\n")
+    sleeper.chmod(0o755)
+    reported = []
+    stream = s5cmd.Stream(str(sleeper), [], {}, str(tmp_path / "run.txt"), lambda *a: reported.append(a))
+    try:
+        stream.add("cp a /x/a", "/x/a", 10)
+        stream.add("cp b /x/b", "/x/b", 32)
+        assert stream.bytes_in_flight == 42
+        stream._on_result(s5cmd.Result(True, "/x/a", ""))
+        stream._on_result(s5cmd.Result(True, "/x/a", ""))  # a second message about it
+        assert stream.bytes_in_flight == 32 and len(stream) == 1
+    finally:
+        stream.close(timeout=5)
+    assert stream.bytes_in_flight == 0  # what s5cmd never reported on: failed
+    assert [(p, ok) for p, ok, _e in reported] == [("/x/a", True), ("/x/b", False)]
