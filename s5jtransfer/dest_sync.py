@@ -24,7 +24,7 @@ from .runtime import (Appender, Done, Stopper, file_signature, fmt_bytes, poll_l
                       sleep_until_changed)
 from .tries import Tries
 from .upload import Candidate, Pending, Uploads
-from .waiting import Waiting
+from .waiting import StagedWork, Waiting
 from .index import Index
 from .health import Stall, VolumeWatch
 from .volumes import StagedScan, Volume, scan_all
@@ -93,6 +93,7 @@ class DestSync:
         self.source_check = SourceCheck(cfg, self.stopper, self.waiting.index)
         self.leftovers = Leftovers(self)
         self._scan = StagedScan()
+        self._work = StagedWork(self.waiting)  # the staged copies waiting for an upload, across cycles
         self._to_confirm: list[tuple[Candidate, float]] = []  # uploaded, not yet confirmed (since when)
         self._done_by_key: dict[str, Candidate] = {}  # confirmed, staged copy freed after the ledger flush
         self._appender = Appender(self.waiting.dest, after_flush=self._after_flush)
@@ -108,7 +109,10 @@ class DestSync:
         if self.waiting.loaded:
             # a ledger rewritten (repair_ledger.py, objects handed back), or repair_ledger.py ran:
             # objects set aside are tried again
-            if self.waiting.tail() | self.tries.asked_again():
+            replaced = self.waiting.tail()
+            if replaced:
+                self._work.forget()
+            if replaced | self.tries.asked_again():
                 self.tries.forgive()
             return
         self.waiting.load(create=not self.dry_run)
@@ -134,11 +138,10 @@ class DestSync:
         self._collect(st)
         if self.streamer is not None:
             self.streamer.scan(self.volumes, self.waiting.is_waiting)
-        cands = self._candidates(st)
         if self.dry_run:
-            print_plan(self.side, cands, self.waiting.unconfirmed(), self.settings.max_l2dest)
+            print_plan(self.side, self._candidates(st, None), self.waiting.unconfirmed(), self.settings.max_l2dest)
             return st
-        cands = identify(self._select(cands))
+        cands = identify(self._select(self._candidates(st, room(self.settings, self.uploads.flight))))
         if cands:
             # objects with an early multipart upload: it reads the staged copy once and completes
             # only when it still has the checksum verified at staging; the rest is re-hashed here
@@ -169,19 +172,23 @@ class DestSync:
             held[vol.root] = held.get(vol.root, 0) + size
         self.progress.health["volumes"] = [dict(d, staged_bytes=held.get(d["path"], 0)) for d in self.watch.states()]
 
-    def _candidates(self, st: DestStats) -> list[Candidate]:
-        """The staged copies waiting for an upload whose turn it is; a ledgered object with no
-        staged copy is healed (_heal_lost), and one confirmed meanwhile is freed."""
+    def _candidates(self, st: DestStats, most: int | None) -> list[Candidate]:
+        """The first `most` (None: all) staged copies, in the work's order, waiting for an upload
+        whose turn it is; a ledgered object with no staged copy is healed (_heal_lost), and one
+        confirmed meanwhile is freed."""
         busy = set(self.uploads.flight) | {c.path for c, _t in self._to_confirm}
         now = time.monotonic()
         self.watch.check()
         staged = self._scan.scan(self.volumes)  # a stat per folder; only folders that changed are read
         self._health(staged)
-        todo, done = self.waiting.staged_work(staged)
+        done = self._work.update(staged, self.ledger_sig)
         if done:
             self.leftovers.free(done, staged)
         cands: list[Candidate] = []
-        for name, (key, row) in todo.items():
+        for name in self._work.ordered():
+            if most is not None and len(cands) >= most:
+                break
+            key, row, _size = self._work.todo[name]
             if not key and not self.side.prefix:
                 # the source prefix itself, ledgered under another configuration: an empty key
                 # would be a request on the bucket (src_sync._unmappable_once says why and what to do)
@@ -196,13 +203,10 @@ class DestSync:
         return cands
 
     def _select(self, cands: list[Candidate]) -> list[Candidate]:
-        """What to hand over now, largest first (a restart with everything staged starts the large
-        uploads at once, beside the small ones): within the objects and bytes allowed in flight
-        (enough to keep every worker busy, few enough that confirmations and the ledger keep up;
-        dest_max_bytes_in_flight caps the bytes), and FEED_BYTES re-hashed per cycle."""
-        room = max(4 * self.settings.dest_workers, 256) - len(self.uploads.flight)
-        cands.sort(key=lambda c: -c.size)
-        cands = within(cands, self.uploads.bytes_in_flight, self.settings.max_l2dest or None)[:max(room, 0)]
+        """What to hand over now, in the work's order (StagedWork.ordered): within the objects
+        (room) and bytes (dest_max_bytes_in_flight) in flight, and FEED_BYTES re-hashed per cycle."""
+        most = room(self.settings, self.uploads.flight)
+        cands = within(cands, self.uploads.bytes_in_flight, self.settings.max_l2dest or None)[:most]
         return within(cands, 0, FEED_BYTES)
 
     def _judge_completion(self, st: DestStats, trust_source: bool) -> None:
@@ -227,6 +231,12 @@ class DestSync:
         The same read yields the ETag the upload must produce."""
         ok = rehash(cands, self.settings.part_size)
         bad = [c for c, good in zip(cands, ok) if not good]
+        if bad:  # the row looked up may be older than the copy (StagedWork): a newer version is no damage
+            newer = self._work.newer([(c.pending.name, c.key, c.pending.row) for c in bad])
+            if newer:
+                kept = [(c, good) for c, good in zip(cands, ok) if c.pending.name not in newer]
+                cands, ok = [c for c, _ in kept], [good for _, good in kept]
+                bad = [c for c in bad if c.pending.name not in newer]
         if bad:
             st.mismatched += len(bad)
             back = []
@@ -326,15 +336,18 @@ class DestSync:
 
     def _after_flush(self, rows: list[tuple]) -> None:
         # Only now, with the destination ledger on disk, may the staged copies go.
-        done = []
+        done, same, replaced = [], [], []
         for row in rows:
             c = self._done_by_key.pop(row[0], None)
             if c is None:
                 continue
             done.append((c.key, c.pending.row))
-            if self.cfg.delete_staging_data and file_signature(c.path) == c.ident:
-                self.watch.free(c.path)  # the same file: not replaced by a newer version
+            kept = file_signature(c.path) == c.ident  # else replaced by a newer version: looked up again
+            (same if kept else replaced).append(c.pending.name)
+            if kept and self.cfg.delete_staging_data:
+                self.watch.free(c.path)
         self.waiting.release(done)
+        self._work.released(same, replaced)
 
     def compact(self) -> None:
         """Objects uploaded again (changed at the source): the destination ledger rewritten with one
@@ -523,15 +536,25 @@ def identify(cands: list[Candidate]) -> list[Candidate]:
     return out
 
 
+def room(settings, flight) -> int:
+    """Uploads to hand over now, at most: enough to keep every worker busy, few enough that
+    confirmations and the ledger keep up."""
+    return max(max(4 * settings.dest_workers, 256) - len(flight), 0)
+
+
 def within(cands: list[Candidate], used: int, limit: int | None) -> list[Candidate]:
-    """Largest first, the candidates that fit in `limit` bytes beside `used` (at least one when
-    nothing is used, so an object larger than the limit still moves on its own)."""
+    """The candidates that fit in `limit` bytes beside `used`, in their order; with nothing used,
+    the largest one over the limit instead, alone (so an object larger than the limit still moves,
+    and a stream of small ones never starves it)."""
     if not limit:
         return cands
-    cands = sorted(cands, key=lambda c: -c.size)
+    if not used:
+        over = [c for c in cands if c.size > limit]
+        if over:
+            return [max(over, key=lambda c: c.size)]
     kept, total = [], used
     for c in cands:
-        if total + c.size > limit and (kept or used):
+        if total + c.size > limit:
             continue
         kept.append(c)
         total += c.size

@@ -14,6 +14,7 @@ import time
 
 from .index import DONE, Index, Work, _transaction, chunks
 from .ledger import DEST_COLUMNS, DEST_LEDGER, Ledger
+from .plan import LARGE_BYTES
 from .progress import Progress
 
 _ROW = "s.key, s.size, s.etag, s.verified, s.md5"
@@ -134,3 +135,106 @@ class Waiting:
         total_bytes = max(int(src.get("total_bytes") or 0), t.src_bytes)
         progress.set_totals(total, total_bytes, t.done_objects, t.done_bytes)
         progress.write_state()
+
+
+class StagedWork:
+    """Waiting.staged_work kept across the destination side's cycles, so that a cycle costs what
+    changed, not what is staged: a staged copy is looked up in the index when it is first seen
+    (again when its size changes, and every REVALIDATE seconds); one no row names yet (staged, its
+    ledger row not yet appended) is looked up again when the source ledger changes. The copies
+    waiting for an upload are walked in the work's order (plan.order_key: large objects first,
+    largest first, then key order, so that a batch of small uploads is one narrow range of keys,
+    which one listing confirms: confirm.py), and a cycle reads only as many as it hands over."""
+
+    REVALIDATE = 60.0  # seconds between lookups of every staged copy again (rows changed elsewhere)
+
+    def __init__(self, waiting: Waiting) -> None:
+        self.waiting = waiting
+        self.todo: dict[str, tuple[str, tuple, int]] = {}  # name -> (key, source row, staged size)
+        self._unnamed: dict[str, tuple[int, float]] = {}  # looked up, no waiting row names it (yet): name -> (size, since)
+        self._done: dict[str, int] = {}  # looked up, confirmed already (kept: delete_staging_data false): name -> size
+        self._order: list[tuple[tuple[int, str], str]] = []  # (plan.order_key, name); sorted unless _unsorted
+        self._unsorted = False
+        self._ledger_sig: tuple | None = None
+        self._since = time.monotonic()
+
+    def forget(self, names=None) -> None:
+        """Look these staged copies up again at the next update (all of them: None)."""
+        if names is None:
+            self.todo.clear()
+            self._unnamed.clear()
+            self._done.clear()
+            self._order = []
+            self._since = time.monotonic()
+            return
+        for name in names:
+            for cache in (self.todo, self._unnamed, self._done):
+                cache.pop(name, None)
+
+    def released(self, names, replaced=()) -> None:
+        """Confirmed and released by this side (its copy kept, or freed): not to upload again; those
+        `replaced` by a newer version meanwhile are looked up again."""
+        for name in names:
+            got = self.todo.pop(name, None)
+            if got is not None:
+                self._done[name] = got[2]
+        self.forget(replaced)
+
+    def newer(self, looked_up: list[tuple[str, str, tuple]]) -> set[str]:
+        """Of these (name, key, source row) as looked up, the names whose row is no longer the
+        index's (a newer version staged, or no longer waiting): forgotten, looked up next update."""
+        now, _done = self.waiting.staged_work([name for name, _k, _r in looked_up])
+        out = {name for name, key, row in looked_up if now.get(name) != (key, row)}
+        self.forget(out)
+        return out
+
+    def update(self, staged: dict, ledger_sig: tuple) -> dict[str, tuple[str, tuple]]:
+        """Take in the staged copies now on the volumes (name -> (volume, size)) and the source
+        ledger's signature; returns the copies first seen whose object the destination ledger
+        confirms (name -> (key, source row)), to free."""
+        if time.monotonic() - self._since >= self.REVALIDATE:
+            self.forget()
+        now = time.monotonic()
+        if ledger_sig != self._ledger_sig:  # rows appended: the copies no row named lately may be named now
+            self._ledger_sig = ledger_sig
+            for n in [n for n, (_size, since) in self._unnamed.items() if now - since < self.REVALIDATE]:
+                del self._unnamed[n]  # (one unnamed for longer is left by another run: looked up at REVALIDATE)
+        for cache, size_of in ((self.todo, lambda v: v[2]), (self._unnamed, lambda v: v[0]), (self._done, int)):
+            stale = [n for n, v in cache.items() if n not in staged or staged[n][1] != size_of(v)]
+            for n in stale:
+                del cache[n]
+        new = [n for n in staged if n not in self.todo and n not in self._unnamed and n not in self._done]
+        if not new:
+            return {}
+        todo, done = self.waiting.staged_work(new)
+        for name in new:
+            got = todo.get(name)
+            if got is None:
+                if name in done:
+                    self._done[name] = staged[name][1]
+                else:
+                    self._unnamed[name] = (staged[name][1], now)
+                continue
+            key, row = got
+            self.todo[name] = (key, row, staged[name][1])
+            self._order.append((_order_key(key, row), name))
+            self._unsorted = True
+        return done
+
+    def ordered(self):
+        """The names waiting for an upload, in the work's order (a generator: walk what you need)."""
+        if len(self._order) > 2 * len(self.todo) + 1000:  # entries of names gone: made anew
+            self._order = [(_order_key(key, row), name) for name, (key, row, _size) in self.todo.items()]
+            self._unsorted = True
+        if self._unsorted:
+            self._order.sort()  # runs already in order, merged: about linear
+            self._unsorted = False
+        seen = set()
+        for _okey, name in self._order:
+            if name in self.todo and name not in seen:
+                seen.add(name)
+                yield name
+
+
+def _order_key(key: str, row: tuple) -> tuple[int, str]:
+    return (-row[0] if row[0] >= LARGE_BYTES else 0, key)  # plan.order_key

@@ -259,3 +259,51 @@ def test_confirmed_rows_with_no_staged_copy_leave_the_waiting_table_as_lost_obje
     lost = waiting.lost({staged_name("b")}, 10)
     assert [k for _n, k, _r in lost] == ["c"]  # unconfirmed and gone: lost
     assert names() == {staged_name("b"), staged_name("c")}  # a: confirmed and gone, released; b: staged, to free
+
+
+def test_staged_work_looks_each_copy_up_once_and_walks_the_work_in_order(tmp_path):
+    from s5jtransfer.plan import LARGE_BYTES
+    from s5jtransfer.volumes import staged_name
+    from s5jtransfer.waiting import StagedWork, Waiting
+
+    src, dst = ledgers(tmp_path)
+    big = LARGE_BYTES + 5
+    src.append([("k/c", 3, "ec", "md5", ""), ("k/a", 1, "ea", "md5", ""), ("k/big", big, "eb", "md5", ""),
+                ("k/done", 1, "ed", "md5", "")])
+    dst.append([("k/done", 1, "d", "md5", "ed")])
+    idx = Index(str(tmp_path))
+    idx.refresh()
+    waiting = Waiting(idx)
+    asked: list[list[str]] = []
+    real = waiting.staged_work
+    waiting.staged_work = lambda names: (asked.append(sorted(names)), real(names))[1]  # type: ignore[method-assign]
+    work = StagedWork(waiting)
+    staged = {staged_name(k): ("vol", size) for k, size in (("k/c", 3), ("k/a", 1), ("k/big", big), ("k/done", 1))}
+    staged["orphan"] = ("vol", 7)  # no row names it (yet)
+    done = work.update(staged, ("sig", 1))
+    assert list(done) == [staged_name("k/done")]  # confirmed already: to free
+    assert [work.todo[n][0] for n in work.ordered()] == ["k/big", "k/a", "k/c"]  # large first, then key order
+    assert len(asked) == 1
+    assert work.update(staged, ("sig", 1)) == {} and len(asked) == 1  # nothing new: no lookup
+    # the source ledger changed: only the copies no row named are looked up again
+    src.append([("k/late", 2, "el", "md5", "")])
+    idx.refresh()
+    staged[staged_name("k/late")] = ("vol", 2)
+    work.update(staged, ("sig", 2))
+    assert asked[-1] == sorted([staged_name("k/late"), "orphan"])  # not the confirmed one
+    assert [work.todo[n][0] for n in work.ordered()] == ["k/big", "k/a", "k/c", "k/late"]
+    # a copy gone from the volumes leaves the walk; one whose size changed is looked up again
+    del staged[staged_name("k/a")]
+    staged[staged_name("k/c")] = ("vol", 30)
+    work.update(staged, ("sig", 2))
+    assert asked[-1] == [staged_name("k/c")]
+    assert [work.todo[n][0] for n in work.ordered()] == ["k/big", "k/c", "k/late"]
+    # a row newer than the one looked up (the source side staged a new version): forgotten, not damage
+    name_c = staged_name("k/c")
+    key_c, row_c, _size = work.todo[name_c]
+    assert work.newer([(name_c, key_c, row_c)]) == set()
+    src.append([("k/c", 30, "ec2", "md5", "")])
+    idx.refresh()
+    assert work.newer([(name_c, key_c, row_c)]) == {name_c} and name_c not in work.todo
+    work.update(staged, ("sig", 2))
+    assert work.todo[name_c][1][:2] == (30, "ec2")

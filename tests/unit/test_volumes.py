@@ -236,7 +236,7 @@ def test_sleep_until_changed_sleeps_out_an_unchanged_file_and_stops_on_request(t
     assert sleep_until_changed(str(path), 30, stopper) is True
 
 
-def test_uploads_in_flight_stay_within_the_byte_cap_largest_first():
+def test_uploads_in_flight_stay_within_the_byte_cap_in_the_order_given():
     from s5jtransfer.dest_sync import within
     from s5jtransfer.upload import Candidate, Pending
 
@@ -246,8 +246,9 @@ def test_uploads_in_flight_stay_within_the_byte_cap_largest_first():
     cands = [cand("a", 10), cand("b", 300), cand("c", 40), cand("d", 60)]
     # an object over the cap moves alone, first (so a stream of small ones never starves it)...
     assert [c.key for c in within(cands, 0, 100)] == ["b"]
-    # ...then the rest, largest first, within the cap
-    assert [c.key for c in within([c for c in cands if c.key != "b"], 0, 100)] == ["d", "c"]
+    # ...then the rest, in the order given (the work's: dest_sync._select), within the cap
+    assert [c.key for c in within([c for c in cands if c.key != "b"], 0, 100)] == ["a", "c"]
+    assert [c.key for c in within([cand("d", 60), cand("a", 10), cand("c", 40)], 0, 100)] == ["d", "a"]
     assert [c.key for c in within([cand("b", 300)], 50, 100)] == []  # not beside others in flight
     assert [c.key for c in within(cands, 80, 100)] == ["a"]
     assert [c.key for c in within(cands, 0, None)] == ["a", "b", "c", "d"]  # no cap: as they came
