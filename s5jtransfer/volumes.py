@@ -117,36 +117,72 @@ class StagedScan:
     whose modification time is what it was at its last read (and was not new then: a file
     system's clock ticks in milliseconds, so a folder changed in the same tick as it was read
     is read again) is not read again. The destination side's view of the staged copies: the
-    source side only adds files (a folder's time changes), this side removes them (so does it)."""
+    source side only adds files (a folder's time changes), this side removes them (so does it).
+    Keeps `staged` (name -> (volume, size)) and the staged bytes of each volume (`bytes`, by root)
+    across scans, and what the last scan changed: `added` (new, or another size) and `removed`."""
 
     FRESH_NS = 200_000_000  # a folder changed this recently is read again next time
 
     def __init__(self) -> None:
-        self._dirs: dict[str, tuple[int, dict[str, int]]] = {}  # folder -> (mtime_ns, name -> size)
+        self._dirs: dict[str, tuple[int, dict[str, int], Volume]] = {}  # folder -> (mtime_ns, name -> size, volume)
+        self.staged: dict[str, tuple[Volume, int]] = {}
+        self.bytes: dict[str, int] = {}
+        self.added: dict[str, tuple[Volume, int]] = {}
+        self.removed: set[str] = set()
+        self._volumes: list[Volume] = []
 
     def scan(self, volumes: list[Volume]) -> dict[str, tuple[Volume, int]]:
-        out: dict[str, tuple[Volume, int]] = {}
+        self.added, self.removed = {}, set()
+        self._volumes = volumes
         now = time.time_ns()
         seen = set()
         for v in volumes:
             for sub in self._subdirs(v):
                 seen.add(sub)
+                cached = self._dirs.get(sub)
                 try:
                     mtime = os.stat(sub).st_mtime_ns
                 except OSError:
+                    if cached is not None:
+                        self._change(sub, cached[1], {}, v)
+                        del self._dirs[sub]
                     continue
-                cached = self._dirs.get(sub)
                 if cached is None or cached[0] != mtime:
                     files = _read_dir(sub)
+                    self._change(sub, cached[1] if cached else {}, files, v)
                     # a folder changed in the tick it was read may change again unseen: read it next time too
-                    self._dirs[sub] = (mtime if now - mtime > self.FRESH_NS else -1, files)
-                else:
-                    files = cached[1]
-                for name, size in files.items():
-                    out[name] = (v, size)
+                    self._dirs[sub] = (mtime if now - mtime > self.FRESH_NS else -1, files, v)
         for gone in set(self._dirs) - seen:
-            del self._dirs[gone]
-        return out
+            _mtime, files, v = self._dirs.pop(gone)
+            self._change(gone, files, {}, v)
+        return self.staged
+
+    def _change(self, sub: str, old: dict[str, int], new: dict[str, int], v: Volume) -> None:
+        for name, size in old.items():
+            if new.get(name) != size and self.staged.get(name, (None,))[0] is v:
+                del self.staged[name]
+                self.bytes[v.root] = self.bytes.get(v.root, 0) - size
+                self.removed.add(name)
+                self.added.pop(name, None)
+                self._elsewhere(sub, name, v)
+        for name, size in new.items():
+            if old.get(name) != size or name not in self.staged:
+                was = self.staged.get(name)
+                if was is not None:  # the same name on another volume: this copy is the one seen
+                    self.bytes[was[0].root] = self.bytes.get(was[0].root, 0) - was[1]
+                self.staged[name] = self.added[name] = (v, size)
+                self.bytes[v.root] = self.bytes.get(v.root, 0) + size
+                self.removed.discard(name)
+
+    def _elsewhere(self, sub: str, name: str, gone_from: Volume) -> None:
+        """A copy of the same name on another volume (in its folder of the same name) is the one seen now."""
+        for v in self._volumes:
+            cached = self._dirs.get(os.path.join(v.data, STAGED, os.path.basename(sub))) if v is not gone_from else None
+            if cached is not None and name in cached[1]:
+                self.staged[name] = self.added[name] = (v, cached[1][name])
+                self.bytes[v.root] = self.bytes.get(v.root, 0) + cached[1][name]
+                self.removed.discard(name)
+                return
 
     @staticmethod
     def _subdirs(v: Volume) -> list[str]:

@@ -156,7 +156,9 @@ class StagedWork:
         self._order: list[tuple[tuple[int, str], str]] = []  # (plan.order_key, name); sorted unless _unsorted
         self._unsorted = False
         self._ledger_sig: tuple | None = None
-        self._since = time.monotonic()
+        self._since = time.monotonic()  # when every copy was last looked up
+        self._all = True  # every staged copy is to be looked up at the next update
+        self._relook: set[str] = set()  # ... these (forgotten)
 
     def forget(self, names=None) -> None:
         """Look these staged copies up again at the next update (all of them: None)."""
@@ -165,11 +167,12 @@ class StagedWork:
             self._unnamed.clear()
             self._done.clear()
             self._order = []
-            self._since = time.monotonic()
+            self._all = True
             return
         for name in names:
             for cache in (self.todo, self._unnamed, self._done):
                 cache.pop(name, None)
+            self._relook.add(name)
 
     def released(self, names, replaced=()) -> None:
         """Confirmed and released by this side (its copy kept, or freed): not to upload again; those
@@ -188,35 +191,41 @@ class StagedWork:
         self.forget(out)
         return out
 
-    def update(self, staged: dict, ledger_sig: tuple) -> dict[str, tuple[str, tuple]]:
-        """Take in the staged copies now on the volumes (name -> (volume, size)) and the source
-        ledger's signature; returns the copies first seen whose object the destination ledger
+    def update(self, scan, ledger_sig: tuple) -> dict[str, tuple[str, tuple]]:
+        """Take in what a volumes.StagedScan saw change (its `added` and `removed`) and the source
+        ledger's signature; returns the copies newly seen whose object the destination ledger
         confirms (name -> (key, source row)), to free."""
-        if time.monotonic() - self._since >= self.REVALIDATE:
+        staged, now = scan.staged, time.monotonic()
+        if now - self._since >= self.REVALIDATE:
             self.forget()
-        now = time.monotonic()
-        if ledger_sig != self._ledger_sig:  # rows appended: the copies no row named lately may be named now
-            self._ledger_sig = ledger_sig
-            for n in [n for n, (_size, since) in self._unnamed.items() if now - since < self.REVALIDATE]:
-                del self._unnamed[n]  # (one unnamed for longer is left by another run: looked up at REVALIDATE)
-        for cache, size_of in ((self.todo, lambda v: v[2]), (self._unnamed, lambda v: v[0]), (self._done, int)):
-            stale = [n for n, v in cache.items() if n not in staged or staged[n][1] != size_of(v)]
-            for n in stale:
-                del cache[n]
-        new = [n for n in staged if n not in self.todo and n not in self._unnamed and n not in self._done]
-        if not new:
+        if self._all:
+            self._all, self._since, new = False, now, set(staged)
+        else:
+            new = self._relook | set(scan.added)
+            for name in scan.removed | set(scan.added):  # gone, or another size: looked up again
+                for cache in (self.todo, self._unnamed, self._done):
+                    cache.pop(name, None)
+            if ledger_sig != self._ledger_sig:  # rows appended: the copies no row named lately may be named now
+                recent = [n for n, (_size, since) in self._unnamed.items() if now - since < self.REVALIDATE]
+                for name in recent:  # (one unnamed for longer is left by another run: looked up at REVALIDATE)
+                    del self._unnamed[name]
+                new.update(recent)
+        self._ledger_sig, self._relook = ledger_sig, set()
+        new_names = [n for n in new if n in staged and n not in self.todo and n not in self._unnamed
+                     and n not in self._done]
+        if not new_names:
             return {}
-        todo, done = self.waiting.staged_work(new)
-        for name in new:
-            got = todo.get(name)
+        todo, done = self.waiting.staged_work(new_names)
+        for name in new_names:
+            got, size = todo.get(name), staged[name][1]
             if got is None:
                 if name in done:
-                    self._done[name] = staged[name][1]
+                    self._done[name] = size
                 else:
-                    self._unnamed[name] = (staged[name][1], now)
+                    self._unnamed[name] = (size, now)
                 continue
             key, row = got
-            self.todo[name] = (key, row, staged[name][1])
+            self.todo[name] = (key, row, size)
             self._order.append((_order_key(key, row), name))
             self._unsorted = True
         return done
@@ -229,6 +238,10 @@ class StagedWork:
         if self._unsorted:
             self._order.sort()  # runs already in order, merged: about linear
             self._unsorted = False
+        gone = 0
+        while gone < len(self._order) and self._order[gone][1] not in self.todo:
+            gone += 1  # released: the work's front moves on
+        del self._order[:gone]
         seen = set()
         for _okey, name in self._order:
             if name in self.todo and name not in seen:

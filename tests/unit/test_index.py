@@ -261,6 +261,21 @@ def test_confirmed_rows_with_no_staged_copy_leave_the_waiting_table_as_lost_obje
     assert names() == {staged_name("b"), staged_name("c")}  # a: confirmed and gone, released; b: staged, to free
 
 
+class _Scan:
+    """What volumes.StagedScan gives StagedWork: the staged copies, and what the last scan changed."""
+
+    def __init__(self) -> None:
+        self.staged: dict = {}
+        self.added: dict = {}
+        self.removed: set = set()
+
+    def now(self, staged: dict) -> "_Scan":
+        self.added = {n: v for n, v in staged.items() if self.staged.get(n) != v}
+        self.removed = set(self.staged) - set(staged)
+        self.staged = dict(staged)
+        return self
+
+
 def test_staged_work_looks_each_copy_up_once_and_walks_the_work_in_order(tmp_path):
     from s5jtransfer.plan import LARGE_BYTES
     from s5jtransfer.volumes import staged_name
@@ -277,25 +292,25 @@ def test_staged_work_looks_each_copy_up_once_and_walks_the_work_in_order(tmp_pat
     asked: list[list[str]] = []
     real = waiting.staged_work
     waiting.staged_work = lambda names: (asked.append(sorted(names)), real(names))[1]  # type: ignore[method-assign]
-    work = StagedWork(waiting)
+    work, scan = StagedWork(waiting), _Scan()
     staged = {staged_name(k): ("vol", size) for k, size in (("k/c", 3), ("k/a", 1), ("k/big", big), ("k/done", 1))}
     staged["orphan"] = ("vol", 7)  # no row names it (yet)
-    done = work.update(staged, ("sig", 1))
+    done = work.update(scan.now(staged), ("sig", 1))
     assert list(done) == [staged_name("k/done")]  # confirmed already: to free
     assert [work.todo[n][0] for n in work.ordered()] == ["k/big", "k/a", "k/c"]  # large first, then key order
     assert len(asked) == 1
-    assert work.update(staged, ("sig", 1)) == {} and len(asked) == 1  # nothing new: no lookup
+    assert work.update(scan.now(staged), ("sig", 1)) == {} and len(asked) == 1  # nothing new: no lookup
     # the source ledger changed: only the copies no row named are looked up again
     src.append([("k/late", 2, "el", "md5", "")])
     idx.refresh()
     staged[staged_name("k/late")] = ("vol", 2)
-    work.update(staged, ("sig", 2))
+    work.update(scan.now(staged), ("sig", 2))
     assert asked[-1] == sorted([staged_name("k/late"), "orphan"])  # not the confirmed one
     assert [work.todo[n][0] for n in work.ordered()] == ["k/big", "k/a", "k/c", "k/late"]
     # a copy gone from the volumes leaves the walk; one whose size changed is looked up again
     del staged[staged_name("k/a")]
     staged[staged_name("k/c")] = ("vol", 30)
-    work.update(staged, ("sig", 2))
+    work.update(scan.now(staged), ("sig", 2))
     assert asked[-1] == [staged_name("k/c")]
     assert [work.todo[n][0] for n in work.ordered()] == ["k/big", "k/c", "k/late"]
     # a row newer than the one looked up (the source side staged a new version): forgotten, not damage
@@ -305,5 +320,15 @@ def test_staged_work_looks_each_copy_up_once_and_walks_the_work_in_order(tmp_pat
     src.append([("k/c", 30, "ec2", "md5", "")])
     idx.refresh()
     assert work.newer([(name_c, key_c, row_c)]) == {name_c} and name_c not in work.todo
-    work.update(staged, ("sig", 2))
+    work.update(scan.now(staged), ("sig", 2))
     assert work.todo[name_c][1][:2] == (30, "ec2")
+    # released by this side (its copy kept): never walked again, not looked up again
+    work.released([staged_name("k/big")])
+    n = len(asked)
+    work.update(scan.now(staged), ("sig", 3))
+    assert [work.todo[n][0] for n in work.ordered()] == ["k/c", "k/late"] and len(asked) == n + 1
+    assert asked[-1] == ["orphan"]
+    # every minute, every copy is looked up again (rows changed by another process)
+    work._since -= StagedWork.REVALIDATE
+    work.update(scan.now(staged), ("sig", 3))
+    assert asked[-1] == sorted(staged)

@@ -284,15 +284,40 @@ def test_the_staged_scan_reads_again_only_folders_that_changed_and_sees_every_ch
     old = _time.time_ns() - 10**9  # folders last changed a second ago: not fresh
     for sub in range(256):
         _os.utime(_os.path.dirname(v.staged_path(f"{sub:02x}" + "0" * 38)), ns=(old, old))
-    assert set(scan.scan([v])) == set(names[:2])
+    assert set(scan.scan([v])) == set(names[:2]) and set(scan.added) == set(names[:2]) and not scan.removed
     reads = []
     real = vmod._read_dir
     monkeypatch.setattr(vmod, "_read_dir", lambda p: reads.append(p) or real(p))
     assert set(scan.scan([v])) == set(names[:2]) and reads == []  # nothing changed: no folder read
-    open(v.staged_path(names[2]), "w").close()  # a new copy: its folder's time moves on
+    assert not scan.added and not scan.removed
+    with open(v.staged_path(names[2]), "w") as fh:  # a new copy: its folder's time moves on
+        fh.write("12345")
     _os.remove(v.staged_path(names[0]))
     assert set(scan.scan([v])) == {names[1], names[2]}
+    assert set(scan.added) == {names[2]} and scan.removed == {names[0]} and scan.bytes == {v.root: 5}
     assert sorted(_os.path.basename(p) for p in reads) == ["ab", "cd"]
     reads.clear()
     assert set(scan.scan([v])) == {names[1], names[2]}
     assert len(reads) == 2  # changed within the last 0.2 s: read again, a change in the same tick is not missed
+
+
+def test_the_staged_scan_sees_a_copy_of_the_same_name_on_another_volume_when_one_goes(tmp_path):
+    import os as _os
+
+    from s5jtransfer import volumes as vmod
+
+    v1, v2 = vmod.Volume(str(tmp_path / "v1")), vmod.Volume(str(tmp_path / "v2"))
+    for v in (v1, v2):
+        v.ensure()
+    name = "ab" + "1" * 38
+    for v, data in ((v1, "1"), (v2, "22")):
+        with open(v.staged_path(name), "w") as fh:
+            fh.write(data)
+    scan = vmod.StagedScan()
+    seen = scan.scan([v1, v2])[name][0]
+    other = v2 if seen is v1 else v1
+    _os.remove(seen.staged_path(name))
+    _os.utime(_os.path.dirname(seen.staged_path(name)), ns=(1, 1))  # the folder's time moves on
+    got = scan.scan([v1, v2])
+    assert got[name][0] is other and name in scan.added and name not in scan.removed
+    assert scan.bytes.get(seen.root, 0) == 0 and scan.bytes[other.root] == _os.path.getsize(other.staged_path(name))
