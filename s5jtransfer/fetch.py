@@ -98,6 +98,7 @@ class Fetcher:
         """Hand objects over (largest first) to the live endpoints, the one with the fewest bytes
         in flight first; returns at once. advanced(partial, size): the destination side may upload
         objects while they land (CAT); None: it does not, so none is fetched in order."""
+        fed: dict[int, s5cmd.Stream] = {}  # the streams given lines: written in one go at the end
         for job in sorted(jobs, key=lambda j: -j.size):
             kind = self.route(job, advanced is not None)
             ep = min(live, key=lambda i: self._bytes(kind, i))
@@ -107,12 +108,15 @@ class Fetcher:
                 self._reported(job.partial, False, self._why_not())
             elif kind in (plan.SMALL, plan.LARGE):
                 flags = plan.large_flags(job.size) if kind == plan.LARGE else ()
-                self._stream(kind, ep).add(s5cmd.cp_line(self.side.url(job.key), job.partial, flags), job.partial,
-                                           job.size)
+                stream = self._stream(kind, ep)
+                fed[id(stream)] = stream
+                stream.add(s5cmd.cp_line(self.side.url(job.key), job.partial, flags), job.partial, job.size, hold=True)
             elif kind == plan.CAT:
                 self._pool(plan.CAT, CAT_WORKERS).submit(self._one_cat, job, ep, advanced)
             else:
                 self._pool(plan.API, self.settings.src_workers).submit(self._one_api, job, ep)
+        for stream in fed.values():
+            stream.flush()
 
     def _bytes(self, kind: str, ep: int) -> int:
         stream = self._streams.get((kind, ep))

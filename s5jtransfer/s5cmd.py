@@ -235,6 +235,7 @@ class Stream:
         self._lock = threading.Lock()
         self.in_flight: dict[str, int] = {}  # local path -> bytes
         self._bytes = 0  # sum(in_flight.values())
+        self._held: list[tuple[str, str]] = []  # (line, local) added with hold, not yet written
         self.ok = self.failed = 0
         self.expired = False
         self._record: TextIO | None = open(record_file, "w", encoding="utf-8")
@@ -302,25 +303,34 @@ class Stream:
             self.frozen = True
         return self.frozen
 
-    def add(self, line: str, local: str, nbytes: int) -> bool:
-        """Feed one line; False (and the object reported failed) when s5cmd is gone."""
+    def add(self, line: str, local: str, nbytes: int, hold: bool = False) -> bool:
+        """Feed one line; False (and the object reported failed) when s5cmd is gone. hold: kept
+        until flush(), so that many lines go in one write (one wake-up of s5cmd's reader)."""
         with self._lock:
             self._bytes += nbytes - self.in_flight.get(local, 0)
             self.in_flight[local] = nbytes
-        self._write_record(line)
+        self._held.append((line, local))
+        return True if hold else self.flush()
+
+    def flush(self) -> bool:
+        """Write the lines held; False (and their objects reported failed) when s5cmd is gone."""
+        if not self._held:
+            return True
+        held, self._held = self._held, []
+        self._write_record("\n".join(line for line, _local in held))
         try:
             assert self.proc.stdin is not None
-            self.proc.stdin.write(line.encode("utf-8") + b"\n")
+            self.proc.stdin.write("".join(line + "\n" for line, _local in held).encode("utf-8"))
             self.proc.stdin.flush()
             return True
         except (OSError, ValueError) as exc:  # a broken pipe, or stdin already closed
-            with self._lock:
-                nbytes = self.in_flight.pop(local, None)
-                gone = nbytes is not None
-                self._bytes -= nbytes or 0
-                self.failed += gone
-            if gone:
-                self.report(local, False, f"s5cmd is not running ({exc.__class__.__name__})")
+            for _line, local in held:
+                with self._lock:
+                    nbytes = self.in_flight.pop(local, None)
+                    self._bytes -= nbytes or 0
+                    self.failed += nbytes is not None
+                if nbytes is not None:
+                    self.report(local, False, f"s5cmd is not running ({exc.__class__.__name__})")
             return False
 
     def _write_record(self, line: str) -> None:
@@ -347,6 +357,7 @@ class Stream:
     def close(self, timeout: float | None = None) -> int:
         """End the input, wait for s5cmd, report what it never reported on as failed. One whose
         credentials expired is ended at once: it would fail whatever it still holds."""
+        self.flush()
         try:
             assert self.proc.stdin is not None
             self.proc.stdin.close()

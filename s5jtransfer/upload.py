@@ -98,6 +98,7 @@ class Uploads:
         flight. Returns the ones only boto3 can take (keys a run file cannot carry): upload_api."""
         via_api = []
         live = self.live()
+        fed: dict[int, s5cmd.Stream] = {}  # the streams given lines: written in one go at the end
         for c in cands:
             if not s5cmd.run_file_safe(c.key):
                 via_api.append(c)
@@ -106,7 +107,11 @@ class Uploads:
             self.flight[c.path] = c
             c.content_md5 = True  # s5cmd sends one with every PutObject and UploadPart
             flags = ["-p", str((c.part or self.settings.part_size) // (1024 * 1024)), *self._writes]
-            self._stream(ep).add(s5cmd.cp_line(c.path, self.side.url(c.key), flags), c.path, c.size)
+            stream = self._stream(ep)
+            fed[id(stream)] = stream
+            stream.add(s5cmd.cp_line(c.path, self.side.url(c.key), flags), c.path, c.size, hold=True)
+        for stream in fed.values():
+            stream.flush()
         return via_api
 
     def hand_streamed(self, cands: list[Candidate]) -> tuple[int, list[Candidate]]:

@@ -284,12 +284,10 @@ def test_a_long_lived_streams_run_file_starts_again_when_it_grows_too_large_and_
 
 
 def test_a_long_lived_s5cmd_collects_garbage_less_often_unless_the_environment_says(tmp_path):
-    import os
-
     from s5jtransfer import s5cmd
 
     sleeper = tmp_path / "fake-s5cmd"
-    sleeper.write_text("#!/bin/sh\nexec sleep 60\n")
+    sleeper.write_text("#!/bin/sh\nexec cat >/dev/null\n")  # alive until its input ends
     sleeper.chmod(0o755)
     for env, want in (({}, s5cmd.STREAM_GOGC), ({"GOGC": "150"}, "150")):
         stream = s5cmd.Stream(str(sleeper), [], env, str(tmp_path / "run.txt"), lambda *a: None)
@@ -320,3 +318,34 @@ def test_a_streams_bytes_in_flight_follow_what_is_fed_and_reported(tmp_path):
         stream.close(timeout=5)
     assert stream.bytes_in_flight == 0  # what s5cmd never reported on: failed
     assert [(p, ok) for p, ok, _e in reported] == [("/x/a", True), ("/x/b", False)]
+
+
+def test_lines_held_reach_s5cmd_and_the_run_file_at_the_flush_and_fail_together_when_it_is_gone(tmp_path):
+    from s5jtransfer import s5cmd
+
+    got = tmp_path / "stdin.txt"
+    fake = tmp_path / "fake-s5cmd"
+    fake.write_text(f"#!/bin/sh\nexec cat > {got}\n")
+    fake.chmod(0o755)
+    record = tmp_path / "run.txt"
+    stream = s5cmd.Stream(str(fake), [], {}, str(record), lambda *a: None)
+    stream.add("cp s3://b/a /x/a", "/x/a", 1, hold=True)
+    stream.add("cp s3://b/b /x/b", "/x/b", 1, hold=True)
+    assert record.read_text() == ""  # held: not yet written
+    assert stream.flush()
+    assert record.read_text() == "cp s3://b/a /x/a\ncp s3://b/b /x/b\n"
+    stream.close(timeout=5)
+    assert got.read_text() == "cp s3://b/a /x/a\ncp s3://b/b /x/b\n"
+
+    reported = []
+    gone = s5cmd.Stream("/bin/true", [], {}, str(tmp_path / "run2.txt"), lambda *a: reported.append(a))
+    gone.proc.wait(timeout=10)
+    gone.add("cp s3://b/c /x/c", "/x/c", 1, hold=True)
+    gone.add("cp s3://b/d /x/d", "/x/d", 1, hold=True)
+    for _ in range(3):  # a pipe to a process that exited breaks at the first write or the next
+        if not gone.flush() or not gone.in_flight:
+            break
+        gone.add("cp s3://b/e /x/e", "/x/e", 1, hold=True)
+    gone.close(timeout=5)
+    assert {p for p, ok, _e in reported if not ok} >= {"/x/c", "/x/d"} and not any(ok for _p, ok, _e in reported)
+    assert gone.bytes_in_flight == 0
