@@ -30,7 +30,7 @@ from .health import Stall, VolumeWatch
 from .volumes import StagedScan, Volume, scan_all
 
 log = logging.getLogger("s5jtransfer.dest")
-CONFIRM_AFTER = 5.0  # seconds an upload may wait for confirmation, so one listing confirms many
+CONFIRM_AFTER = 2.0  # seconds an upload may wait for confirmation, so one listing confirms many
 CONFIRM_BATCH = 1000  # ... or until this many wait
 IN_FLIGHT_POLL = 0.25  # seconds between cycles while uploads are in flight (results are collected, confirmed, ledgered)
 PROGRESS_EVERY = 10.0  # seconds between progress lines while uploading
@@ -164,12 +164,10 @@ class DestSync:
             self._judge_completion(st, trust_source)
         return st
 
-    def _health(self, staged: dict) -> None:
+    def _health(self) -> None:
         """Each volume's state, free bytes, staged copies' bytes and copies not freed, for the state
         file (status.py, the metrics)."""
-        held: dict[str, int] = {}
-        for vol, size in staged.values():
-            held[vol.root] = held.get(vol.root, 0) + size
+        held = self._scan.bytes
         self.progress.health["volumes"] = [dict(d, staged_bytes=held.get(d["path"], 0)) for d in self.watch.states()]
 
     def _candidates(self, st: DestStats, most: int | None) -> list[Candidate]:
@@ -180,8 +178,8 @@ class DestSync:
         now = time.monotonic()
         self.watch.check()
         staged = self._scan.scan(self.volumes)  # a stat per folder; only folders that changed are read
-        self._health(staged)
-        done = self._work.update(staged, self.ledger_sig)
+        self._health()
+        done = self._work.update(self._scan, self.ledger_sig)
         if done:
             self.leftovers.free(done, staged)
         cands: list[Candidate] = []
@@ -300,12 +298,14 @@ class DestSync:
             self.progress.write_state(force=True)
 
     def _confirm_due(self) -> list[Candidate]:
-        """Uploads to confirm now: all of them once nothing else is in flight, else once the
-        oldest has waited CONFIRM_AFTER seconds (so one listing can confirm many)."""
+        """Uploads to confirm now: once CONFIRM_BATCH wait or the oldest has waited CONFIRM_AFTER
+        seconds (so one listing confirms many, also while this side keeps up with the source side),
+        or once nothing is in flight and the source side has nothing more to stage (no batch to
+        wait for: the end of a pass, or this side runs alone)."""
         if not self._to_confirm:
             return []
-        oldest = self._to_confirm[0][1]
-        if self.uploads.flight and len(self._to_confirm) < CONFIRM_BATCH and time.monotonic() - oldest < CONFIRM_AFTER:
+        if (len(self._to_confirm) < CONFIRM_BATCH and time.monotonic() - self._to_confirm[0][1] < CONFIRM_AFTER
+                and (self.uploads.flight or not self.source_check.worth_listing())):
             return []
         due, self._to_confirm = [c for c, _t in self._to_confirm], []
         return due

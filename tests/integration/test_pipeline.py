@@ -23,8 +23,9 @@ def _rows(path) -> int:
 def test_destination_uploads_while_the_source_is_still_staging(work):
     data = {f"f{i:03d}.bin": os.urandom(40_000) for i in range(20)}
     total = work.put_all(data)
-    # a source link slow enough that staging takes a few seconds: one object at a time
-    link = FaultProxy(work.server.url, bandwidth=total / 3).start()
+    # a source link slow enough that staging takes several times as long as an upload may wait
+    # for its confirmation (dest_sync.CONFIRM_AFTER, so that a listing confirms many): one object at a time
+    link = FaultProxy(work.server.url, bandwidth=total / 8).start()
     work.cfg["transfer_settings"].update(src_endpoint_url=link.url, src_workers=1)
     work.write_config()
     proc = work.start("sync_mvol.py", "--once")
