@@ -188,7 +188,8 @@ class Bench:
         for step_label, argv, cwd, env in steps:
             log = run_dir / f"{label}-{step_label}.log"
             req0 = {side: sv.requests() for side, sv in self.servers.items()}
-            rss = PeakRss() if self.scn is not None and self.scn.processes else None
+            rss = (PeakRss(sides={sv.url: side for side, sv in self.servers.items()})
+                   if self.scn is not None and self.scn.processes else None)
             cpu0, srv0, t0 = children_cpu(), self.server_cpu(), time.monotonic()
             rc = run_step(argv, cwd, env, log, self.step_timeout, on_start=rss.start if rss else None)
             secs = time.monotonic() - t0

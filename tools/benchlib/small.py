@@ -38,11 +38,13 @@ class PeakRss:
     """Samples, every `every` seconds while a step runs, the peak RSS (VmHWM: monotonic, so the last
     sample of a process is its peak but for its last moments) and the CPU time of every process of
     the step's session (run_step starts each step in a new one), by program: the script a Python
-    runs (sync_mvol.py, src_sync_mvol.py, ...), else the executable's name (s5cmd). A process's CPU
+    runs (sync_mvol.py, src_sync_mvol.py, ...), else the executable's name, with the side whose
+    endpoint its arguments name (s5cmd src, s5cmd dst). A process's CPU
     is its last sample's: what it spent in its last `every` seconds is not counted."""
 
-    def __init__(self, every: float = 0.25) -> None:
+    def __init__(self, every: float = 0.25, sides: dict[str, str] | None = None) -> None:
         self.every = every
+        self.sides = sides or {}  # an endpoint URL in an s5cmd's arguments -> the side it names ("s5cmd src")
         self.peak: dict[str, float] = {}  # program -> MiB
         self._cpu: dict[int, tuple[str, float]] = {}  # pid -> (program, CPU seconds at its last sample)
         self._stop = threading.Event()
@@ -70,14 +72,14 @@ class PeakRss:
     def _run(self, sid: int) -> None:
         while not self._stop.wait(self.every):
             for pid in (int(d) for d in os.listdir("/proc") if d.isdigit()):
-                got = _sample(pid, sid)
+                got = _sample(pid, sid, self.sides)
                 if got is not None:
                     name, mib, cpu = got
                     self.peak[name] = max(self.peak.get(name, 0.0), mib)
                     self._cpu[pid] = (name, cpu)
 
 
-def _sample(pid: int, sid: int) -> tuple[str, float, float] | None:
+def _sample(pid: int, sid: int, sides: dict[str, str]) -> tuple[str, float, float] | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             stat = fh.read()
@@ -96,6 +98,9 @@ def _sample(pid: int, sid: int) -> tuple[str, float, float] | None:
     prog = os.path.basename(argv[0])
     if prog.startswith("python") and len(argv) > 1:
         prog = os.path.basename(argv[1])
+    side = next((name for url, name in sides.items() if url in argv), None)
+    if side is not None:
+        prog += " " + side
     return prog, hwm / 1024.0, cpu
 
 
