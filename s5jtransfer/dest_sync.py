@@ -34,6 +34,7 @@ CONFIRM_AFTER = 2.0  # seconds an upload may wait for confirmation, so one listi
 CONFIRM_BATCH = 1000  # ... or until this many wait
 IN_FLIGHT_POLL = 0.25  # seconds between cycles while uploads are in flight (results are collected, confirmed, ledgered)
 PROGRESS_EVERY = 10.0  # seconds between progress lines while uploading
+SCAN_EVERY = 1.0  # seconds between looks at the staged folders at least (more often when the known work runs low)
 FEED_BYTES = 2 * 1024 ** 3  # bytes re-hashed and fed per cycle at most, so the cycle comes round
 LOST_EVERY = 2.0  # seconds between looks for ledgered objects with no staged copy
 LOST_BATCH = 10_000  # ... and how many are taken at a look, at most
@@ -94,6 +95,7 @@ class DestSync:
         self.leftovers = Leftovers(self)
         self._scan = StagedScan()
         self._work = StagedWork(self.waiting)  # the staged copies waiting for an upload, across cycles
+        self._scanned = -SCAN_EVERY  # when the staged folders were last looked at
         self._to_confirm: list[tuple[Candidate, float]] = []  # uploaded, not yet confirmed (since when)
         self._done_by_key: dict[str, Candidate] = {}  # confirmed, staged copy freed after the ledger flush
         self._appender = Appender(self.waiting.dest, after_flush=self._after_flush)
@@ -164,24 +166,27 @@ class DestSync:
             self._judge_completion(st, trust_source)
         return st
 
-    def _health(self) -> None:
-        """Each volume's state, free bytes, staged copies' bytes and copies not freed, for the state
-        file (status.py, the metrics)."""
-        held = self._scan.bytes
+    def _look(self, now: float, busy: set[str], most: int | None) -> None:
+        """The staged folders looked at (a stat per folder; only folders that changed are read) and
+        taken in (StagedWork), with each volume's health for the state file (status.py, metrics);
+        skipped while the copies known to wait are many: what landed since comes later in the order."""
+        if most is not None and now - self._scanned < SCAN_EVERY and len(self._work.todo) >= len(busy) + 2 * most:
+            return
+        self._scan.scan(self.volumes)
+        self._scanned, held = now, self._scan.bytes
         self.progress.health["volumes"] = [dict(d, staged_bytes=held.get(d["path"], 0)) for d in self.watch.states()]
+        done = self._work.update(self._scan, self.ledger_sig)
+        if done:
+            self.leftovers.free(done, self._scan.staged)
 
     def _candidates(self, st: DestStats, most: int | None) -> list[Candidate]:
-        """The first `most` (None: all) staged copies, in the work's order, waiting for an upload
-        whose turn it is; a ledgered object with no staged copy is healed (_heal_lost), and one
-        confirmed meanwhile is freed."""
+        """The first `most` (None: all) staged copies waiting for an upload whose turn it is, in the
+        work's order; ledgered objects with no staged copy are healed (Leftovers.heal)."""
         busy = set(self.uploads.flight) | {c.path for c, _t in self._to_confirm}
         now = time.monotonic()
         self.watch.check()
-        staged = self._scan.scan(self.volumes)  # a stat per folder; only folders that changed are read
-        self._health()
-        done = self._work.update(self._scan, self.ledger_sig)
-        if done:
-            self.leftovers.free(done, staged)
+        self._look(now, busy, most)
+        staged = self._scan.staged
         cands: list[Candidate] = []
         for name in self._work.ordered():
             if most is not None and len(cands) >= most:
@@ -230,11 +235,8 @@ class DestSync:
         ok = rehash(cands, self.settings.part_size)
         bad = [c for c, good in zip(cands, ok) if not good]
         if bad:  # the row looked up may be older than the copy (StagedWork): a newer version is no damage
-            newer = self._work.newer([(c.pending.name, c.key, c.pending.row) for c in bad])
-            if newer:
-                kept = [(c, good) for c, good in zip(cands, ok) if c.pending.name not in newer]
-                cands, ok = [c for c, _ in kept], [good for _, good in kept]
-                bad = [c for c in bad if c.pending.name not in newer]
+            cands, ok = self._work.without_newer(cands, ok)
+            bad = [c for c, good in zip(cands, ok) if not good]
         if bad:
             st.mismatched += len(bad)
             back = []

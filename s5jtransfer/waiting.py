@@ -191,6 +191,13 @@ class StagedWork:
         self.forget(out)
         return out
 
+    def without_newer(self, cands: list, ok: list[bool]) -> tuple[list, list[bool]]:
+        """Candidates (upload.Candidate) and whether each re-hash matched its row, without those
+        that did not match a row older than the index's (newer())."""
+        newer = self.newer([(c.pending.name, c.key, c.pending.row) for c, good in zip(cands, ok) if not good])
+        kept = [(c, good) for c, good in zip(cands, ok) if c.pending.name not in newer]
+        return [c for c, _ in kept], [good for _, good in kept]
+
     def update(self, scan, ledger_sig: tuple) -> dict[str, tuple[str, tuple]]:
         """Take in what a volumes.StagedScan saw change (its `added` and `removed`) and the source
         ledger's signature; returns the copies newly seen whose object the destination ledger

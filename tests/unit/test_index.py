@@ -319,7 +319,12 @@ def test_staged_work_looks_each_copy_up_once_and_walks_the_work_in_order(tmp_pat
     assert work.newer([(name_c, key_c, row_c)]) == set()
     src.append([("k/c", 30, "ec2", "md5", "")])
     idx.refresh()
-    assert work.newer([(name_c, key_c, row_c)]) == {name_c} and name_c not in work.todo
+    from s5jtransfer.upload import Candidate, Pending
+
+    cand = Candidate(key_c, Pending(row_c, name_c), "/v/" + name_c, None)
+    ok_cand = Candidate("k/late", Pending((2,), staged_name("k/late")), "/v/late", None)
+    assert work.without_newer([cand, ok_cand], [False, True]) == ([ok_cand], [True])  # not taken for damaged
+    assert name_c not in work.todo
     work.update(scan.now(staged), ("sig", 2))
     assert work.todo[name_c][1][:2] == (30, "ec2")
     # released by this side (its copy kept): never walked again, not looked up again
