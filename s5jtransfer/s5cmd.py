@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORD_MAX = 64 << 20  # bytes of a run file fed to a long-lived s5cmd before it starts again from empty
 # Go's garbage collector target for a long-lived `s5cmd run` (unless the environment sets GOGC): each
-# line it runs allocates a command's whole setup, and at Go's default (100) collecting that garbage
-# took a fifth to a quarter of its CPU for small objects (docs/performance.md). A run's `cp` lines
-# read and write through files, never holding a part in memory, so its heap stays small.
+# line it runs allocates a command's whole setup, and collecting that garbage less often saved up to
+# a fifth of its CPU on small objects in tools/s5cmd_cost.py's runs (not in every run). A run's `cp`
+# lines read and write through files, never holding a part in memory, so its heap stays small.
 STREAM_GOGC = "400"
 IO_LOOK = 1.0  # seconds between reads of a long-lived s5cmd's /proc/PID/io (Stream.stuck)
 

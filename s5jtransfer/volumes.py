@@ -113,7 +113,7 @@ def scan_all(volumes: list[Volume]) -> dict[str, tuple[Volume, int]]:
 
 
 class StagedScan:
-    """scan_all, looked at again every cycle at the cost of a stat per staged folder: a folder
+    """scan_all, looked at again at each scan for the cost of a stat per staged folder: a folder
     whose modification time is what it was at its last read (and was not new then: a file
     system's clock ticks in milliseconds, so a folder changed in the same tick as it was read
     is read again) is not read again. The destination side's view of the staged copies: the
