@@ -27,8 +27,8 @@ $(PYTHON):
 	$(PY) -m venv $(VENV)
 
 # Reinstall only when a requirements file changes; the venv itself is order-only.
-$(STAMP): requirements.txt requirements-dev.txt | $(PYTHON)
-	$(VENV)/bin/pip install --disable-pip-version-check -r requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt | $(PYTHON)
+	$(VENV)/bin/pip install --disable-pip-version-check -c constraints.txt -r requirements-dev.txt
 	touch $@
 
 # Eight pytest workers: each has its own moto server; most of a test's time is spent waiting on
