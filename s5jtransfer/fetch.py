@@ -96,13 +96,13 @@ class Fetcher:
 
     def submit(self, jobs: list[Job], live: list[int], advanced: Callable[[str, int], None] | None = None) -> None:
         """Hand objects over to the live endpoints, the one with the fewest bytes in flight first,
-        in the work's order (large objects first, largest first, then as given: small ones in key
-        order, so that what lands, and what the destination side uploads and confirms with a
-        listing, is a narrow range of keys); returns at once. advanced(partial, size): the
+        in the work's order (plan.order_key: large objects first, largest first, then the small
+        ones in key order, so that what lands, and what the destination side uploads and confirms
+        with a listing, is a narrow range of keys); returns at once. advanced(partial, size): the
         destination side may upload objects while they land (CAT); None: it does not, so none is
         fetched in order."""
         fed: dict[int, s5cmd.Stream] = {}  # the streams given lines: written in one go at the end
-        for job in sorted(jobs, key=lambda j: -j.size if j.size >= plan.LARGE_BYTES else 0):
+        for job in sorted(jobs, key=plan.order_key):
             kind = self.route(job, advanced is not None)
             ep = min(live, key=lambda i: self._bytes(kind, i))
             with self._lock:

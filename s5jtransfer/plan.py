@@ -39,7 +39,12 @@ def order_key(o: Item) -> tuple[int, str]:
     long: begun early), then the rest in key order, so that what is staged at any moment is a
     narrow range of keys and the destination confirms a batch of small uploads with a listing of
     that range (confirm.py), not a request each."""
-    return (-o.size if o.size >= LARGE_BYTES else 0, o.key)
+    return order_of(o.size, o.key)
+
+
+def order_of(size: int, key: str) -> tuple[int, str]:
+    """order_key of an object known by its size and key (a staged copy's row: waiting.StagedWork)."""
+    return (-size if size >= LARGE_BYTES else 0, key)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import time
 
 from .index import DONE, Index, Work, _transaction, chunks
 from .ledger import DEST_COLUMNS, DEST_LEDGER, Ledger
-from .plan import LARGE_BYTES
+from .plan import order_of
 from .progress import Progress
 
 _ROW = "s.key, s.size, s.etag, s.verified, s.md5"
@@ -169,10 +169,14 @@ class StagedWork:
             self._order = []
             self._all = True
             return
+        names = list(names)
+        self._drop(names)
+        self._relook.update(names)
+
+    def _drop(self, names) -> None:
         for name in names:
             for cache in (self.todo, self._unnamed, self._done):
                 cache.pop(name, None)
-            self._relook.add(name)
 
     def released(self, names, replaced=()) -> None:
         """Confirmed and released by this side (its copy kept, or freed): not to upload again; those
@@ -209,9 +213,7 @@ class StagedWork:
             self._all, self._since, new = False, now, set(staged)
         else:
             new = self._relook | set(scan.added)
-            for name in scan.removed | set(scan.added):  # gone, or another size: looked up again
-                for cache in (self.todo, self._unnamed, self._done):
-                    cache.pop(name, None)
+            self._drop(scan.removed | set(scan.added))  # gone, or another size: looked up again
             if ledger_sig != self._ledger_sig:  # rows appended: the copies no row named lately may be named now
                 recent = [n for n, (_size, since) in self._unnamed.items() if now - since < self.REVALIDATE]
                 for name in recent:  # (one unnamed for longer is left by another run: looked up at REVALIDATE)
@@ -233,14 +235,14 @@ class StagedWork:
                 continue
             key, row = got
             self.todo[name] = (key, row, size)
-            self._order.append((_order_key(key, row), name))
+            self._order.append((order_of(row[0], key), name))
             self._unsorted = True
         return done
 
     def ordered(self):
         """The names waiting for an upload, in the work's order (a generator: walk what you need)."""
         if len(self._order) > 2 * len(self.todo) + 1000:  # entries of names gone: made anew
-            self._order = [(_order_key(key, row), name) for name, (key, row, _size) in self.todo.items()]
+            self._order = [(order_of(row[0], key), name) for name, (key, row, _size) in self.todo.items()]
             self._unsorted = True
         if self._unsorted:
             self._order.sort()  # runs already in order, merged: about linear
@@ -255,6 +257,3 @@ class StagedWork:
                 seen.add(name)
                 yield name
 
-
-def _order_key(key: str, row: tuple) -> tuple[int, str]:
-    return (-row[0] if row[0] >= LARGE_BYTES else 0, key)  # plan.order_key
