@@ -113,9 +113,21 @@ EXPIRED_CODES = ("ExpiredToken", "ExpiredTokenException", "RequestExpired", "Tok
 _EXPIRED = re.compile(r"(?:^|[\s:\"])(?:%s):" % "|".join(EXPIRED_CODES))
 
 
+# what an object an s5cmd held is reported with when that s5cmd is ended for its expired credentials
+ENDED_EXPIRED = "its s5cmd was ended: the credentials it signed with expired"
+
+
 def expired(error: str) -> bool:
     """Does an s5cmd error (a --json result's "error") say the credentials it signed with expired?"""
     return bool(_EXPIRED.search(error))
+
+
+def failed_for_expiry(error: str) -> bool:
+    """Does an object's failure (the error, or a sentence that quotes it) say it failed for its
+    s5cmd's expired credentials (its own answer, or that s5cmd ended with the object in hand), not
+    for anything of its own? Such a failure is still a try (bounded), but the one warning retire()
+    logs speaks for them all."""
+    return ENDED_EXPIRED in error or expired(error)
 
 
 def io_bytes(pid: int) -> int | None:
@@ -138,15 +150,17 @@ class Result:
 
 def retire(stream: Stream, side: str, timeout: float) -> int:
     """Close a stream its owner feeds no more: idle, dead, or its credentials expired (then said in
-    one warning: the next line fed starts another s5cmd, which reads them again)."""
-    if stream.expired:
-        log.warning("%s credentials expired; s5cmd restarted to read them again (what it held is tried again)",
-                    side)
-    elif stream.frozen:
+    one warning: the next line fed starts another s5cmd, which reads them again; the objects' own
+    failures are quiet, failed_for_expiry)."""
+    if stream.frozen and not stream.expired:
         log.warning("%s endpoint did not answer: s5cmd read and wrote nothing for %g s with %d objects in flight; "
                     "it is ended and started again (what it held is tried again)", side, stream.frozen_after,
                     len(stream))
-    return stream.close(timeout=timeout)
+    rc = stream.close(timeout=timeout)
+    if stream.expired:
+        log.warning("%s credentials expired; s5cmd restarted to read them again (the %d objects that failed in it "
+                    "are tried again)", side, stream.failed)
+    return rc
 
 
 def retire_idle(streams: dict, busy: dict, idle_after: float, side: str) -> list[Stream]:
@@ -377,7 +391,7 @@ class Stream:
             left, self.in_flight, self._bytes = list(self.in_flight), {}, 0
             self.failed += len(left)
         why = (f"the endpoint did not answer for {self.frozen_after:g} s (s5cmd ended)" if self.frozen
-               else f"s5cmd exited {rc} without a result for it")
+               else ENDED_EXPIRED if self.expired else f"s5cmd exited {rc} without a result for it")
         for local in left:
             self.report(local, False, why)
         if rc != 0 and self._out.errors:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import Callable
 
 from .atomic import write_atomic
 from .progress import MAX_TRIES
@@ -35,10 +36,13 @@ def next_wait(tries: int, max_backoff: float = MAX_RETRY_BACKOFF) -> float | Non
 
 class Tries:
     """Per key: failed tries so far and when the next may start; given_up (key -> why) is shared
-    with the side's Progress, so the state file names what was set aside."""
+    with the side's Progress, so the state file names what was set aside. A failed try whose why
+    satisfies quiet_when is logged at debug level (one warning elsewhere speaks for many such
+    tries: s5cmd.failed_for_expiry); it counts all the same, and giving up is always logged."""
 
-    def __init__(self, given_up: dict[str, str]) -> None:
+    def __init__(self, given_up: dict[str, str], quiet_when: Callable[[str], bool] | None = None) -> None:
         self.given_up = given_up
+        self.quiet_when = quiet_when
         self._at: dict[str, tuple[float, int]] = {}  # key -> (not before, failed tries)
         self._asked = _asked_at()
 
@@ -71,7 +75,8 @@ class Tries:
                       key, "at once" if at_once else f"after {n} tries", why)
             return True
         self._at[key] = (time.monotonic() + wait, n)
-        log.warning("%s (try %d of %d; again in %.3gs)", what or f"{key!r}: {why}", n, MAX_TRIES, wait)
+        level = logging.DEBUG if self.quiet_when is not None and self.quiet_when(why) else logging.WARNING
+        log.log(level, "%s (try %d of %d; again in %.3gs)", what or f"{key!r}: {why}", n, MAX_TRIES, wait)
         return False
 
     def succeeded(self, key: str) -> None:

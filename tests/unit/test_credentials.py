@@ -53,6 +53,44 @@ def test_other_errors_and_keys_that_name_the_code_are_not_expired_credentials(er
     assert not s5cmd.expired(error)
 
 
+@pytest.mark.parametrize("error,quiet", [
+    ("ExpiredToken: The provided token has expired. status code: 400", True),  # the object's own answer
+    ("copy failed: ExpiredToken: The provided token has expired.", True),  # as a try's why quotes it
+    (s5cmd.ENDED_EXPIRED, True),  # held by the s5cmd that was ended for it
+    ("upload failed: " + s5cmd.ENDED_EXPIRED, True),
+    ("s5cmd exited 1 without a result for it", False),
+    ("copy failed: SlowDown: Please reduce your request rate.", False),
+    ("copy failed: NoSuchKey: s3://b/ExpiredToken: x", False),
+])
+def test_failures_for_an_s5cmd_s_expired_credentials_are_told_apart(error, quiet):
+    assert s5cmd.failed_for_expiry(error) is quiet
+
+
+def test_a_quiet_try_counts_as_a_try_logs_at_debug_and_its_giving_up_is_still_an_error(caplog):
+    from s5jtransfer import tries
+
+    t = tries.Tries({}, quiet_when=s5cmd.failed_for_expiry)
+    with caplog.at_level(logging.DEBUG, logger="s5jtransfer.tries"):
+        assert not t.failed("k", "copy failed: SlowDown: slow")  # not quiet
+        for _ in range(tries.MAX_TRIES - 2):
+            assert not t.failed("k", "copy failed: ExpiredToken: expired")
+        assert t.failed("k", "copy failed: " + s5cmd.ENDED_EXPIRED)  # the 5th try: given up, bounded as any
+    levels = [(r.levelname, "ExpiredToken" in r.getMessage() or "ended" in r.getMessage()) for r in caplog.records]
+    assert levels == [("WARNING", False)] + [("DEBUG", True)] * (tries.MAX_TRIES - 2) + [("ERROR", True)]
+    assert "k" in t.given_up
+
+
+def test_the_objects_an_expired_s5cmd_held_are_reported_failed_for_the_expiry(fake_s5cmd, tmp_path):
+    got = []
+    stream = s5cmd.Stream(fake_s5cmd, [], {"PATH": "/usr/bin"}, "run.txt", lambda *r: got.append(r))
+    stream.add(s5cmd.cp_line("/stage/held", "s3://b/held"), "/stage/held", 1)  # taken, never answered
+    stream.add(s5cmd.cp_line("/stage/a", "s3://b/a"), "/stage/a", 1)
+    _wait(lambda: got, "the ExpiredToken answer")
+    assert stream.expired and len(stream) == 1
+    stream.close(timeout=10)
+    assert got[1] == ("/stage/held", False, s5cmd.ENDED_EXPIRED)
+
+
 # --- child_env with a profile -------------------------------------------------------------------
 
 BASE = {
@@ -170,6 +208,8 @@ for line in sys.stdin:
     words = shlex.split(line)
     src, dst = words[-2], words[-1]
     cmd = "cp " + src + " " + dst
+    if "held" in src:  # taken, never answered
+        continue
     if n == 0:
         print(json.dumps({{"operation": "cp", "command": cmd, "error": "ExpiredToken: The provided token has "
                           "expired. status code: 400, request id: , host id:"}}), file=sys.stderr, flush=True)
@@ -233,8 +273,8 @@ def test_uploads_restart_the_s5cmd_whose_credentials_expired_once_and_say_so(fak
         ups.feed([cand(3)])  # the new one is kept
         assert [r.ok for r in results(1)] == [True]
     said = [r.getMessage() for r in caplog.records if "credentials expired" in r.getMessage()]
-    assert said == ["destination credentials expired; s5cmd restarted to read them again (what it held is tried "
-                    "again)"]
+    assert said == ["destination credentials expired; s5cmd restarted to read them again (the 2 objects that "
+                    "failed in it are tried again)"]
     ups.close()
 
 
@@ -266,5 +306,6 @@ def test_the_fetcher_restarts_the_s5cmd_whose_credentials_expired_once_and_says_
         fetcher.submit([job(1)], [0])  # a new s5cmd, which reads its credentials again
         assert results(1) == [(str(tmp_path / "partial-1"), True, "")]
     said = [r.getMessage() for r in caplog.records if "credentials expired" in r.getMessage()]
-    assert said == ["source credentials expired; s5cmd restarted to read them again (what it held is tried again)"]
+    assert said == ["source credentials expired; s5cmd restarted to read them again (the 2 objects that failed in "
+                    "it are tried again)"]
     fetcher.close()
