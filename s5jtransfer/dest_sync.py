@@ -80,7 +80,7 @@ class DestSync:
         self._warned_empty_key = False  # see _candidates: the source prefix itself, no destination prefix
         self.progress = Progress("destination", None if dry_run else DEST_STATE)
         self.stall = Stall("destination", self.progress, self.settings.stall_warning_seconds)
-        self.tries = Tries(self.progress.given_up, quiet_when=s5cmd.failed_for_expiry)
+        self.tries = Tries(self.progress.given_up, quiet_when=s5cmd.failed_with_its_s5cmd)
         self.ledger_sig: tuple | None = None  # see signature()
         self.streamer: streaming.Streamer | None = None  # large objects uploaded while fetched
         if self.settings.stream_uploads and not dry_run:

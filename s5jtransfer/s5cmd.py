@@ -113,8 +113,10 @@ EXPIRED_CODES = ("ExpiredToken", "ExpiredTokenException", "RequestExpired", "Tok
 _EXPIRED = re.compile(r"(?:^|[\s:\"])(?:%s):" % "|".join(EXPIRED_CODES))
 
 
-# what an object an s5cmd held is reported with when that s5cmd is ended for its expired credentials
-ENDED_EXPIRED = "its s5cmd was ended: the credentials it signed with expired"
+# How an object an s5cmd held is reported when that s5cmd is ended for the whole stream's sake:
+# its credentials expired, or its endpoint froze (f"... {ENDED}"). retire() logs one warning for it.
+ENDED = "(s5cmd ended)"
+ENDED_EXPIRED = f"the credentials it signed with expired {ENDED}"
 
 
 def expired(error: str) -> bool:
@@ -122,12 +124,12 @@ def expired(error: str) -> bool:
     return bool(_EXPIRED.search(error))
 
 
-def failed_for_expiry(error: str) -> bool:
-    """Does an object's failure (the error, or a sentence that quotes it) say it failed for its
-    s5cmd's expired credentials (its own answer, or that s5cmd ended with the object in hand), not
-    for anything of its own? Such a failure is still a try (bounded), but the one warning retire()
-    logs speaks for them all."""
-    return ENDED_EXPIRED in error or expired(error)
+def failed_with_its_s5cmd(error: str) -> bool:
+    """Does an object's failure (the error, or a sentence that ends with it) say it failed with its
+    s5cmd, not for anything of its own: an answer that the credentials expired, or that s5cmd ended
+    (expired, frozen) with the object in hand? Such a failure is still a try (bounded), but the one
+    warning retire() logs speaks for them all."""
+    return error.endswith(ENDED) or expired(error)
 
 
 def io_bytes(pid: int) -> int | None:
@@ -151,7 +153,7 @@ class Result:
 def retire(stream: Stream, side: str, timeout: float) -> int:
     """Close a stream its owner feeds no more: idle, dead, or its credentials expired (then said in
     one warning: the next line fed starts another s5cmd, which reads them again; the objects' own
-    failures are quiet, failed_for_expiry)."""
+    failures are quiet, failed_with_its_s5cmd)."""
     if stream.frozen and not stream.expired:
         log.warning("%s endpoint did not answer: s5cmd read and wrote nothing for %g s with %d objects in flight; "
                     "it is ended and started again (what it held is tried again)", side, stream.frozen_after,
@@ -390,7 +392,7 @@ class Stream:
         with self._lock:
             left, self.in_flight, self._bytes = list(self.in_flight), {}, 0
             self.failed += len(left)
-        why = (f"the endpoint did not answer for {self.frozen_after:g} s (s5cmd ended)" if self.frozen
+        why = (f"the endpoint did not answer for {self.frozen_after:g} s {ENDED}" if self.frozen
                else ENDED_EXPIRED if self.expired else f"s5cmd exited {rc} without a result for it")
         for local in left:
             self.report(local, False, why)

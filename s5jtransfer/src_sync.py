@@ -87,8 +87,8 @@ class SourceSync:
         self.refusals = refusal.Streak(self.side, "reads")  # a store that refuses every read: exit 2
         self.progress = Progress("source", None if dry_run else SRC_STATE)
         self.stall = Stall("source", self.progress, self.settings.stall_warning_seconds)
-        # copies that failed or did not verify (see _tried); an s5cmd's expired credentials: s5cmd.retire says it
-        self.tries = Tries(self.progress.given_up, quiet_when=s5cmd.failed_for_expiry)
+        # copies that failed or did not verify (see _tried); those that failed with their s5cmd: s5cmd.retire says it
+        self.tries = Tries(self.progress.given_up, quiet_when=s5cmd.failed_with_its_s5cmd)
         self.landing = Landing(self)
         self.fetcher = fetch.Fetcher(self.side, self.settings, self.eps, self.binary, self.stopper, self.landing.landed)
         self.fetcher.halted = lambda: self.refusals.tripped

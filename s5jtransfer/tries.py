@@ -38,7 +38,7 @@ class Tries:
     """Per key: failed tries so far and when the next may start; given_up (key -> why) is shared
     with the side's Progress, so the state file names what was set aside. A failed try whose why
     satisfies quiet_when is logged at debug level (one warning elsewhere speaks for many such
-    tries: s5cmd.failed_for_expiry); it counts all the same, and giving up is always logged."""
+    tries: s5cmd.failed_with_its_s5cmd); it counts all the same, and giving up is always logged."""
 
     def __init__(self, given_up: dict[str, str], quiet_when: Callable[[str], bool] | None = None) -> None:
         self.given_up = given_up

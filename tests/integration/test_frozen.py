@@ -37,6 +37,9 @@ def test_a_frozen_endpoint_is_named_by_the_check_and_the_run_finishes_once_it_is
                      (work.path / "run.log").read_text(), 60, "the frozen s5cmd ended")
             link.frozen.clear()
             assert proc.wait(timeout=120) == 0, (work.path / "run.log").read_text()[-3000:]
+            # that one line speaks for what the ended s5cmd held: no warning per object
+            log = (work.path / "run.log").read_text()
+            assert [line for line in log.splitlines() if " WARNING " in line and "(s5cmd ended)" in line] == [], log
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -58,18 +58,20 @@ def test_other_errors_and_keys_that_name_the_code_are_not_expired_credentials(er
     ("copy failed: ExpiredToken: The provided token has expired.", True),  # as a try's why quotes it
     (s5cmd.ENDED_EXPIRED, True),  # held by the s5cmd that was ended for it
     ("upload failed: " + s5cmd.ENDED_EXPIRED, True),
+    ("copy failed: the endpoint did not answer for 120 s (s5cmd ended)", True),  # a frozen endpoint's
     ("s5cmd exited 1 without a result for it", False),
     ("copy failed: SlowDown: Please reduce your request rate.", False),
     ("copy failed: NoSuchKey: s3://b/ExpiredToken: x", False),
+    ("copy failed: cp s3://b/(s5cmd ended) /stage/x: NoSuchKey: gone", False),  # a key that names the mark
 ])
-def test_failures_for_an_s5cmd_s_expired_credentials_are_told_apart(error, quiet):
-    assert s5cmd.failed_for_expiry(error) is quiet
+def test_failures_with_an_s5cmd_ended_or_its_credentials_expired_are_told_apart(error, quiet):
+    assert s5cmd.failed_with_its_s5cmd(error) is quiet
 
 
 def test_a_quiet_try_counts_as_a_try_logs_at_debug_and_its_giving_up_is_still_an_error(caplog):
     from s5jtransfer import tries
 
-    t = tries.Tries({}, quiet_when=s5cmd.failed_for_expiry)
+    t = tries.Tries({}, quiet_when=s5cmd.failed_with_its_s5cmd)
     with caplog.at_level(logging.DEBUG, logger="s5jtransfer.tries"):
         assert not t.failed("k", "copy failed: SlowDown: slow")  # not quiet
         for _ in range(tries.MAX_TRIES - 2):
