@@ -151,9 +151,9 @@ class Result:
 
 
 def retire(stream: Stream, side: str, timeout: float) -> int:
-    """Close a stream its owner feeds no more: idle, dead, or its credentials expired (then said in
-    one warning: the next line fed starts another s5cmd, which reads them again; the objects' own
-    failures are quiet, failed_with_its_s5cmd)."""
+    """Close a stream its owner feeds no more: idle, dead, frozen, or its credentials expired. The
+    last two are said in one warning each (the objects' own failures are quiet:
+    failed_with_its_s5cmd); the next line fed starts another s5cmd, which reads its credentials again."""
     if stream.frozen and not stream.expired:
         log.warning("%s endpoint did not answer: s5cmd read and wrote nothing for %g s with %d objects in flight; "
                     "it is ended and started again (what it held is tried again)", side, stream.frozen_after,
