@@ -206,10 +206,10 @@ class DestSync:
         return cands
 
     def _select(self, cands: list[Candidate]) -> list[Candidate]:
-        """What to hand over now, in the work's order (StagedWork.ordered): within the objects
-        (room) and bytes (dest_max_bytes_in_flight) in flight, and FEED_BYTES re-hashed per cycle."""
-        most = room(self.settings, self.uploads.flight)
-        cands = within(cands, self.uploads.bytes_in_flight, self.settings.max_l2dest or None)[:most]
+        """What to hand over now, in the work's order (StagedWork.ordered), of candidates that are
+        already at most room() objects (_candidates): within the bytes in flight
+        (dest_max_bytes_in_flight), and FEED_BYTES re-hashed per cycle."""
+        cands = within(cands, self.uploads.bytes_in_flight, self.settings.max_l2dest or None)
         return within(cands, 0, FEED_BYTES)
 
     def _judge_completion(self, st: DestStats, trust_source: bool) -> None:
