@@ -36,6 +36,7 @@ IN_FLIGHT_POLL = 0.25  # seconds between cycles while uploads are in flight (res
 PROGRESS_EVERY = 10.0  # seconds between progress lines while uploading
 SCAN_EVERY = 1.0  # seconds between looks at the staged folders at least (more often when the known work runs low)
 FEED_BYTES = 2 * 1024 ** 3  # bytes re-hashed and fed per cycle at most, so the cycle comes round
+THREADED_REHASH = 1 << 20  # bytes from which a staged copy is re-hashed in a thread of its own (rehash)
 LOST_EVERY = 2.0  # seconds between looks for ledgered objects with no staged copy
 LOST_BATCH = 10_000  # ... and how many are taken at a look, at most
 LEFTOVER_AGE = 600.0  # seconds a staged copy no source row names stays before a start removes it
@@ -484,11 +485,22 @@ def print_plan(side, cands: list[Candidate], pending: int, max_bytes: int | None
 
 
 def rehash(cands: list[Candidate], part: int) -> list[bool]:
-    """Hash each staged copy once, in threads (hashlib releases the GIL): True when it still has
-    its ledgered size and verified checksum; then c.md5, c.part and c.upload_etag (what the
-    upload must produce) are set from the same read."""
+    """Hash each staged copy once: True when it still has its ledgered size and verified
+    checksum; then c.md5, c.part and c.upload_etag (what the upload must produce) are set from the
+    same read. Copies of THREADED_REHASH bytes or more are hashed in threads (hashlib releases the
+    GIL), the others here: handing a small file to a thread costs more than reading it."""
+    big = [i for i, c in enumerate(cands) if c.size >= THREADED_REHASH]
+    if len(big) < 2:
+        return [_rehash_one(c, part) for c in cands]
+    ok: list[bool] = [False] * len(cands)
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        return list(pool.map(lambda c: _rehash_one(c, part), cands))
+        futures = {i: pool.submit(_rehash_one, cands[i], part) for i in big}
+        for i, c in enumerate(cands):
+            if i not in futures:
+                ok[i] = _rehash_one(c, part)
+        for i, fut in futures.items():
+            ok[i] = fut.result()
+    return ok
 
 
 # Made beside the MD5 in the same read (a thirtieth of its cost): what AWS S3 keeps of every new

@@ -7,6 +7,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterator
 
 from .config import Config
@@ -37,11 +38,21 @@ class Volume:
     def data(self) -> str:
         return os.path.join(self.root, DATA_DIR)
 
+    # the folders' paths, joined once (the paths of copies are asked for many times per object)
+    @cached_property
+    def _partial(self) -> str:
+        return os.path.join(self.root, DATA_DIR, PARTIAL, "")
+
+    @cached_property
+    def _staged(self) -> str:
+        return os.path.join(self.root, DATA_DIR, STAGED, "")
+
     def partial_path(self, name: str) -> str:
-        return os.path.join(self.root, DATA_DIR, PARTIAL, name)
+        return self._partial + name
 
     def staged_path(self, name: str) -> str:
-        return os.path.join(self.root, DATA_DIR, STAGED, name[:2], name)
+        """name: staged_name()'s (hex digits, no separator), so the result is os.path.join's."""
+        return f"{self._staged}{name[:2]}/{name}"
 
     @property
     def notes_dir(self) -> str:

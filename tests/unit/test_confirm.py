@@ -195,3 +195,30 @@ def test_the_destination_that_keeps_checksums_is_asked_by_headobject_from_then_o
     assert not answers.confirmer.heads_only
     assert answers.confirmer.one(c, Obj("k", 1000, c.md5, "CRC64NVME"))[3] == "checksum"
     assert answers.confirmer.heads_only
+
+
+def test_a_confirming_listing_asks_for_a_page_of_what_it_expects_and_a_quarter_more():
+    from s5jtransfer.confirm import page_size
+
+    assert page_size(0) == 32
+    assert page_size(400) == 532
+    assert page_size(780) == 1000 and page_size(5000) == 1000  # S3 gives at most 1,000 a page
+
+
+def test_rehash_answers_in_the_candidates_order_for_copies_hashed_here_and_in_threads(tmp_path, monkeypatch):
+    """Small copies are hashed in the cycle's thread, large ones (THREADED_REHASH) in threads: each
+    answer stays with its copy."""
+    from s5jtransfer import dest_sync
+
+    monkeypatch.setattr(dest_sync, "THREADED_REHASH", 2000)
+    cands, want = [], []
+    for i, (size, damaged) in enumerate([(100, False), (3000, True), (50, True), (4000, False), (2500, False),
+                                         (10, False)]):
+        data = os.urandom(size)
+        path = tmp_path / f"c{i}"
+        path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]) if damaged else data)
+        cands.append(Candidate("k", Pending((size, "src-etag", "md5", hashlib.md5(data).hexdigest()), "n"),
+                               str(path), (0, 0)))
+        want.append(not damaged)
+    assert dest_sync.rehash(cands, 50 * MIB) == want
+    assert [c.md5 for c, ok in zip(cands, want) if ok] == [c.pending.row[3] for c, ok in zip(cands, want) if ok]
