@@ -119,14 +119,6 @@ def worth_listing(uploads: int, known: int) -> bool:
     return uploads > LIST_PAGE_COST * ((known + uploads) // 1000 + 1)
 
 
-def page_size(expected: int) -> int:
-    """Keys per page of a listing that confirms uploads, where `expected` objects are known to lie
-    between its first and last key: a page of 1,000 would carry (and the store list) the keys
-    past the last, unread; a quarter more leaves room for objects the ledger does not know of
-    (another page is asked for when they are more)."""
-    return min(1000, expected + expected // 4 + 32)
-
-
 class Confirmer:
     def __init__(self, side, eps: Endpoints) -> None:
         self.side = side
@@ -165,9 +157,8 @@ class Confirmer:
             if listable:
                 lo, hi = min(listable), max(listable)
                 most = (len(listable) // LIST_PAGE_COST + 1) * 1000  # past it, no listing is worth it
-                there = known(lo, hi, most)
-                if worth_listing(len(listable), there):
-                    listing.update(self._listing_for(listable, lo, hi, page_size(len(listable) + there)))
+                if worth_listing(len(listable), known(lo, hi, most)):
+                    listing.update(self._listing_for(listable, lo, hi))
         if len(listing) >= len(cands):
             return [self.one(c, listing.get(c.key), c.key not in answered) for c in cands]
         with ThreadPoolExecutor(max_workers=HEAD_WORKERS) as pool:
@@ -227,9 +218,9 @@ class Confirmer:
             return self.head(key)
         return s3.list_one(self.side, self.eps.client(self.at), key)
 
-    def _listing_for(self, keys: set[str], lo: str, hi: str, size: int = 1000) -> dict[str, s3.Obj]:
+    def _listing_for(self, keys: set[str], lo: str, hi: str) -> dict[str, s3.Obj]:
         """One paginated listing of the destination prefix from lo to hi (S3's order is the code
-        points', as Python's), kept only for `keys`, in pages of `size` keys."""
+        points', as Python's), kept only for `keys`."""
         def take(objs) -> dict[str, s3.Obj]:
             out = {}
             for o in objs:
@@ -242,7 +233,7 @@ class Confirmer:
         try:
             ep = self.at
             # lo without its last character sorts before lo, and before every key from lo on
-            return s3.listing(self.side, lambda: self.eps.client(ep), take, ep, start_after=lo[:-1], page_size=size)
+            return s3.listing(self.side, lambda: self.eps.client(ep), take, ep, start_after=lo[:-1])
         except Exception as exc:  # noqa: BLE001 - fall back to one HeadObject per upload
             log.warning("destination listing failed (%s); confirming each upload on its own",
                         s3.describe_error(exc, self.side))

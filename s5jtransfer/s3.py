@@ -210,7 +210,7 @@ def upload_args(side: Side) -> dict[str, str]:
     return {k: v for k, v in args.items() if v}
 
 
-def iter_objects(side: Side, s3client, start_after: str = "", page_size: int = 1000) -> Iterator[Obj]:
+def iter_objects(side: Side, s3client, start_after: str = "") -> Iterator[Obj]:
     """Stream every object under the side's prefix (prefix stripped); folder markers skipped.
 
     A Snowball (region snow) is listed with ListObjects (v1), which every Snowball supports.
@@ -220,7 +220,7 @@ def iter_objects(side: Side, s3client, start_after: str = "", page_size: int = 1
     botocore signs, sends and retries; the pages' objects are parsed by listing.py (a listing
     then costs about a seventh of the CPU), which leaves any page it does not expect to botocore.
     start_after (a relative key): only the keys after it, in S3's order (ListObjectsV2 StartAfter,
-    ListObjects Marker). page_size: keys per page asked for (MaxKeys; S3 gives at most 1,000).
+    ListObjects Marker).
     """
     from . import listing as fast_listing
 
@@ -231,8 +231,8 @@ def iter_objects(side: Side, s3client, start_after: str = "", page_size: int = 1
     kwargs = {"Bucket": side.bucket, "Prefix": side.prefix}
     if start_after:
         kwargs["Marker" if side.is_snow else "StartAfter"] = side.prefix + start_after
-    if side.is_snow or page_size < 1000:
-        kwargs["PaginationConfig"] = {"PageSize": min(max(page_size, 1), 1000)}
+    if side.is_snow:
+        kwargs["PaginationConfig"] = {"PageSize": 1000}
     for objs in fast_listing.iter_pages(paginator.paginate(**kwargs), "ListObjects" if side.is_snow else "ListObjectsV2"):
         for key, size, etag, algo in objs:
             if size == 0 and key.endswith("/"):
@@ -241,7 +241,7 @@ def iter_objects(side: Side, s3client, start_after: str = "", page_size: int = 1
 
 
 def listing(side: Side, client_of: Callable[[], object], build: Callable[[Iterable[Obj]], T], index: int = 0,
-            start_after: str = "", page_size: int = 1000) -> T:
+            start_after: str = "") -> T:
     """build(every object under the side's prefix), as iter_objects yields them through
     client_of()'s boto3 client, which retries and whose errors describe_error names. An endpoint
     that takes connections and does not answer is named in a warning after LIST_TIMEOUT seconds,
@@ -266,7 +266,7 @@ def listing(side: Side, client_of: Callable[[], object], build: Callable[[Iterab
     watcher = threading.Thread(target=warn, daemon=True, name="listing-watch")
     watcher.start()
     try:
-        return build(moving(iter_objects(side, client_of(), start_after, page_size)))
+        return build(moving(iter_objects(side, client_of(), start_after)))
     finally:
         done.set()
 

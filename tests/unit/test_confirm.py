@@ -197,14 +197,6 @@ def test_the_destination_that_keeps_checksums_is_asked_by_headobject_from_then_o
     assert answers.confirmer.heads_only
 
 
-def test_a_confirming_listing_asks_for_a_page_of_what_it_expects_and_a_quarter_more():
-    from s5jtransfer.confirm import page_size
-
-    assert page_size(0) == 32
-    assert page_size(400) == 532
-    assert page_size(780) == 1000 and page_size(5000) == 1000  # S3 gives at most 1,000 a page
-
-
 def test_rehash_answers_in_the_candidates_order_for_copies_hashed_here_and_in_threads(tmp_path, monkeypatch):
     """Small copies are hashed in the cycle's thread, large ones (THREADED_REHASH) in threads: each
     answer stays with its copy."""

@@ -356,30 +356,3 @@ def test_the_checksum_a_listing_names_is_read_as_botocore_reads_it(op):
     assert [o[3] for o in got[0]] == ["CRC64NVME", "", "CRC32C", ""]
     assert listing.parse_page(body.replace(b"<ChecksumAlgorithm>CRC32C<", b"<ChecksumAlgorithm><b>CRC32C<"), op) is None
 
-
-@pytest.mark.parametrize("snow", [False, True])
-def test_iter_objects_asks_for_pages_of_the_size_given_and_reads_every_one(snow):
-    from s5jtransfer import s3
-
-    keys = [f"k{i:03d}" for i in range(7)]
-    client, seen = canned_client(keys, v2=not snow, per_page=1000)
-    assert [o.key for o in s3.iter_objects(side_for(snow=snow), client, page_size=3)] == keys
-    assert [q["max-keys"] for q in seen] == [["3"]] * 3
-
-
-def test_a_confirming_listing_asks_for_pages_of_what_it_expects_and_reads_on_to_its_last_key():
-    """Pages sized to the uploads and the objects known in their range (confirm.page_size); a range
-    that holds more (objects the ledger does not know of) takes more pages, up to the last key."""
-    from types import SimpleNamespace
-
-    from s5jtransfer.confirm import Confirmer, page_size
-
-    keys = [f"k{i:03d}" for i in range(300)]
-    client, seen = canned_client(keys, per_page=1000)
-    confirmer = Confirmer(side_for(), eps=SimpleNamespace(client=lambda ep: client))
-    want = set(keys[0:271:30])  # 10 uploads among 271 keys
-    got = confirmer._listing_for(want, min(want), max(want), page_size(len(want)))  # noqa: SLF001
-    assert set(got) == want
-    size = page_size(len(want))
-    assert size < 1000 and [q["max-keys"] for q in seen] == [[str(size)]] * len(seen)
-    assert len(seen) == -(-271 // size)  # no page past the one holding the last upload
