@@ -355,4 +355,3 @@ def test_the_checksum_a_listing_names_is_read_as_botocore_reads_it(op):
     assert got[0] == objects(botocore_parse(body, op))
     assert [o[3] for o in got[0]] == ["CRC64NVME", "", "CRC32C", ""]
     assert listing.parse_page(body.replace(b"<ChecksumAlgorithm>CRC32C<", b"<ChecksumAlgorithm><b>CRC32C<"), op) is None
-
