@@ -98,9 +98,11 @@ def seed_folder(work: Path, objects: int) -> tuple[Path, list[str]]:
 def hops(a) -> int:
     work = Path(tempfile.mkdtemp(prefix="s5cmd-hops-"))
     used: set[int] = set()
-    servers = {side: Weed(side, work, free_base_port(used)) for side in ("src", "dst")}
+    servers: dict[str, Weed] = {}
     s5, env = find_s5cmd(), dict(aws_env(), GOGC="400")
     try:
+        for side in ("src", "dst"):  # in the try: a server that fails to start stops the one before it
+            servers[side] = Weed(side, work, free_base_port(used))
         for side, server in servers.items():
             s3_client(server.url).create_bucket(Bucket=f"hops-{side}")
         seed, keys = seed_folder(work, a.objects)
