@@ -34,7 +34,8 @@ CONFIRM_AFTER = 2.0  # seconds an upload may wait for confirmation, so one listi
 CONFIRM_BATCH = 1000  # ... or until this many wait
 IN_FLIGHT_POLL = 0.25  # seconds between cycles while uploads are in flight (results are collected, confirmed, ledgered)
 PROGRESS_EVERY = 10.0  # seconds between progress lines while uploading
-SCAN_EVERY = 1.0  # seconds between looks at the staged folders at least (more often when the known work runs low)
+SCAN_EVERY = 1.0  # seconds between looks at the staged folders at least (more often when the known work runs low) ...
+SCAN_MIN = 0.5  # ... but not more often than this while uploads are in flight (scan_due)
 FEED_BYTES = 2 * 1024 ** 3  # bytes re-hashed and fed per cycle at most, so the cycle comes round
 THREADED_REHASH = 1 << 20  # bytes from which a staged copy is re-hashed in a thread of its own (rehash)
 LOST_EVERY = 2.0  # seconds between looks for ledgered objects with no staged copy
@@ -168,10 +169,9 @@ class DestSync:
         return st
 
     def _look(self, now: float, busy: set[str], most: int | None) -> None:
-        """The staged folders looked at (a stat per folder; only folders that changed are read) and
-        taken in (StagedWork), with each volume's health for the state file (status.py, metrics);
-        skipped while the copies known to wait are many: what landed since comes later in the order."""
-        if most is not None and now - self._scanned < SCAN_EVERY and len(self._work.todo) >= len(busy) + 2 * most:
+        """The staged folders looked at when due (scan_due; a stat per folder, only folders that
+        changed are read) and taken in (StagedWork), with each volume's health for the state file."""
+        if not scan_due(now - self._scanned, len(self._work.todo), len(busy), most):
             return
         self._scan.scan(self.volumes)
         self._scanned, held = now, self._scan.bytes
@@ -457,6 +457,22 @@ def heal_lost(lost: dict[str, tuple[str, tuple]], waiting: Waiting, confirmer: C
                     "%r); removing them from %s so the source side fetches them again", len(drop), drop[0], SRC_LEDGER)
         waiting.hand_back(drop)
     return len(drop)
+
+
+def scan_due(since: float, known: int, busy: int, most: int | None) -> bool:
+    """Is it time to look at the staged folders again, `since` seconds after the last look, with
+    `known` staged copies known to wait, `busy` uploads in flight or waiting for confirmation, and
+    `most` handed over per cycle at most (None: no limit)? Every SCAN_EVERY at least, sooner when
+    the known work runs low (under twice what a cycle hands over, beyond what is busy), but while
+    uploads are busy not sooner than SCAN_MIN: a look costs a stat per staged folder and a read of
+    each folder that changed, about as much for a few new copies as for many, so a look at every
+    cycle (IN_FLIGHT_POLL) cost a fifth of the side's CPU with many small objects. With nothing
+    busy and nothing known, at once."""
+    if most is None or since >= SCAN_EVERY:
+        return True
+    if known >= busy + 2 * most:
+        return False
+    return since >= SCAN_MIN or not (busy or known)
 
 
 def _mtime(path: str) -> float:

@@ -321,3 +321,21 @@ def test_the_staged_scan_sees_a_copy_of_the_same_name_on_another_volume_when_one
     got = scan.scan([v1, v2])
     assert got[name][0] is other and name in scan.added and name not in scan.removed
     assert scan.bytes.get(seen.root, 0) == 0 and scan.bytes[other.root] == _os.path.getsize(other.staged_path(name))
+
+
+def test_the_staged_folders_are_looked_at_when_due_and_not_at_every_cycle_while_uploads_are_busy():
+    from s5jtransfer.dest_sync import SCAN_EVERY, SCAN_MIN, scan_due
+    assert 0 < SCAN_MIN < SCAN_EVERY
+    # SCAN_EVERY after the last look: always, even with plenty known to wait
+    assert scan_due(SCAN_EVERY, known=10_000, busy=0, most=100)
+    # plenty known to wait (at least twice a cycle's hand-over beyond what is busy): not sooner
+    assert not scan_due(SCAN_EVERY - 0.01, known=300, busy=100, most=100)
+    # the known work runs low while uploads are busy: sooner, but not before SCAN_MIN
+    assert not scan_due(SCAN_MIN - 0.01, known=10, busy=50, most=100)
+    assert scan_due(SCAN_MIN, known=10, busy=50, most=100)
+    # ... nor while only copies known to wait remain (they are handed over first)
+    assert not scan_due(0.1, known=10, busy=0, most=100)
+    # nothing busy and nothing known: at once, whatever the last look
+    assert scan_due(0.0, known=0, busy=0, most=100)
+    # no hand-over limit (--dry-run): every cycle looks
+    assert scan_due(0.0, known=10_000, busy=10_000, most=None)
