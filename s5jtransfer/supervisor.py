@@ -14,7 +14,7 @@ import time
 from .atomic import write_atomic
 from .ledger import DEST_LEDGER, SRC_LEDGER, has_rows
 from .progress import DEST_STATE, GAVE_UP, MAX_TRIES, SRC_STATE, done_since, given_up, read_state
-from .runtime import Stopper, die_with_parent
+from .runtime import Stopper, die_with_parent, file_signature
 
 log = logging.getLogger("s5jtransfer.sync")
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -263,16 +263,27 @@ class EarlyListings:
     is caught by the run that moved it. When the early listing failed, the comparison lists the
     source itself."""
 
+    READ_EVERY = 1.0
+
     def __init__(self, cfg, index) -> None:
         self.cfg = cfg
         self.index = index
         self.since = time.time()  # the sides' state files must be newer than this round
         self._src: threading.Thread | None = None
         self.source_listed = threading.Event()  # the source listing is made
+        self._seen: tuple[tuple | None, float] = (None, 0.0)  # the source state file's signature, when read
 
     def poll(self) -> None:
-        """Start the source listing when its time has come (a look at the source's state file)."""
-        if self._src is None and done_since(read_state(SRC_STATE), self.since) is not None:
+        """Start the source listing when its time has come (a look at the source's state file:
+        polled 20 times a second, rewritten at most once a second, so read when its signature
+        changed, and at least every READ_EVERY seconds: a signature can repeat within a clock tick)."""
+        if self._src is not None:
+            return
+        sig, now = file_signature(SRC_STATE), time.monotonic()
+        if sig is None or (sig == self._seen[0] and now - self._seen[1] < self.READ_EVERY):
+            return
+        self._seen = (sig, now)
+        if done_since(read_state(SRC_STATE), self.since) is not None:
             self._src = threading.Thread(target=self._list_source, name="source-listing", daemon=True)
             self._src.start()
 

@@ -78,3 +78,18 @@ def test_an_object_the_destination_loses_after_confirming_it_is_moved_again_by_t
     report = json.loads((work.path / "transfer_report.json").read_text())
     assert report["complete"] and report["verification_rounds"] >= 2
     assert report["rounds"][0]["missing"] + report["rounds"][0]["differ"] >= 1
+
+
+def test_the_state_file_is_read_when_it_changes_not_at_every_poll(early, monkeypatch):
+    work, cfg = early
+    reads = []
+    real = supervisor.read_state
+    monkeypatch.setattr(supervisor, "read_state", lambda path: reads.append(path) or real(path))
+    listings = supervisor.EarlyListings(cfg, Index())
+    write_state(SRC_STATE, 2, 1)  # a round's state, with work left
+    for _ in range(20):
+        listings.poll()
+    assert len(reads) == 1 and listings._src is None
+    write_state(SRC_STATE, 2, 2)  # rewritten in place, the same size: everything staged
+    wait_for(lambda: listings.poll() or listings.source_listed.is_set(), 30, "the early source listing")
+    assert listings.result() is True
