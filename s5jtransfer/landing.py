@@ -1,7 +1,8 @@
 """The source side's copies as they land: verified, staged and ledgered, or discarded and tried again.
 
 The fetcher reports each copy once, from a worker thread (fetch.py). Here it is verified
-(copycheck.py, in a thread pool: hashlib releases the GIL), renamed into its staged name and
+(copycheck.py, in a thread pool: hashlib releases the GIL; small copies that need no request in
+batches, a task for many), renamed into its staged name and
 ledgered, the rows appended in batches at most LEDGER_DELAY old (at once when they stand for
 LEDGER_BYTES), so the destination side starts on it at once. A copy that failed or does not
 verify is deleted and tried again after a backoff (tries.py); one that found its volume full
@@ -28,6 +29,7 @@ from .volumes import Volume
 log = logging.getLogger("s5jtransfer.src")
 LEDGER_DELAY = 0.2  # seconds a staged object waits at most before it is ledgered
 LEDGER_BYTES = 4 * 1024 * 1024  # ... and none waits once the held rows stand for this many bytes
+BATCH_BELOW = 1 << 20  # copies smaller than this are verified in batches, not a pool task each (landed)
 ARCHIVED = "InvalidObjectState"  # S3's answer to a read of an object in GLACIER or DEEP_ARCHIVE, not restored
 NO_SPACE = ("no space left on device", "disk quota exceeded", "errno 28", "errno 122")
 VOLUME_FAILED = ("read-only file system", "input/output error", "errno 30", "errno 5]")
@@ -68,6 +70,8 @@ class Landing:
         self.append_failed = False
         self.cut_short: list[str] = []  # copies a stop ended before they were done
         self.notes = Notes(streaming.stream_part_size(sync.settings.part_size))
+        self._batch: list[tuple[str, bool, str]] = []  # small copies to finish in one task (landed)
+        self._draining = False  # a task works through _batch
 
     def __len__(self) -> int:
         with self.lock:
@@ -107,8 +111,42 @@ class Landing:
             self.notes.advanced(f, ready)
 
     def landed(self, partial: str, ok: bool, error: str) -> None:
-        """The fetcher's report: verified and staged in the pool."""
-        self.pool.submit(self._finish, partial, ok, error)
+        """The fetcher's report: verified and staged in the pool. A small copy whose verification
+        asks no request joins a batch that one of the pool's threads works through, instead of
+        a task and a thread woken per copy (with many small objects that hand-over cost the side
+        about as much as the verification itself)."""
+        with self.lock:
+            f = self.flights.get(partial)
+        if f is None or not self._batchable(f.item):
+            self.pool.submit(self._finish, partial, ok, error)
+            return
+        with self.lock:
+            self._batch.append((partial, ok, error))
+            if self._draining:
+                return
+            self._draining = True
+        self.pool.submit(self._drain)
+
+    def _batchable(self, item: plan.Item) -> bool:
+        """Small, no checksum named by the listing, at a store whose ETags have matched the bytes
+        (MD5s) and none said to be no MD5: its check reads the copy and asks the store nothing
+        (copycheck.py), so it never holds up the copies batched after it."""
+        checker = self.sync.checker
+        return item.size < BATCH_BELOW and not item.checksum and checker.trust.matched and not checker.opaque_seen
+
+    def _drain(self) -> None:
+        """The batched copies, until none is left (those that land meanwhile join this run)."""
+        while True:
+            with self.lock:
+                batch, self._batch = self._batch, []
+                if not batch:
+                    self._draining = False
+                    return
+            for partial, ok, error in batch:
+                try:
+                    self._finish(partial, ok, error)
+                except Exception as exc:  # noqa: BLE001 - _finish keeps its own; never leave the batch stuck
+                    log.warning("cannot finish the copy %s: %s", partial, exc)
 
     def take(self) -> Landed:
         with self.lock:
