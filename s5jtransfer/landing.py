@@ -1,14 +1,13 @@
 """The source side's copies as they land: verified, staged and ledgered, or discarded and tried again.
 
 The fetcher reports each copy once, from a worker thread (fetch.py). Here it is verified
-(copycheck.py, in a thread pool: hashlib releases the GIL; small copies that need no request in
-batches, a task for many), renamed into its staged name and
-ledgered, the rows appended in batches at most LEDGER_DELAY old (at once when they stand for
-LEDGER_BYTES), so the destination side starts on it at once. A copy that failed or does not
-verify is deleted and tried again after a backoff (tries.py); one that found its volume full
-(something else filled it: the plan counts whole blocks and leaves room for what it starts)
-waits for space without a try counted. The source side's cycle takes what landed (take()) and
-drops it from the pass's work.
+(copycheck.py, in a thread pool: hashlib releases the GIL; small copies that need no request go
+in batches, a task for many), renamed into its staged name and ledgered, the rows appended in
+batches at most LEDGER_DELAY old (at once when they stand for LEDGER_BYTES), so the destination
+side starts on it at once. A copy that failed or does not verify is deleted and tried again
+after a backoff (tries.py); one that found its volume full (something else filled it: the plan
+counts whole blocks and leaves room for what it starts) waits for space without a try counted.
+The source side's cycle takes what landed (take()) and drops it from the pass's work.
 """
 
 from __future__ import annotations
