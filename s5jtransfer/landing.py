@@ -129,7 +129,8 @@ class Landing:
     def _batchable(self, item: plan.Item) -> bool:
         """Small, no checksum named by the listing, at a store whose ETags have matched the bytes
         (MD5s) and none said to be no MD5: its check reads the copy and asks the store nothing
-        (copycheck.py), so it never holds up the copies batched after it."""
+        (copycheck.py) unless the bytes disagree with the ETag (a damaged copy: one HeadObject),
+        so it seldom holds up the copies batched after it."""
         checker = self.sync.checker
         return item.size < BATCH_BELOW and not item.checksum and checker.trust.matched and not checker.opaque_seen
 
