@@ -17,6 +17,9 @@ COMMON_PART_SIZES = tuple(n * MIB for n in (8, 5, 16, 50, 64, 100, 10, 15, 25, 3
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 _MULTI = re.compile(r"^([0-9a-f]{32})-(\d+)$")
 CHUNK = MIB
+# a file smaller than this is hashed by the thread that needs it: handing it to another (a task, a
+# woken thread) costs more than reading it (landing.Landing.landed, dest_sync.rehash)
+INLINE_BELOW = MIB
 
 MD5, MULTIPART, SIZE = "md5", "multipart", "size"
 

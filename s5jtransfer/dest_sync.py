@@ -37,7 +37,6 @@ PROGRESS_EVERY = 10.0  # seconds between progress lines while uploading
 SCAN_EVERY = 1.0  # seconds between looks at the staged folders at least (more often when the known work runs low) ...
 SCAN_MIN = 0.5  # ... but not more often than this while uploads are in flight (scan_due)
 FEED_BYTES = 2 * 1024 ** 3  # bytes re-hashed and fed per cycle at most, so the cycle comes round
-THREADED_REHASH = 1 << 20  # bytes from which a staged copy is re-hashed in a thread of its own (rehash)
 LOST_EVERY = 2.0  # seconds between looks for ledgered objects with no staged copy
 LOST_BATCH = 10_000  # ... and how many are taken at a look, at most
 LEFTOVER_AGE = 600.0  # seconds a staged copy no source row names stays before a start removes it
@@ -503,9 +502,9 @@ def print_plan(side, cands: list[Candidate], pending: int, max_bytes: int | None
 def rehash(cands: list[Candidate], part: int) -> list[bool]:
     """Hash each staged copy once: True when it still has its ledgered size and verified
     checksum; then c.md5, c.part and c.upload_etag (what the upload must produce) are set from the
-    same read. Copies of THREADED_REHASH bytes or more are hashed in threads (hashlib releases the
+    same read. Copies of checksum.INLINE_BELOW bytes or more are hashed in threads (hashlib releases the
     GIL), the others here: handing a small file to a thread costs more than reading it."""
-    big = [i for i, c in enumerate(cands) if c.size >= THREADED_REHASH]
+    big = [i for i, c in enumerate(cands) if c.size >= checksum.INLINE_BELOW]
     if len(big) < 2:
         return [_rehash_one(c, part) for c in cands]
     ok: list[bool] = [False] * len(cands)

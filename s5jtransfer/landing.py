@@ -28,7 +28,6 @@ from .volumes import Volume
 log = logging.getLogger("s5jtransfer.src")
 LEDGER_DELAY = 0.2  # seconds a staged object waits at most before it is ledgered
 LEDGER_BYTES = 4 * 1024 * 1024  # ... and none waits once the held rows stand for this many bytes
-BATCH_BELOW = 1 << 20  # copies smaller than this are verified in batches, not a pool task each (landed)
 ARCHIVED = "InvalidObjectState"  # S3's answer to a read of an object in GLACIER or DEEP_ARCHIVE, not restored
 NO_SPACE = ("no space left on device", "disk quota exceeded", "errno 28", "errno 122")
 VOLUME_FAILED = ("read-only file system", "input/output error", "errno 30", "errno 5]")
@@ -132,7 +131,7 @@ class Landing:
         (copycheck.py) unless the bytes disagree with the ETag (a damaged copy: one HeadObject),
         so it seldom holds up the copies batched after it."""
         checker = self.sync.checker
-        return item.size < BATCH_BELOW and not item.checksum and checker.trust.matched and not checker.opaque_seen
+        return item.size < checksum.INLINE_BELOW and not item.checksum and checker.trust.matched and not checker.opaque_seen
 
     def _drain(self) -> None:
         """The batched copies, until none is left (those that land meanwhile join this run)."""

@@ -198,11 +198,11 @@ def test_the_destination_that_keeps_checksums_is_asked_by_headobject_from_then_o
 
 
 def test_rehash_answers_in_the_candidates_order_for_copies_hashed_here_and_in_threads(tmp_path, monkeypatch):
-    """Small copies are hashed in the cycle's thread, large ones (THREADED_REHASH) in threads: each
+    """Small copies are hashed in the cycle's thread, large ones (checksum.INLINE_BELOW) in threads: each
     answer stays with its copy."""
     from s5jtransfer import dest_sync
 
-    monkeypatch.setattr(dest_sync, "THREADED_REHASH", 2000)
+    monkeypatch.setattr(checksum, "INLINE_BELOW", 2000)
     cands, want = [], []
     for i, (size, damaged) in enumerate([(100, False), (3000, True), (50, True), (4000, False), (2500, False),
                                          (10, False)]):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 from types import SimpleNamespace
 
-from s5jtransfer import landing, plan
-from s5jtransfer.landing import BATCH_BELOW, Flight, Landing
+from s5jtransfer import checksum, landing, plan
+from s5jtransfer.landing import Flight, Landing
 
 
 def make_landing(matched: bool = True, opaque: bool = False) -> Landing:
@@ -59,7 +59,7 @@ def test_small_copies_are_finished_in_batches_and_each_once(monkeypatch):
 def test_copies_that_may_ask_the_store_or_are_large_get_a_task_each(monkeypatch):
     land = make_landing()
     finished, tasks = watch(land, monkeypatch)
-    expect(land, "/v/p/large", BATCH_BELOW)
+    expect(land, "/v/p/large", checksum.INLINE_BELOW)
     expect(land, "/v/p/named", 10, checksum="CRC32C")  # the listing names a checksum: a HeadObject
     land.landed("/v/p/large", True, "")
     land.landed("/v/p/named", True, "")
