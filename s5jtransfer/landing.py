@@ -115,15 +115,14 @@ class Landing:
         about as much as the verification itself)."""
         with self.lock:
             f = self.flights.get(partial)
-        if f is None or not self._batchable(f.item):
+            batched = f is not None and self._batchable(f.item)
+            if batched:
+                self._batch.append((partial, ok, error))
+                start, self._draining = not self._draining, True
+        if not batched:
             self.pool.submit(self._finish, partial, ok, error)
-            return
-        with self.lock:
-            self._batch.append((partial, ok, error))
-            if self._draining:
-                return
-            self._draining = True
-        self.pool.submit(self._drain)
+        elif start:
+            self.pool.submit(self._drain)
 
     def _batchable(self, item: plan.Item) -> bool:
         """Small, no checksum named by the listing, at a store whose ETags have matched the bytes
