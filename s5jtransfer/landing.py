@@ -130,7 +130,8 @@ class Landing:
         (copycheck.py) unless the bytes disagree with the ETag (a damaged copy: one HeadObject),
         so it seldom holds up the copies batched after it."""
         checker = self.sync.checker
-        return item.size < checksum.INLINE_BELOW and not item.checksum and checker.trust.matched and not checker.opaque_seen
+        return (item.size < checksum.INLINE_BELOW and not item.checksum and checker.trust.matched
+                and not checker.opaque_seen)
 
     def _drain(self) -> None:
         """The batched copies, until none is left (those that land meanwhile join this run)."""
