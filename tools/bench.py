@@ -39,7 +39,10 @@ Scenarios (`--scenario NAME[,NAME]`, default all; `--quick` makes each smaller):
   hops; also the source's full listings (ListObjects requests over the pages one listing
   takes), the ENOSPC lines in the log, and each process's peak RSS (sampled from /proc).
   Targets: complete with rc 0, at most 2.5 x two s5cmd hops, at most 3 full listings, no
-  ENOSPC, every process under 300 MiB.
+  ENOSPC, every process under 300 MiB. For reference, in the same rounds, `s5cmd-lines`: s5cmd
+  alone fed the suite's way (a long-lived `s5cmd run` per side, a `cp` line per object, both
+  hops at once; the upload's copy of the objects made before the timed step), the floor under
+  the suite's time that its engine sets on this machine.
 - `scale`: no server: tools/scale_bench.py at 1M and 10M objects (1M only with --quick), each
   in a process of its own, through the code the sides run. Targets: a source pass (10% to do)
   at most 40 s of CPU and every step under 1 GiB of peak RSS at 10M, the index's bytes per
@@ -84,7 +87,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # benchlib is next to 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib.common import ADDR, NS_PREFIX, base_env, become_subreaper, run_quiet, say  # noqa: E402
-from benchlib.contenders import TOOLS, AwsSync, Rclone, S5cmd, Suite, SuiteSides, Tool  # noqa: E402
+from benchlib.contenders import TOOLS, AwsSync, Rclone, S5cmd, S5cmdLines, Suite, SuiteSides, Tool  # noqa: E402
 from benchlib.links import shape  # noqa: E402
 from benchlib.report import machine_info, print_report, summarize, targets  # noqa: E402
 from benchlib.runner import Bench  # noqa: E402
@@ -171,7 +174,8 @@ def inside(a, raw_argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_term)
     try:
         all_tools = {"suite": Suite(b), "suite-sides": SuiteSides(b), "s5cmd-cp": S5cmd(b, "cp"),
-                     "s5cmd-sync": S5cmd(b, "sync"), "aws-sync": AwsSync(b), "rclone": Rclone(b)}
+                     "s5cmd-lines": S5cmdLines(b), "s5cmd-sync": S5cmd(b, "sync"), "aws-sync": AwsSync(b),
+                     "rclone": Rclone(b)}
         for name, t in all_tools.items():
             ok, why = t.available()
             if not ok:

@@ -1,8 +1,10 @@
-"""The tools measured: the suite (whole, or each side alone), s5cmd cp and sync, aws s3 sync, rclone;
-and the script of the no-change rescan's reference listing."""
+"""The tools measured: the suite (whole, or each side alone), s5cmd cp and sync, s5cmd fed a line per
+object (the engine's floor), aws s3 sync, rclone; and the script of the no-change rescan's
+reference listing."""
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -16,7 +18,7 @@ if TYPE_CHECKING:  # the tools read the bench's servers, arguments and code fold
     from .runner import Bench
 
 
-TOOLS = ("s5cmd-cp", "suite", "suite-sides", "s5cmd-sync", "aws-sync", "rclone")
+TOOLS = ("s5cmd-cp", "s5cmd-lines", "suite", "suite-sides", "s5cmd-sync", "aws-sync", "rclone")
 
 Step = tuple[str, list[str], Path, dict[str, str]]  # (label, argv, cwd, env)
 
@@ -127,6 +129,48 @@ class S5cmd(Tool):
         return version_of([self.bin, "version"])
 
 
+class S5cmdLines(Tool):
+    """s5cmd alone, fed the way the suite feeds it: a long-lived `s5cmd --json run` per side, one
+    `cp --raw` line per object (each a whole command for s5cmd; a download of a named object asks
+    for its size first, a HeadObject), both hops at once: every object down to a folder, and a
+    copy of them (made before the timed step, by `cp` of the prefix) up to the destination. What
+    the suite's engine costs on this machine before any of the suite's Python: the floor under
+    the suite's time."""
+    name = "s5cmd-lines"
+    doc = "s5cmd run, a cp line per object, both hops at once (source -> folder; a copy made beforehand -> destination)"
+    FOLDERS = 256  # the downloads' folders (the suite's staged copies are spread over 256 per volume)
+
+    def __init__(self, bench: "Bench") -> None:
+        super().__init__(bench)
+        self.bin = find_s5cmd()
+
+    def prepare(self, run_dir: Path) -> None:
+        down, up, sv = run_dir / "down", run_dir / "up", self.b.servers
+        for i in range(self.FOLDERS):
+            (down / f"{i:02x}").mkdir(parents=True)
+        rc = run_step([self.bin, "--endpoint-url", sv["src"].url, "--numworkers", "64", "cp",
+                       f"s3://{SRC_BUCKET}/{SRC_PREFIX}*", str(up) + "/"], run_dir, aws_env(), run_dir / "prepare.log",
+                      self.b.args.timeout)
+        if rc != 0:
+            raise RuntimeError(f"s5cmd cp of the source (the upload's copy) exited with {rc}; see {run_dir / 'prepare.log'}")
+        keys = [key for key, _size, _seed in self.b.scn.objects] if self.b.scn is not None else []
+        q = shlex.quote
+        with open(run_dir / "hop1.txt", "w", encoding="utf-8") as f:
+            f.writelines(f"cp --raw {q(f's3://{SRC_BUCKET}/{k}')} {q(str(down / f'{i % self.FOLDERS:02x}' / str(i)))}\n"
+                         for i, k in enumerate(keys))
+        with open(run_dir / "hop2.txt", "w", encoding="utf-8") as f:
+            f.writelines(f"cp --raw -p 50 {q(str(up / k[len(SRC_PREFIX):]))} "
+                         f"{q(f's3://{DST_BUCKET}/{DST_PREFIX}{k[len(SRC_PREFIX):]}')}\n" for k in keys)
+
+    def steps(self, run_dir: Path) -> list[Step]:
+        sv = self.b.servers
+        return [("both", [sys.executable, "-c", LINES_SCRIPT, self.bin, sv["src"].url, str(run_dir / "hop1.txt"),
+                          sv["dst"].url, str(run_dir / "hop2.txt")], run_dir, aws_env())]
+
+    def version(self) -> str:
+        return version_of([self.bin, "version"])
+
+
 class AwsSync(Tool):
     name = "aws-sync"
     doc = "aws s3 sync source -> local folder, then local -> destination (AWS CLI defaults)"
@@ -185,6 +229,17 @@ class Rclone(Tool):
     def version(self) -> str:
         return version_of([self.bin, "version"]) if self.bin else ""
 
+
+LINES_SCRIPT = r"""
+import os, subprocess, sys
+s5, procs = sys.argv[1], []
+for n, (url, lines) in enumerate(((sys.argv[2], sys.argv[3]), (sys.argv[4], sys.argv[5])), 1):
+    out = open(f"hop{n}.out", "wb")
+    procs.append(subprocess.Popen([s5, "--endpoint-url", url, "--json", "--numworkers", "64", "run", lines],
+                                  stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  env=dict(os.environ, GOGC="400")))
+sys.exit(max(p.wait() for p in procs))
+"""
 
 LIST_SCRIPT = r"""
 import sys, boto3, botocore.config

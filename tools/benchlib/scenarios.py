@@ -49,7 +49,7 @@ def make_scenarios(a) -> list[Scenario]:
                  ["s5cmd-cp", "suite", "s5cmd-sync", "aws-sync", "rclone"], a.rounds or (1 if q else 3),
                  rescan=True, idle=True),
         Scenario("small", "no shaping, 0-2 KiB objects through two 24 MiB tmpfs staging volumes", None,
-                 [("tiny", 10_000 if q else 100_000, 0, 2 * KIB)], ["s5cmd-cp", "suite"], a.rounds or 1,
+                 [("tiny", 10_000 if q else 100_000, 0, 2 * KIB)], ["s5cmd-cp", "s5cmd-lines", "suite"], a.rounds or 1,
                  reference=(), volume_bytes=24 * MIB, processes=True),
     ]
     for s in out:
