@@ -34,6 +34,7 @@ IN_FLIGHT_POLL = 0.25  # seconds between cycles while copies are in flight (resu
 LIVE_REFRESH = 5.0  # seconds between probes of a cluster's endpoints
 SCAN_ROWS = 20_000  # rows of the pass's work looked at per cycle, at most
 PROGRESS_EVERY = 10.0  # seconds between progress lines while copying
+WAITING_EVERY = 60.0  # seconds between "wait for space" lines while objects keep waiting (say_waiting)
 
 
 @dataclass
@@ -256,8 +257,9 @@ class SourceSync:
         slots = [plan.VolumeSlot(i, devices[i], self.settings.max_src2l, per_vol.get(i, 0)) for i in self._usable]
         assigned, waiting = plan.assign(items, slots, space)
         st.waiting, st.fed = len(waiting), len(assigned)
-        if waiting and self._waiting_said != len(waiting):
-            self._waiting_said = len(waiting)
+        now = time.monotonic()
+        if say_waiting(len(waiting), self._waiting_said, now):
+            self._waiting_said = now
             log.info("%d objects (%s) wait for space on the staging volumes", len(waiting),
                      fmt_bytes(sum(i.size for i in waiting)))
         jobs = []
@@ -275,7 +277,7 @@ class SourceSync:
                       fmt_bytes(sum(j.size for j in jobs)), st.in_flight)
             self.fetcher.submit(jobs, live, self.landing.advanced if self.settings.stream_uploads else None)
 
-    _waiting_said = -1
+    _waiting_said: float | None = None  # when the objects waiting for space were last logged
     _all_in_said = -1
     _compact = False
 
@@ -415,6 +417,14 @@ def run(cfg: Config, once: bool, stopper: Stopper, dry_run: bool = False, superv
                          dry_run=dry_run)
     finally:
         sync.close()
+
+
+def say_waiting(waiting: int, said: float | None, now: float) -> bool:
+    """Log the objects that wait for space on the staging volumes? The first time they do, then at
+    most every WAITING_EVERY seconds while they do: with staging full, which is the steady state
+    when the destination is the slower hop, their number changes at nearly every cycle, and the
+    progress line counts them every PROGRESS_EVERY seconds anyway."""
+    return waiting > 0 and (said is None or now - said >= WAITING_EVERY)
 
 
 def next_pause(st: CycleStats, settings, sync: SourceSync, relists: bool, delay: float) -> float:

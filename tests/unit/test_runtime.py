@@ -72,3 +72,13 @@ def test_a_source_side_lists_again_only_when_its_pass_is_done_and_never_back_to_
     assert abs(sync.relist_at - time.monotonic() - due) < 5  # a wake (objects handed back) does not move it
     once = SimpleNamespace(relist_at=None, list_seconds=1.0)
     assert next_pause(CycleStats(), settings, once, False, 1.0) == 60.0 and once.relist_at is None  # --once
+
+
+def test_objects_waiting_for_space_are_logged_when_they_start_then_at_most_once_a_minute():
+    from s5jtransfer.src_sync import WAITING_EVERY, say_waiting
+
+    assert not say_waiting(0, None, 100.0)  # nothing waits: no line
+    assert say_waiting(20_000, None, 100.0)  # the first time objects wait
+    # staging stays full: their number changes at nearly every cycle (four a second), no line for it
+    assert not any(say_waiting(19_000 + i, 100.0, 100.0 + 0.25 * i) for i in range(1, int(4 * WAITING_EVERY)))
+    assert say_waiting(19_500, 100.0, 100.0 + WAITING_EVERY)  # a minute on, one line again
