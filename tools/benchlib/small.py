@@ -143,14 +143,14 @@ def seed_with_s5cmd(url: str, objects: list[tuple[str, int, int]], folder: Path)
 # -- the targets ----------------------------------------------------------------------------------
 def small_targets(res: dict, summary: dict, add) -> None:
     """The `small` scenario's targets (report.targets' `add`)."""
+    from .report import per_round  # report imports this module
+
     runs = res.get("runs", {})
     su_runs = runs.get("suite", [])
     su, cp = summary.get("suite"), summary.get("s5cmd-cp")
     add("small", "complete, exit 0, every run", float(all(r["ok"] for r in su_runs)) if su_runs else None, 1.0,
         f"{sum(r['ok'] for r in su_runs)}/{len(su_runs)} runs ok", higher_is_better=True)
     if su and cp and cp.get("sum_hops_s") and su.get("seconds") is not None:
-        from .report import per_round
-
         rounds = per_round(su_runs, runs.get("s5cmd-cp", []), lambda r: r["seconds"],
                            lambda r: r["steps"]["hop1"]["seconds"] + r["steps"]["hop2"]["seconds"])
         add("small", f"suite / two sequential s5cmd cp hops <= {TARGET_SMALL_VS_TWO}", su["seconds"] / cp["sum_hops_s"],
@@ -159,8 +159,6 @@ def small_targets(res: dict, summary: dict, add) -> None:
         add("small", f"suite / two sequential s5cmd cp hops <= {TARGET_SMALL_VS_TWO}", None, TARGET_SMALL_VS_TWO, "")
     lines = summary.get("s5cmd-lines")
     if lines and lines.get("seconds"):  # the engine's floor, in the same rounds (references, no limit)
-        from .report import per_round
-
         li_runs = runs.get("s5cmd-lines", [])
         if cp and cp.get("sum_hops_s"):
             add("small", "s5cmd fed a line per object, both hops at once / two s5cmd cp hops (reference: the floor)",
