@@ -15,7 +15,7 @@ help:
 	@echo "  test       run the whole test suite (unit + integration)"
 	@echo "  unit       run only tests/unit"
 	@echo "  demo       run a complete transfer against a local moto S3 server in demo/"
-	@echo "  bench      run tools/bench.py (root): the suite against s5cmd on kernel-shaped links (about 13 minutes; BENCH_ARGS=--quick: under 3)"
+	@echo "  bench      run tools/bench.py (root): the suite against s5cmd on kernel-shaped links (about 35 minutes; BENCH_ARGS=--quick: about 4)"
 	@echo "  chaos      the power-cut test, long: 40 SIGKILLs over 300 objects, s5cmd cp and s5cmd cat modes (S5J_CHAOS_ROUNDS/OBJECTS/SEED)"
 	@echo "  clean      remove demo/ and Python/pytest caches (keeps $(VENV))"
 	@echo "  distclean  clean, and remove $(VENV) too"

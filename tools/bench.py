@@ -54,8 +54,8 @@ reported. Two `s5cmd sync` hops are measured too, and `aws s3 sync` and `rclone 
 when they are on PATH. The namespace, its servers and qdisc are removed at the end, also on a
 failure or Ctrl-C.
 
-    .venv/bin/python tools/bench.py                    # what `make bench` runs (about 13 minutes)
-    .venv/bin/python tools/bench.py --quick            # smoke run (under 3 minutes)
+    .venv/bin/python tools/bench.py                    # what `make bench` runs (about 35 minutes)
+    .venv/bin/python tools/bench.py --quick            # smoke run (about 4 minutes; its data is too small for the targets)
     .venv/bin/python tools/bench.py --scenario thin-large --rounds 5 --json /tmp/bench.json
 
 This file is the entry point (the arguments, and the two processes: outside the namespace and
