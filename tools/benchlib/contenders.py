@@ -139,6 +139,8 @@ class S5cmdLines(Tool):
     name = "s5cmd-lines"
     doc = "s5cmd run, a cp line per object, both hops at once (source -> folder; a copy made beforehand -> destination)"
     FOLDERS = 256  # the downloads' folders (the suite's staged copies are spread over 256 per volume)
+    # The suite's defaults, written out (the bench measures a code tree it does not import):
+    # src_workers and dest_workers 64 (--numworkers), part_size_mb 50 (-p), s5cmd.STREAM_GOGC 400
 
     def __init__(self, bench: "Bench") -> None:
         super().__init__(bench)
